@@ -1,0 +1,177 @@
+"""The extractor contract and registry.
+
+An extractor turns the media of a segment (audio samples, a transcript, or face crops) into a
+`FeatureSequence` [T, D] with a validity mask. Each extractor has a config dataclass whose hash
+identifies its features (the feature-store key), and declares its input contract.
+
+    @register_extractor("wav2vec2")
+    class HFAudioExtractor(Extractor): ...
+
+    extractor = create_extractor("wav2vec2", model="facebook/wav2vec2-base", layers="last4")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from affectflow.pipeline.records import FeatureSequence
+
+Modality = Literal["a", "t", "v"]
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """What an extractor accepts: checked by `Extractor.check_input`, mismatches raise ValueError.
+
+    audio: sample_rate (Hz), mono float32. vision: image_size (H, W), channels, mean/std.
+    text: max_tokens. frame_rate: output frames per second (None = per token / per face frame).
+    """
+
+    modality: Modality
+    sample_rate: int | None = None
+    fps: float | None = None
+    image_size: tuple[int, int] | None = None
+    channels: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    """Base config: subclasses add their fields. `config_hash` identifies the features it makes."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self, name: str) -> str:
+        payload = json.dumps({"extractor": name, "config": self.to_dict()}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+class Extractor:
+    """Base class. Subclasses set `name`, `modality`, `config_class`, build their model in __init__,
+    and implement `extract_batch`.
+
+    Inputs per modality (one item per segment):
+      "a": a 1-D float32 numpy array at `contract.sample_rate` (or None when audio is missing);
+      "t": a str (or None / "" when the transcript is missing);
+      "v": a `FaceTrack` from affectflow.pipeline.faces (crops + frame mask + times; None when absent).
+    """
+
+    name: ClassVar[str] = ""
+    modality: ClassVar[Modality]
+    config_class: ClassVar[type[ExtractorConfig]] = ExtractorConfig
+
+    def __init__(self, config: ExtractorConfig, device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+
+    # --- identity -----------------------------------------------------------------------------
+    @property
+    def config_hash(self) -> str:
+        return self.config.config_hash(self.name)
+
+    @property
+    def extractor_id(self) -> str:
+        """name + config hash: what a feature store is keyed on."""
+        return f"{self.name}-{self.config_hash}"
+
+    def spec(self) -> dict[str, Any]:
+        """A JSON-able description: enough to rebuild this extractor with `extractor_from_spec`."""
+        return {
+            "name": self.name,
+            "modality": self.modality,
+            "config": self.config.to_dict(),
+            "config_hash": self.config_hash,
+            "output_dim": self.output_dim,
+        }
+
+    # --- contract ------------------------------------------------------------------------------
+    @property
+    def contract(self) -> InputContract:
+        raise NotImplementedError
+
+    @property
+    def output_dim(self) -> int:
+        raise NotImplementedError
+
+    def check_input(self, item: Any) -> None:
+        """Raise ValueError when an input item breaks the contract (wrong rank, dtype, size...)."""
+        contract = self.contract
+        if item is None:
+            return
+        if contract.modality == "a":
+            if not isinstance(item, np.ndarray) or item.ndim != 1 or item.dtype != np.float32:
+                raise ValueError(
+                    f"{self.name}: audio must be a 1-D float32 array at {contract.sample_rate} Hz, got "
+                    f"{type(item).__name__} {getattr(item, 'shape', '')} {getattr(item, 'dtype', '')}"
+                )
+        elif contract.modality == "t":
+            if not isinstance(item, str):
+                raise ValueError(f"{self.name}: text input must be str, got {type(item).__name__}")
+
+    # --- work ----------------------------------------------------------------------------------
+    def extract_batch(self, items: list[Any]) -> list[FeatureSequence]:
+        """One `FeatureSequence` per item; a missing item gives `FeatureSequence.missing(...)`."""
+        raise NotImplementedError
+
+    def extract(self, item: Any) -> FeatureSequence:
+        return self.extract_batch([item])[0]
+
+
+_EXTRACTORS: dict[str, type[Extractor]] = {}
+
+
+def register_extractor(name: str) -> Callable[[type[Extractor]], type[Extractor]]:
+    """Class decorator registering an extractor under `name`; a duplicate name raises."""
+
+    def decorate(cls: type[Extractor]) -> type[Extractor]:
+        if name in _EXTRACTORS:
+            raise ValueError(f"extractor {name!r} is already registered ({_EXTRACTORS[name].__qualname__})")
+        cls.name = name
+        _EXTRACTORS[name] = cls
+        return cls
+
+    return decorate
+
+
+def _load_builtin_extractors() -> None:
+    # Explicit import list: importing the module registers the built-in extractors.
+    from . import builtin  # noqa: F401
+
+
+def list_extractors() -> list[str]:
+    _load_builtin_extractors()
+    return sorted(_EXTRACTORS)
+
+
+def extractor_class(name: str) -> type[Extractor]:
+    _load_builtin_extractors()
+    if name not in _EXTRACTORS:
+        raise KeyError(f"unknown extractor {name!r}; registered: {sorted(_EXTRACTORS)}")
+    return _EXTRACTORS[name]
+
+
+def create_extractor(name: str, device: torch.device | str = "cpu", **config: Any) -> Extractor:
+    """Build extractor `name` with config fields `config` on `device`."""
+    cls = extractor_class(name)
+    return cls(cls.config_class(**config), device=device)
+
+
+def extractor_from_spec(spec: dict[str, Any], device: torch.device | str = "cpu") -> Extractor:
+    """Rebuild an extractor from `Extractor.spec()`; refuses when the config hash differs."""
+    extractor = create_extractor(spec["name"], device=device, **spec["config"])
+    if spec.get("config_hash") and spec["config_hash"] != extractor.config_hash:
+        raise ValueError(
+            f"extractor {spec['name']}: config hash {extractor.config_hash} does not match the recorded "
+            f"{spec['config_hash']} (the extractor's config fields changed)"
+        )
+    return extractor

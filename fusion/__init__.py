@@ -1,0 +1,9 @@
+"""Fusion models for incomplete-modality emotion recognition, behind one contract."""
+
+from .contract import MODALITIES, FusionOutput, ModalityBatch, TaskSpec, masked_mean, zero_masked
+from .registry import create_fusion, fusion_class, list_fusions, register_fusion
+
+__all__ = [
+    "MODALITIES", "FusionOutput", "ModalityBatch", "TaskSpec", "masked_mean", "zero_masked",
+    "create_fusion", "fusion_class", "list_fusions", "register_fusion",
+]
