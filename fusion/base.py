@@ -1,0 +1,82 @@
+"""`FusionModel`: the base class every registered fusion model derives from.
+
+Protocol (what the training harness relies on):
+- `__init__(task_spec, **hyperparameters)`; `self.hyperparameters` records them for checkpoints.
+- `forward(batch: ModalityBatch, targets: Tensor | None = None) -> FusionOutput`. Auxiliary losses that need
+  labels (per-granularity heads, supervised contrastive, Rank-N-Contrast...) are computed only when `targets`
+  is given: class indices [B] (or [B, T] at conversation level, -100 = ignore) for classification, float
+  values [B] (or [B, T]) for regression. Aux losses are returned unweighted in `FusionOutput.aux_losses`;
+  `loss_weights[name]` holds the paper's weight (default 1.0). The main task loss (CE / MSE or L1 on
+  `FusionOutput.prediction`) is computed by the harness, not by the model.
+- Multi-stage training (MoMKE, MCULoRA, SDUMC...): `stages` names them in order; the harness calls
+  `set_stage(name)` before each, then builds its optimizer from `trainable_parameters()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .contract import FusionOutput, ModalityBatch, TaskSpec
+
+
+class FusionModel(nn.Module):
+    """Base class: task spec, hyperparameters, heads, stages, loss weights."""
+
+    fusion_name: str = ""
+    stages: tuple[str, ...] = ("main",)
+    loss_weights: dict[str, float] = {}
+
+    def __init__(self, task_spec: TaskSpec, **hyperparameters: Any) -> None:
+        super().__init__()
+        self.task_spec = task_spec
+        self.hyperparameters = dict(hyperparameters)
+        self.stage = self.stages[0]
+
+    def set_stage(self, stage: str) -> None:
+        """Switch training stage (freezing/unfreezing what the paper prescribes)."""
+        if stage not in self.stages:
+            raise ValueError(f"{self.fusion_name}: unknown stage {stage!r}; stages are {self.stages}")
+        self.stage = stage
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the current stage trains (default: all with requires_grad)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def loss_weight(self, name: str) -> float:
+        return float(self.loss_weights.get(name, 1.0))
+
+    # --- helpers shared by models ---------------------------------------------------------------
+    def make_head(self, in_dim: int, hidden: int | None = None, dropout: float = 0.0) -> nn.Module:
+        """A prediction head in_dim -> task outputs (optionally through one hidden layer)."""
+        out_dim = self.task_spec.num_outputs
+        if hidden is None:
+            return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim))
+        return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+
+    def package(self, head_output: torch.Tensor, embedding: torch.Tensor,
+                aux_losses: dict[str, torch.Tensor] | None = None,
+                extras: dict[str, torch.Tensor] | None = None) -> FusionOutput:
+        """Wrap a head output [..., C] into a FusionOutput (regression squeezes the last axis)."""
+        if self.task_spec.kind == "classification":
+            return FusionOutput(embedding=embedding, logits=head_output, aux_losses=aux_losses or {}, extras=extras or {})
+        return FusionOutput(embedding=embedding, value=head_output.squeeze(-1), aux_losses=aux_losses or {}, extras=extras or {})
+
+    def task_loss(self, prediction: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The task's supervised loss on a prediction (CE with ignore_index=-100, or L1 for regression).
+
+        Models use this for auxiliary heads (e.g. DQF's per-granularity heads); the harness uses the
+        same function for the main prediction so both agree.
+        """
+        if self.task_spec.kind == "classification":
+            return nn.functional.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), targets.reshape(-1).long(),
+                                               ignore_index=-100)
+        valid = ~torch.isnan(targets)
+        if not bool(valid.any()):
+            return prediction.sum() * 0.0
+        return nn.functional.l1_loss(prediction[valid], targets[valid].to(prediction.dtype))
+
+    def forward(self, batch: ModalityBatch, targets: torch.Tensor | None = None) -> FusionOutput:  # pragma: no cover
+        raise NotImplementedError
