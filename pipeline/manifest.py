@@ -8,6 +8,7 @@ follow. `end` empty (NaN) means "to the end of the file".
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -43,6 +44,28 @@ def _dtype_for(column: str) -> str | None:
     return None
 
 
+def _convert(series: pd.Series, dtype: str) -> pd.Series:
+    """Cast a column to its schema dtype; None/NA/empty stay missing."""
+    if dtype == "string":
+        return series.astype("string")
+    cleaned = series.astype(object).where(series.notna(), None)
+    numbers = pd.to_numeric(cleaned, errors="raise")
+    if dtype == "Int64":
+        return numbers.astype("Float64").astype("Int64")
+    return numbers.astype("float64")
+
+
+def _numeric_extras(table: pd.DataFrame) -> pd.DataFrame:
+    """CSV extras (columns outside the schema) become numbers when every value parses as one."""
+    for column in table.columns:
+        if _dtype_for(column) is None:
+            try:
+                table[column] = pd.to_numeric(table[column].astype(object).where(table[column].notna(), None))
+            except (TypeError, ValueError):
+                pass
+    return table
+
+
 def normalize_manifest(table: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
     """Return `table` with every core column present, typed, and core columns first.
 
@@ -54,12 +77,12 @@ def normalize_manifest(table: pd.DataFrame, source: str = "manifest") -> pd.Data
             raise ManifestError(f"{source}: missing required column {required!r}")
     for column in CORE_COLUMNS:
         if column not in table.columns:
-            table[column] = 0.0 if column == "start" else pd.NA
+            table[column] = 0.0 if column == "start" else None
     for column in table.columns:
         dtype = _dtype_for(column)
         if dtype is not None:
             try:
-                table[column] = table[column].astype(dtype)
+                table[column] = _convert(table[column], dtype)
             except (TypeError, ValueError) as error:
                 raise ManifestError(f"{source}: column {column!r} cannot be read as {dtype}: {error}") from None
     table["start"] = table["start"].fillna(0.0)
@@ -86,8 +109,10 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     elif suffix == ".csv":
         # Read everything as text first so ids like "-3g5yACwYnA" or "0123" survive untouched.
         table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
-    elif suffix in (".jsonl", ".json"):
-        table = pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+        table = _numeric_extras(table)
+    elif suffix == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            table = pd.DataFrame([json.loads(line) for line in handle if line.strip()])
     else:
         raise ManifestError(f"{path}: unknown manifest format {suffix!r} (use .parquet, .csv or .jsonl)")
     return normalize_manifest(table, source=str(path))
@@ -106,7 +131,10 @@ def write_manifest(table: pd.DataFrame, path: str | Path) -> Path:
         # float_format keeps every digit so times and sentiments round-trip exactly.
         table.to_csv(tmp, index=False, encoding="utf-8", float_format="%.17g")
     elif suffix == ".jsonl":
-        table.to_json(tmp, orient="records", lines=True, force_ascii=False, double_precision=15)
+        # Python's json writes floats with repr(), which round-trips exactly (pandas caps at 15 digits).
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row in table.to_dict(orient="records"):
+                handle.write(json.dumps({k: _plain(v) for k, v in row.items()}, ensure_ascii=False) + "\n")
     else:
         raise ManifestError(f"{path}: unknown manifest format {suffix!r} (use .parquet, .csv or .jsonl)")
     tmp.replace(path)

@@ -175,8 +175,10 @@ def _frame_indices(reader, path: Path, start: float, end: float | None, fps: flo
     if fps is None or fps >= native_fps:
         indices = np.arange(first, max(last, first + 1))
     else:
-        step = native_fps / fps
-        indices = np.unique(np.floor(np.arange(first, max(last, first + 1), step)).astype(np.int64))
+        # Sample at start + k / fps: exactly duration * fps frames, each the frame shown at that time.
+        stop = (last / native_fps) if end is None else end
+        targets = np.arange(start, max(stop, start + 1e-9), 1.0 / fps)
+        indices = np.unique(np.clip(np.floor(targets * native_fps + 1e-6).astype(np.int64), first, count - 1))
     if max_frames is not None and len(indices) > max_frames:
         indices = indices[np.linspace(0, len(indices) - 1, max_frames).round().astype(np.int64)]
     return indices
