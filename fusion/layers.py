@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from .contract import zero_masked
+from .contract import ModalityBatch, masked_mean, zero_masked
 
 
 def safe_key_mask(key_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,8 +220,20 @@ def conversation_or_pooled(x: torch.Tensor, mask: torch.Tensor, per_position: bo
     return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
+def modality_readout(batch: ModalityBatch, modality: str, x: torch.Tensor,
+                     per_position: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read out x [B, T, D] computed from `modality`: masked mean over its valid frames, or per position.
+
+    Returns (features [B, D] or [B, T, D], present [B] or [B, T] bool); absent rows are exact zeros.
+    """
+    valid = batch.valid(modality)
+    if per_position:
+        return zero_masked(x, valid), valid
+    return masked_mean(x, valid), valid.any(dim=1)
+
+
 __all__ = [
     "safe_key_mask", "MaskedMultiheadAttention", "sinusoidal_positions", "SinusoidalPositionalEmbedding",
     "LearnedPositionalEmbedding", "FeedForward", "PreLNTransformerBlock", "TransformerEncoder",
-    "CrossModalBlock", "MaskedConv1d", "conversation_or_pooled",
+    "CrossModalBlock", "MaskedConv1d", "conversation_or_pooled", "modality_readout",
 ]

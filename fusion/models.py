@@ -1,3 +1,4 @@
 """Explicit list of the built-in fusion models; importing this module registers them all."""
 
 # Each import registers its models with affectflow.fusion.registry. Add new model modules here.
+from . import baselines  # noqa: F401  late_fusion, early_fusion, mult
