@@ -2,3 +2,4 @@
 
 # Each import registers its models with affectflow.fusion.registry. Add new model modules here.
 from . import baselines  # noqa: F401  late_fusion, early_fusion, mult
+from . import sdumc  # noqa: F401  sdumc
