@@ -1,0 +1,20 @@
+"""Feature extractors (audio, text, vision, weights-free signal), the feature store and the job.
+
+    from affectflow.extractors import create_extractor, FeatureStore, run_extraction, export_npy
+    extractor = create_extractor("hf_audio", model="microsoft/wavlm-large", layers=20, device="cuda")
+
+Registered names: hf_audio, hf_text, hf_vision, logmel, prosody (+ teammates' modules listed in
+builtin.py). Importing this package does not import transformers; models load on construction.
+"""
+
+from .base import (
+    Extractor, ExtractorConfig, InputContract, create_extractor, extractor_class, extractor_from_spec,
+    list_extractors, register_extractor,
+)
+from .run import ExtractionSummary, run_extraction
+from .store import FeatureStore, export_npy
+
+__all__ = [
+    "Extractor", "ExtractorConfig", "InputContract", "create_extractor", "extractor_class", "extractor_from_spec",
+    "list_extractors", "register_extractor", "ExtractionSummary", "run_extraction", "FeatureStore", "export_npy",
+]

@@ -1,0 +1,118 @@
+"""`affectflow extract`: features for every segment of a manifest, one feature store per extractor.
+
+    affectflow extract --manifest meld/train.parquet --out features/meld \\
+        --audio microsoft/wavlm-large --audio-layers 20 --text roberta-large --vision fer --device auto
+
+An --audio/--text/--vision value is a registered extractor name of that modality ("logmel",
+"prosody", "hf_text", ...) or else a Hugging Face id / local folder for hf_audio / hf_text /
+hf_vision; "none" skips the modality. With none of the three given, the offline defaults run:
+text "minilm" (all-MiniLM-L6-v2), audio "logmel", and vision "fer" when that extractor is registered.
+Each store lands in OUT/<extractor_id> (name-confighash); a re-run skips what is stored; failures are
+listed and written to OUT/<extractor_id>/failures.jsonl. Exit code 1 only when every segment failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from .base import Extractor, create_extractor, extractor_class, list_extractors
+
+HF_EXTRACTORS = {"a": "hf_audio", "t": "hf_text", "v": "hf_vision"}
+OFFLINE_DEFAULTS = {"a": "logmel", "t": "minilm", "v": "fer"}
+_FLAGS = {"a": "audio", "t": "text", "v": "vision"}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the `extract` options to `parser`."""
+    parser.add_argument("--manifest", required=True, type=Path, help="manifest (.parquet, .csv or .jsonl)")
+    parser.add_argument("--out", required=True, type=Path, help="folder receiving one feature store per extractor")
+    for modality, flag in _FLAGS.items():
+        parser.add_argument(f"--{flag}", default=None, metavar="ID",
+                            help=f"{flag} extractor name or HF id/folder ('none' to skip)")
+        parser.add_argument(f"--{flag}-layers", default=None, metavar="L",
+                            help="hidden layer: an int, 'last', 'last4' (sum of last four) or 'mean'")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--precision", default=None, choices=["float32", "float16", "bfloat16"],
+                        help="model precision for HF extractors (float16 needs a GPU)")
+    parser.add_argument("--batch-size", type=int, default=8, help="segments per extraction batch")
+    parser.add_argument("--chunk-seconds", type=float, default=None, help="longest audio piece encoded at once")
+    parser.add_argument("--face-fps", type=float, default=5.0, help="frames per second sampled for faces")
+    parser.add_argument("--export-npy", choices=["utterance", "frame"], default=None,
+                        help="also export OUT/npy-<level>/<extractor_id>/<segment>.npy (MERBench/GCNet layout)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _config_overrides(name: str, modality: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The CLI options that apply to extractor `name`'s config fields."""
+    fields = {field.name for field in dataclasses.fields(extractor_class(name).config_class)}
+    candidates = {"layers": getattr(args, f"{_FLAGS[modality]}_layers"), "precision": args.precision,
+                  "chunk_seconds": args.chunk_seconds}
+    return {key: value for key, value in candidates.items() if value is not None and key in fields}
+
+
+def resolve_extractor_choice(value: str, modality: str) -> tuple[str, dict[str, Any]]:
+    """(extractor name, config fields) for a CLI value: a registered name, else an HF id for hf_<kind>."""
+    registered = list_extractors()
+    if value in registered:
+        if extractor_class(value).modality != modality:
+            raise ValueError(f"extractor {value!r} is a {extractor_class(value).modality!r} extractor, "
+                             f"not {_FLAGS[modality]}")
+        return value, {}
+    return HF_EXTRACTORS[modality], {"model": value}
+
+
+def build_extractors(args: argparse.Namespace, device: Any) -> list[Extractor]:
+    """The extractors the options ask for (or the offline defaults), built on `device`."""
+    chosen = {m: getattr(args, flag) for m, flag in _FLAGS.items()}
+    if all(value is None for value in chosen.values()):
+        chosen = dict(OFFLINE_DEFAULTS)
+        if OFFLINE_DEFAULTS["v"] not in list_extractors():
+            print(f"note: no offline vision default ({OFFLINE_DEFAULTS['v']!r} is not registered); vision skipped")
+            chosen["v"] = None
+    extractors = []
+    for modality, value in chosen.items():
+        if value is None or value.lower() == "none":
+            continue
+        name, config = resolve_extractor_choice(value, modality)
+        config.update(_config_overrides(name, modality, args))
+        extractors.append(create_extractor(name, device=device, **config))
+    if not extractors:
+        raise ValueError("nothing to extract: every modality was set to 'none'")
+    return extractors
+
+
+def _face_detector(extractor: Extractor, device: Any) -> Any:
+    from affectflow.pipeline.faces import FaceDetector
+
+    size = extractor.contract.image_size
+    return FaceDetector(device=device, crop_size=int(size[0]) if size else 224)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `affectflow extract`; prints one summary per extractor. Returns the exit code."""
+    from affectflow.pipeline.devices import resolve_device
+    from affectflow.pipeline.manifest import read_manifest
+
+    from .run import run_extraction
+    from .store import FeatureStore, export_npy
+
+    table = read_manifest(args.manifest)
+    device = resolve_device(args.device)
+    summaries = []
+    for extractor in build_extractors(args, device):
+        store = FeatureStore.create(args.out / extractor.extractor_id, extractor.spec())
+        detector = _face_detector(extractor, device) if extractor.modality == "v" else None
+        summary = run_extraction(table, extractor, store, manifest_path=args.manifest, batch_size=args.batch_size,
+                                 face_detector=detector, face_fps=args.face_fps, progress=not args.no_progress)
+        print(summary.describe(), flush=True)
+        if args.export_npy:
+            target = args.out / f"npy-{args.export_npy}" / extractor.extractor_id
+            written = export_npy(store, target, level=args.export_npy)
+            print(f"  exported {len(written)} .npy files to {target}")
+        summaries.append(summary)
+    attempted = sum(s.extracted + len(s.failed) for s in summaries)
+    failed = sum(len(s.failed) for s in summaries)
+    return 1 if attempted and failed == attempted else 0
