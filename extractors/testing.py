@@ -16,6 +16,7 @@ import string
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 HIDDEN = 32
@@ -129,3 +130,23 @@ def save_tiny_models(root: str | Path, kinds: tuple[str, ...] | None = None) -> 
     if unknown:
         raise ValueError(f"unknown tiny model kinds {unknown}; choose from {sorted(savers)}")
     return {kind: savers[kind](root / kind, kind) for kind in chosen}
+
+
+def synthetic_face_track(mask: list[bool], crop_size: int = 112, start: float = 1.0, fps: float = 5.0):
+    """A FaceTrack without running a detector: the real astronaut face (shifted a little per frame)
+    as the crop of every frame where `mask` is True, on a `fps` timeline from `start` seconds."""
+    import cv2
+
+    from affectflow.pipeline.faces import FaceTrack
+    from affectflow.pipeline.testing import face_image
+
+    mask_array = np.asarray(mask, dtype=bool)
+    count, valid = len(mask_array), int(mask_array.sum())
+    face = cv2.resize(face_image(), (crop_size, crop_size), interpolation=cv2.INTER_AREA)
+    crops = (np.stack([np.roll(face, shift=3 * i, axis=1) for i in range(valid)]) if valid
+             else np.zeros((0, crop_size, crop_size, 3), np.uint8))
+    boxes = np.full((count, 4), np.nan, np.float32)
+    boxes[mask_array] = (0, 0, crop_size, crop_size)
+    probabilities = np.where(mask_array, 0.99, np.nan).astype(np.float32)
+    return FaceTrack(crops=crops, mask=mask_array, times=start + np.arange(count) / fps, boxes=boxes,
+                     probabilities=probabilities, landmarks=np.full((count, 5, 2), np.nan, np.float32))
