@@ -3,3 +3,5 @@
 # Each import registers its models with affectflow.fusion.registry. Add new model modules here.
 from . import baselines  # noqa: F401  late_fusion, early_fusion, mult
 from . import sdumc  # noqa: F401  sdumc
+from . import mculora  # noqa: F401  mculora
+from . import cmarr  # noqa: F401  cmarr

@@ -1,0 +1,245 @@
+"""MCULoRA maths and mechanics: JS divergence (Eq. 8), DPFT (Eq. 9-10), adapter selection (Eq. 2),
+soft orthogonality (Eq. 3), stage freezing. Contract checks (invariance, gradients...) live in test_contract.py."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from affectflow.fusion import ModalityBatch, TaskSpec, create_fusion
+from affectflow.fusion.mculora import (MCULoRA, DPFTSampler, js_divergence, modality_combinations,
+                                       project_to_bounded_simplex, soft_orthogonality_loss)
+
+DIMS = {"a": 6, "t": 5, "v": 4}
+PATTERNS = torch.tensor([p for p in itertools.product([False, True], repeat=3) if any(p)])
+
+
+def make_batch(presence: torch.Tensor, frames: int = 3, seed: int = 0) -> ModalityBatch:
+    """Random frame-level batch with the given [B, 3] presence (last frame of sample 0 invalid)."""
+    generator = torch.Generator().manual_seed(seed)
+    features, masks = {}, {}
+    for m, d in DIMS.items():
+        features[m] = torch.randn(len(presence), frames, d, generator=generator)
+        masks[m] = torch.ones(len(presence), frames, dtype=torch.bool)
+        masks[m][0, -1] = False
+    return ModalityBatch(features, masks, presence)
+
+
+@pytest.fixture(scope="module")
+def model() -> MCULoRA:
+    torch.manual_seed(0)
+    spec = TaskSpec(kind="classification", input_dims=DIMS, class_names=("neg", "neu", "pos"))
+    built = create_fusion("mculora", spec, **MCULoRA.tiny_config())
+    built.set_stage("mcla")
+    return built.eval()
+
+
+# --- Eq. 8: Jensen-Shannon decoupling score ----------------------------------------------------------
+def test_js_divergence_matches_hand_computed_values():
+    p = torch.tensor([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]])
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.2, 0.8]])
+    # Row 0: m = (0.75, 0.25); KL(p||m) = 0.5 ln(2/3) + 0.5 ln 2, KL(q||m) = ln(4/3); sum = 1.5 ln(4/3).
+    # Row 1: disjoint supports -> ln 2 + ln 2 (the paper's Eq. 8 has no 1/2 factor). Row 2: identical -> 0.
+    expected = torch.tensor([1.5 * math.log(4 / 3), 2 * math.log(2), 0.0])
+    torch.testing.assert_close(js_divergence(p, q), expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(js_divergence(q, p), expected, atol=1e-6, rtol=1e-6)  # symmetric
+
+
+def test_modality_combinations_order():
+    assert modality_combinations(("a", "t", "v")) == (("a",), ("t",), ("v",), ("a", "t"), ("a", "v"), ("t", "v"),
+                                                      ("a", "t", "v"))
+    assert modality_combinations(("a", "t")) == (("a",), ("t",), ("a", "t"))
+
+
+# --- Eq. 3: soft orthogonality ---------------------------------------------------------------------
+def test_orthogonality_loss_zero_for_orthogonal_adapters():
+    generator = torch.Generator().manual_seed(1)
+    basis, _ = torch.linalg.qr(torch.randn(12, 12, generator=generator))
+    x = torch.randn(10, 7, generator=generator)
+    down = torch.randn(2, 7, generator=generator)
+    common = x @ down.T @ basis[:, :2].T  # adapter with up-projection in span(basis[:, 0:2])
+    private = torch.stack([x @ down.T @ basis[:, 2:4].T, x @ down.T @ basis[:, 4:6].T], dim=1)  # orthogonal spans
+    pretrained = torch.randn(10, 4, generator=generator) @ basis[:, 6:10].T  # also orthogonal to the common span
+    valid = torch.ones(10, dtype=torch.bool)
+    assert abs(float(soft_orthogonality_loss(common, private, pretrained, valid))) < 1e-6
+
+
+def test_orthogonality_loss_formula_and_masking():
+    common = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    private = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[-1.0, 0.0], [0.0, 1.0]]])
+    pretrained = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+    # Row 0: (1 - 0) + (0 - 0) = 1. Row 1: (-1 - 1/sqrt2) + (0 - 1/sqrt2) = -1 - sqrt2.
+    both = soft_orthogonality_loss(common, private, pretrained, torch.tensor([True, True]))
+    assert float(both) == pytest.approx((1 - 1 - math.sqrt(2)) / 2, abs=1e-6)
+    first = soft_orthogonality_loss(common, private, pretrained, torch.tensor([True, False]))
+    assert float(first) == pytest.approx(1.0, abs=1e-6)
+
+
+# --- Eq. 9-10: DPFT sampler ------------------------------------------------------------------------
+def test_dpft_probabilities_stay_in_bounds_and_sum_to_one():
+    sampler = DPFTSampler(modality_combinations(), adjustment=5.0)  # big steps to hit the bounds
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        probabilities = sampler.update(torch.rand(7, generator=generator) * 4 - 2)
+        assert float(probabilities.sum()) == pytest.approx(1.0, abs=1e-9)
+        assert float(probabilities.min()) >= sampler.min_probability - 1e-9
+        assert float(probabilities.max()) <= sampler.max_probability + 1e-9
+    increments = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])  # same ranking every epoch
+    for _ in range(20):
+        probabilities = sampler.update(sampler.scores.float() + increments)
+    assert float(probabilities.sum()) == pytest.approx(1.0, abs=1e-9)
+    assert bool((probabilities[:3] > 1 / 7).all())  # the three slowest-decoupling combinations gained
+    # |step| grows with sigmoid(delta) (Eq. 10), so rank 3 gains most and reaches the upper bound.
+    assert float(probabilities[2]) == pytest.approx(sampler.max_probability, abs=1e-6)
+    assert float(probabilities[-1]) == pytest.approx(sampler.min_probability, abs=1e-6)
+
+
+def test_dpft_raises_slowest_decoupling_and_lowers_fastest():
+    sampler = DPFTSampler(modality_combinations())
+    before = sampler.probabilities.clone()
+    # Scores changed by these amounts since S_0 = 0: combination 2 decoupled slowest, 5 fastest.
+    delta = torch.tensor([0.3, 0.1, -0.2, 0.5, 0.2, 0.9, 0.4])
+    after = sampler.update(delta)
+    torch.testing.assert_close(sampler.last_delta, delta.double())
+    rank = torch.empty(7, dtype=torch.long)
+    rank[torch.argsort(delta)] = torch.arange(1, 8)
+    change = after - before
+    assert bool((change[rank < 4] > 0).all())  # ranks 1..3 (< 2^(M-1) = 4) gain probability
+    assert bool((change[rank > 4] < 0).all())  # ranks 5..7 lose it
+    # Before the sum-to-one shift the step is +-q_base * lambda * sigmoid(delta); the pivot rank 4 only
+    # moves by that common shift, so steps differ from it by exactly the sigmoid-scaled amount.
+    shift = change[rank == 4]
+    expected = (1 / 7) * 0.1 * torch.sigmoid(delta.double()) * torch.where(rank < 4, 1.0, -1.0).double()
+    torch.testing.assert_close((change - shift)[rank != 4], expected[rank != 4])
+
+
+def test_dpft_second_update_uses_score_change_not_score():
+    sampler = DPFTSampler(modality_combinations())
+    sampler.update(torch.arange(7.0))
+    sampler.update(torch.arange(7.0) + torch.tensor([0, 0, 0, 5, 0, 0, 0.0]))
+    torch.testing.assert_close(sampler.last_delta, torch.tensor([0, 0, 0, 5, 0, 0, 0.0], dtype=torch.float64))
+    nan_scores = torch.full((7,), float("nan"))
+    sampler.update(nan_scores)  # nothing observed: every delta is zero, previous scores kept
+    assert torch.count_nonzero(sampler.last_delta) == 0
+    assert sampler.scores[3] == 5 + 3
+
+
+def test_dpft_sampling_follows_probabilities():
+    sampler = DPFTSampler(modality_combinations(), min_probability=0.0, max_probability=1.0)
+    sampler.probabilities = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.25, 0.75], dtype=torch.float64)
+    presence = sampler.sample(4000, torch.Generator().manual_seed(0))
+    assert presence.shape == (4000, 3) and presence.dtype == torch.bool
+    full = presence.all(1).float().mean()
+    tv_only = (~presence[:, 0] & presence[:, 1] & presence[:, 2]).float().mean()
+    assert float(full) == pytest.approx(0.75, abs=0.03) and float(tv_only) == pytest.approx(0.25, abs=0.03)
+    again = sampler.sample(16, torch.Generator().manual_seed(3))
+    assert torch.equal(again, sampler.sample(16, torch.Generator().manual_seed(3)))
+
+
+def test_dpft_rejects_bad_configuration():
+    with pytest.raises(ValueError, match="cannot hold"):
+        DPFTSampler(modality_combinations(), min_probability=0.2)
+    with pytest.raises(ValueError, match="subset"):
+        DPFTSampler([("a",), ("x",)])
+    with pytest.raises(ValueError, match="expects 7 scores"):
+        DPFTSampler(modality_combinations()).update(torch.zeros(3))
+
+
+def test_project_to_bounded_simplex():
+    projected = project_to_bounded_simplex(torch.tensor([0.9, 0.05, 0.05, 0.0], dtype=torch.float64), 0.1, 0.5)
+    assert float(projected.sum()) == pytest.approx(1.0)
+    assert float(projected.min()) >= 0.1 - 1e-9 and float(projected.max()) <= 0.5 + 1e-9
+
+
+def test_sampler_consumes_model_extras(model):
+    out = model(make_batch(PATTERNS))
+    scores, counts = out.extras["dpft_scores"], out.extras["dpft_counts"]
+    assert scores.shape == (7,) and counts.shape == (7,)
+    # Each available modality scores every combination containing it: 4 per modality occurrence.
+    occurrences = PATTERNS.sum()
+    assert float(counts.sum()) == pytest.approx(4 * float(occurrences))
+    assert bool((scores > 0).all()) and bool(torch.isfinite(scores).all())
+    sampler = DPFTSampler(model.combinations)
+    sampler.observe(out)
+    sampler.observe(out)
+    sampler.update()
+    torch.testing.assert_close(sampler.scores, scores.double(), atol=1e-6, rtol=1e-5)
+
+
+# --- Eq. 2 / 4: adapter selection per combination ---------------------------------------------------
+def test_combination_index_matches_presence(model):
+    out = model(make_batch(PATTERNS))
+    expected = [model.combinations.index(tuple(m for m, on in zip("atv", row) if on)) for row in PATTERNS.tolist()]
+    assert out.extras["combination"].tolist() == expected
+
+
+def test_prediction_uses_only_the_samples_own_private_adapter(model):
+    batch = make_batch(PATTERNS)
+    reference = model(batch).logits
+    combos = model.combinations
+    a_slot = {c: model.combos_of["a"].index(i) for i, c in enumerate(combos) if "a" in c}
+    with torch.no_grad():
+        saved = model.private_up["a"].clone()
+        model.private_up["a"][a_slot[("a", "t")]] += 1.0  # change only the {a, t} private adapter of audio
+        changed = model(batch).logits
+        model.private_up["a"].copy_(saved)
+    moved = (changed - reference).abs().amax(dim=1) > 1e-6
+    uses = [tuple(m for m, on in zip("atv", row) if on) == ("a", "t") for row in PATTERNS.tolist()]
+    assert moved.tolist() == uses
+
+
+def test_orthogonality_aux_and_mix_weight(model):
+    out = model(make_batch(PATTERNS))
+    assert set(out.aux_losses) == {"orthogonality"}
+    orthogonality = out.aux_losses["orthogonality"].detach()
+    assert bool(torch.isfinite(orthogonality)) and float(orthogonality) != 0.0
+    weight = out.extras["mix_weight"]
+    assert weight.shape == (len(PATTERNS),) and bool(((weight > 0) & (weight < 1)).all())
+    assert model.loss_weight("orthogonality") == pytest.approx(0.001)
+
+
+# --- stages --------------------------------------------------------------------------------------------
+def test_stages_freeze_what_the_paper_prescribes():
+    spec = TaskSpec(kind="regression", input_dims=DIMS)
+    net = create_fusion("mculora", spec, **MCULoRA.tiny_config())
+    names = lambda: {n.split(".")[0] for n, p in net.named_parameters() if p.requires_grad}  # noqa: E731
+    assert names() == {"projections", "encoders", "fusion", "head", "unimodal_heads"}
+    torch.nn.init.normal_(net.head[-1].weight)
+    net.set_stage("mcla")
+    assert names() == {"common_down", "common_up", "private_down", "private_up", "common_head", "private_head",
+                       "mix_weight"}
+    assert {id(p) for p in net.trainable_parameters()} == {id(p) for p in net.parameters() if p.requires_grad}
+    torch.testing.assert_close(net.common_head[-1].weight, net.head[-1].weight)  # heads start from C_f
+    frozen = {n: p.detach().clone() for n, p in net.named_parameters() if not p.requires_grad}
+    optimizer = torch.optim.Adam(net.trainable_parameters(), lr=1e-2)
+    batch = make_batch(torch.ones(4, 3, dtype=torch.bool))
+    out = net(batch, torch.randn(4))
+    (out.value.abs().mean() + out.aux_losses["orthogonality"]).backward()
+    optimizer.step()
+    assert all(torch.equal(p, frozen[n]) for n, p in net.named_parameters() if n in frozen)
+    tuned = net.common_head[-1].weight.detach().clone()
+    assert not torch.equal(tuned, net.head[-1].weight)
+    net.set_stage("pretrain")
+    net.set_stage("mcla")  # heads are copied only once: a second switch keeps the fine-tuned heads
+    torch.testing.assert_close(net.common_head[-1].weight, tuned)
+    with pytest.raises(ValueError, match="unknown stage"):
+        net.set_stage("finetune")
+
+
+def test_pretrain_unimodal_loss_and_conversation_level():
+    spec = TaskSpec(kind="classification", input_dims=DIMS, class_names=("x", "y"), level="conversation")
+    net = create_fusion("mculora", spec, **MCULoRA.tiny_config()).eval()
+    batch = make_batch(PATTERNS, frames=4)
+    targets = torch.randint(0, 2, (len(PATTERNS), 4))
+    targets[:, -1] = -100
+    out = net(batch, targets)
+    assert out.logits.shape == (len(PATTERNS), 4, 2)
+    unimodal = out.aux_losses["unimodal"].detach()
+    assert bool(torch.isfinite(unimodal)) and float(unimodal) > 0
+    uneven = ModalityBatch({**batch.features, "v": batch.features["v"][:, :2]},
+                           {**batch.masks, "v": batch.masks["v"][:, :2]}, batch.presence)
+    with pytest.raises(ValueError, match="share T"):
+        net(uneven)
