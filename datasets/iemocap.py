@@ -40,10 +40,10 @@ CATEGORIES: dict[str, str] = {
     "neu": "neutral", "hap": "happy", "exc": "excited", "sad": "sad", "ang": "angry", "fru": "frustrated",
     "sur": "surprised", "fea": "fearful", "dis": "disgusted", "oth": "other",
 }
-LABEL_SETS: dict[str, dict[str, str]] = {
+LABEL_SETS: dict[str, dict[str, str | None]] = {
     "4": {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"},
     "6": {"hap": "happy", "sad": "sad", "neu": "neutral", "ang": "angry", "exc": "excited", "fru": "frustrated"},
-    "all": dict(CATEGORIES),
+    "all": {**CATEGORIES, "xxx": None},  # xxx = annotators did not agree: kept, without an emotion
 }
 _LABEL_LINE = re.compile(
     r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[\s*([-\d.]+)\s*,\s*([-\d.]+)\s*,\s*([-\d.]+)\s*\]"
@@ -111,7 +111,7 @@ def _media_of(folder: Path, dialog: str, utterance: str, media: str) -> tuple[Pa
     return folder / "sentences" / "wav" / dialog / f"{utterance}.wav", False
 
 
-def _dialog_rows(folder: Path, session: int, label_path: Path, label_set: dict[str, str], media: str,
+def _dialog_rows(folder: Path, session: int, label_path: Path, label_set: dict[str, str | None], media: str,
                  report: ValidationReport) -> list[dict]:
     dialog = label_path.stem
     transcript_path = folder / "dialog" / "transcriptions" / f"{dialog}.txt"

@@ -109,10 +109,14 @@ class _MediaLookup:
                 report.notes.append(f"no media folder ({self.video_dir}); every segment's media is missing")
         self.videos = {p.stem: p for p in self.video_dir.glob("*.mp4")} if self.video_dir.is_dir() else {}
         self.audios = {p.stem: p for p in self.audio_dir.glob("*.wav")} if self.audio_dir is not None else {}
+        self.expected: dict[str, Path] = {}
 
     def path(self, video_id: str) -> Path:
         """Media file of one video (the expected .mp4 path when it is absent)."""
-        return self.videos.get(video_id) or self.audios.get(video_id) or self.video_dir / f"{video_id}.mp4"
+        found = self.videos.get(video_id) or self.audios.get(video_id) or self.expected.get(video_id)
+        if found is None:
+            found = self.expected[video_id] = self.video_dir / f"{video_id}.mp4"  # many segments ask
+        return found
 
     def all_files(self) -> dict[str, Path]:
         """Video id -> media file, over both folders."""

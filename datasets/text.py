@@ -30,6 +30,7 @@ _CHAR_TO_BYTE = _char_to_byte_table()
 _MOJIBAKE_CONTINUATION = "".join(sorted(ch for ch, byte in _CHAR_TO_BYTE.items() if 0x80 <= byte <= 0xBF))
 # A UTF-8 lead byte (0xC2-0xF4) seen as cp1252, followed by 1-3 continuation bytes seen as cp1252.
 _SURROGATE = re.compile("[\udc80-\udcff]")
+_C1_CONTROL = re.compile("[\x80-\x9f]")
 _MOJIBAKE = re.compile("[\u00c2-\u00f4][" + re.escape(_MOJIBAKE_CONTINUATION) + "]{1,3}")
 
 
@@ -46,8 +47,12 @@ def decode_annotation_bytes(data: bytes, keep_undecodable: bool = False) -> tupl
     """
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    try:
+        return data.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        pass
     text = data.decode("utf-8", errors="surrogateescape")
-    count = sum(1 for char in text if 0xDC80 <= ord(char) <= 0xDCFF)
+    count = len(_SURROGATE.findall(text))
     if count and not keep_undecodable:
         text = _SURROGATE.sub(lambda match: _cp1252_char(ord(match.group(0)) - 0xDC00), text)
     return text, count
@@ -75,7 +80,7 @@ def repair_mojibake(text: str) -> tuple[str, bool]:
     characters, replaces stray C1 control characters that cp1252 would have shown as punctuation
     ("\\x92" -> "’") and applies Unicode NFC normalisation.
     """
-    if not text:
+    if not text or text.isascii():
         return text, False
     repaired = _SURROGATE.sub(lambda match: _cp1252_char(ord(match.group(0)) - 0xDC00), text)
     for _ in range(2):  # double-encoded mojibake needs two passes
@@ -83,10 +88,7 @@ def repair_mojibake(text: str) -> tuple[str, bool]:
         if fixed == repaired:
             break
         repaired = fixed
-    repaired = "".join(
-        bytes([ord(ch)]).decode("cp1252") if 0x80 <= ord(ch) <= 0x9F and ord(ch) not in _CP1252_UNDEFINED else ch
-        for ch in repaired
-    )
+    repaired = _C1_CONTROL.sub(lambda match: _cp1252_char(ord(match.group(0))), repaired)
     repaired = unicodedata.normalize("NFC", repaired)
     return repaired, repaired != text
 

@@ -38,3 +38,26 @@ def place():
         return target
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def write_csd():
+    """A function writing an SDK-style .csd (HDF5): <root>/data/<vid>/{intervals, features} + metadata.
+
+    videos: vid -> rows of (start, end, feature_1, ..., feature_k).
+    """
+    import h5py
+    import numpy as np
+
+    def write(path: Path, videos: dict, root_name: str = "All Labels") -> Path:
+        with h5py.File(path, "w") as handle:
+            group = handle.create_group(root_name)
+            group.create_group("metadata").attrs["root name"] = root_name
+            data = group.create_group("data")
+            for video_id, rows in videos.items():
+                rows = np.asarray(rows, dtype=np.float64)
+                entry = data.create_group(video_id)
+                entry["intervals"], entry["features"] = rows[:, :2], rows[:, 2:]
+        return Path(path)
+
+    return write

@@ -192,3 +192,19 @@ def test_real_meld_csvs_parse_in_full(shared_data):
     assert prepared.report.counts["split"] == {"train": 9989, "valid": 1109, "test": 2610}
     assert prepared.report.counts["label"]["train"]["neutral"] == 4710
     assert prepared.report.problem_ids("bad_times") == ["test_dia155_utt3"]  # EndTime == StartTime upstream
+
+
+def test_manifest_feeds_affectflow_extract(prepared, tmp_path, capsys):
+    # The defects stay in the manifest: extraction records them as failures / missing and goes on.
+    code = affectflow_main(["extract", "--manifest", str(prepared.paths["csv"]), "--out", str(tmp_path / "features"),
+                            "--audio", "logmel", "--text", "none", "--vision", "none", "--device", "cpu",
+                            "--no-progress"])
+    assert code == 0, capsys.readouterr()
+    from affectflow.extractors.store import FeatureStore
+
+    (store_root,) = [path for path in (tmp_path / "features").iterdir() if path.is_dir()]
+    store = FeatureStore.open(store_root)
+    failures = [json.loads(line)["segment_id"] for line in (store_root / "failures.jsonl").read_text().splitlines()]
+    assert sorted(failures) == ["dev_dia110_utt7", "train_dia125_utt3"]
+    assert store.read("train_dia0_utt1").is_missing and store.read("train_dia1_utt1").is_missing  # silent, no audio
+    assert not store.read("train_dia0_utt0").is_missing
