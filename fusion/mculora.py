@@ -112,6 +112,9 @@ class DPFTSampler:
     What it needs from the model: ``out.extras["dpft_scores"]`` [N] (mean decoupling score s^i of Eq. 8
     per combination over the batch, in `combinations` order) and ``out.extras["dpft_counts"]`` [N]
     (how many unimodal representations each mean covers). `MCULoRA` reports both in the "mcla" stage.
+    At conversation level draw one combination per utterance, `sample(B * T).reshape(B, T, M)`, and AND
+    it into the frame masks (the model reads the combination of each position from its valid masks).
+    The paper computes S_t on held-out data once per epoch: observe validation batches to do the same.
     """
 
     def __init__(self, combinations: Sequence[Sequence[str]], modalities: Sequence[str] = MODALITIES,
