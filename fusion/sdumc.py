@@ -72,7 +72,9 @@ class TextSimulator(Protocol):
 
     `simulate(batch)` returns (features [B, T_s, D_t] float, mask [B, T_s] bool), D_t = the task's text
     input dim. It must ignore the batch's text tensors and give an all-False mask row for a sample it
-    cannot simulate. An `nn.Module` simulator is registered as a sub-module (trained unless frozen).
+    cannot simulate. An `nn.Module` simulator is registered as a sub-module: it is trained unless frozen
+    and its weights go into the model's state_dict; wrap a large frozen LLM in a plain object (not a
+    Module) to keep it out of checkpoints, and put it on the model's device yourself.
     """
 
     def simulate(self, batch: ModalityBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -337,6 +339,7 @@ class SDUMC(FusionModel):
         out = self._forward_samples(flat, flat_targets)
 
         def fold(x: torch.Tensor) -> torch.Tensor:
+            """[(B T), ...] -> [B, T, ...]."""
             return x.reshape(batch_size, length, *x.shape[1:])
 
         return FusionOutput(embedding=fold(out.embedding), logits=None if out.logits is None else fold(out.logits),
