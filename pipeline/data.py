@@ -59,7 +59,10 @@ def class_names_from(table: pd.DataFrame, column: str) -> tuple[str, ...]:
 
 @dataclass
 class FeatureNormalizer:
-    """Per-modality feature standardisation: (x - mean) / std, fitted on train data only."""
+    """Per-modality feature standardisation: (x - mean) / std, fitted on train data only.
+
+    A modality never observed in the train data keeps mean 0 / std 1 (identity).
+    """
 
     mean: dict[str, np.ndarray]
     std: dict[str, np.ndarray]
@@ -81,8 +84,10 @@ class FeatureNormalizer:
                 counts[m] = counts.get(m, 0) + values.shape[0]
         mean, std = {}, {}
         for m in dataset.task.modalities:
-            if counts.get(m, 0) == 0:
-                raise ValueError(f"cannot fit feature normalisation: modality {m!r} has no valid frame in the train data")
+            if counts.get(m, 0) == 0:  # never observed (e.g. not recorded): identity transform
+                dim = dataset.task.input_dims[m]
+                mean[m], std[m] = np.zeros(dim, np.float32), np.ones(dim, np.float32)
+                continue
             mu = sums[m] / counts[m]
             var = np.maximum(squares[m] / counts[m] - mu ** 2, 0.0)
             sigma = np.sqrt(var)
@@ -136,6 +141,7 @@ class MultimodalDataset(Dataset):
     frame_level: read [T, D] sequences instead of utterance vectors (utterance level only).
     Items: {"id", "ids", "features": {m: [T, D]}, "masks": {m: [T]}, "present": {m: bool}, "target"}.
     A segment absent from a store raises, unless `missing_entries="missing"` (treated as missing).
+    `stores[m] = None` declares modality m as not recorded at all: it is missing for every item.
     """
 
     def __init__(self, table: pd.DataFrame, stores: dict, task: TaskSpec, label_column: str | None,
@@ -149,7 +155,7 @@ class MultimodalDataset(Dataset):
         if absent:
             raise ValueError(f"no feature store for modalities {absent}")
         for m in task.modalities:
-            if stores[m].output_dim != task.input_dims[m]:
+            if stores[m] is not None and stores[m].output_dim != task.input_dims[m]:
                 raise ValueError(f"modality {m}: store has dim {stores[m].output_dim}, task expects {task.input_dims[m]}")
         self.table = table.reset_index(drop=True)
         self.stores, self.task, self.label_column = stores, task, label_column
@@ -163,6 +169,9 @@ class MultimodalDataset(Dataset):
     def _check_entries(self, policy: str) -> None:
         self._known: dict[str, set] = {}
         for m in self.task.modalities:
+            if self.stores[m] is None:
+                self._known[m] = set()
+                continue
             known = set(self.stores[m].segment_ids())
             lacking = [s for s in self.segment_ids if s not in known]
             if lacking and policy == "error":
@@ -349,11 +358,12 @@ def make_loader(dataset: MultimodalDataset, batch_size: int, shuffle: bool, seed
 
 
 def open_feature_stores(features_dir: str | Path | None, overrides: dict[str, str | Path] | None = None,
-                        modalities: Sequence[str] = ("a", "t", "v")) -> dict:
+                        modalities: Sequence[str] = ("a", "t", "v"), expected: dict | None = None) -> dict:
     """{modality: FeatureStore} from a folder of stores (one sub-folder each) plus explicit paths.
 
-    A modality with several stores under `features_dir` must be given explicitly (overrides[m]).
-    Modalities without any store are left out (the caller decides whether that is an error).
+    A modality with several stores under `features_dir` takes the one whose config hash matches
+    `expected[m]` (an extractor spec, e.g. from a checkpoint bundle), else must be given explicitly
+    (overrides[m]). Modalities without any store are left out (the caller decides if that is an error).
     """
     from affectflow.extractors.store import FeatureStore
 
@@ -375,6 +385,11 @@ def open_feature_stores(features_dir: str | Path | None, overrides: dict[str, st
         found.setdefault(store.modality, []).append((candidate, store))
     for m in modalities:
         if m in stores or m not in found:
+            continue
+        wanted = (expected or {}).get(m) or {}
+        matching = [entry for entry in found[m] if entry[1].spec.get("config_hash") == wanted.get("config_hash")]
+        if len(matching) == 1:
+            stores[m] = matching[0][1]
             continue
         if len(found[m]) > 1:
             names = [str(path) for path, _ in found[m]]
