@@ -288,6 +288,7 @@ class CMARR(FusionModel):
 
     @property
     def per_position(self) -> bool:
+        """True at conversation level (one prediction per position of T)."""
         return self.task_spec.level == "conversation"
 
     def _positions(self, batch: ModalityBatch, m: str, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
