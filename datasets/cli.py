@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-missing-media", action="store_true",
                         help="text/labels only: media folders may be absent (every missing file is reported)")
     parser.add_argument("--no-probe", dest="probe", action="store_false",
-                        help="only check that media files exist, do not open them (fast on big corpora)")
+                        help="only check that media files exist, do not open them (fast on big corpora; no silence check)")
     audio = parser.add_mutually_exclusive_group()
     audio.add_argument("--check-audio", dest="check_audio", action="store_true", default=None,
                        help="decode each segment's audio to find silent ones (default: on for meld only)")

@@ -218,6 +218,17 @@ class ProbeCache:
             return MediaError(path, entry["error"])
         return Recording(path=path, **entry["recording"])
 
+    def silence(self, path: Path, start: float, end: float | None, compute) -> bool:
+        """Whether a span's audio is silent, from the cache or `compute()` (then remembered)."""
+        entry, key = self.entries.get(str(path)), f"{start:.3f}-{'end' if end is None else f'{end:.3f}'}"
+        fresh = entry is not None and entry.get("stamp") == self._stamp(Path(path))
+        if fresh and key in entry.get("silence", {}):
+            return bool(entry["silence"][key])
+        silent = bool(compute())
+        if fresh:
+            entry.setdefault("silence", {})[key] = silent
+        return silent
+
     def save(self) -> None:
         """Write the cache file (if this cache has one)."""
         if self.path is None:
@@ -252,15 +263,19 @@ def _probe_all(paths: list[str], checks: MediaChecks, cache: ProbeCache) -> dict
     return dict(zip(paths, results))
 
 
-def _silence(rows: list[dict], checks: MediaChecks) -> list[tuple[dict, bool]]:
+def _silence(rows: list[dict], checks: MediaChecks, cache: ProbeCache) -> list[tuple[dict, bool]]:
     from affectflow.pipeline.media import read_audio
 
-    def one(row: dict) -> tuple[dict, bool]:
+    def decode(row: dict) -> bool:
         try:
             clip = read_audio(row["media_path"], start=float(row["start"]), end=row.get("end"))
         except MediaError:
-            return row, False  # already reported as unreadable by the probe, or undecodable audio
-        return row, bool(clip.silent and not clip.is_missing)
+            return False  # already reported as unreadable by the probe, or undecodable audio
+        return bool(clip.silent and not clip.is_missing)
+
+    def one(row: dict) -> tuple[dict, bool]:
+        """(row, whether its span is digital silence)."""
+        return row, cache.silence(row["media_path"], float(row["start"]), row.get("end"), lambda: decode(row))
 
     with ThreadPoolExecutor(max_workers=checks.workers) as pool:
         return list(pool.map(one, rows))
@@ -293,7 +308,7 @@ def check_media(rows: list[dict], report: ValidationReport, checks: MediaChecks,
                 audio_rows.append(row)
         _record(row, problems, report)
     if audio_rows:
-        for row, silent in _silence(audio_rows, checks):
+        for row, silent in _silence(audio_rows, checks, cache):
             if silent:
                 _record(row, [("silent_audio", "")], report)
     cache.save()

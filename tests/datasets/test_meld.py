@@ -208,3 +208,20 @@ def test_manifest_feeds_affectflow_extract(prepared, tmp_path, capsys):
     assert sorted(failures) == ["dev_dia110_utt7", "train_dia125_utt3"]
     assert store.read("train_dia0_utt1").is_missing and store.read("train_dia1_utt1").is_missing  # silent, no audio
     assert not store.read("train_dia0_utt0").is_missing
+
+
+def test_probe_cache_is_reused(prepared, meld_root, monkeypatch):
+    cache_path = prepared.paths["parquet"].parent / "probe_cache.json"
+    cache = json.loads(cache_path.read_text(encoding="utf-8"))
+    silent = cache[str(meld_root / "train" / "train_splits" / "dia0_utt1.mp4")]
+    assert silent["recording"]["has_audio"] and silent["silence"] == {"0.000-end": True}
+    assert "error" in cache[str(meld_root / "train" / "train_splits" / "dia125_utt3.mp4")]
+    import affectflow.pipeline.media as media
+
+    def never(*args, **kwargs):
+        raise AssertionError("a cached file was decoded again")
+
+    monkeypatch.setattr(media, "probe", never)
+    monkeypatch.setattr(media, "read_audio", never)
+    again = prepare_meld(meld_root, None, max_duration=2.0, cache_path=cache_path)
+    pd.testing.assert_frame_equal(again.manifest, prepared.manifest)
