@@ -168,7 +168,11 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[t
     model = create_fusion(info.architecture, info.task_spec, **info.hyperparameters)
     if info.stage is not None and hasattr(model, "set_stage"):
         model.set_stage(info.stage)
-    missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"{weights}: weights do not fit {info.architecture} with the recorded hyperparameters: "
+                         f"{str(error)[:500]}") from None
     if missing or unexpected:
         raise ValueError(f"{weights}: weights do not fit {info.architecture} with the recorded hyperparameters "
                          f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
