@@ -179,7 +179,7 @@ def type_corpus_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 def finish_corpus(corpus: str, rows: list[dict], report: ValidationReport, out: str | Path | None = None,
                   checks: MediaChecks | None = None) -> PreparedCorpus:
-    """Repair text, drop repeated ids, check media, build the manifest and (with `out`) write it all.
+    """Drop repeated ids, repair text, check media, build the manifest and (with `out`) write it all.
 
     rows: one dict per segment with manifest column names; `media_path` absolute, `end` None = EOF.
     """
@@ -188,8 +188,8 @@ def finish_corpus(corpus: str, rows: list[dict], report: ValidationReport, out: 
         checks = replace(checks, cache_path=Path(out) / "probe_cache.json")
     for row in rows:
         row.setdefault("corpus", corpus)
-    clean_rows_text(rows, report)
     rows = dedupe_rows(rows, report)
+    clean_rows_text(rows, report)
     check_media(rows, report, checks, ProbeCache(checks.cache_path))
     rows = _drop(rows, report, checks.drop)
     if "media_problem" not in {key for row in rows for key in row}:
@@ -206,12 +206,12 @@ def finish_corpus(corpus: str, rows: list[dict], report: ValidationReport, out: 
 
 
 def text_only_manifest(corpus: str, rows: list[dict], report: ValidationReport, source: str) -> pd.DataFrame:
-    """Manifest straight from annotation rows: text repaired, repeated ids dropped, media only
+    """Manifest straight from annotation rows: repeated ids dropped, text repaired, media only
     checked for existence (no decoding), so `media_problem` says which files are absent."""
     for row in rows:
         row.setdefault("corpus", corpus)
-    clean_rows_text(rows, report)
     rows = dedupe_rows(rows, report)
+    clean_rows_text(rows, report)
     check_media(rows, report, MediaChecks(probe=False))
     report.options.setdefault("checks", {"probe": False})
     table = rows_to_manifest(rows, source=source)

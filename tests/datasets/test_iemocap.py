@@ -8,6 +8,7 @@ import pytest
 
 from affectflow.datasets import CorpusLayoutError
 from affectflow.datasets.iemocap import face_side_of, prepare_iemocap, read_emo_evaluation
+from affectflow.datasets.testing import make_corpus_media, place
 from affectflow.pipeline.cli import main as affectflow_main
 from affectflow.pipeline.manifest import read_manifest
 
@@ -28,7 +29,7 @@ SESSION2 = [
 ]
 
 
-def _write_session(root, session, dialog, utterances, tiny_media, place):
+def _write_session(root, session, dialog, utterances, tiny_media):
     folder = root / f"Session{session}"
     labels = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
     transcript = []
@@ -48,10 +49,16 @@ def _write_session(root, session, dialog, utterances, tiny_media, place):
 
 
 @pytest.fixture(scope="module")
-def iemocap_root(tmp_path_factory, tiny_media, place):
+def tiny_media(tmp_path_factory):
+    """The few tiny media files this module's fake tree copies around."""
+    return make_corpus_media(tmp_path_factory.mktemp("media"), kinds=('dialogue', 'speech_wav'))
+
+
+@pytest.fixture(scope="module")
+def iemocap_root(tmp_path_factory, tiny_media):
     root = tmp_path_factory.mktemp("IEMOCAP_full_release")
-    _write_session(root, 1, "Ses01F_impro01", SESSION1, tiny_media, place)
-    _write_session(root, 2, "Ses02M_script01_1", SESSION2, tiny_media, place)
+    _write_session(root, 1, "Ses01F_impro01", SESSION1, tiny_media)
+    _write_session(root, 2, "Ses02M_script01_1", SESSION2, tiny_media)
     return root
 
 

@@ -11,6 +11,7 @@ import pytest
 from affectflow.datasets import CorpusLayoutError, prepare_corpus
 from affectflow.datasets.common import type_corpus_columns
 from affectflow.datasets.meld import parse_episode_time, prepare_meld, read_meld_csv
+from affectflow.datasets.testing import make_corpus_media, place
 from affectflow.pipeline.cli import main as affectflow_main
 from affectflow.pipeline.manifest import iter_segments, read_manifest, write_manifest
 
@@ -29,7 +30,7 @@ def _train_csv_bytes() -> bytes:
         _line(2, "It", "Monica", "neutral", "neutral", 0, 1).encode("utf-8").replace(b'"It"', b'"It\x92s quiet."'),
         _line(3, "A very long clip.", "Ross", "sadness", "negative", 0, 2).encode("utf-8"),
         _line(4, "Corrupt clip.", "Joey", "anger", "negative", 125, 3).encode("utf-8"),
-        _line(5, "I'm fine again.", "Chandler", "joy", "positive", 0, 0).encode("utf-8"),  # repeated id
+        _line(5, "Iâ€™m fine again.", "Chandler", "joy", "positive", 0, 0).encode("utf-8"),  # repeated id
         _line(6, "   ", "Rachel", "surprise", "positive", 1, 0).encode("utf-8"),  # empty transcript
         _line(7, "No audio here.", "Phoebe", "fear", "negative", 1, 1, start="xx", end="yy").encode("utf-8"),
     ]
@@ -37,7 +38,13 @@ def _train_csv_bytes() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def meld_root(tmp_path_factory, tiny_media, place):
+def tiny_media(tmp_path_factory):
+    """The few tiny media files this module's fake tree copies around."""
+    return make_corpus_media(tmp_path_factory.mktemp("media"), kinds=('clip', 'silent', 'no_audio', 'long', 'corrupt'))
+
+
+@pytest.fixture(scope="module")
+def meld_root(tmp_path_factory, tiny_media):
     """A fake MELD.Raw: train CSV at the root, dev CSV inside dev/, test CSV at the root."""
     root = tmp_path_factory.mktemp("MELD.Raw")
     (root / "train_sent_emo.csv").write_bytes(_train_csv_bytes())

@@ -13,6 +13,7 @@ from affectflow.datasets import CorpusLayoutError
 from affectflow.datasets.common import type_corpus_columns
 from affectflow.datasets.labels import read_csd, read_mmsa_label_csv
 from affectflow.datasets.mosei import clip_start_time, prepare_mosei
+from affectflow.datasets.testing import make_corpus_media, place, write_csd
 from affectflow.pipeline.cli import main as affectflow_main
 from affectflow.pipeline.manifest import read_manifest
 
@@ -43,7 +44,13 @@ CSD = {  # video -> rows of (start, end, sentiment, happy, sad, anger, surprise,
 
 
 @pytest.fixture(scope="module")
-def mosei_root(tmp_path_factory, tiny_media, place, write_csd):
+def tiny_media(tmp_path_factory):
+    """The few tiny media files this module's fake tree copies around."""
+    return make_corpus_media(tmp_path_factory.mktemp("media"), kinds=('clip', 'dialogue', 'speech_wav'))
+
+
+@pytest.fixture(scope="module")
+def mosei_root(tmp_path_factory, tiny_media):
     root = tmp_path_factory.mktemp("CMU_MOSEI")
     folder = root / "Raw" / "Transcript" / "Segmented" / "Combined"
     folder.mkdir(parents=True)
@@ -127,7 +134,7 @@ def test_csd_labels_with_folds(mosei_root):
     assert no_folds.manifest["split"].isna().all() and any("no fold lists" in n for n in no_folds.report.notes)
 
 
-def test_layout_errors(mosei_root, tmp_path, write_csd):
+def test_layout_errors(mosei_root, tmp_path):
     with pytest.raises(CorpusLayoutError, match="CMU_MOSEI_Labels.csd"):
         prepare_mosei(tmp_path)
     with pytest.raises(CorpusLayoutError, match="Transcript/Segmented/Combined"):

@@ -10,6 +10,7 @@ import pytest
 from affectflow.datasets import CorpusLayoutError, prepare_corpus
 from affectflow.datasets.labels import read_mmsa_label_csv
 from affectflow.datasets.mosi import prepare_mosi
+from affectflow.datasets.testing import make_corpus_media, place, write_csd
 from affectflow.pipeline.cli import main as affectflow_main
 from affectflow.pipeline.manifest import read_manifest
 
@@ -26,7 +27,13 @@ noseparator,broken id,1.0,train
 
 
 @pytest.fixture(scope="module")
-def mosi_root(tmp_path_factory, tiny_media, place, write_csd):
+def tiny_media(tmp_path_factory):
+    """The few tiny media files this module's fake tree copies around."""
+    return make_corpus_media(tmp_path_factory.mktemp("media"), kinds=('clip', 'dialogue', 'speech_wav'))
+
+
+@pytest.fixture(scope="module")
+def mosi_root(tmp_path_factory, tiny_media):
     root = tmp_path_factory.mktemp("CMU_MOSI")
     segmented, full = root / "Raw" / "Video" / "Segmented", root / "Raw" / "Video" / "Full"
     place(tiny_media["clip"], segmented / "03bSnISJMiM_1.mp4")
