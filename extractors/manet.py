@@ -31,6 +31,7 @@ from affectflow.pipeline.records import FeatureSequence
 
 from .base import Extractor, ExtractorConfig, InputContract, register_extractor
 from .fer import check_face_track, track_sequence
+from .hf_common import PRECISIONS, resolve_precision
 
 MANET_CLASSES: tuple[str, ...] = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
 """RAF-DB basic expressions in MA-Net's label order (its ImageFolder folders 0..6)."""
@@ -317,22 +318,28 @@ def preprocess_manet(crops: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def manet_embeddings(crops: np.ndarray, model: MANet) -> np.ndarray:
-    """Faces uint8 [N, H, W, 3] RGB -> MA-Net embeddings [N, 1024] float32."""
-    device = next(model.parameters()).device
-    chunks = [model.embed(preprocess_manet(crops[offset: offset + _FORWARD_BATCH]).to(device)).float().cpu().numpy()
-              for offset in range(0, len(crops), _FORWARD_BATCH)]
+    """Faces uint8 [N, H, W, 3] RGB -> MA-Net embeddings [N, 1024] float32 (model on any device/dtype)."""
+    parameter = next(model.parameters())
+    chunks = []
+    for offset in range(0, len(crops), _FORWARD_BATCH):
+        inputs = preprocess_manet(crops[offset: offset + _FORWARD_BATCH]).to(parameter.device, parameter.dtype)
+        chunks.append(model.embed(inputs).float().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, MANET_EMBEDDING_DIM), np.float32)
 
 
 @dataclass(frozen=True)
 class MANetConfig(ExtractorConfig):
-    """checkpoint: path to the MA-Net checkpoint (e.g. `[02-08]-[21-19]-model_best-acc88.33.pth`)."""
+    """checkpoint: path to the MA-Net checkpoint (e.g. `[02-08]-[21-19]-model_best-acc88.33.pth`);
+    precision: float32 | float16 (GPU only) | bfloat16."""
 
     checkpoint: str = ""
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if not self.checkpoint:
             raise ValueError("manet: a checkpoint path is required (the MA-Net RAF-DB .pth file)")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"manet: precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
 
 
 @register_extractor("manet")
@@ -344,7 +351,8 @@ class MANetExtractor(Extractor):
 
     def __init__(self, config: MANetConfig, device: torch.device | str = "cpu") -> None:
         super().__init__(config, device)
-        self.model = load_manet_checkpoint(config.checkpoint, self.device)
+        dtype = resolve_precision(config.precision, self.device)
+        self.model = load_manet_checkpoint(config.checkpoint, self.device).to(dtype)
 
     @property
     def contract(self) -> InputContract:

@@ -141,10 +141,12 @@ def test_training_checkpoint_with_recorder_and_optimizer_loads_weights_only(tmp_
     state = {f"module.{key}": value for key, value in _cheap_state(published_shapes()).items()}
     optimizer = {"state": {0: {"momentum_buffer": torch.zeros(3)}},
                  "param_groups": [{"lr": 0.001, "momentum": 0.9, "params": [0]}]}
-    path = tmp_path / "training.pth"
-    torch.save({"epoch": 22, "state_dict": state, "best_acc": torch.tensor(88.33), "optimizer": optimizer,
-                "recorder": recorder}, path)
-    assert load_manet_checkpoint(path).bn1.weight.shape == (64,)
+    checkpoint = {"epoch": 22, "state_dict": state, "best_acc": torch.tensor(88.33), "optimizer": optimizer,
+                  "recorder": recorder}
+    for legacy in (False, True):  # torch < 1.6 (MA-Net's PyTorch 1.2) wrote the legacy, non-zip format
+        path = tmp_path / f"training-legacy{legacy}.pth"
+        torch.save(checkpoint, path, _use_new_zipfile_serialization=not legacy)
+        assert load_manet_checkpoint(path).bn1.weight.shape == (64,)
 
 
 def test_mismatched_checkpoint_lists_the_first_mismatches(tmp_path):
@@ -162,6 +164,19 @@ def test_mismatched_checkpoint_lists_the_first_mismatches(tmp_path):
     assert "missing layer4_2.1.bn2_2_4.running_var" in message
     assert "unexpected layer5.0.conv1.weight" in message
     assert "shape of fc_1.weight: checkpoint (12666, 512), MA-Net (7, 512)" in message
+
+
+class _RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "hostile.pth"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "payload": _RunsCodeWhenUnpickled()}, path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_manet_checkpoint(path)
+    assert "this must never run" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", b""])
@@ -188,9 +203,13 @@ def test_preprocessing_is_merbench_resize_and_to_tensor():
         preprocess_manet(crops.astype(np.float32))
 
 
-def test_config_requires_a_checkpoint():
+def test_config_requires_a_checkpoint_and_a_known_precision(checkpoint):
     with pytest.raises(ValueError, match="checkpoint"):
         create_extractor("manet")
+    with pytest.raises(ValueError, match="precision"):
+        create_extractor("manet", checkpoint=str(checkpoint), precision="int8")
+    with pytest.raises(ValueError, match="float16.*GPU"):
+        create_extractor("manet", checkpoint=str(checkpoint), precision="float16", device="cpu")
 
 
 def test_end_to_end_extraction_on_generated_clips(media, extractor):
