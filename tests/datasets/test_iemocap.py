@@ -172,3 +172,16 @@ def test_manifest_feeds_affectflow_extract(four_class, tmp_path, capsys):
     fold = leave_one_session_out(table, test_session=2, valid_fraction=0.5)
     assert fold.loc[fold["session"] == 2, "split"].eq("test").all()
     assert set(fold.loc[fold["session"] == 1, "split"]) <= {"train", "valid"}
+
+
+def test_cli_prepare_iemocap(iemocap_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert affectflow_main(["prepare", "iemocap", "--root", str(iemocap_root), "--out", str(out), "--sessions", "1,2",
+                            "--label-set", "6", "--no-probe"]) == 0
+    assert "iemocap: 8 segments" in capsys.readouterr().out
+    assert read_manifest(out / "manifest.parquet")["split"].value_counts().to_dict() == {"session1": 4, "session2": 4}
+    assert affectflow_main(["prepare", "iemocap", "--root", str(iemocap_root), "--out", str(out),
+                            "--sessions", "one"]) == 2
+    assert "--sessions must be comma-separated numbers" in capsys.readouterr().err
+    assert affectflow_main(["prepare", "iemocap", "--root", str(iemocap_root), "--out", str(out),
+                            "--drop", "nonsense"]) == 2
