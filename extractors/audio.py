@@ -110,10 +110,12 @@ class HFAudioExtractor(Extractor):
 
     @property
     def contract(self) -> InputContract:
+        """16 kHz (the feature extractor's rate) mono float32 samples."""
         return InputContract(modality="a", sample_rate=self.sample_rate)
 
     @property
     def output_dim(self) -> int:
+        """The encoder's hidden size."""
         return int(self.model.config.hidden_size)
 
     @property

@@ -44,6 +44,7 @@ class _SignalExtractor(Extractor):
 
     @property
     def contract(self) -> InputContract:
+        """Mono float32 samples at the config's sample rate."""
         return InputContract(modality="a", sample_rate=self.config.sample_rate)
 
     @property
@@ -77,6 +78,7 @@ class LogMelExtractor(_SignalExtractor):
 
     @property
     def output_dim(self) -> int:
+        """Number of mel bands."""
         return int(self.config.n_mels)
 
     def _features(self, samples: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -121,6 +123,7 @@ class ProsodyExtractor(_SignalExtractor):
 
     @property
     def output_dim(self) -> int:
+        """3: ln F0, energy dB, voiced."""
         return 3
 
     def _features(self, samples: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -144,10 +144,12 @@ class FeatureStore:
     # --- identity -------------------------------------------------------------------------------
     @property
     def modality(self) -> str:
+        """'a', 't' or 'v', from the spec."""
         return str(self.spec["modality"])
 
     @property
     def output_dim(self) -> int:
+        """Feature width D of every stored sequence."""
         return int(self.spec["output_dim"])
 
     @property

@@ -83,10 +83,12 @@ class HFTextExtractor(Extractor):
 
     @property
     def contract(self) -> InputContract:
+        """A str, truncated to max_tokens tokens."""
         return InputContract(modality="t", max_tokens=self.max_tokens)
 
     @property
     def output_dim(self) -> int:
+        """The encoder's hidden size."""
         return int(self.model.config.hidden_size)
 
     @property

@@ -95,6 +95,7 @@ class HFVisionExtractor(Extractor):
 
     @property
     def contract(self) -> InputContract:
+        """RGB face crops; the processor resizes them to image_size and normalises with mean/std."""
         mean, std = getattr(self.processor, "image_mean", None), getattr(self.processor, "image_std", None)
         return InputContract(modality="v", image_size=_image_size(self.processor), channels=3,
                              mean=tuple(mean) if mean is not None else None,
@@ -102,6 +103,7 @@ class HFVisionExtractor(Extractor):
 
     @property
     def output_dim(self) -> int:
+        """The encoder's hidden size."""
         return int(self.model.config.hidden_size)
 
     @property

@@ -1,0 +1,145 @@
+"""The extraction job and `affectflow extract`, end to end on generated clips."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectflow.extractors import cli as extract_cli
+from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, create_extractor
+from affectflow.extractors.run import run_extraction
+from affectflow.extractors.store import FeatureStore
+from affectflow.pipeline.cli import main
+from affectflow.pipeline.manifest import manifest_from_segments, write_manifest
+from affectflow.pipeline.records import FeatureSequence, Segment
+
+
+def write_clip_manifest(path: Path, media: dict, names: list[str], **extra) -> Path:
+    segments = [Segment(id=name, media_path=str(media[name]), text="i am so happy to see you") for name in names]
+    segments += [Segment(id=sid, media_path=str(media[name]), **fields) for sid, (name, fields) in extra.items()]
+    return write_manifest(manifest_from_segments(segments), path)
+
+
+def open_stores(out: Path) -> dict[str, FeatureStore]:
+    return {store.modality: store for store in
+            (FeatureStore.open(p) for p in sorted(out.iterdir()) if (p / "spec.json").is_file())}
+
+
+def test_cli_end_to_end_second_run_skips_and_npy_export(media, tiny_models, tmp_path, capsys):
+    manifest = write_clip_manifest(tmp_path / "clips.csv", media, ["talking_face", "no_face", "no_audio"],
+                                   middle=("talking_face", dict(start=0.5, end=1.5, text="oh no")))
+    out = tmp_path / "features"
+    argv = ["extract", "--manifest", str(manifest), "--out", str(out), "--audio", "logmel",
+            "--text", str(tiny_models["bert"]), "--vision", str(tiny_models["vit"]), "--face-fps", "4",
+            "--export-npy", "utterance", "--no-progress"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert first.count("extracted 4") == 3 and "failed 0" in first
+    stores = open_stores(out)
+    assert sorted(stores) == ["a", "t", "v"]
+    assert all(store.segment_ids() == ["middle", "no_audio", "no_face", "talking_face"] for store in stores.values())
+    assert stores["v"].read("no_face").is_missing and not stores["v"].read("talking_face").is_missing
+    assert stores["a"].read("no_audio").is_missing and stores["a"].missing_reason("no_audio") == "no audio stream"
+    assert not stores["a"].read("no_face").is_missing and not stores["t"].read("no_audio").is_missing
+    middle = stores["v"].read("middle")
+    assert middle.num_frames == 4 and -0.05 < middle.times[0] < 0.3  # segment-relative (frame start) times
+
+    assert main(argv) == 0  # the second run finds everything stored
+    second = capsys.readouterr().out
+    assert second.count("extracted 0") == 3 and second.count("skipped 4 already stored") == 3
+
+    for store in stores.values():
+        exported = out / "npy-utterance" / store.extractor_id
+        arrays = {p.stem: np.load(p) for p in exported.glob("*.npy")}
+        assert sorted(arrays) == ["middle", "no_audio", "no_face", "talking_face"]
+        assert all(a.shape == (store.output_dim,) and a.dtype == np.float32 for a in arrays.values())
+    assert (out / "npy-utterance" / stores["v"].extractor_id / "missing.txt").read_text().split() == ["no_face"]
+
+    from affectflow.pipeline.data import open_feature_stores  # the training side finds the stores
+
+    assert {m: s.extractor_id for m, s in open_feature_stores(out).items()} == \
+        {m: s.extractor_id for m, s in stores.items()}
+
+
+def test_failures_are_recorded_and_the_job_goes_on(media, tmp_path):
+    names = ["talking_face", "speech_wav", "silent", "truncated", "zero_bytes", "not_media"]
+    segments = [Segment(id=name, media_path=str(media[name])) for name in names]
+    table = manifest_from_segments(segments + [Segment(id="absent", media_path=str(tmp_path / "nowhere.mp4"))])
+    extractor = create_extractor("logmel")
+    store = FeatureStore.create(tmp_path / "store", extractor.spec())
+    summary = run_extraction(table, extractor, store, progress=False)
+    assert summary.extracted == 3 and summary.missing == 1 and summary.skipped == 0
+    assert sorted(summary.failed) == ["absent", "not_media", "truncated", "zero_bytes"]
+    assert "file is empty" in summary.failed["zero_bytes"] and "not found" in summary.failed["absent"]
+    assert store.missing_reason("silent") == "silent audio"
+    logged = [json.loads(line) for line in (store.root / "failures.jsonl").read_text().splitlines()]
+    assert sorted(entry["segment_id"] for entry in logged) == sorted(summary.failed)
+    assert "failed 4" in summary.describe() and "zero_bytes" in summary.describe()
+
+
+def test_vision_job_on_audio_only_and_broken_files(media, tiny_models, tmp_path):
+    from affectflow.pipeline.faces import FaceDetector
+
+    table = manifest_from_segments([Segment(id="wav", media_path=str(media["speech_wav"])),
+                                    Segment(id="empty", media_path=str(media["zero_bytes"]))])
+    extractor = create_extractor("hf_vision", model=str(tiny_models["vit"]))
+    store = FeatureStore.create(tmp_path / "v", extractor.spec())
+    summary = run_extraction(table, extractor, store, face_detector=FaceDetector(crop_size=32), progress=False)
+    assert store.missing_reason("wav") == "no video stream" and list(summary.failed) == ["empty"]
+    with pytest.raises(ValueError, match="face_detector"):
+        run_extraction(table, extractor, store, progress=False)
+
+
+class _FragileConfig(ExtractorConfig):
+    pass
+
+
+class FragileExtractor(Extractor):
+    """Not registered: fails on transcripts containing 'boom', to test per-item isolation."""
+
+    name, modality, config_class = "fragile", "t", _FragileConfig
+
+    @property
+    def contract(self) -> InputContract:
+        return InputContract(modality="t")
+
+    @property
+    def output_dim(self) -> int:
+        return 2
+
+    def extract_batch(self, items):
+        if any(item and "boom" in item for item in items):
+            raise ValueError("cannot digest 'boom'")
+        return [FeatureSequence(np.ones((1, 2), np.float32), np.zeros(1, np.float32), np.ones(1, bool),
+                                self.extractor_id) for _ in items]
+
+
+def test_one_bad_item_fails_alone(tmp_path):
+    table = manifest_from_segments([Segment(id=f"s{i}", media_path="unused.mp4", text=text)
+                                    for i, text in enumerate(["fine", "boom here", "also fine"])])
+    extractor = FragileExtractor(_FragileConfig())
+    store = FeatureStore.create(tmp_path / "t", extractor.spec())
+    summary = run_extraction(table, extractor, store, batch_size=3, progress=False)
+    assert summary.extracted == 2 and list(summary.failed) == ["s1"] and "boom" in summary.failed["s1"]
+    assert store.segment_ids() == ["s0", "s2"]
+
+
+def test_cli_choices_defaults_and_exit_code(media, tiny_models, tmp_path, monkeypatch, capsys):
+    assert extract_cli.resolve_extractor_choice("prosody", "a") == ("prosody", {})
+    assert extract_cli.resolve_extractor_choice("minilm", "t") == ("hf_text", {"model": "minilm"})
+    with pytest.raises(ValueError, match="not text"):
+        extract_cli.resolve_extractor_choice("logmel", "t")
+    args = argparse.Namespace(audio=str(tiny_models["hubert"]), text=None, vision="none", audio_layers="2",
+                              text_layers=None, vision_layers=None, precision=None, chunk_seconds=4.0)
+    (audio,) = extract_cli.build_extractors(args, "cpu")
+    assert audio.name == "hf_audio" and audio.config.layers == 2 and audio.config.chunk_seconds == 4.0
+    monkeypatch.setattr(extract_cli, "OFFLINE_DEFAULTS", {"a": "prosody", "t": str(tiny_models["bert"]), "v": "nope"})
+    defaults = extract_cli.build_extractors(argparse.Namespace(**{**vars(args), "audio": None, "vision": None}), "cpu")
+    assert [e.name for e in defaults] == ["prosody", "hf_text"] and "vision skipped" in capsys.readouterr().out
+    broken = write_clip_manifest(tmp_path / "broken.csv", media, ["zero_bytes", "not_media"])
+    assert main(["extract", "--manifest", str(broken), "--out", str(tmp_path / "o"), "--audio", "logmel",
+                 "--no-progress"]) == 1
