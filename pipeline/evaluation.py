@@ -6,6 +6,7 @@ JSON-able dicts of metrics (see `affectflow.pipeline.metrics`). Nothing here tra
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -143,7 +144,7 @@ def frame_protocol(model, loader, device, metrics: Sequence[str], pattern: str =
 
     Returns {"settings": ..., "curves": {combination: {"rates": [...], metric: [...]}},
     "auilc": {combination: {metric: value}}}; the rate-1.0 point of the all-modality combination is
-    left out (the paper excludes it).
+    left out (the paper excludes it); a curve of a single point has AUILC NaN.
     """
     modalities = model.task_spec.modalities
     curves: dict[str, dict] = {}
@@ -159,6 +160,7 @@ def frame_protocol(model, loader, device, metrics: Sequence[str], pattern: str =
         curve["rates"].append(rate)
         for metric in metrics:
             curve[metric].append(float(result[metric]))
-    area = {c: {m: protocols.auilc(curve["rates"], curve[m]) for m in metrics} for c, curve in curves.items()}
+    area = {c: {m: protocols.auilc(curve["rates"], curve[m]) if len(curve["rates"]) > 1 else math.nan
+                for m in metrics} for c, curve in curves.items()}
     settings = {"pattern": pattern, "fill": fill, "rates": list(rates), "seed": seed, "mark_invalid": mark_invalid}
     return {"settings": settings, "curves": curves, "auilc": area}

@@ -122,8 +122,8 @@ def plot_auilc_curves(frame_result: dict, metrics: Sequence[str], path: str | Pa
     for axis, metric in zip(axes[0], metrics):
         for combination, curve in frame_result["curves"].items():
             area = frame_result["auilc"][combination][metric]
-            axis.plot(curve["rates"], curve[metric], marker="o", markersize=3,
-                      label=f"{{{','.join(combination)}}} AUILC {area:.3f}")
+            label = f"{{{','.join(combination)}}}" + ("" if math.isnan(area) else f" AUILC {area:.3f}")
+            axis.plot(curve["rates"], curve[metric], marker="o", markersize=3, label=label)
         axis.set_xlabel("missing rate")
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)

@@ -138,9 +138,7 @@ class DQFMaskingSchedule(TrainingSchedule):
         self._masking = dqf_frame_masking
 
     def transform(self, batch, model, stage, generator):
-        torch_generator = torch.Generator(device="cpu")
-        torch_generator.manual_seed(int(generator.integers(0, 2**62)))
-        return batch.with_inputs(self._masking(batch.inputs, torch_generator))
+        return batch.with_inputs(self._masking(batch.inputs, generator))
 
 
 class DPFTSchedule(TrainingSchedule):

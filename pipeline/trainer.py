@@ -31,6 +31,7 @@ from .metrics import default_selection_metric, is_better
 from .schedules import TrainingSchedule
 
 STATE_DIR = "state"
+DEFAULT_LR = 1e-3
 LATEST_FILE = "LATEST"
 
 
@@ -38,17 +39,18 @@ LATEST_FILE = "LATEST"
 class TrainConfig:
     """Hyperparameters of the loop (not of the model). `epochs` and `patience` apply per stage.
 
-    optimizer None: the model's `recommended_optimizer` when it has one, else Adam.
+    optimizer / lr / weight_decay / momentum None: the model's `recommended_optimizer` (e.g. DQF's
+    momentum SGD), else Adam with lr 1e-3.
     select_condition "auto": the schedule's validation condition; or "full", "random", "average"
     (mean over the incomplete fixed conditions), or a condition such as "t".
     """
 
     epochs: int = 20
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float | None = None
+    weight_decay: float | None = None
     optimizer: str | None = None
-    momentum: float = 0.9
+    momentum: float | None = None
     patience: int | None = 5
     select_metric: str | None = None
     select_condition: str = "auto"
@@ -72,14 +74,16 @@ class TrainResult:
 
 
 def _optimizer_settings(model: torch.nn.Module, config: TrainConfig) -> dict:
-    """{name, lr, weight_decay, momentum}: config values, with a model's recommendation as default."""
+    """{name, lr, weight_decay, momentum}: explicit config values win; unset ones come from the model's
+    `recommended_optimizer` (when it names the same optimizer), else Adam with lr 1e-3."""
     recommended = dict(getattr(model, "recommended_optimizer", None) or {})
-    name = config.optimizer or recommended.get("name", "adam")
-    settings = {"name": name.lower(), "lr": config.lr, "weight_decay": config.weight_decay,
-                "momentum": recommended.get("momentum", config.momentum)}
-    if config.optimizer is None:
-        settings.update({k: v for k, v in recommended.items() if k in ("lr", "weight_decay")})
-    return settings
+    name = (config.optimizer or recommended.get("name") or "adam").lower()
+    if recommended.get("name", "").lower() != name:
+        recommended = {}
+    return {"name": name,
+            "lr": config.lr if config.lr is not None else recommended.get("lr", DEFAULT_LR),
+            "weight_decay": config.weight_decay if config.weight_decay is not None else recommended.get("weight_decay", 0.0),
+            "momentum": config.momentum if config.momentum is not None else recommended.get("momentum", 0.9)}
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

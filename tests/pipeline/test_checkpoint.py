@@ -18,14 +18,6 @@ from affectflow.pipeline.feature_testing import synthetic_spec
 TASK = TaskSpec("classification", {"a": 6, "t": 5, "v": 4}, ("angry", "happy", "sad"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _batch(seed=0) -> ModalityBatch:
     generator = torch.Generator().manual_seed(seed)
     features = {m: torch.randn(3, 2, TASK.input_dims[m], generator=generator) for m in "atv"}

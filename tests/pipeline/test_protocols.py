@@ -12,14 +12,6 @@ from affectflow.pipeline.data import Batch
 from affectflow.pipeline.schedules import make_schedule, random_pattern_batch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _batch(batch_size=4, length=6, presence=None, ragged=True) -> ModalityBatch:
     generator = torch.Generator().manual_seed(0)
     features = {m: torch.randn(batch_size, length, 3, generator=generator) + 5.0 for m in "atv"}

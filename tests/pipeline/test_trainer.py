@@ -21,14 +21,6 @@ from affectflow.pipeline.trainer import TrainConfig, Trainer, build_optimizer, t
 MODALITIES = ("a", "t", "v")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     # noise 2.0 makes the task learnable but not in one epoch, so the selected epoch is informative
