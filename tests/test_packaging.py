@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PACKAGES = {"pipeline": "affectflow/pipeline", "extractors": "affectflow/extractors",
             "fusion": "affectflow/fusion", "datasets": "affectflow/datasets"}
