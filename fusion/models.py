@@ -5,3 +5,4 @@ from . import baselines  # noqa: F401  late_fusion, early_fusion, mult
 from . import sdumc  # noqa: F401  sdumc
 from . import mculora  # noqa: F401  mculora
 from . import cmarr  # noqa: F401  cmarr
+from . import dqf  # noqa: F401  dqf
