@@ -1,0 +1,137 @@
+"""The offline default labeller: real pretrained components only, 7 MELD/FER classes.
+
+- Vision: the FER2013 mini-Xception port on MTCNN face crops; per-frame expression probabilities are
+  averaged over the face frames of the span (FER's angry/happy/sad map to anger/joy/sadness).
+- Text: the real all-MiniLM-L6-v2 sentence embedding (mean of the last layer over tokens) -> a linear
+  emotion head trained by `scripts/train_default_text_head.py` on the real MELD train annotations and
+  selected on MELD dev (the head file and its provenance JSON ship with the package).
+- Audio: no pretrained speech-emotion weights can be had offline, so audio carries no emotion evidence;
+  it decides `has_audio` and feeds the ASR that produces the transcript.
+- Fusion of present modalities: weighted log-linear pooling,
+  p(c) ∝ Π_m p_m(c)^{w_m}, with w_text and w_vision stored in the head's JSON (see README for values).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLASSES: tuple[str, ...] = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
+FER_TO_CLASSES = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy",
+                  "sad": "sadness", "surprise": "surprise", "neutral": "neutral"}
+HEAD_PATH = Path(__file__).with_name("default_text_head.safetensors")
+HEAD_INFO_PATH = Path(__file__).with_name("default_text_head.json")
+TEXT_EXTRACTOR = {"name": "hf_text", "config": {"model": "minilm", "layers": "last"}}
+
+
+def log_linear_pool(posteriors: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """p(c) ∝ Π_m p_m(c)^{w_m} over the given modalities: posteriors {m: [C]} -> [C] summing to 1."""
+    if not posteriors:
+        raise ValueError("log_linear_pool needs at least one modality posterior")
+    log_total = sum(weights.get(m, 1.0) * np.log(np.clip(p, 1e-8, 1.0)) for m, p in posteriors.items())
+    log_total = log_total - log_total.max()
+    pooled = np.exp(log_total)
+    return (pooled / pooled.sum()).astype(np.float64)
+
+
+@dataclass
+class TextEmotionHead:
+    """Linear head on MiniLM sentence embeddings: weight [C, D], bias [C], temperature; classes in CLASSES order."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    temperature: float
+    info: dict
+
+    @classmethod
+    def load(cls, path: str | Path = HEAD_PATH, info_path: str | Path | None = None) -> "TextEmotionHead":
+        """Load the head (safetensors) and its provenance JSON."""
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        info_path = Path(info_path) if info_path is not None else path.with_suffix(".json")
+        if not path.is_file():
+            raise FileNotFoundError(f"default text head not found at {path}; rebuild it with "
+                                    "scripts/train_default_text_head.py --meld-dir ...")
+        tensors = load_file(str(path))
+        info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+        if tuple(info.get("classes", CLASSES)) != CLASSES:
+            raise ValueError(f"{path}: head classes {info.get('classes')} differ from {CLASSES}")
+        return cls(tensors["weight"], tensors["bias"], float(tensors["temperature"].reshape(-1)[0]), info)
+
+    def save(self, path: str | Path) -> None:
+        """Write the head as safetensors + the provenance JSON beside it."""
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        save_file({"weight": self.weight.astype(np.float32), "bias": self.bias.astype(np.float32),
+                   "temperature": np.array([self.temperature], np.float32)}, str(path))
+        path.with_suffix(".json").write_text(json.dumps(self.info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        """Sentence embeddings [N, D] -> class probabilities [N, C]."""
+        logits = (embeddings @ self.weight.T + self.bias) / self.temperature
+        logits = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+class DefaultLabeler:
+    """FER vision + MiniLM text head, fused by weighted log-linear pooling (see module docstring)."""
+
+    class_names = CLASSES
+    modalities = ("t", "v")
+    face_crop_size = 96
+
+    def __init__(self, device: torch.device | str = "cpu", head_path: str | Path = HEAD_PATH) -> None:
+        from affectflow.extractors.base import create_extractor
+        from affectflow.extractors.fer import FER_CLASSES, load_fer_model
+
+        self.device = torch.device(device)
+        self.head = TextEmotionHead.load(head_path)
+        self.weights = {"t": float(self.head.info.get("weight_text", 1.0)),
+                        "v": float(self.head.info.get("weight_vision", 1.0))}
+        self.text_extractor = create_extractor(TEXT_EXTRACTOR["name"], device=self.device, **TEXT_EXTRACTOR["config"])
+        self.fer_model = load_fer_model(device=self.device)
+        self._fer_order = [FER_CLASSES.index(next(k for k, v in FER_TO_CLASSES.items() if v == c)) for c in CLASSES]
+
+    def text_embeddings(self, texts: list[str]) -> np.ndarray:
+        """MiniLM sentence embeddings [N, 384] (mean of the last layer over tokens)."""
+        sequences = self.text_extractor.extract_batch(list(texts))
+        return np.stack([s.utterance() for s in sequences])
+
+    def text_posterior(self, text: str | None) -> np.ndarray | None:
+        """[C] class probabilities of a transcript, or None when it is empty."""
+        if text is None or not text.strip():
+            return None
+        return self.head.probabilities(self.text_embeddings([text]))[0]
+
+    def vision_frame_posteriors(self, crops: np.ndarray) -> np.ndarray:
+        """Face crops uint8 [N, S, S, 3] -> per-frame class probabilities [N, C] in CLASSES order."""
+        from affectflow.extractors.fer import fer_probabilities
+
+        if len(crops) == 0:
+            return np.zeros((0, len(CLASSES)), np.float32)
+        return fer_probabilities(crops, model=self.fer_model)[:, self._fer_order]
+
+    def prepare(self, evidence) -> None:
+        """Once per clip: FER probabilities of every face frame, cached for the span predictions."""
+        if evidence.has_vision:
+            evidence.cache["vision_frame_probs"] = self.vision_frame_posteriors(evidence.faces.crops)
+
+    def predict(self, evidence, start: float, end: float | None) -> dict:
+        """Class probabilities for the span [start, end) of a clip's evidence (see labeling.ClipEvidence)."""
+        per_modality: dict[str, np.ndarray] = {}
+        text = evidence.text_between(start, end)
+        text_probs = self.text_posterior(text)
+        if text_probs is not None:
+            per_modality["t"] = text_probs
+        frame_probs = evidence.vision_probs_between(start, end)
+        if frame_probs is not None and len(frame_probs):
+            per_modality["v"] = frame_probs.mean(axis=0)
+        fused = log_linear_pool(per_modality, self.weights) if per_modality else None
+        return {"probs": fused, "per_modality": per_modality}

@@ -1,0 +1,50 @@
+"""Human-facing output of a labelling run: the printed table and per-clip probability plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def print_table(summary, class_names: tuple[str, ...], limit: int = 40) -> None:
+    """Print the file-level rows of this run: clip, label, top probability, modality flags, error."""
+    if not summary.rows:
+        return
+    table = pd.DataFrame(summary.rows)
+    prob_columns = [f"prob_{c}" for c in class_names if f"prob_{c}" in table.columns]
+    table["p"] = table[prob_columns].max(axis=1) if prob_columns else None
+    shown = table.reindex(columns=["clip", "label", "p", "has_audio", "has_text", "has_vision", "error"])
+    with pd.option_context("display.max_colwidth", 60, "display.width", 160):
+        print(shown.head(limit).to_string(index=False))
+    if len(table) > limit:
+        print(f"... {len(table) - limit} more rows in the output file")
+
+
+def write_plots(out: str | Path, file_format: str, class_names: tuple[str, ...]) -> list[Path]:
+    """One PNG per clip with window rows: class probabilities over time, in `<out>.plots/`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    table = pd.read_json(out, lines=True) if file_format == "jsonl" else pd.read_csv(out)
+    windows = table[table["window_start"].notna()]
+    folder = out.with_name(out.name + ".plots")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for clip, rows in windows.groupby("clip"):
+        rows = rows.sort_values("window_start")
+        figure, axis = plt.subplots(figsize=(8, 3))
+        centers = (rows["window_start"] + rows["window_end"]) / 2
+        for name in class_names:
+            axis.plot(centers, rows[f"prob_{name}"], marker="o", label=name)
+        axis.set(xlabel="time (s)", ylabel="probability", ylim=(0, 1), title=str(clip))
+        axis.legend(loc="upper right", fontsize=7, ncol=4)
+        figure.tight_layout()
+        path = folder / (str(clip).replace("/", "__") + ".png")
+        figure.savefig(path, dpi=80)
+        plt.close(figure)
+        written.append(path)
+    return written
