@@ -6,3 +6,4 @@ from . import sdumc  # noqa: F401  sdumc
 from . import mculora  # noqa: F401  mculora
 from . import cmarr  # noqa: F401  cmarr
 from . import dqf  # noqa: F401  dqf
+from . import momke  # noqa: F401  momke

@@ -1,0 +1,166 @@
+"""MoMKE — Mixture of Modality Knowledge Experts (../shared/papers/momke-mixture-of-modality-knowledge-experts.txt).
+
+Two training stages (`stages = ("unimodal_experts", "experts_mixing")`):
+
+1. Unimodal expert training (Eq. 12-17): per modality m, a projection Z^m = X^m W^m (Eq. 12), sinusoidal
+   position embeddings H_0^m = Z^m + Z^pos (Eq. 13), a pre-LN transformer expert of Q blocks (Eq. 14) and
+   its own FC layer (Eq. 15). Each expert is trained on its own modality with the task loss (Eq. 16 CE /
+   Eq. 17 MSE), returned as aux losses `expert_a`, `expert_t`, `expert_v` over the samples (or utterances)
+   where that modality is available. Trains: projections, experts, expert FC layers.
+2. Experts mixing training (Eq. 18-22): every available modality m runs through *all* experts,
+   R_k^m = e^k(H_0^m) (Eq. 18); the Soft Router (a two-layer MLP, Eq. 19) gives per-position scores,
+   softmax weights w^m (Eq. 20) and R^m = sum_k w_k^m R_k^m (Eq. 21). Missing modalities' representations
+   are zero vectors; the R^m are concatenated and an FC classifier predicts (Eq. 22, Eq. 10-11).
+   Trains: projections, experts, router, classifier (the stage-1 FC layers are frozen, unused).
+   `FusionOutput.extras["router_weights"]` holds the expert loads the paper plots: [B, M, K] (modality m,
+   expert k; averaged over valid frames) or [B, T, M, K] at conversation level, zero rows where m is
+   unavailable; `extras["router_weights_<m>"]` keeps the per-frame weights [B, T_m, K].
+
+Deliberate differences / choices:
+- The projection W^m belongs to the modality (input widths differ), so "expert k applied to X^m" is
+  Transformer_k(X^m W^m + Z^pos); the router reads Z^m = X^m W^m (one router for all modalities) rather
+  than the raw X^m whose width differs per modality.
+- Stage 1's main prediction (the one the harness scores with its task loss) is the mean of the available
+  experts' FC outputs, the paper's own inference rule without mixing (Sec. 4.4, ablation 2); so in stage 1
+  the harness's task loss adds a late-fusion term to the per-expert losses of Eq. 16-17.
+- The paper works on utterance-level features in conversations (T = utterances, `TaskSpec.level ==
+  "conversation"`). For utterance-level tasks with frame-level inputs the experts run over frames and
+  R^m is mean-pooled over the valid frames before concatenation.
+- FFN width (d) and the router's hidden width (d) are not given in the paper. Dropout 0.5 (the paper's
+  rate) is applied to the projected inputs, inside the transformer blocks and before the FC layers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .base import FusionModel
+from .contract import FusionOutput, ModalityBatch, TaskSpec, zero_masked
+from .layers import SinusoidalPositionalEmbedding, TransformerEncoder, modality_readout
+from .registry import register_fusion
+
+UNIMODAL_STAGE = "unimodal_experts"
+MIXING_STAGE = "experts_mixing"
+
+
+class SoftRouter(nn.Module):
+    """Eq. 19-20: two-layer MLP scores -> softmax weights over the K experts. Z [..., d] -> w [..., K]."""
+
+    def __init__(self, dim: int, num_experts: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or dim
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, num_experts))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z [..., d] -> weights [..., K] (non-negative, summing to one)."""
+        return torch.softmax(self.mlp(z), dim=-1)
+
+
+@register_fusion("momke")
+class MoMKE(FusionModel):
+    """Mixture of Modality Knowledge Experts with a Soft Router (two-stage; see module docstring).
+
+    Embedding: concatenated modality representations [B, M * d] (or [B, T, M * d]); in stage 1 the
+    experts' own outputs H_Q^m, in stage 2 the router-mixed R^m.
+    """
+
+    stages = (UNIMODAL_STAGE, MIXING_STAGE)
+    recommended_optimizer = {"name": "adam", "lr": 1e-4}
+
+    def __init__(self, task_spec: TaskSpec, dim: int = 256, num_blocks: int = 4, num_heads: int = 2,
+                 ff_mult: float = 1.0, dropout: float = 0.5) -> None:
+        super().__init__(task_spec, dim=dim, num_blocks=num_blocks, num_heads=num_heads, ff_mult=ff_mult,
+                         dropout=dropout)
+        modalities = task_spec.modalities
+        self.projections = nn.ModuleDict({m: nn.Linear(task_spec.input_dims[m], dim) for m in modalities})
+        self.positions = SinusoidalPositionalEmbedding(dim)
+        self.input_dropout = nn.Dropout(dropout)
+        self.experts = nn.ModuleDict({m: TransformerEncoder(dim, num_heads, num_blocks, ff_mult, dropout)
+                                      for m in modalities})
+        self.expert_heads = nn.ModuleDict({m: self.make_head(dim, dropout=dropout) for m in modalities})
+        self.router = SoftRouter(dim, len(modalities))
+        self.classifier = self.make_head(len(modalities) * dim, dropout=dropout)
+        self.set_stage(self.stages[0])
+
+    @classmethod
+    def tiny_config(cls) -> dict:
+        """Small hyperparameters for tests."""
+        return {"dim": 16, "num_blocks": 1, "num_heads": 2, "dropout": 0.0}
+
+    def stage_modules(self, stage: str) -> list[nn.Module]:
+        """The modules `stage` trains (see the module docstring)."""
+        shared = [self.projections, self.experts]
+        if stage == UNIMODAL_STAGE:
+            return shared + [self.expert_heads]
+        return shared + [self.router, self.classifier]
+
+    def set_stage(self, stage: str) -> None:
+        """Switch stage and freeze everything the stage does not train."""
+        super().set_stage(stage)
+        self.requires_grad_(False)
+        for module in self.stage_modules(stage):
+            module.requires_grad_(True)
+
+    def embed(self, batch: ModalityBatch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 12-13: (Z^m [B, T, d], H_0^m = dropout(Z^m + Z^pos) [B, T, d]), zero at invalid positions."""
+        valid = batch.valid(modality)
+        z = zero_masked(self.projections[modality](zero_masked(batch.features[modality], valid)), valid)
+        return z, zero_masked(self.input_dropout(self.positions(z)), valid)
+
+    def expert_loss(self, prediction: torch.Tensor, targets: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+        """Eq. 16 (CE) / Eq. 17 (MSE) over the positions where the expert's modality is available."""
+        if self.task_spec.kind == "classification":
+            targets = torch.where(available, targets.long(), torch.full_like(targets.long(), -100))
+            keep = targets != -100
+            if not bool(keep.any()):
+                return prediction.sum() * 0.0
+            return nn.functional.cross_entropy(prediction[keep], targets[keep])
+        keep = available & ~torch.isnan(targets)
+        if not bool(keep.any()):
+            return prediction.sum() * 0.0
+        return nn.functional.mse_loss(prediction.squeeze(-1)[keep], targets[keep].to(prediction.dtype))
+
+    def forward(self, batch: ModalityBatch, targets: torch.Tensor | None = None) -> FusionOutput:
+        """Stage 1: mean of the available experts' predictions; stage 2: router-mixed experts -> FC."""
+        if self.stage == UNIMODAL_STAGE:
+            return self.forward_unimodal(batch, targets)
+        return self.forward_mixing(batch)
+
+    def forward_unimodal(self, batch: ModalityBatch, targets: torch.Tensor | None) -> FusionOutput:
+        """Eq. 12-17: each expert on its own modality, own FC; aux losses `expert_<m>`."""
+        per_position = self.task_spec.level == "conversation"
+        total, count, representations, aux_losses = 0.0, 0.0, [], {}
+        for m in self.task_spec.modalities:
+            _, h0 = self.embed(batch, m)
+            hidden, available = modality_readout(batch, m, self.experts[m](h0, batch.valid(m)), per_position)
+            prediction = self.expert_heads[m](hidden)
+            weight = available.to(prediction.dtype).unsqueeze(-1)
+            total, count = total + prediction * weight, count + weight
+            representations.append(hidden)
+            if targets is not None:
+                aux_losses[f"expert_{m}"] = self.expert_loss(prediction, targets, available)
+        prediction = total / torch.as_tensor(count).clamp(min=1.0)
+        return self.package(prediction, torch.cat(representations, dim=-1), aux_losses)
+
+    def mix(self, batch: ModalityBatch, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 18-21 for one modality: (R^m [B, T, d], router weights [B, T, K]); zero where unavailable."""
+        valid = batch.valid(modality)
+        z, h0 = self.embed(batch, modality)
+        expert_outputs = torch.stack([self.experts[k](h0, valid) for k in self.task_spec.modalities], dim=-2)
+        weights = zero_masked(self.router(z), valid)  # [B, T, K]
+        mixed = (weights.unsqueeze(-1) * expert_outputs).sum(dim=-2)  # sum_k w_k R_k^m
+        return zero_masked(mixed, valid), weights
+
+    def forward_mixing(self, batch: ModalityBatch) -> FusionOutput:
+        """Eq. 18-22: concat of the mixed R^m (zeros for missing modalities) -> FC classifier."""
+        per_position = self.task_spec.level == "conversation"
+        representations, loads, extras = [], [], {}
+        for m in self.task_spec.modalities:
+            mixed, weights = self.mix(batch, m)
+            representations.append(modality_readout(batch, m, mixed, per_position)[0])
+            loads.append(modality_readout(batch, m, weights, per_position)[0])
+            extras[f"router_weights_{m}"] = weights
+        fused = torch.cat(representations, dim=-1)
+        extras["router_weights"] = torch.stack(loads, dim=-2)
+        return self.package(self.classifier(fused), fused, extras=extras)
