@@ -13,7 +13,7 @@ import math
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
 CLASSIFICATION_METRICS: tuple[str, ...] = ("wa", "ua", "weighted_f1", "macro_f1")
 REGRESSION_METRICS: tuple[str, ...] = (
@@ -40,7 +40,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_cla
     """WA / UA / weighted F1 / macro F1 (fractions in [0, 1]) and the [C, C] confusion matrix.
 
     y_true, y_pred: class indices [N] in [0, num_classes). UA averages recall over the classes
-    present in y_true (sklearn's balanced accuracy); F1s use sklearn's default label set (classes in
+    present in y_true (= sklearn's balanced accuracy); F1s use sklearn's default label set (classes in
     y_true or y_pred). The confusion matrix rows are true classes, columns predictions.
     """
     y_true, y_pred = _as_1d("y_true", y_true).astype(np.int64), _as_1d("y_pred", y_pred).astype(np.int64)
@@ -51,7 +51,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_cla
     labels = list(range(num_classes))
     return {
         "wa": float(accuracy_score(y_true, y_pred)),
-        "ua": float(balanced_accuracy_score(y_true, y_pred)),
+        "ua": float(recall_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "per_class_recall": [float(r) for r in recall_score(y_true, y_pred, labels=labels, average=None,
