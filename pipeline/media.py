@@ -111,8 +111,11 @@ def probe(path: str | Path) -> Recording:
     """Describe a media file (streams, duration, fps, size); MediaError when it cannot be read at all."""
     path = Path(path)
     _check_file(path)
-    video = _open_video(path)
     audio, audio_problem = _open_audio(path)
+    if audio is None and audio_problem.startswith("cannot open"):
+        # FFmpeg cannot open the container at all: decord (the same FFmpeg) would only fail louder.
+        raise MediaError(path, f"not a readable audio or video file ({audio_problem})")
+    video = _open_video(path)
     if video is None and audio is None:
         raise MediaError(path, f"not a readable audio or video file ({audio_problem})")
     fps = width = height = num_frames = None

@@ -46,10 +46,20 @@ def _run(args, **kwargs):
 @pytest.fixture(scope="module")
 def labelled(clips, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "labels.jsonl"
-    result = _run(["--videos", str(clips), "--out", str(out), "--segment-seconds", "1", "--device", "cpu"])
+    result = _run(["--videos", str(clips), "--out", str(out), "--segment-seconds", "1", "--device", "cpu", "--plot"])
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_json(out, lines=True, dtype={"clip": str})
+    table.attrs["out"] = str(out)
     return table, result
+
+
+def test_plots_written_per_clip_with_windows(labelled):
+    table, _ = labelled
+    folder = Path(table.attrs["out"] + ".plots")
+    plots = sorted(p.name for p in folder.glob("*.png"))
+    assert "talking_face.mp4.png" in plots and "nested__deeper__no_face.mp4.png" in plots
+    assert "zero_bytes.mp4.png" not in plots  # no windows for unreadable files
+    assert all((folder / name).stat().st_size > 1000 for name in plots)
 
 
 def test_one_file_level_row_per_media_file(labelled):
