@@ -65,6 +65,10 @@ class CheckpointLabeler:
             if spec is None:
                 continue
             self.extractors[modality] = extractor_from_spec(spec, device=self.device)
+        vision = self.extractors.get("v")
+        if vision is not None and vision.contract.image_size:
+            # Crop faces at the size the features were extracted with (affectflow extract does the same).
+            self.face_crop_size = int(vision.contract.image_size[0])
 
     def prepare(self, evidence) -> None:
         """Nothing to precompute: features are extracted per span."""
