@@ -10,7 +10,8 @@ Implemented equations:
 - Eq. 5-8 (Q-CA) for every modality pair (a, b): a shared learnable query Q_ab, updated by self-attention
   (Eq. 3), then Attention(Attention(Q, H_a, Q), H_b, H_b) for a->b and symmetrically for b->a; the two
   directions are concatenated, passed through a Linear (Eq. 7) and average-pooled (Eq. 8).
-- Eq. 9: MHSA over the pooled pair features and a learnable [CLS] token; the [CLS] output is H_ca.
+- Eq. 9: MHSA (a pre-LN transformer block, `fusion_layers` of them) over the pooled pair features and a
+  learnable [CLS] token; "Pool" is read as taking the [CLS] output, which is H_ca.
 - Eq. 1: one MLP head per granularity (a, t, v, each pair, and all modalities = H_ca) gives the aux losses
   `head_<granularity>` (weight 1, the task's CE / MAE); the main head reads the concatenation of all
   granularity features (its loss is L_task, computed by the harness).
