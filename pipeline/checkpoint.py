@@ -51,9 +51,11 @@ class BundleInfo:
 
     @property
     def class_names(self) -> tuple[str, ...]:
+        """The task's class names (empty for regression)."""
         return self.task_spec.class_names
 
     def to_dict(self) -> dict:
+        """The bundle.json content."""
         return {
             "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION,
             "architecture": self.architecture, "hyperparameters": self.hyperparameters,
@@ -66,6 +68,7 @@ class BundleInfo:
 
     @classmethod
     def from_dict(cls, data: dict, path: Path | None = None) -> "BundleInfo":
+        """Parse bundle.json content; raises ValueError naming `path` for a foreign or newer format."""
         where = path or "bundle"
         if data.get("format") != BUNDLE_FORMAT:
             raise ValueError(f"{where}: not an affectflow bundle (format={data.get('format')!r})")

@@ -100,10 +100,12 @@ class FeatureNormalizer:
         return ((values - self.mean[modality]) / self.std[modality]).astype(np.float32)
 
     def to_dict(self) -> dict:
+        """{modality: {"mean": [D], "std": [D]}} as plain lists (for bundle.json)."""
         return {m: {"mean": self.mean[m].tolist(), "std": self.std[m].tolist()} for m in self.mean}
 
     @classmethod
     def from_dict(cls, data: dict) -> "FeatureNormalizer":
+        """Inverse of `to_dict`."""
         return cls({m: np.asarray(v["mean"], dtype=np.float32) for m, v in data.items()},
                    {m: np.asarray(v["std"], dtype=np.float32) for m, v in data.items()})
 
@@ -268,9 +270,11 @@ class Batch:
     utterance_ids: list[list[str]]
 
     def to(self, device: torch.device | str) -> "Batch":
+        """The batch with inputs and targets on `device`."""
         return Batch(self.inputs.to(device), self.targets.to(device), self.ids, self.utterance_ids)
 
     def with_inputs(self, inputs: ModalityBatch) -> "Batch":
+        """The same targets and ids with other model inputs (e.g. after a protocol)."""
         return Batch(inputs, self.targets, self.ids, self.utterance_ids)
 
 

@@ -3,7 +3,8 @@
     affectflow train --manifest meld.parquet --features features/ --model mult --task classification \\
         --label-column emotion --schedule random --epochs 30 --seeds 1 2 3 --out runs/meld-mult
     affectflow train ... --schedule fixed --condition t          # train and select in {t}
-    affectflow train ... --fold Ses05                              # IEMOCAP leave-one-session-out fold
+    affectflow train ... --fold 5                                  # IEMOCAP leave-one-session-out fold
+    affectflow train ... --fold all                                # all 5 folds, mean ± std over folds
     affectflow train ... --resume                                  # continue an interrupted run
 
 Writes RUN_DIR/best (checkpoint bundle), RUN_DIR/summary.json (per seed + mean ± std of the test
@@ -19,11 +20,11 @@ from pathlib import Path
 
 from affectflow.fusion.registry import list_fusions
 
-from .data import leave_one_session_out, open_feature_stores
+from .data import leave_one_session_out, open_feature_stores, session_folds
 from .devices import resolve_device
 from .experiment import build_experiment, format_mean_std, model_config_for, run_experiment
 from .manifest import read_manifest
-from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, summarize_runs
 from .protocols import parse_condition
 from .reports import write_condition_grid, write_json
 from .schedules import SCHEDULE_NAMES, make_schedule
@@ -86,7 +87,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="validation condition: auto (the schedule's), full, random, average, or e.g. 't'")
     parser.add_argument("--grad-clip", type=float, default=1.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
-    parser.add_argument("--fold", help="leave-one-session-out: this session is test, a carve-out of the rest valid")
+    parser.add_argument("--fold", help="leave-one-session-out: this session is test, a carve-out of the others "
+                                       "valid; 'all' runs every session as a fold (RUN_DIR/fold-<session>)")
     parser.add_argument("--valid-fraction", type=float, default=0.1, help="validation carve-out share for --fold")
     parser.add_argument("--out", required=True, type=Path, help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue the runs found in --out")
@@ -113,34 +115,61 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
                        progress=not args.no_progress)
 
 
+def _train_fold(args: argparse.Namespace, table, stores, fold: str | None, out: Path) -> tuple[dict, str]:
+    """One training run (all seeds) on the official splits or one leave-one-session-out fold."""
+    if fold is not None:
+        table = leave_one_session_out(table, fold, valid_fraction=args.valid_fraction)
+    modalities = parse_condition(args.modalities) if args.modalities else tuple(m for m in "atv" if m in stores)
+    lacking = [m for m in modalities if m not in stores]
+    if lacking:
+        raise ValueError(f"no feature store for modalities {lacking} (found {sorted(stores)})")
+    label_column = args.label_column or ("emotion" if args.task == "classification" else "sentiment")
+    classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else None
+    data = build_experiment(table, stores, args.task, label_column, modalities, level=args.level,
+                            frame_level=args.frame_level, class_names=classes, normalize=not args.no_normalize,
+                            missing_entries=args.missing_entries)
+    hyperparameters = model_config_for(args.model, _model_config(args.model_config), args.tiny)
+    summary = run_experiment(args.model, hyperparameters, data,
+                             lambda: make_schedule(args.schedule, condition=args.condition),
+                             _train_config(args), args.seeds, out, device=resolve_device(args.device),
+                             resume=args.resume)
+    return summary, data.task.kind
+
+
+def cross_fold_summary(summaries: dict[str, dict]) -> dict:
+    """{condition: {metric: {mean, std, values}}} over folds of each fold's seed-mean test metrics."""
+    per_fold = [{c: {m: v["mean"] for m, v in metrics.items()} for c, metrics in s["test_summary"].items()}
+                for s in summaries.values()]
+    conditions = per_fold[0].keys() if per_fold else []
+    return {c: summarize_runs([fold[c] for fold in per_fold]) for c in conditions}
+
+
 def run(args: argparse.Namespace) -> int:
-    """Train per seed, write bundles and the summary; prints the test grid (mean ± std)."""
+    """Train per seed (and per fold with --fold all), write bundles and summaries; print the test grid."""
     apply_threads(args)
     try:
+        make_schedule(args.schedule, condition=args.condition)  # validate the name before any work
         table = read_manifest(args.manifest)
-        if args.fold is not None:
-            table = leave_one_session_out(table, args.fold, valid_fraction=args.valid_fraction)
         stores = stores_from_args(args)
-        modalities = parse_condition(args.modalities) if args.modalities else tuple(m for m in "atv" if m in stores)
-        lacking = [m for m in modalities if m not in stores]
-        if lacking:
-            raise ValueError(f"no feature store for modalities {lacking} (found {sorted(stores)})")
-        label_column = args.label_column or ("emotion" if args.task == "classification" else "sentiment")
-        classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else None
-        data = build_experiment(table, stores, args.task, label_column, modalities, level=args.level,
-                                frame_level=args.frame_level, class_names=classes, normalize=not args.no_normalize,
-                                missing_entries=args.missing_entries)
-        hyperparameters = model_config_for(args.model, _model_config(args.model_config), args.tiny)
-        make_schedule(args.schedule, condition=args.condition)  # validate the name before training
-        summary = run_experiment(args.model, hyperparameters, data,
-                                 lambda: make_schedule(args.schedule, condition=args.condition),
-                                 _train_config(args), args.seeds, args.out, device=resolve_device(args.device),
-                                 resume=args.resume)
+        folds = session_folds(table) if args.fold == "all" else [args.fold]
+        summaries, kind = {}, None
+        for fold in folds:
+            out = args.out / f"fold-{fold}" if len(folds) > 1 else args.out
+            summaries[fold], kind = _train_fold(args, table, stores, fold, out)
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"affectflow train: error: {error}", file=sys.stderr)
         return 2
     write_json({k: v for k, v in vars(args).items() if k != "func"}, args.out / "config.json")
-    _report(args, summary, data.task.kind)
+    if len(folds) > 1:
+        summary = {"model": args.model, "folds": {str(f): s["test_summary"] for f, s in summaries.items()},
+                   "best_seed": {str(f): s["best_seed"] for f, s in summaries.items()},
+                   "select_metric": next(iter(summaries.values()))["select_metric"],
+                   "select_condition": next(iter(summaries.values()))["select_condition"],
+                   "test_summary": cross_fold_summary(summaries)}
+        write_json(summary, args.out / "summary.json")
+    else:
+        summary = summaries[folds[0]]
+    _report(args, summary, kind)
     return 0
 
 
@@ -150,8 +179,9 @@ def _report(args: argparse.Namespace, summary: dict, kind: str) -> None:
     means = {args.model: {c: {m: v["mean"] for m, v in values.items()} for c, values in test.items()}}
     if test:
         write_condition_grid(means, args.out, metrics, stem="test_grid")
+    bundles = args.out / ("fold-*/best" if "folds" in summary else "best")
     print(f"{args.model}: best seed {summary['best_seed']} (validation {summary['select_metric']} under "
-          f"{summary['select_condition']!r}); bundle: {args.out / 'best'}")
+          f"{summary['select_condition']!r}); bundle: {bundles}")
     for condition in test:
         shown = ", ".join(f"{m} {format_mean_std(test, condition, m, 1.0 if m == 'mae' else 100.0)}"
                           for m in metrics[:4])

@@ -129,6 +129,7 @@ def run_corpus(corpus: str, args: argparse.Namespace, models: list[str]) -> tupl
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The benchmark's command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "affectflow" / "bench_text_real",

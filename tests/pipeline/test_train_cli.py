@@ -107,6 +107,15 @@ def test_fold_resume_and_text_only_task(classification, tmp_path):
     assert (out / "seed-1" / "result.json").read_text() == first  # finished run reused
 
 
+def test_all_folds_give_a_cross_fold_summary(classification, tmp_path):
+    out = tmp_path / "loso"
+    assert _train(classification, out, "--model", "late_fusion", "--fold", "all", "--valid-fraction", "0.3") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["folds"]) == ["Ses01", "Ses02", "Ses03", "Ses04", "Ses05"]
+    assert len(summary["test_summary"]["atv"]["wa"]["values"]) == 5
+    assert all((out / f"fold-{fold}" / "best" / "bundle.json").is_file() for fold in summary["folds"])
+
+
 def test_clear_errors(classification, tmp_path, capsys):
     assert _train(classification, tmp_path / "x", "--model", "nonexistent") == 2
     assert "unknown fusion model" in capsys.readouterr().err
