@@ -353,7 +353,7 @@ class MCULoRA(FusionModel):
         return self._mcla_forward(reps, avail, inputs)
 
     def _unimodal_loss(self, reps: torch.Tensor, avail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Sec. 3.1: mean over modalities of l_task^m(C_m(R^m), y) on positions where m is available."""
+        """Sec. 3.1: sum over modalities of l_task^m(C_m(R^m), y) on positions where m is available."""
         losses = []
         for index, m in enumerate(self.task_spec.modalities):
             position_targets = self._position_targets(targets, avail[..., index])
@@ -363,7 +363,7 @@ class MCULoRA(FusionModel):
                 if self.task_spec.kind == "regression":
                     prediction = prediction.squeeze(-1)
                 losses.append(self.task_loss(prediction, position_targets))
-        return torch.stack(losses).mean() if losses else reps.sum() * 0.0
+        return torch.stack(losses).sum() if losses else reps.sum() * 0.0
 
     def _combination_index(self, avail: torch.Tensor) -> torch.Tensor:
         """[B, P, M] availability -> [B, P] index into `self.combinations` (-1 where nothing is available)."""

@@ -243,3 +243,23 @@ def test_pretrain_unimodal_loss_and_conversation_level():
                            {**batch.masks, "v": batch.masks["v"][:, :2]}, batch.presence)
     with pytest.raises(ValueError, match="share T"):
         net(uneven)
+
+
+def test_pretrain_unimodal_loss_is_the_sum_over_modalities():
+    # Sec. 3.1: l_task(C_f(...)) + sum_m l_task^m(C_m(E_m(X)), Y); each term only where m is available.
+    spec = TaskSpec(kind="classification", input_dims=DIMS, class_names=("x", "y", "z"))
+    torch.manual_seed(0)
+    net = create_fusion("mculora", spec, **MCULoRA.tiny_config()).eval()
+    presence = torch.tensor([[True, True, True], [True, False, True], [False, True, False], [True, True, False]])
+    batch = make_batch(presence)
+    targets = torch.tensor([0, 2, 1, 2])
+    with torch.no_grad():
+        unimodal = net(batch, targets).aux_losses["unimodal"]
+        expected = 0.0
+        for m in "atv":
+            valid = batch.valid(m)
+            h = net.encoders[m](net.positions(net.projections[m](batch.features[m] * valid[..., None])), valid)
+            pooled = (h * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
+            rows = valid.any(1)
+            expected += torch.nn.functional.cross_entropy(net.unimodal_heads[m](pooled[rows]), targets[rows])
+    torch.testing.assert_close(unimodal, expected, atol=1e-5, rtol=1e-5)
