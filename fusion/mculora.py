@@ -8,8 +8,10 @@ Implements, from `mculora-modality-combination-lora.txt`:
 - MCLA (Eq. 1-4, 7), stage ``"mcla"``: the pre-trained model is frozen; per modality one shared adapter
   R_com^m = B_com A_com x^m and one private adapter per modality combination R_prt,i^m = B_i A_i x^m
   (rank 4). The soft orthogonality loss L_ort of Eq. 3 is the aux loss ``orthogonality`` (beta = 0.001).
-  Common and private streams are fused by Omega and predicted by F_com / F_prt; the final prediction
-  is (1 - w) * y_com + w * y_hat with w = sigmoid(MLP(private representation)) (Eq. 4).
+  Common and private streams are fused by Omega and predicted by F_com / F^i; the final prediction
+  is (1 - w) * y_com + w * y_hat with w = sigmoid(MLP(private representation)) (Eq. 4). F^i, "the
+  prediction head after fine-tuning adaptation for modal combinations", is the private head F_prt plus
+  a rank-r LoRA per combination i: F^i(h) = F_prt(h) + alpha * B_i A_i h (B_i starts at zero).
 - DPFT (Eq. 8-10): `js_divergence` (Eq. 8), and `DPFTSampler`, which turns the per-combination
   decoupling scores the model reports in ``FusionOutput.extras`` into combination sampling
   probabilities (change between updates, ranking, sigmoid-scaled +/- step, bounds).
@@ -20,7 +22,8 @@ Interpretations and deliberate differences (the paper leaves these open):
   level. The adapters run in parallel to the frozen encoder as in LoRA (Eq. 1 with W = E_m): the
   streams fed to Omega are R^m + alpha * R_com^m and R^m + alpha * R_prt,i^m.
 - Eq. 4 swaps the head names relative to its prose; we follow the prose: F_com predicts from the
-  common stream, F_prt from the private stream. Both start as copies of the pre-trained head C_f.
+  common stream, F^i from the private stream. F_com and F_prt (the shared part of F^i) start as copies
+  of the pre-trained head C_f.
   B matrices start small but non-zero (not LoRA's zeros): with B = 0 the cosines of Eq. 3 and the JS
   scores of Eq. 8 are undefined and A gets no gradient.
 - Eq. 3 sums over "the current modal combinations"; every private adapter i that contains m is
@@ -225,7 +228,7 @@ class CrossAttentionFusion(nn.Module):
 class MCULoRA(FusionModel):
     """MCULoRA: pre-trained encoders + cross-attention fusion, then modality-combination-aware LoRA.
 
-    Stages: "pretrain" (encoders, Omega, C_f, C_m) then "mcla" (adapters, F_com, F_prt, weight MLP).
+    Stages: "pretrain" (encoders, Omega, C_f, C_m) then "mcla" (adapters, F_com, F^i, weight MLP).
     Input ModalityBatch: features[m] [B, T_m, D_m]; at conversation level all T_m equal (utterances).
     Output: logits [B, C] / value [B] (or per position [B, T, ...]); embedding [B, d] (or [B, T, d]).
     Aux losses: "unimodal" (pretrain, needs targets), "orthogonality" (mcla, Eq. 3, weight beta).
@@ -262,6 +265,10 @@ class MCULoRA(FusionModel):
                                             for m in mods})
         self.common_head = self.make_head(d, hidden=d, dropout=dropout)
         self.private_head = self.make_head(d, hidden=d, dropout=dropout)
+        # F^i of Eq. 4: the private head adapted per combination i by a rank-r LoRA (B zero-initialised).
+        n, outputs = len(self.combinations), task_spec.num_outputs
+        self.combination_head_down = self._down(n, d, rank)
+        self.combination_head_up = nn.Parameter(torch.zeros(n, outputs, rank))
         self.mix_weight = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 1))
         self.register_buffer("mcla_heads_initialized", torch.zeros((), dtype=torch.bool))
         self.set_stage(self.stages[0])
@@ -281,8 +288,8 @@ class MCULoRA(FusionModel):
     def _stage_modules(self, stage: str) -> list[nn.Module | nn.Parameter]:
         if stage == "pretrain":
             return [self.projections, self.encoders, self.fusion, self.head, self.unimodal_heads]
-        return [self.common_down, self.common_up, self.private_down, self.private_up,
-                self.common_head, self.private_head, self.mix_weight]
+        return [self.common_down, self.common_up, self.private_down, self.private_up, self.common_head,
+                self.private_head, self.combination_head_down, self.combination_head_up, self.mix_weight]
 
     def set_stage(self, stage: str) -> None:
         """"pretrain": train the base model; "mcla": freeze it and train adapters, heads and weight MLP.
@@ -293,7 +300,7 @@ class MCULoRA(FusionModel):
         for p in self.parameters():
             p.requires_grad_(False)
         for module in self._stage_modules(stage):
-            for p in module.parameters():
+            for p in ([module] if isinstance(module, nn.Parameter) else module.parameters()):
                 p.requires_grad_(True)
         if stage == "mcla" and not bool(self.mcla_heads_initialized):
             self.common_head.load_state_dict(self.head.state_dict())
@@ -383,6 +390,13 @@ class MCULoRA(FusionModel):
         current = torch.gather(private, 2, local[..., None, None].expand(-1, -1, 1, private.shape[-1])).squeeze(2)
         return common, private, current
 
+    def _combination_head(self, fused: torch.Tensor, combination: torch.Tensor) -> torch.Tensor:
+        """F^i of Eq. 4: F_prt(h) + alpha * B_i A_i h for each position's combination i; h [B, P, d] -> [B, P, C]."""
+        down = self.combination_head_down[combination.clamp(min=0)]  # [B, P, r, d]
+        up = self.combination_head_up[combination.clamp(min=0)]  # [B, P, C, r]
+        adaptation = torch.einsum("bpcr,bprd,bpd->bpc", up, down, fused)
+        return self.private_head(fused) + self.lora_alpha * adaptation
+
     def _mcla_forward(self, reps: torch.Tensor, avail: torch.Tensor, inputs: dict[str, torch.Tensor]) -> FusionOutput:
         """Eq. 2-4 and 8: adapters, two fused streams, mixed prediction, L_ort and DPFT scores."""
         combination = self._combination_index(avail)
@@ -408,7 +422,7 @@ class MCULoRA(FusionModel):
         fused_common, fused_private = self._fuse(common_stream, avail), self._fuse(private_stream, avail)
         weight = torch.sigmoid(self.mix_weight(masked_mean(private_repr.flatten(0, 1), avail.flatten(0, 1))))
         weight = weight.unflatten(0, avail.shape[:2])  # [B, P, 1]
-        prediction = (1 - weight) * self.common_head(fused_common) + weight * self.private_head(fused_private)
+        prediction = (1 - weight) * self.common_head(fused_common) + weight * self._combination_head(fused_private, combination)
         embedding = (1 - weight) * fused_common + weight * fused_private
         extras = {"mix_weight": self._readout(weight.squeeze(-1)).detach(), "combination": self._readout(combination),
                   "dpft_scores": (score_sum / score_count.clamp(min=1.0)).detach(), "dpft_counts": score_count}

@@ -210,7 +210,7 @@ def test_stages_freeze_what_the_paper_prescribes():
     torch.nn.init.normal_(net.head[-1].weight)
     net.set_stage("mcla")
     assert names() == {"common_down", "common_up", "private_down", "private_up", "common_head", "private_head",
-                       "mix_weight"}
+                       "combination_head_down", "combination_head_up", "mix_weight"}
     assert {id(p) for p in net.trainable_parameters()} == {id(p) for p in net.parameters() if p.requires_grad}
     torch.testing.assert_close(net.common_head[-1].weight, net.head[-1].weight)  # heads start from C_f
     frozen = {n: p.detach().clone() for n, p in net.named_parameters() if not p.requires_grad}
@@ -263,3 +263,19 @@ def test_pretrain_unimodal_loss_is_the_sum_over_modalities():
             rows = valid.any(1)
             expected += torch.nn.functional.cross_entropy(net.unimodal_heads[m](pooled[rows]), targets[rows])
     torch.testing.assert_close(unimodal, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_private_prediction_head_is_adapted_per_combination(model):
+    # Eq. 4: y_hat = F^i(Omega(private stream)), F^i being the head adapted to the sample's combination i.
+    batch = make_batch(PATTERNS)
+    reference = model(batch)
+    i = model.combinations.index(("t", "v"))
+    assert model.combination_head_up.shape == (7, 3, 4) and model.combination_head_down.shape == (7, 4, 16)
+    assert torch.count_nonzero(model.combination_head_up) == 0  # LoRA start: F^i = F_prt
+    with torch.no_grad():
+        model.combination_head_up[i] += 0.5
+        changed = model(batch)
+        model.combination_head_up[i].zero_()
+    moved = (changed.logits - reference.logits).abs().amax(dim=1) > 1e-6
+    assert moved.tolist() == (reference.extras["combination"] == i).tolist()
+    torch.testing.assert_close(changed.embedding, reference.embedding)  # a head adaptation, not a feature one
