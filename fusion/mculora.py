@@ -33,9 +33,16 @@ Interpretations and deliberate differences (the paper leaves these open):
   the usual JS divergence); representations become distributions by a softmax over features.
 - Eq. 10 ranks the non-empty combinations (2^M - 1 of them) by the change of their score, the smallest
   change (slowest decoupling) first; rank < 2^(M-1) gains q_base*lambda*sigmoid(ds), rank > 2^(M-1) loses
-  it, the middle rank is unchanged. Bounds and lambda are not given in the paper: defaults are
-  [0.5, 2] x uniform and lambda = 0.1. After the step, probabilities are projected onto
-  {sum = 1, min <= p <= max}.
+  it, the middle rank is unchanged. After the step, probabilities are projected onto
+  {sum = 1, min <= p <= max}. The paper adjusts "the occurrence probability of each combination" (which
+  `DPFTSampler` samples directly) but bounds the occurrence probabilities *of modalities*: Sec. 4.2's
+  masking-probability ranges, 0.45-0.55 (IEMOCAP) and 0.4-0.6 (CMU-MOSEI), are per modality (the
+  released code keeps one presence probability per modality, clipped to that range). Those ranges do not
+  translate into per-combination bounds, so ours are our own: [0.5, 2] x uniform (1/14 .. 2/7 for
+  7 combinations; independent per-modality presence in 0.4-0.6, conditioned on a non-empty draw,
+  would give about 0.07 .. 0.25). lambda is not given: default 0.1.
+- Optimiser (Sec. 4.2): Adam, lr 1e-4 (`recommended_optimizer`); batch size 16 (IEMOCAP) / 32
+  (CMU-MOSEI); up to 300 / 200 epochs per stage.
 """
 
 from __future__ import annotations
@@ -238,6 +245,7 @@ class MCULoRA(FusionModel):
 
     stages = ("pretrain", "mcla")
     loss_weights = {"orthogonality": 0.001, "unimodal": 1.0}
+    recommended_optimizer = {"name": "adam", "lr": 1e-4}
 
     def __init__(self, task_spec: TaskSpec, hidden_dim: int = 256, num_layers: int = 4, num_heads: int = 2,
                  dropout: float = 0.5, rank: int = 4, lora_alpha: float = 1.0, adapter_init_std: float = 0.02) -> None:

@@ -279,3 +279,13 @@ def test_private_prediction_head_is_adapted_per_combination(model):
     moved = (changed.logits - reference.logits).abs().amax(dim=1) > 1e-6
     assert moved.tolist() == (reference.extras["combination"] == i).tolist()
     torch.testing.assert_close(changed.embedding, reference.embedding)  # a head adaptation, not a feature one
+
+
+def test_paper_hyperparameters_are_the_defaults():
+    # Sec. 4.2: d = 256, Q = 4 blocks, 2 heads, dropout 0.5, rank 4, Adam lr 1e-4; Sec. 4.1: beta = 0.001.
+    spec = TaskSpec(kind="regression", input_dims=DIMS)
+    net = MCULoRA(spec)
+    assert {k: net.hyperparameters[k] for k in ("hidden_dim", "num_layers", "num_heads", "dropout", "rank")} == \
+        {"hidden_dim": 256, "num_layers": 4, "num_heads": 2, "dropout": 0.5, "rank": 4}
+    assert MCULoRA.recommended_optimizer == {"name": "adam", "lr": 1e-4}
+    assert MCULoRA.loss_weights["orthogonality"] == 0.001
