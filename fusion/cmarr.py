@@ -36,7 +36,9 @@ Deliberate differences (the paper leaves them open or they would break the fusio
   would never receive a gradient; it is kept as a fixed buffer (`shift`, default 0) rather than a dead
   parameter. The scale a (kept negative as -exp(.)) and the temperature tau are learned.
 - L_rec is the squared Frobenius norm of Eq. 9 divided by the number of entries (a mean squared error),
-  so lambda = 10 means the same for any width or sequence length.
+  so lambda = 10 means the same for any width or sequence length. Its target X_t is detached (as in
+  DiCMoR's released code, on which CM-ARR's flows and RCAB module build): L_rec trains the flows, the
+  reconstruction modules and the *source* modalities' encoders, never the target modality's encoder.
 - Eq. 10-13 define two cross-attentions (text <- video, text <- speech); the prose's "three cross-modal
   blocks" is not specified further, so we follow the equations. For regression tasks the supervised
   contrastive loss uses the sign of the target as its class (the paper only treats classification).
@@ -330,7 +332,9 @@ class CMARR(FusionModel):
             reconstructed, has_other = self._reconstruct(m, latents, avail)
             final[m] = torch.where(avail[m].unsqueeze(-1), features[m], reconstructed)
             target_valid = real[m] & has_other
-            error = (reconstructed - features[m]).pow(2).mean(-1)
+            # The real features are the target, not a trainable end: without the stop-gradient, lambda = 10
+            # pulls every modality's UMC/projection towards easily reconstructed (shrunken) features.
+            error = (reconstructed - features[m].detach()).pow(2).mean(-1)
             rec_error = rec_error + (error * target_valid.to(error.dtype)).sum()
             rec_count = rec_count + target_valid.sum()
         aux = {"rec": rec_error / torch.as_tensor(rec_count).clamp(min=1.0),

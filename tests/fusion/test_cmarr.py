@@ -153,6 +153,25 @@ def test_dropped_modality_only_feeds_reconstruction_loss(model):
         model(full, dropped=torch.zeros(6, 2, dtype=torch.bool))
 
 
+def test_reconstruction_target_is_detached():
+    # Eq. 9: X_t is the target of L_rec; only the reconstruction path (source encoders, flows, RCAB) learns
+    # from it. Text and video are simulated missing, so audio is the only source.
+    torch.manual_seed(0)
+    spec = TaskSpec(kind="classification", input_dims=DIMS, class_names=("ang", "hap"))
+    net = create_fusion("cmarr", spec, **CMARR.tiny_config()).train()
+    dropped = torch.tensor([[False, True, True]] * 4)
+    out = net(make_batch(torch.ones(4, 3, dtype=torch.bool)), dropped=dropped)
+    out.aux_losses["rec"].backward()
+
+    def reached(module):
+        return any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in module.parameters())
+
+    for m in "tv":  # targets only
+        assert not reached(net.uncertainty[m]) and not reached(net.projections[m]), m
+        assert reached(net.flows[m]) and reached(net.reconstructors[m]), m
+    assert reached(net.uncertainty["a"]) and reached(net.projections["a"]) and reached(net.flows["a"])
+
+
 def test_aux_losses_finite_and_nonzero(model):
     with torch.no_grad():
         out = model(make_batch(PATTERNS), torch.tensor([0, 1, 2, 3, 0, 1, 2]))
