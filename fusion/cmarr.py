@@ -42,7 +42,15 @@ Deliberate differences (the paper leaves them open or they would break the fusio
 - Eq. 10-13 define two cross-attentions (text <- video, text <- speech); the prose's "three cross-modal
   blocks" is not specified further, so we follow the equations. For regression tasks the supervised
   contrastive loss uses the sign of the target as its class (the paper only treats classification).
-- The paper does not give widths, flow depth or RCAB count; defaults below are ours.
+- The paper does not give widths, flow depth or RCAB count; defaults below are ours. The UMC adds fixed
+  sinusoidal positions before its attention, and the RCAB channel attention uses GELU instead of RCAN's
+  ReLU (with few squeezed channels a ReLU unit can die for a whole batch).
+- Eq. 14 has no likelihood term for the flows, and neither do we: the flows learn only through L_rec
+  (and the prediction), so Z_n is not explicitly pushed towards a Gaussian as in DiCMoR, whose
+  flow/reconstruction design CM-ARR reuses (DiCMoR adds a Gaussian negative log-likelihood).
+- Weights: Sec. 4.2 sets alpha = 1, beta = 0.1, lambda = 10 (our defaults); Sec. 4.5 calls 0.5 the best
+  L_spcl weight. Optimiser (Sec. 4.2): lr 1e-5, batch size 16, 100 epochs; the paper does not name the
+  optimiser, `recommended_optimizer` assumes Adam.
 """
 
 from __future__ import annotations
@@ -250,6 +258,7 @@ class CMARR(FusionModel):
     """
 
     loss_weights = {"udcl": 1.0, "spcl": 0.1, "rec": 10.0}
+    recommended_optimizer = {"name": "adam", "lr": 1e-5, "batch_size": 16, "epochs": 100}
 
     def __init__(self, task_spec: TaskSpec, hidden_dim: int = 256, num_heads: int = 4, num_positions: int = 16,
                  conv_kernel: int = 3, flow_layers: int = 4, flow_hidden: int = 256, rcab_blocks: int = 2,

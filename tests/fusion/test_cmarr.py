@@ -239,3 +239,10 @@ def test_configuration_errors():
                           torch.tensor([[True, False], [False, True], [True, True]]), ("a", "v"))
     out = net(batch, torch.tensor([0.5, -1.0, 2.0]))
     assert out.value.shape == (3,) and bool(torch.isfinite(out.aux_losses["spcl"]))
+
+
+def test_paper_training_settings():
+    # Sec. 4.2: alpha = 1, beta = 0.1, lambda = 10, learning rate 1e-5, batch size 16, 100 epochs.
+    assert CMARR.loss_weights == {"udcl": 1.0, "spcl": 0.1, "rec": 10.0}
+    assert CMARR.recommended_optimizer["lr"] == 1e-5 and CMARR.recommended_optimizer["batch_size"] == 16
+    assert CMARR.recommended_optimizer["epochs"] == 100
