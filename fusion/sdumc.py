@@ -45,6 +45,8 @@ Deliberate differences from the paper (and its released code):
   alpha, beta, gamma, delta = 0.1, 0.7, 0.1, 0.8. Our harness weighs the main task loss 1.0, so the
   weights are doubled to keep the same ratios (Adam is invariant to a global loss scale).
 - RNC is applied to r itself as Eq. 11-12 say (the released code adds a 2-layer projection first).
+- Optimiser (the paper gives none; from the released code): Adam, lr 1e-4, weight decay 1e-5, batch size
+  32, 100 epochs (`recommended_optimizer`). The code's 5-epoch warm-up + step decay is not reproduced.
 - Conversation level: SDUMC has no dialogue context, so each utterance (position of T) is processed as
   its own sample with T = 1.
 """
@@ -229,6 +231,7 @@ class SDUMC(FusionModel):
     """SDUMC: UMCA fusion + MIA + double-flow self-distillation (see the module docstring)."""
 
     loss_weights = {"task_simulated": 1.0, "mkd1": 0.2, "mkd2": 1.4, "rs": 0.2, "rnc": 1.6}
+    recommended_optimizer = {"name": "adam", "lr": 1e-4, "weight_decay": 1e-5, "batch_size": 32, "epochs": 100}
 
     def __init__(self, task_spec: TaskSpec, hidden_dim: int = 256, output_dim: int = 128,
                  temperature: float = 1.0 / 0.3, dropout: float = 0.5, mia_hidden_dim: int = 128,

@@ -298,3 +298,16 @@ def test_module_simulator_is_trained_and_bad_simulators_are_refused():
     model.set_text_simulator(VisionTextSimulator(7, 1.0))  # wrong text dim
     with pytest.raises(ValueError, match="D_t=5"):
         model(make_batch())
+
+
+def test_training_defaults_follow_the_released_code():
+    # The paper defers weights and training settings to its code: flows' task losses 0.5 / 0.5, text 0.1,
+    # text query 0.7, representation 0.1, RNC 0.8 (doubled here: the harness weighs the main task 1.0);
+    # Adam lr 1e-4, L2 1e-5, batch 32, 100 epochs; dropout 0.5; d = 256 -> 128.
+    ratios = {k: v / SDUMC.loss_weights["task_simulated"] for k, v in SDUMC.loss_weights.items()}
+    assert ratios == pytest.approx({"task_simulated": 1.0, "mkd1": 0.2, "mkd2": 1.4, "rs": 0.2, "rnc": 1.6})
+    assert SDUMC.recommended_optimizer == {"name": "adam", "lr": 1e-4, "weight_decay": 1e-5, "batch_size": 32,
+                                           "epochs": 100}
+    net = SDUMC(TaskSpec(kind="regression", input_dims=DIMS))
+    assert (net.hyperparameters["hidden_dim"], net.hyperparameters["output_dim"], net.hyperparameters["dropout"]) == \
+        (256, 128, 0.5)
