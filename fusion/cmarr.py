@@ -27,6 +27,10 @@ reconstructed, so it is computed wherever they exist:
   A modality whose presence is False (really missing) is never read.
 
 Deliberate differences (the paper leaves them open or they would break the fusion contract):
+- Sec. 3.2's Conv1D projects "each modality's features" without saying whether these are R_n or the
+  UMC output. With frozen, pre-extracted R_n the alignment of Sec. 3.1 could then never reach the
+  reconstruction or the prediction, so the projection takes the UMC mean mu_n (the aligned
+  representation) as its input.
 - Frame-level inputs of different lengths are resampled onto a fixed grid of `num_positions` positions
   (linear interpolation over each sample's valid frames) so that Eq. 7 can average Z's position-wise;
   at conversation level the positions are the utterances and nothing is resampled.
