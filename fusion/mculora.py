@@ -41,6 +41,8 @@ Interpretations and deliberate differences (the paper leaves these open):
   translate into per-combination bounds, so ours are our own: [0.5, 2] x uniform (1/14 .. 2/7 for
   7 combinations; independent per-modality presence in 0.4-0.6, conditioned on a non-empty draw,
   would give about 0.07 .. 0.25). lambda is not given: default 0.1.
+- Regression task loss: MSE, as Eq. 6 and the released code say (`task_loss`); the sentence after Eq. 7
+  calling L_task "the mean absolute error" contradicts Eq. 6 and is not followed.
 - Optimiser (Sec. 4.2): Adam, lr 1e-4 (`recommended_optimizer`); batch size 16 (IEMOCAP) / 32
   (CMU-MOSEI); up to 300 / 200 epochs per stage.
 """
@@ -314,6 +316,15 @@ class MCULoRA(FusionModel):
             self.common_head.load_state_dict(self.head.state_dict())
             self.private_head.load_state_dict(self.head.state_dict())
             self.mcla_heads_initialized.fill_(True)
+
+    def task_loss(self, prediction: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Eq. 5 / Eq. 6: cross-entropy for classification, MSE (NaN targets ignored) for regression."""
+        if self.task_spec.kind == "classification":
+            return super().task_loss(prediction, targets)
+        valid = ~torch.isnan(targets)
+        if not bool(valid.any()):
+            return prediction.sum() * 0.0
+        return F.mse_loss(prediction[valid], targets[valid].to(prediction.dtype))
 
     # --- forward ------------------------------------------------------------------------------------
     def _encode(self, batch: ModalityBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:

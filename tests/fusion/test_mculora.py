@@ -289,3 +289,10 @@ def test_paper_hyperparameters_are_the_defaults():
         {"hidden_dim": 256, "num_layers": 4, "num_heads": 2, "dropout": 0.5, "rank": 4}
     assert MCULoRA.recommended_optimizer == {"name": "adam", "lr": 1e-4}
     assert MCULoRA.loss_weights["orthogonality"] == 0.001
+
+
+def test_regression_task_loss_is_mse():
+    # Eq. 6: L_task = MSE(y, y_last) for sentiment regression (also used by the unimodal heads C_m).
+    net = create_fusion("mculora", TaskSpec(kind="regression", input_dims=DIMS), **MCULoRA.tiny_config())
+    prediction, targets = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([1.5, float("nan"), 0.0])
+    assert float(net.task_loss(prediction, targets)) == pytest.approx((1.0 + 4.0) / 2)
