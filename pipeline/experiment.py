@@ -94,15 +94,17 @@ def model_config_for(name: str, config: dict | None, tiny: bool) -> dict:
     return merged
 
 
-def test_grid(model, data: ExperimentData, device, batch_size: int = 256) -> dict:
-    """Test metrics per fixed condition of the task (+ the incomplete average)."""
+def test_grid(model, data: ExperimentData, device, batch_size: int = 256, conditions: list[str] | None = None) -> dict:
+    """Test metrics per fixed condition (default: every condition of the task, + the incomplete average)."""
     loader = make_loader(data.test, batch_size, shuffle=False)
-    return evaluation.fixed_grid(model, loader, device)
+    return evaluation.fixed_grid(model, loader, device, conditions)
 
 
 def train_one(name: str, hyperparameters: dict, data: ExperimentData, schedule: TrainingSchedule,
-              config: TrainConfig, device, run_dir: Path, resume: bool = False) -> dict:
-    """Train one seed in `run_dir` (bundle at run_dir/best), then score its selected model on test."""
+              config: TrainConfig, device, run_dir: Path, resume: bool = False,
+              test_conditions: list[str] | None = None) -> dict:
+    """Train one seed in `run_dir` (bundle at run_dir/best), then score its selected model on test
+    (in `test_conditions`, default every fixed condition)."""
     result_file = run_dir / "result.json"
     if resume and result_file.is_file():
         return json.loads(result_file.read_text(encoding="utf-8"))
@@ -125,7 +127,7 @@ def train_one(name: str, hyperparameters: dict, data: ExperimentData, schedule: 
               "valid_score": fitted.selected_score, "valid": fitted.valid_metrics,
               "select_condition": trainer.valid_condition, "history": fitted.history}
     if data.test is not None:
-        result["test"] = test_grid(model, data, device, config.eval_batch_size)
+        result["test"] = test_grid(model, data, device, config.eval_batch_size, test_conditions)
     result_file.write_text(json.dumps(to_jsonable(result), indent=1), encoding="utf-8")
     return result
 
@@ -140,7 +142,8 @@ def summarize_seeds(results: list[dict]) -> dict:
 
 def run_experiment(name: str, hyperparameters: dict, data: ExperimentData,
                    schedule_factory: Callable[[], TrainingSchedule], config: TrainConfig, seeds: list[int],
-                   out: str | Path, device="cpu", resume: bool = False) -> dict:
+                   out: str | Path, device="cpu", resume: bool = False,
+                   test_conditions: list[str] | None = None) -> dict:
     """Train `name` once per seed; copy the best-validation seed's bundle to out/best; write summary.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +151,7 @@ def run_experiment(name: str, hyperparameters: dict, data: ExperimentData,
     for seed in seeds:
         seed_config = replace(config, seed=seed)
         results.append(train_one(name, hyperparameters, data, schedule_factory(), seed_config, device,
-                                 out / f"seed-{seed}", resume=resume))
+                                 out / f"seed-{seed}", resume=resume, test_conditions=test_conditions))
     chosen = None
     for result in results:
         if chosen is None or is_better(result["select_metric"], result["valid_score"], chosen["valid_score"]):

@@ -9,10 +9,12 @@ Data: ../shared/data/meld/{train,dev,test}_sent_emo.csv (7-class emotion) and
 ../shared/data/cmu-mosei/label.csv (sentiment in [-3, 3], mode train/valid/test), read by the corpus
 recipes. Features: `hf_text` with the offline all-MiniLM-L6-v2 (mean of the last layer), extracted once
 into FeatureStores under --cache and reused by later runs; models read utterance-level vectors.
-Models: `text_head` is `late_fusion` on a text-only task (one MLP on the MiniLM vector); every fusion
-model is built for a, t, v with audio and vision absent for every sample and trains with the fixed {t}
-schedule. Selection: validation weighted F1 (MELD) / MAE (MOSEI) in {t}; test is scored once, after.
-Every model gets the same budget (Adam, --lr, --epochs, --patience), not each paper's own recipe.
+Models: `text_head` is `late_fusion` (default size) on a text-only task (one MLP on the MiniLM vector);
+every fusion model is built for a, t, v with audio and vision absent for every sample and trains with
+the fixed {t} schedule, by default at its `tiny_config()` size (--size default for the paper sizes,
+which take ~15 min per epoch on 2 CPU cores for the largest). Selection: validation weighted F1
+(MELD) / MAE (MOSEI) in {t}; test is scored once, after. Every model gets the same budget (Adam,
+--lr, --epochs, --patience, --batch-size), not each paper's own recipe.
 """
 
 from __future__ import annotations
@@ -88,9 +90,10 @@ def train_model(name: str, table: pd.DataFrame, store, kind: str, args: argparse
     data = build_experiment(table, {m: stores[m] for m in modalities}, kind, label, modalities, class_names=classes)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam",
                          patience=args.patience, select_condition="t", progress=args.progress)
-    hyperparameters = model_config_for(architecture, {}, args.tiny)
+    tiny = args.size == "tiny" and name != TEXT_HEAD
+    hyperparameters = model_config_for(architecture, {}, tiny)
     return run_experiment(architecture, hyperparameters, data, lambda: make_schedule("fixed", condition="t"),
-                          config, args.seeds, out / name, device="cpu")
+                          config, args.seeds, out / name, device="cpu", test_conditions=["t"])
 
 
 def row_of(name: str, summary: dict, kind: str) -> dict:
@@ -140,10 +143,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="at most N utterances per split (seeded sample)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
-    parser.add_argument("--tiny", action="store_true", help="each model's tiny_config() (smoke runs)")
+    parser.add_argument("--size", choices=("tiny", "default"), default="tiny",
+                        help="fusion models' hyperparameters: tiny_config() (d=16; what CPU allows in minutes) "
+                             "or the models' defaults (paper-sized; needs a GPU for the full data)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--extract-batch-size", type=int, default=64)
     parser.add_argument("--no-progress", dest="progress", action="store_false")

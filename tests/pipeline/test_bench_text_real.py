@@ -32,7 +32,7 @@ def test_subset_keeps_every_split(bench, shared_data):
 
 def test_benchmark_runs_end_to_end_on_a_subset(bench, shared_data, tmp_path, capsys):
     args = ["--data", str(shared_data), "--cache", str(tmp_path / "cache"), "--limit", "30", "--epochs", "1",
-            "--tiny", "--models", "text_head,late_fusion", "--threads", "1", "--no-progress"]
+            "--models", "text_head,late_fusion", "--threads", "1", "--no-progress"]
     assert bench.main(args) == 0
     printed = capsys.readouterr().out
     assert "wall time" in printed and "command: python scripts/bench_text_real.py" in printed
