@@ -26,6 +26,8 @@ Deliberate differences / choices:
 - The paper works on utterance-level features in conversations (T = utterances, `TaskSpec.level ==
   "conversation"`). For utterance-level tasks with frame-level inputs the experts run over frames and
   R^m is mean-pooled over the valid frames before concatenation.
+- Regression: the task loss (`task_loss`, which the harness also uses for the main prediction) is the
+  MSE of Eq. 17 in both stages, not the base class's L1.
 - FFN width (d) and the router's hidden width (d) are not given in the paper. Dropout 0.5 (the paper's
   rate) is applied to the projected inputs, inside the transformer blocks and before the FC layers.
 """
@@ -107,6 +109,15 @@ class MoMKE(FusionModel):
         valid = batch.valid(modality)
         z = zero_masked(self.projections[modality](zero_masked(batch.features[modality], valid)), valid)
         return z, zero_masked(self.input_dropout(self.positions(z)), valid)
+
+    def task_loss(self, prediction: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Eq. 16 / Eq. 17 (also the loss of Eq. 10-11): cross-entropy, or MSE (NaN targets ignored)."""
+        if self.task_spec.kind == "classification":
+            return super().task_loss(prediction, targets)
+        valid = ~torch.isnan(targets)
+        if not bool(valid.any()):
+            return prediction.sum() * 0.0
+        return nn.functional.mse_loss(prediction[valid], targets[valid].to(prediction.dtype))
 
     def expert_loss(self, prediction: torch.Tensor, targets: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
         """Eq. 16 (CE) / Eq. 17 (MSE) over the positions where the expert's modality is available."""

@@ -136,3 +136,12 @@ def test_regression_expert_loss_is_mse():
     output = model(batch, targets)
     torch.testing.assert_close(output.aux_losses["expert_a"], torch.mean((output.value - targets) ** 2))
     assert output.aux_losses["expert_t"] == 0  # no sample has text
+
+
+def test_regression_task_loss_is_mse_in_both_stages():
+    # Eq. 10-11 use the loss of Eq. 16 / Eq. 17: MSE for sentiment regression, for the mixed prediction too.
+    model = tiny("regression")
+    prediction, targets = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([1.5, float("nan"), 0.0])
+    for stage in model.stages:
+        model.set_stage(stage)
+        assert float(model.task_loss(prediction, targets)) == pytest.approx((1.0 + 4.0) / 2)
