@@ -40,6 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="segments per extraction batch")
     parser.add_argument("--chunk-seconds", type=float, default=None, help="longest audio piece encoded at once")
     parser.add_argument("--face-fps", type=float, default=5.0, help="frames per second sampled for faces")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding worker processes (default: per modality, bounded by the cores; 0 = a thread)")
     parser.add_argument("--export-npy", choices=["utterance", "frame"], default=None,
                         help="also export OUT/npy-<level>/<extractor_id>/<segment>.npy (MERBench/GCNet layout)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         store = FeatureStore.create(args.out / extractor.extractor_id, extractor.spec())
         detector = _face_detector(extractor, device) if extractor.modality == "v" else None
         summary = run_extraction(table, extractor, store, manifest_path=args.manifest, batch_size=args.batch_size,
-                                 face_detector=detector, face_fps=args.face_fps, progress=not args.no_progress)
+                                 face_detector=detector, face_fps=args.face_fps, progress=not args.no_progress,
+                                 num_workers=args.workers)
         print(summary.describe(), flush=True)
         if args.export_npy:
             target = args.out / f"npy-{args.export_npy}" / extractor.extractor_id

@@ -7,7 +7,8 @@
 
 Segments already in the store are skipped, so an interrupted job resumes where it stopped. Media is
 decoded per segment with `read_audio` (audio), the manifest's `text` (text) or `track_faces` on the
-segment's `face_side` (vision), in a background thread so decoding overlaps the model. A segment
+segment's `face_side` (vision), ahead of the model in worker processes (or one background thread), with
+segments length-bucketed into batches (see extractors/batching.py). A segment
 whose media cannot be read is recorded as failed with the reason, in the summary and in
 `<store>/failures.jsonl`, and the job goes on. A modality that is simply absent (no audio stream,
 silent track, no video stream, no face, empty transcript) is not a failure: it is stored as missing.
@@ -17,10 +18,9 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
@@ -81,13 +81,16 @@ class MediaDecoder:
     """Decodes what an extractor needs from a segment (audio clip, transcript or face track)."""
 
     def __init__(self, extractor: Extractor, manifest_path: str | Path | None = None,
-                 face_detector: Any = None, face_fps: float = 5.0) -> None:
-        if extractor.modality == "v" and face_detector is None:
+                 face_detector: Any = None, face_fps: float = 5.0, defer_faces: bool = False) -> None:
+        if extractor.modality == "v" and face_detector is None and not defer_faces:
             raise ValueError(f"{extractor.name}: a vision extractor needs a face_detector (pipeline.faces.FaceDetector)")
         self.extractor = extractor
         self.manifest_path = manifest_path
         self.face_detector = face_detector
         self.face_fps = face_fps
+        self.defer_faces = defer_faces
+        """When True, vision decoding stops at the sampled frames (VideoFrames) and `attach_faces` detects
+        them later in shared batches across clips (a CUDA detector, the Ray engine's model actors)."""
 
     def decode(self, segment: Segment) -> _Decoded:
         """Decode one segment; errors become `_Decoded.error` (the job records them and goes on)."""
@@ -117,11 +120,14 @@ class MediaDecoder:
 
     def _decode_faces(self, segment: Segment, path: Path) -> _Decoded:
         from affectflow.pipeline.faces import track_faces
-        from affectflow.pipeline.media import probe
+        from affectflow.pipeline.media import probe, read_frames
 
         try:
-            track = track_faces(path, self.face_detector, segment.start, segment.end, fps=self.face_fps,
-                                side=segment.face_side)
+            if self.defer_faces:
+                track = read_frames(path, segment.start, segment.end, fps=self.face_fps)
+            else:
+                track = track_faces(path, self.face_detector, segment.start, segment.end, fps=self.face_fps,
+                                    side=segment.face_side)
         except MediaError:
             recording = probe(path)  # re-raises for unreadable files; an audio-only file is just faceless
             if recording.has_video:
@@ -129,6 +135,23 @@ class MediaDecoder:
             return self._missing(segment, "no video stream", segment.duration or recording.duration)
         seconds = segment.duration if segment.duration is not None else len(track.times) / self.face_fps
         return _Decoded(segment, item=track, seconds=seconds)
+
+    def attach_faces(self, decoded: list[_Decoded]) -> list[_Decoded]:
+        """Replace the sampled frames of deferred vision entries by their FaceTracks, detected in shared
+        batches across the clips (`FaceDetector.detect_many`); other entries pass through."""
+        waiting = [entry for entry in decoded if entry.item is not None and hasattr(entry.item, "frames")]
+        if not waiting:
+            return decoded
+        try:
+            tracks = self.face_detector.detect_many([(entry.item.frames, entry.item.times, entry.segment.face_side)
+                                                     for entry in waiting])
+        except DECODE_ERRORS as error:
+            for entry in waiting:
+                entry.item, entry.error = None, f"face detection failed: {type(error).__name__}: {error}"
+            return decoded
+        for entry, track in zip(waiting, tracks):
+            entry.item = track
+        return decoded
 
 
 def _record_failure(store: FeatureStore, summary: ExtractionSummary, segment: Segment, reason: str) -> None:
@@ -154,11 +177,6 @@ def _extract_isolating_failures(extractor: Extractor, decoded: list[_Decoded]) -
         return results
 
 
-def _batches(segments: list[Segment], size: int) -> Iterator[list[Segment]]:
-    for offset in range(0, len(segments), size):
-        yield segments[offset: offset + size]
-
-
 def _store_result(store: FeatureStore, summary: ExtractionSummary, entry: _Decoded,
                   sequence: FeatureSequence, modality: str) -> None:
     if modality == "v" and sequence.num_frames:  # face-track times are file times: make them segment-relative
@@ -171,13 +189,17 @@ def _store_result(store: FeatureStore, summary: ExtractionSummary, entry: _Decod
 
 def run_extraction(table: pd.DataFrame, extractor: Extractor, store: FeatureStore,
                    manifest_path: str | Path | None = None, batch_size: int = 8, face_detector: Any = None,
-                   face_fps: float = 5.0, progress: bool = True) -> ExtractionSummary:
+                   face_fps: float = 5.0, progress: bool = True, num_workers: int | None = None) -> ExtractionSummary:
     """Extract every manifest segment not yet in `store`; returns the summary (never raises per segment).
 
     table: a manifest (pipeline.manifest schema); manifest_path: base for relative media paths;
-    face_detector: a FaceDetector, required for vision extractors; face_fps: face sampling rate (Hz).
+    face_detector: a FaceDetector, required for vision extractors; face_fps: face sampling rate (Hz);
+    num_workers: decoding worker processes (None: a per-modality default, see extractors.batching;
+    0: one background thread). Segments are length-bucketed into batches; results do not depend on it.
     """
     from tqdm.auto import tqdm
+
+    from .batching import bucket_by_length, iter_decoded_batches, resolve_workers
 
     if store.spec["config_hash"] != extractor.config_hash or store.modality != extractor.modality:
         raise ValueError(f"store {store.root} holds {store.extractor_id}, not {extractor.extractor_id}")
@@ -187,18 +209,13 @@ def run_extraction(table: pd.DataFrame, extractor: Extractor, store: FeatureStor
     summary = ExtractionSummary(extractor.extractor_id, store.root)
     segments = list(iter_segments(table))
     done = set(store.segment_ids())
-    todo = [segment for segment in segments if segment.id not in done]
+    todo = bucket_by_length([segment for segment in segments if segment.id not in done], batch_size,
+                            extractor.modality)
     summary.skipped = len(segments) - len(todo)
+    workers = resolve_workers(num_workers, extractor.modality, len(todo), batch_size)
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1) as pool, \
-            tqdm(total=len(todo), desc=extractor.extractor_id, unit="seg", disable=not progress) as bar:
-        batches = _batches(todo, batch_size)
-        pending = pool.submit(lambda batch: [decoder.decode(s) for s in batch], next(batches, []))
-        while True:
-            decoded = pending.result()
-            if not decoded:
-                break
-            pending = pool.submit(lambda batch: [decoder.decode(s) for s in batch], next(batches, []))
+    with tqdm(total=len(todo), desc=extractor.extractor_id, unit="seg", disable=not progress) as bar:
+        for decoded in iter_decoded_batches(decoder, todo, batch_size, workers):
             _process_batch(extractor, store, summary, decoded)
             bar.update(len(decoded))
     summary.elapsed_seconds = time.perf_counter() - started

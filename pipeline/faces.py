@@ -105,63 +105,94 @@ def choose_face(boxes: np.ndarray, width: int, side: str | None) -> int | None:
 
 
 class FaceDetector:
-    """MTCNN face detection, batched over frames, one chosen face per frame with an aligned crop."""
+    """MTCNN face detection, batched over frames (and over clips with `detect_many`), one chosen face
+    per frame with an aligned crop.
+
+    batch_size: frames per MTCNN pass (None: 8 on CPU, where small batches stay in cache, 32 on CUDA);
+    precision: "float32", or "float16" / "bfloat16" for the three networks on CUDA (box arithmetic
+    stays float32). Inference goes through `affectflow.pipeline.mtcnn.detect_batch` (no per-box loop).
+    """
 
     def __init__(self, device: str | torch.device = "cpu", crop_size: int = 224, select: str = "largest",
-                 min_probability: float = 0.9, batch_size: int = 32, min_face_size: int = 20,
-                 margin: float = 0.2) -> None:
+                 min_probability: float = 0.9, batch_size: int | None = None, min_face_size: int = 20,
+                 margin: float = 0.2, precision: str = "float32") -> None:
         from facenet_pytorch import MTCNN
+
+        from .mtcnn import prepare_mtcnn
 
         if select != "largest":
             raise ValueError(f"select must be 'largest' (use side='left'/'right' for one half), got {select!r}")
         self.device = torch.device(device)
+        dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        if precision not in dtypes or (precision != "float32" and self.device.type != "cuda"):
+            raise ValueError(f"precision must be 'float32' (or float16/bfloat16 on CUDA), got {precision!r} "
+                             f"on {self.device}")
         self.crop_size = crop_size
         self.min_probability = min_probability
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (32 if self.device.type == "cuda" else 8)
         self.margin = margin
-        self._mtcnn = MTCNN(keep_all=True, device=self.device, min_face_size=min_face_size)
+        self._mtcnn = prepare_mtcnn(MTCNN(keep_all=True, device=self.device, min_face_size=min_face_size))
+        self._mtcnn.to(dtypes[precision])
 
-    def detect(self, frames: np.ndarray, times: np.ndarray, side: str | None = None) -> FaceTrack:
-        """Detect the chosen face in every frame: frames uint8 [T, H, W, 3] RGB, times [T] -> FaceTrack."""
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} {frames.shape}")
+    def _detect_frames(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per frame (boxes [K, 4], probabilities [K], landmarks [K, 5, 2]) of frames uint8 [T, H, W, 3]."""
+        from .mtcnn import detect_batch
+
+        found = []
+        for offset in range(0, frames.shape[0], self.batch_size):
+            found.extend(detect_batch(self._mtcnn, frames[offset: offset + self.batch_size]))
+        return found
+
+    def _track(self, frames: np.ndarray, times: np.ndarray, detections: list, side: str | None) -> FaceTrack:
+        """The FaceTrack of frames [T, H, W, 3] from their detections: chosen face, crop, mask."""
         count = frames.shape[0]
         boxes = np.full((count, 4), np.nan, np.float32)
         probabilities = np.full(count, np.nan, np.float32)
         landmarks = np.full((count, 5, 2), np.nan, np.float32)
         mask = np.zeros(count, bool)
         crops = []
-        for offset in range(0, count, self.batch_size):
-            batch = frames[offset: offset + self.batch_size]
-            with torch.no_grad():
-                batch_boxes, batch_probs, batch_points = self._mtcnn.detect(batch, landmarks=True)
-            for index, (frame_boxes, frame_probs, frame_points) in enumerate(zip(batch_boxes, batch_probs, batch_points)):
-                found = _normalise_detection(frame_boxes, frame_probs, frame_points, self.min_probability)
-                if found is None:
-                    continue
-                chosen = choose_face(found[0], frames.shape[2], side)
-                if chosen is None:
-                    continue
-                position = offset + index
-                boxes[position], probabilities[position], landmarks[position] = (
-                    found[0][chosen], found[1][chosen], found[2][chosen])
-                mask[position] = True
-                crops.append(align_face(batch[index], found[2][chosen], self.crop_size, self.margin))
+        for position, (frame_boxes, frame_probs, frame_points) in enumerate(detections):
+            keep = frame_probs >= self.min_probability
+            if not keep.any():
+                continue
+            chosen = choose_face(frame_boxes[keep], frames.shape[2], side)
+            if chosen is None:
+                continue
+            boxes[position], probabilities[position], landmarks[position] = (
+                frame_boxes[keep][chosen], frame_probs[keep][chosen], frame_points[keep][chosen])
+            mask[position] = True
+            crops.append(align_face(frames[position], landmarks[position], self.crop_size, self.margin))
         crop_array = np.stack(crops) if crops else np.zeros((0, self.crop_size, self.crop_size, 3), np.uint8)
         return FaceTrack(crop_array, mask, np.asarray(times, dtype=np.float64), boxes, probabilities, landmarks)
 
+    @staticmethod
+    def _check_frames(frames: np.ndarray) -> None:
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} {frames.shape}")
 
-def _normalise_detection(boxes, probs, points, min_probability: float):
-    """MTCNN's per-frame output (object arrays, None when faceless) -> float arrays of confident faces, or None."""
-    if boxes is None or points is None:
-        return None
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    probs = np.asarray([np.nan if p is None else p for p in np.atleast_1d(probs)], dtype=np.float32)
-    points = np.asarray(points, dtype=np.float32).reshape(-1, 5, 2)
-    keep = probs >= min_probability
-    if not keep.any():
-        return None
-    return boxes[keep], probs[keep], points[keep]
+    def detect(self, frames: np.ndarray, times: np.ndarray, side: str | None = None) -> FaceTrack:
+        """Detect the chosen face in every frame: frames uint8 [T, H, W, 3] RGB, times [T] -> FaceTrack."""
+        self._check_frames(frames)
+        return self._track(frames, times, self._detect_frames(frames), side)
+
+    def detect_many(self, items: list[tuple[np.ndarray, np.ndarray, str | None]]) -> list[FaceTrack]:
+        """`detect` for several clips at once: (frames [T_i, H, W, 3], times [T_i], side) -> FaceTrack each.
+
+        Frames of clips with the same frame size share MTCNN batches (batching across clips).
+        """
+        for frames, _, _ in items:
+            self._check_frames(frames)
+        detections: list[list | None] = [None] * len(items)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, (frames, _, _) in enumerate(items):
+            by_size.setdefault(frames.shape[1:3], []).append(index)
+        for indices in by_size.values():
+            stacked = np.concatenate([items[i][0] for i in indices])
+            found = self._detect_frames(stacked) if len(stacked) else []
+            offsets = np.cumsum([0] + [len(items[i][0]) for i in indices])
+            for position, index in enumerate(indices):
+                detections[index] = found[offsets[position]: offsets[position + 1]]
+        return [self._track(frames, times, detections[i], side) for i, (frames, times, side) in enumerate(items)]
 
 
 def track_faces(path: str | Path, detector: FaceDetector, start: float = 0.0, end: float | None = None,

@@ -1,0 +1,217 @@
+"""Batched MTCNN inference without per-box Python loops: facenet-pytorch's three networks and its
+box arithmetic, with the candidate crops of stages 2 and 3 resampled all at once.
+
+facenet-pytorch's `detect_face` crops every candidate box with one `interpolate(mode="area")` call per
+box (about 40 candidates per frame for stage 2), which dominates on CPU under load and costs one kernel
+launch per box on a GPU. Area resampling is a mean over integer windows (adaptive average pooling:
+output cell i of an L-long axis averages input [floor(i L / O), ceil((i + 1) L / O))), so here every
+candidate's 24x24 (or 48x48) cells are read from one exact integer summed-area table of the batch:
+four gathers for all boxes of all frames. The networks run in channels-last memory (max pooling is several
+times faster there on CPU). Everything else (pyramid, thresholds, NMS, box regression) calls
+facenet-pytorch's own functions, so detections match `MTCNN.detect` up to float rounding.
+
+    mtcnn = MTCNN(keep_all=True, device=device, min_face_size=20)
+    prepare_mtcnn(mtcnn)                                   # once: channels-last weights
+    detections = detect_batch(mtcnn, frames)               # frames uint8 [B, H, W, 3] RGB
+    boxes, probabilities, landmarks = detections[0]        # [K, 4], [K], [K, 5, 2] of frame 0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def prepare_mtcnn(mtcnn: torch.nn.Module) -> torch.nn.Module:
+    """Put the MTCNN networks in eval mode and channels-last memory (in place); returns `mtcnn`."""
+    mtcnn.eval()
+    return mtcnn.to(memory_format=torch.channels_last)
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A numpy array as a tensor on `device`: pinned host memory + non-blocking copy for CUDA."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def area_crops(integral: torch.Tensor, image_index: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+               size: int) -> torch.Tensor:
+    """Area-resample crops of a batch from its summed-area table: [K, 3, size, size] float32, channels-last.
+
+    integral: [B, H + 1, W + 1, 3] prefix sums (zero first row/column), integer or float64;
+    image_index: [K] frame of each crop; rows / cols: [K, 2] int64 half-open pixel ranges [start, end).
+    """
+    cells = torch.arange(size + 1, device=integral.device)
+
+    def bounds(span: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        length = (span[:, 1] - span[:, 0])[:, None]
+        return span[:, :1] + (cells[None, :-1] * length) // size, span[:, :1] - ((-cells[None, 1:] * length) // size)
+
+    row_start, row_end = bounds(rows)
+    col_start, col_end = bounds(cols)
+    _, height1, width1, channels = integral.shape
+    flat = integral.reshape(-1)
+    base = image_index[:, None, None] * height1
+
+    def corner(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # [K, size, size, 3] by flat indices
+        index = ((base + r[:, :, None]) * width1 + c[:, None, :]) * channels
+        return flat[index[..., None] + torch.arange(channels, device=flat.device)]
+
+    total = corner(row_end, col_end) - corner(row_start, col_end) - corner(row_end, col_start) \
+        + corner(row_start, col_start)
+    area = ((row_end - row_start)[:, :, None] * (col_end - col_start)[:, None, :]).to(torch.float64)
+    crops = (total.to(torch.float64) / area[..., None]).to(torch.float32)  # [K, size, size, 3]
+    return crops.permute(0, 3, 1, 2)
+
+
+def _prefix_dtype(images: torch.Tensor) -> torch.dtype:
+    """Exact accumulator for prefix sums: int32 while 255 * H * W fits, else int64 (float64 for floats)."""
+    if images.is_floating_point():
+        return torch.float64
+    return torch.int32 if 255 * images.shape[1] * images.shape[2] < 2**31 else torch.int64
+
+
+def row_prefix_sums(images: torch.Tensor) -> torch.Tensor:
+    """images [B, H, W, 3] -> [B, H + 1, W, 3] prefix sums down the rows, zero first row (exact)."""
+    table = images.cumsum(dim=1, dtype=_prefix_dtype(images))
+    return torch.nn.functional.pad(table, (0, 0, 0, 0, 1, 0))
+
+
+def summed_area_table(row_prefix: torch.Tensor) -> torch.Tensor:
+    """[B, H + 1, W, 3] row prefix sums -> [B, H + 1, W + 1, 3] 2-D prefix sums, zero first column."""
+    table = row_prefix.cumsum(dim=2, dtype=row_prefix.dtype)
+    return torch.nn.functional.pad(table, (0, 0, 1, 0))
+
+
+def _area_bounds(length: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive-average-pool windows of `size` cells over `length` pixels: starts [size], ends [size]."""
+    cells = torch.arange(size + 1, device=device)
+    return (cells[:-1] * length) // size, -((-cells[1:] * length) // size)
+
+
+def area_resize(row_prefix: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Whole frames area-resampled (== interpolate(mode="area")) to [B, 3, height, width] float32,
+    channels-last, from their row prefix sums [B, H + 1, W, 3]: two index_selects per axis, no loop."""
+    row_start, row_end = _area_bounds(row_prefix.shape[1] - 1, height, row_prefix.device)
+    rows = row_prefix.index_select(1, row_end) - row_prefix.index_select(1, row_start)  # [B, height, W, 3]
+    columns = torch.nn.functional.pad(rows.cumsum(dim=2, dtype=rows.dtype), (0, 0, 1, 0))
+    col_start, col_end = _area_bounds(row_prefix.shape[2], width, row_prefix.device)
+    total = columns.index_select(2, col_end) - columns.index_select(2, col_start)  # [B, height, width, 3]
+    area = ((row_end - row_start)[:, None] * (col_end - col_start)[None, :]).to(torch.float64)
+    return (total.to(torch.float64) / area[..., None]).to(torch.float32).permute(0, 3, 1, 2)
+
+
+def _candidate_crops(boxes: torch.Tensor, image_inds: torch.Tensor, integral: torch.Tensor, width: int,
+                     height: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(crops [K', 3, size, size] normalised, boxes [K', ...], image_inds [K']) of the non-empty boxes."""
+    from facenet_pytorch.models.utils.detect_face import pad
+
+    y, ey, x, ex = (torch.as_tensor(v, dtype=torch.int64, device=boxes.device) for v in pad(boxes, width, height))
+    keep = (ey > y - 1) & (ex > x - 1)
+    if not bool(keep.all()):
+        boxes, image_inds, y, ey, x, ex = (v[keep] for v in (boxes, image_inds, y, ey, x, ex))
+    rows, cols = torch.stack([y - 1, ey], dim=1), torch.stack([x - 1, ex], dim=1)
+    crops = area_crops(integral, image_inds, rows, cols, size)
+    return (crops - 127.5) * 0.0078125, boxes, image_inds
+
+
+def _run_network(network: torch.nn.Module, data: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, ...]:
+    """network(data) in slices of `batch_size`, in the network's dtype; outputs as float32."""
+    dtype = next(network.parameters()).dtype
+    outputs = [network(data[i:i + batch_size].to(dtype)) for i in range(0, max(len(data), 1), batch_size)]
+    return tuple(torch.cat(parts, dim=0).float() for parts in zip(*outputs))
+
+
+def _stage_one(mtcnn, row_prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PNet over the image pyramid (from the frames' row prefix sums): boxes [K, 5] and frame index [K]."""
+    from facenet_pytorch.models.utils.detect_face import generateBoundingBox
+    from torchvision.ops.boxes import batched_nms
+
+    height, width = row_prefix.shape[1] - 1, row_prefix.shape[2]
+    scale, shortest = 12.0 / mtcnn.min_face_size, min(height, width) * 12.0 / mtcnn.min_face_size
+    boxes, image_inds = [], []
+    while shortest >= 12:
+        data = area_resize(row_prefix, int(height * scale + 1), int(width * scale + 1))
+        reg, probs = _run_network(mtcnn.pnet, (data - 127.5) * 0.0078125, batch_size=max(1, len(data)))
+        boxes_scale, inds_scale = generateBoundingBox(reg, probs[:, 1], scale, mtcnn.thresholds[0])
+        pick = batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], inds_scale, 0.5)
+        boxes.append(boxes_scale[pick])
+        image_inds.append(inds_scale[pick])
+        scale, shortest = scale * mtcnn.factor, shortest * mtcnn.factor
+    if not boxes:  # frames smaller than the smallest face searched for
+        return torch.zeros(0, 5, device=row_prefix.device), torch.zeros(0, dtype=torch.int64, device=row_prefix.device)
+    boxes, image_inds = torch.cat(boxes), torch.cat(image_inds)
+    pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    boxes, image_inds = boxes[pick], image_inds[pick]
+    width_r, height_r = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    refined = torch.stack([boxes[:, 0] + boxes[:, 5] * width_r, boxes[:, 1] + boxes[:, 6] * height_r,
+                           boxes[:, 2] + boxes[:, 7] * width_r, boxes[:, 3] + boxes[:, 8] * height_r,
+                           boxes[:, 4]], dim=1)
+    return refined, image_inds
+
+
+def _stage_two(mtcnn, boxes, image_inds, integral, width, height):
+    """RNet on 24x24 crops of the candidates: surviving boxes [K, 5] and frame indices [K]."""
+    from facenet_pytorch.models.utils.detect_face import bbreg, rerec
+    from torchvision.ops.boxes import batched_nms
+
+    boxes = rerec(boxes)
+    crops, boxes, image_inds = _candidate_crops(boxes, image_inds, integral, width, height, 24)
+    regression, scores = _run_network(mtcnn.rnet, crops)
+    score = scores[:, 1]
+    passed = score > mtcnn.thresholds[1]
+    boxes = torch.cat((boxes[passed, :4], score[passed].unsqueeze(1)), dim=1)
+    image_inds, regression = image_inds[passed], regression[passed]
+    pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    return rerec(bbreg(boxes[pick], regression[pick])), image_inds[pick]
+
+
+def _stage_three(mtcnn, boxes, image_inds, integral, width, height):
+    """ONet on 48x48 crops: final boxes [K, 5], landmarks [K, 5, 2] and frame indices [K]."""
+    from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg
+
+    crops, boxes, image_inds = _candidate_crops(boxes, image_inds, integral, width, height, 48)
+    regression, points, scores = _run_network(mtcnn.onet, crops)
+    score = scores[:, 1]
+    passed = score > mtcnn.thresholds[2]
+    points, regression = points[passed], regression[passed]
+    boxes = torch.cat((boxes[passed, :4], score[passed].unsqueeze(1)), dim=1)
+    image_inds = image_inds[passed]
+    box_width = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+    box_height = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+    points = torch.stack([box_width * points[:, :5] + boxes[:, :1] - 1,
+                          box_height * points[:, 5:10] + boxes[:, 1:2] - 1], dim=2)
+    boxes = bbreg(boxes, regression)
+    pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+    return boxes[pick], points[pick], image_inds[pick]
+
+
+@torch.no_grad()
+def detect_batch(mtcnn, frames: np.ndarray | torch.Tensor) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """MTCNN on a batch of frames uint8 [B, H, W, 3] RGB: per frame (boxes [K, 4], probabilities [K],
+    landmarks [K, 5, 2]) as float32 numpy arrays in pixels (K = 0 when no face passed the thresholds)."""
+    device = next(mtcnn.pnet.parameters()).device
+    images = frames if isinstance(frames, torch.Tensor) else to_device(frames, device)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"frames must be [B, H, W, 3] RGB, got shape {tuple(images.shape)}")
+    count, height, width = images.shape[0], images.shape[1], images.shape[2]
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+    if count == 0:
+        return []
+    row_prefix = row_prefix_sums(images.to(device))
+    boxes, image_inds = _stage_one(mtcnn, row_prefix)
+    integral = summed_area_table(row_prefix)
+    points = torch.zeros(0, 5, 2, device=device)
+    if len(boxes):
+        boxes, image_inds = _stage_two(mtcnn, boxes, image_inds, integral, width, height)
+    if len(boxes):
+        boxes, points, image_inds = _stage_three(mtcnn, boxes, image_inds, integral, width, height)
+    else:
+        return [empty] * count
+    boxes, points, image_inds = boxes.float().cpu().numpy(), points.float().cpu().numpy(), image_inds.cpu().numpy()
+    order = np.argsort(image_inds, kind="stable")
+    splits = np.searchsorted(image_inds[order], np.arange(1, count))
+    return [(boxes[part, :4], boxes[part, 4], points[part])
+            for part in np.split(order, splits)]
