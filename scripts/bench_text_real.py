@@ -76,18 +76,23 @@ def text_store(table: pd.DataFrame, cache: Path, corpus: str, batch_size: int, p
     return store, summary
 
 
-def train_model(name: str, table: pd.DataFrame, store, kind: str, args: argparse.Namespace, out: Path) -> dict:
+def experiment_data(table: pd.DataFrame, store, kind: str, modalities: tuple[str, ...]):
+    """Datasets of the three splits for a task over `modalities` (only text has features)."""
+    from affectflow.pipeline.experiment import build_experiment
+
+    label = "emotion" if kind == "classification" else "sentiment"
+    stores = {"t": store, "a": None, "v": None}
+    classes = MELD_CLASSES if kind == "classification" else None
+    return build_experiment(table, {m: stores[m] for m in modalities}, kind, label, modalities, class_names=classes)
+
+
+def train_model(name: str, data, args: argparse.Namespace, out: Path) -> dict:
     """Train `name` (or the text-only head) in {t}; returns the run summary of `run_experiment`."""
-    from affectflow.pipeline.experiment import build_experiment, model_config_for, run_experiment
+    from affectflow.pipeline.experiment import model_config_for, run_experiment
     from affectflow.pipeline.schedules import make_schedule
     from affectflow.pipeline.trainer import TrainConfig
 
-    label = "emotion" if kind == "classification" else "sentiment"
     architecture = "late_fusion" if name == TEXT_HEAD else name
-    modalities = ("t",) if name == TEXT_HEAD else ("a", "t", "v")
-    stores = {"t": store, "a": None, "v": None}
-    classes = MELD_CLASSES if kind == "classification" else None
-    data = build_experiment(table, {m: stores[m] for m in modalities}, kind, label, modalities, class_names=classes)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam",
                          patience=args.patience, select_condition="t", progress=args.progress)
     tiny = args.size == "tiny" and name != TEXT_HEAD
@@ -121,10 +126,13 @@ def run_corpus(corpus: str, args: argparse.Namespace, models: list[str]) -> tupl
     store, extraction = text_store(table, args.cache, corpus, args.extract_batch_size, args.progress)
     timings = {"extract_s": round(time.perf_counter() - started, 1), "extracted": extraction.extracted,
                "reused": extraction.skipped, "segments": len(table)}
-    rows = []
+    rows, datasets = [], {}
     for name in models:
         begun = time.perf_counter()
-        summary = train_model(name, table, store, kind, args, args.out / corpus)
+        modalities = ("t",) if name == TEXT_HEAD else ("a", "t", "v")
+        if modalities not in datasets:
+            datasets[modalities] = experiment_data(table, store, kind, modalities)
+        summary = train_model(name, datasets[modalities], args, args.out / corpus)
         rows.append(row_of(name, summary, kind))
         timings[f"{name}_s"] = round(time.perf_counter() - begun, 1)
         print(f"[{corpus}] {name}: {rows[-1]} ({timings[f'{name}_s']} s)", flush=True)
