@@ -45,6 +45,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-npy", choices=["utterance", "frame"], default=None,
                         help="also export OUT/npy-<level>/<extractor_id>/<segment>.npy (MERBench/GCNet layout)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local (this machine) or ray (Ray Data pipeline; pip install 'affectflow[ray]')")
+    parser.add_argument("--ray-address", default=None,
+                        help="with --engine ray: an existing cluster ('auto', 'ray://head:10001'); default: start a local one")
+    parser.add_argument("--actors", type=int, default=None,
+                        help="with --engine ray: model actors (default: one per GPU, or half the CPUs)")
 
 
 def _config_overrides(name: str, modality: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -93,15 +99,30 @@ def _face_detector(extractor: Extractor, device: Any) -> Any:
     return FaceDetector(device=device, crop_size=int(size[0]) if size else 224)
 
 
+def _run_ray(args: argparse.Namespace, table: Any) -> list:
+    """`--engine ray`: the models are built on CPU here only for their specs; Ray actors build their own."""
+    from .ray_engine import ray_extract
+
+    extractors = build_extractors(args, "cpu")
+    return ray_extract(table, extractors, args.out, manifest_path=args.manifest, batch_size=args.batch_size,
+                       face_fps=args.face_fps, device=args.device, actors=args.actors, address=args.ray_address,
+                       progress=not args.no_progress)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run `affectflow extract`; prints one summary per extractor. Returns the exit code."""
     from affectflow.pipeline.devices import resolve_device
     from affectflow.pipeline.manifest import read_manifest
 
     from .run import run_extraction
-    from .store import FeatureStore, export_npy
+    from .store import FeatureStore
 
     table = read_manifest(args.manifest)
+    if args.engine == "ray":
+        summaries = _run_ray(args, table)
+        for summary in summaries:
+            _report(summary, args)
+        return _exit_code(summaries)
     device = resolve_device(args.device)
     summaries = []
     for extractor in build_extractors(args, device):
@@ -110,12 +131,24 @@ def run(args: argparse.Namespace) -> int:
         summary = run_extraction(table, extractor, store, manifest_path=args.manifest, batch_size=args.batch_size,
                                  face_detector=detector, face_fps=args.face_fps, progress=not args.no_progress,
                                  num_workers=args.workers)
-        print(summary.describe(), flush=True)
-        if args.export_npy:
-            target = args.out / f"npy-{args.export_npy}" / extractor.extractor_id
-            written = export_npy(store, target, level=args.export_npy)
-            print(f"  exported {len(written)} .npy files to {target}")
+        _report(summary, args)
         summaries.append(summary)
+    return _exit_code(summaries)
+
+
+def _report(summary: Any, args: argparse.Namespace) -> None:
+    """Print a summary; export its store to .npy files when asked."""
+    from .store import FeatureStore, export_npy
+
+    print(summary.describe(), flush=True)
+    if args.export_npy:
+        target = args.out / f"npy-{args.export_npy}" / Path(summary.store_root).name
+        written = export_npy(FeatureStore.open(summary.store_root), target, level=args.export_npy)
+        print(f"  exported {len(written)} .npy files to {target}")
+
+
+def _exit_code(summaries: list) -> int:
+    """1 only when every attempted segment failed."""
     attempted = sum(s.extracted + len(s.failed) for s in summaries)
     failed = sum(len(s.failed) for s in summaries)
     return 1 if attempted and failed == attempted else 0
