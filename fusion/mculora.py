@@ -24,8 +24,8 @@ Interpretations and deliberate differences (the paper leaves these open):
 - Eq. 4 swaps the head names relative to its prose; we follow the prose: F_com predicts from the
   common stream, F^i from the private stream. F_com and F_prt (the shared part of F^i) start as copies
   of the pre-trained head C_f.
-  B matrices start small but non-zero (not LoRA's zeros): with B = 0 the cosines of Eq. 3 and the JS
-  scores of Eq. 8 are undefined and A gets no gradient.
+- The feature adapters' B matrices (Eq. 2) start small but non-zero (not LoRA's zeros): with B = 0 the
+  cosines of Eq. 3 and the JS scores of Eq. 8 are undefined and A gets no gradient. (F^i's B_i are zero.)
 - Eq. 3 sums over "the current modal combinations"; every private adapter i that contains m is
   evaluated on each available x^m, so all adapters receive the orthogonality gradient and DPFT gets a
   score for every combination in every batch. Only the sample's own combination enters the prediction.
