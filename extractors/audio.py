@@ -24,7 +24,9 @@ import torch
 from affectflow.pipeline.records import FeatureSequence
 
 from .base import Extractor, ExtractorConfig, InputContract, register_extractor
-from .hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, silence_reason, to_numpy
+from .hf_common import (
+    load_pretrained, normalize_layers, resolve_precision, select_layers, silence_reason, to_device, to_numpy,
+)
 
 
 PADDING_SENSITIVE = frozenset({"data2vec-audio"})
@@ -172,10 +174,10 @@ class HFAudioExtractor(Extractor):
             inputs = self.feature_extractor([pieces[i] for i in batch], sampling_rate=self.sample_rate,
                                             padding=True, return_tensors="pt",
                                             return_attention_mask=self.uses_attention_mask)
-            values = inputs["input_values"].to(self.device, self.dtype)
+            values = to_device(inputs["input_values"], self.device, self.dtype)
             kwargs = {}
             if self.uses_attention_mask:
-                kwargs["attention_mask"] = inputs["attention_mask"].to(self.device)
+                kwargs["attention_mask"] = to_device(inputs["attention_mask"], self.device)
             result = self.model(values, output_hidden_states=True, **kwargs)
             hidden = to_numpy(select_layers(result, self.config.layers))
             lengths = self.model._get_feat_extract_output_lengths(torch.tensor([pieces[i].size for i in batch]))

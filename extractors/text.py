@@ -21,7 +21,7 @@ import torch
 from affectflow.pipeline.records import FeatureSequence
 
 from .base import Extractor, ExtractorConfig, InputContract, register_extractor
-from .hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_numpy
+from .hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_device, to_numpy
 
 
 def _minilm_path() -> str:
@@ -118,7 +118,7 @@ class HFTextExtractor(Extractor):
         encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
                                  return_special_tokens_mask=True, return_tensors="pt")
         special = encoded.pop("special_tokens_mask").bool()
-        inputs = {key: value.to(self.device) for key, value in encoded.items()}
+        inputs = {key: to_device(value, self.device) for key, value in encoded.items()}
         hidden = to_numpy(select_layers(self.model(**inputs, output_hidden_states=True), self.config.layers))
         keep = (encoded["attention_mask"].bool() & ~special).numpy()
         sequences = []

@@ -22,7 +22,7 @@ import torch
 from affectflow.pipeline.records import FeatureSequence
 
 from .base import Extractor, ExtractorConfig, InputContract, register_extractor
-from .hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_numpy
+from .hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_device, to_numpy
 
 POOLINGS = ("cls", "mean")
 
@@ -155,7 +155,7 @@ class HFVisionExtractor(Extractor):
         for offset in range(0, crops.shape[0], self.image_batch_size):
             batch = list(crops[offset: offset + self.image_batch_size])
             pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"]
-            result = self.model(pixel_values=pixels.to(self.device, self.dtype), output_hidden_states=True)
+            result = self.model(pixel_values=to_device(pixels, self.device, self.dtype), output_hidden_states=True)
             hidden = select_layers(result, self.config.layers)
             pooled = hidden[:, 0] if self.config.pooling == "cls" else hidden[:, 1:].mean(dim=1)
             outputs.append(to_numpy(pooled))
