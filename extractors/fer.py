@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -25,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from affectflow.pipeline.records import FeatureSequence
 
-from .base import Extractor, ExtractorConfig, InputContract, register_extractor
+from .base import ExtractorConfig, InputContract, register_extractor
+from .face_features import FaceTrackExtractor
 from .fer_convert import default_cache_dir, ensure_fer_weights  # noqa: F401  (public re-export)
 from .hf_common import to_device
 
@@ -191,41 +190,8 @@ class FERConfig(ExtractorConfig):
             raise ValueError(f"fer: output must be one of {sorted(FER_OUTPUTS)}, got {self.output!r}")
 
 
-def check_face_track(name: str, item: Any) -> None:
-    """Raise ValueError unless `item` is a FaceTrack-like object: uint8 crops [N, S, S, 3], one per valid frame."""
-    for field in ("crops", "mask", "times"):
-        if not hasattr(item, field):
-            raise ValueError(f"{name}: vision input must be a FaceTrack (crops, mask, times), "
-                             f"got {type(item).__name__}")
-    crops, mask = np.asarray(item.crops), np.asarray(item.mask)
-    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
-        raise ValueError(f"{name}: face crops must be uint8 [N, S, S, 3] RGB, got {crops.dtype} {crops.shape}")
-    if mask.dtype != np.bool_ or mask.ndim != 1 or np.asarray(item.times).shape != mask.shape:
-        raise ValueError(f"{name}: FaceTrack mask must be bool [T] with times [T], got mask {mask.dtype} "
-                         f"{mask.shape}, times {np.asarray(item.times).shape}")
-    if int(mask.sum()) != crops.shape[0]:
-        raise ValueError(f"{name}: FaceTrack has {crops.shape[0]} crops but {int(mask.sum())} valid frames")
-
-
-def track_sequence(track: Any, frame_values: np.ndarray, dim: int, extractor_id: str) -> FeatureSequence:
-    """Place per-face rows [N_valid, D] on the track's timeline: [T, D], zeros + mask False where no face.
-
-    times are the track's own times (seconds in the file; the extraction job makes them segment-relative);
-    a track without any face gives a sequence with no valid frame and missing_reason set.
-    """
-    mask = np.asarray(track.mask, dtype=bool)
-    times = np.asarray(track.times, dtype=np.float32)
-    if mask.shape[0] == 0:
-        return FeatureSequence.missing(dim, extractor_id, "no video frames in the segment")
-    values = np.zeros((mask.shape[0], dim), dtype=np.float32)
-    values[mask] = frame_values
-    reason = None if mask.any() else "no face detected in any frame"
-    return FeatureSequence(values=values, times=times, mask=mask.copy(), extractor_id=extractor_id,
-                           missing_reason=reason)
-
-
 @register_extractor("fer")
-class FERExtractor(Extractor):
+class FERExtractor(FaceTrackExtractor):
     """Per face frame: the FER2013 mini-Xception's 7 probabilities and/or 128-d penultimate features."""
 
     modality = "v"
@@ -244,31 +210,8 @@ class FERExtractor(Extractor):
     def output_dim(self) -> int:
         return FER_OUTPUTS[self.config.output]
 
-    @property
-    def frame_rate(self) -> None:
-        """One output frame per sampled video frame (the face track's rate)."""
-        return None
-
-    def check_input(self, item: Any) -> None:
-        """None (no video) passes; anything else must be a well-formed FaceTrack."""
-        if item is not None:
-            check_face_track(self.name, item)
-
-    def extract_batch(self, items: list[Any]) -> list[FeatureSequence]:
-        """One [T, D] sequence per FaceTrack (None -> missing); all items' faces go through one batched pass."""
-        for item in items:
-            self.check_input(item)
-        present = [item for item in items if item is not None and len(item.crops)]
-        crops = np.concatenate([item.crops for item in present]) if present else np.zeros((0, 2, 2, 3), np.uint8)
+    def embed_faces(self, crops: np.ndarray) -> np.ndarray:
+        """Faces [N, S, S, 3] -> the configured output: probabilities [N, 7], features [N, 128] or both."""
         probabilities, features = fer_features(crops, self.model)
-        rows = {"probs": probabilities, "features": features,
+        return {"probs": probabilities, "features": features,
                 "both": np.concatenate([probabilities, features], axis=1)}[self.config.output]
-        results, offset = [], 0
-        for item in items:
-            if item is None:
-                results.append(FeatureSequence.missing(self.output_dim, self.extractor_id, "no video"))
-                continue
-            count = len(item.crops)
-            results.append(track_sequence(item, rows[offset: offset + count], self.output_dim, self.extractor_id))
-            offset += count
-        return results

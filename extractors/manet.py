@@ -27,10 +27,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from affectflow.pipeline.records import FeatureSequence
 
-from .base import Extractor, ExtractorConfig, InputContract, register_extractor
-from .fer import check_face_track, track_sequence
+from .base import ExtractorConfig, InputContract, register_extractor
+from .face_features import FaceTrackExtractor
 from .hf_common import PRECISIONS, resolve_precision
 
 MANET_CLASSES: tuple[str, ...] = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
@@ -343,7 +342,7 @@ class MANetConfig(ExtractorConfig):
 
 
 @register_extractor("manet")
-class MANetExtractor(Extractor):
+class MANetExtractor(FaceTrackExtractor):
     """Per face frame: MA-Net's 1024-d embedding (local-attention 512 + multi-scale 512)."""
 
     modality = "v"
@@ -362,28 +361,6 @@ class MANetExtractor(Extractor):
     def output_dim(self) -> int:
         return MANET_EMBEDDING_DIM
 
-    @property
-    def frame_rate(self) -> None:
-        """One output frame per sampled video frame (the face track's rate)."""
-        return None
-
-    def check_input(self, item: Any) -> None:
-        """None (no video) passes; anything else must be a well-formed FaceTrack."""
-        if item is not None:
-            check_face_track(self.name, item)
-
-    def extract_batch(self, items: list[Any]) -> list[FeatureSequence]:
-        """One [T, 1024] sequence per FaceTrack (None -> missing), faces of all items batched together."""
-        for item in items:
-            self.check_input(item)
-        present = [item.crops for item in items if item is not None and len(item.crops)]
-        rows = manet_embeddings(np.concatenate(present), self.model) if present else np.zeros((0, self.output_dim))
-        results, offset = [], 0
-        for item in items:
-            if item is None:
-                results.append(FeatureSequence.missing(self.output_dim, self.extractor_id, "no video"))
-                continue
-            count = len(item.crops)
-            results.append(track_sequence(item, rows[offset: offset + count], self.output_dim, self.extractor_id))
-            offset += count
-        return results
+    def embed_faces(self, crops: np.ndarray) -> np.ndarray:
+        """Faces [N, S, S, 3] -> MA-Net embeddings [N, 1024]."""
+        return manet_embeddings(crops, self.model)

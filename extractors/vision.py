@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from affectflow.pipeline.records import FeatureSequence
 
-from .base import Extractor, ExtractorConfig, InputContract, register_extractor
+from .base import ExtractorConfig, InputContract, register_extractor
+from .face_features import FaceTrackExtractor
 from .hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_device, to_numpy
 
 POOLINGS = ("cls", "mean")
@@ -72,7 +72,7 @@ def _image_size(processor: Any) -> tuple[int, int] | None:
 
 
 @register_extractor("hf_vision")
-class HFVisionExtractor(Extractor):
+class HFVisionExtractor(FaceTrackExtractor):
     """Per-face-frame image-encoder features [T, hidden], mask False on faceless frames."""
 
     modality = "v"
@@ -106,50 +106,8 @@ class HFVisionExtractor(Extractor):
         """The encoder's hidden size."""
         return int(self.model.config.hidden_size)
 
-    @property
-    def frame_rate(self) -> None:
-        """Frames follow the face track's sampling (set by the job's face fps)."""
-        return None
-
-    def check_input(self, item: Any) -> None:
-        """A FaceTrack-like object: crops uint8 [N_valid, S, S, 3] with N_valid == mask.sum()."""
-        if item is None:
-            return
-        crops, mask, times = (getattr(item, name, None) for name in ("crops", "mask", "times"))
-        if not all(isinstance(array, np.ndarray) for array in (crops, mask, times)):
-            raise ValueError(f"{self.name}: input must be a FaceTrack (crops, mask, times), got {type(item).__name__}")
-        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
-            raise ValueError(f"{self.name}: face crops must be uint8 [N, S, S, 3] RGB, got {crops.dtype} {crops.shape}")
-        if mask.dtype != np.bool_ or mask.shape != times.shape or crops.shape[0] != int(mask.sum()):
-            raise ValueError(f"{self.name}: FaceTrack has {crops.shape[0]} crops for {int(mask.sum())} valid frames "
-                             f"(mask {mask.shape} {mask.dtype}, times {times.shape})")
-
-    def extract_batch(self, items: list[Any]) -> list[FeatureSequence]:
-        """One [T, D] sequence per FaceTrack (T = its frames); None / no frames / no face -> missing."""
-        for item in items:
-            self.check_input(item)
-        present = [item for item in items if item is not None and item.mask.any()]
-        crops = np.concatenate([item.crops for item in present]) if present else None
-        features = self._encode(crops) if crops is not None else np.zeros((0, self.output_dim), np.float32)
-        results, offset = [], 0
-        for item in items:
-            if item is None or item.mask.shape[0] == 0:
-                reason = "no video" if item is None else "no video frames in the segment"
-                results.append(FeatureSequence.missing(self.output_dim, self.extractor_id, reason))
-                continue
-            values = np.zeros((item.mask.shape[0], self.output_dim), dtype=np.float32)
-            valid = int(item.mask.sum())
-            values[item.mask] = features[offset: offset + valid]
-            offset += valid
-            results.append(FeatureSequence(
-                values=values, times=item.times.astype(np.float32), mask=item.mask.copy(),
-                extractor_id=self.extractor_id,
-                missing_reason="no face detected in any frame" if valid == 0 else None,
-            ))
-        return results
-
     @torch.inference_mode()
-    def _encode(self, crops: np.ndarray) -> np.ndarray:
+    def embed_faces(self, crops: np.ndarray) -> np.ndarray:
         """Encode face crops uint8 [N, S, S, 3] -> [N, D] float32, in bounded batches."""
         outputs = []
         for offset in range(0, crops.shape[0], self.image_batch_size):

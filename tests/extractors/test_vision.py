@@ -58,7 +58,7 @@ def test_bad_configs_and_tracks_raise(tiny_models, face_track, tmp_path):
     extractor = create_extractor("hf_vision", model=str(tiny_models["vit"]))
     from dataclasses import replace
 
-    with pytest.raises(ValueError, match="4 crops for 3 valid frames"):
+    with pytest.raises(ValueError, match="4 crops but 3 valid frames"):
         extractor.extract(replace(face_track, mask=np.array([True, True, False, True, False, False])))
     with pytest.raises(ValueError, match="uint8"):
         extractor.extract(replace(face_track, crops=face_track.crops.astype(np.float32)))
