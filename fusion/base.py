@@ -28,6 +28,8 @@ class FusionModel(nn.Module):
     fusion_name: str = ""
     stages: tuple[str, ...] = ("main",)
     loss_weights: dict[str, float] = {}
+    regression_loss: str = "l1"
+    """Regression task loss: "l1" (MAE, the MOSEI/MOSI convention) or "mse" (papers that say MSE)."""
 
     def __init__(self, task_spec: TaskSpec, **hyperparameters: Any) -> None:
         super().__init__()
@@ -65,7 +67,8 @@ class FusionModel(nn.Module):
         return FusionOutput(embedding=embedding, value=head_output.squeeze(-1), aux_losses=aux_losses or {}, extras=extras or {})
 
     def task_loss(self, prediction: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The task's supervised loss on a prediction (CE with ignore_index=-100, or L1 for regression).
+        """The task's supervised loss on a prediction: CE (ignore_index=-100), or for regression the
+        model's `regression_loss` ("l1" by default, "mse" where the paper says so); NaN targets are ignored.
 
         Models use this for auxiliary heads (e.g. DQF's per-granularity heads); the harness uses the
         same function for the main prediction so both agree.
@@ -76,7 +79,8 @@ class FusionModel(nn.Module):
         valid = ~torch.isnan(targets)
         if not bool(valid.any()):
             return prediction.sum() * 0.0
-        return nn.functional.l1_loss(prediction[valid], targets[valid].to(prediction.dtype))
+        loss = nn.functional.mse_loss if self.regression_loss == "mse" else nn.functional.l1_loss
+        return loss(prediction[valid], targets[valid].to(prediction.dtype))
 
     def forward(self, batch: ModalityBatch, targets: torch.Tensor | None = None) -> FusionOutput:  # pragma: no cover
         raise NotImplementedError

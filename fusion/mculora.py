@@ -247,6 +247,7 @@ class MCULoRA(FusionModel):
 
     stages = ("pretrain", "mcla")
     loss_weights = {"orthogonality": 0.001, "unimodal": 1.0}
+    regression_loss = "mse"  # Eq. 6 and the released code
     recommended_optimizer = {"name": "adam", "lr": 1e-4}
 
     def __init__(self, task_spec: TaskSpec, hidden_dim: int = 256, num_layers: int = 4, num_heads: int = 2,
@@ -317,14 +318,6 @@ class MCULoRA(FusionModel):
             self.private_head.load_state_dict(self.head.state_dict())
             self.mcla_heads_initialized.fill_(True)
 
-    def task_loss(self, prediction: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Eq. 5 / Eq. 6: cross-entropy for classification, MSE (NaN targets ignored) for regression."""
-        if self.task_spec.kind == "classification":
-            return super().task_loss(prediction, targets)
-        valid = ~torch.isnan(targets)
-        if not bool(valid.any()):
-            return prediction.sum() * 0.0
-        return F.mse_loss(prediction[valid], targets[valid].to(prediction.dtype))
 
     # --- forward ------------------------------------------------------------------------------------
     def _encode(self, batch: ModalityBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:

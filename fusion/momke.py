@@ -68,6 +68,7 @@ class MoMKE(FusionModel):
     """
 
     stages = (UNIMODAL_STAGE, MIXING_STAGE)
+    regression_loss = "mse"  # Eq. 17, also used by Eq. 10-11
     recommended_optimizer = {"name": "adam", "lr": 1e-4}
 
     def __init__(self, task_spec: TaskSpec, dim: int = 256, num_blocks: int = 4, num_heads: int = 2,
@@ -110,14 +111,6 @@ class MoMKE(FusionModel):
         z = zero_masked(self.projections[modality](zero_masked(batch.features[modality], valid)), valid)
         return z, zero_masked(self.input_dropout(self.positions(z)), valid)
 
-    def task_loss(self, prediction: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Eq. 16 / Eq. 17 (also the loss of Eq. 10-11): cross-entropy, or MSE (NaN targets ignored)."""
-        if self.task_spec.kind == "classification":
-            return super().task_loss(prediction, targets)
-        valid = ~torch.isnan(targets)
-        if not bool(valid.any()):
-            return prediction.sum() * 0.0
-        return nn.functional.mse_loss(prediction[valid], targets[valid].to(prediction.dtype))
 
     def expert_loss(self, prediction: torch.Tensor, targets: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
         """Eq. 16 (CE) / Eq. 17 (MSE) over the positions where the expert's modality is available."""

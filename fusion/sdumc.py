@@ -231,6 +231,7 @@ class SDUMC(FusionModel):
     """SDUMC: UMCA fusion + MIA + double-flow self-distillation (see the module docstring)."""
 
     loss_weights = {"task_simulated": 1.0, "mkd1": 0.2, "mkd2": 1.4, "rs": 0.2, "rnc": 1.6}
+    regression_loss = "mse"  # L_task of Eq. 8
     recommended_optimizer = {"name": "adam", "lr": 1e-4, "weight_decay": 1e-5, "batch_size": 32, "epochs": 100}
 
     def __init__(self, task_spec: TaskSpec, hidden_dim: int = 256, output_dim: int = 128,
@@ -284,14 +285,6 @@ class SDUMC(FusionModel):
             del self._modules["text_simulator"]
         self.text_simulator = simulator
 
-    def task_loss(self, prediction: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Eq. 8: MSE for regression (NaN targets ignored); the base cross-entropy for classification."""
-        if self.task_spec.kind == "classification":
-            return super().task_loss(prediction, targets)
-        valid = ~torch.isnan(targets)
-        if not bool(valid.any()):
-            return prediction.sum() * 0.0
-        return F.mse_loss(prediction[valid], targets[valid].to(prediction.dtype))
 
     # --- forward ----------------------------------------------------------------------------------
     def forward(self, batch: ModalityBatch, targets: torch.Tensor | None = None) -> FusionOutput:
