@@ -7,8 +7,10 @@ launch per box on a GPU. Area resampling is a mean over integer windows (adaptiv
 output cell i of an L-long axis averages input [floor(i L / O), ceil((i + 1) L / O))), so here every
 candidate's 24x24 (or 48x48) cells are read from one exact integer summed-area table of the batch:
 four gathers for all boxes of all frames. The networks run in channels-last memory (max pooling is several
-times faster there on CPU). Everything else (pyramid, thresholds, NMS, box regression) calls
-facenet-pytorch's own functions, so detections match `MTCNN.detect` up to float rounding.
+times faster there on CPU). NMS runs within each frame (facenet-pytorch's batch-wide offset trick loses
+float32 precision, so its results depend on which frames share a batch); everything else (pyramid,
+thresholds, box regression, 'Min' NMS) is facenet-pytorch's own code, so every frame's detections equal
+`MTCNN.detect` on that frame alone, up to float rounding, whatever the batch.
 
     mtcnn = MTCNN(keep_all=True, device=device, min_face_size=20)
     prepare_mtcnn(mtcnn)                                   # once: channels-last weights
@@ -124,10 +126,41 @@ def _run_network(network: torch.nn.Module, data: torch.Tensor, batch_size: int =
     return tuple(torch.cat(parts, dim=0).float() for parts in zip(*outputs))
 
 
+def _nms_per_image(boxes: torch.Tensor, scores: torch.Tensor, image_inds: torch.Tensor,
+                   threshold: float) -> torch.Tensor:
+    """IoU NMS within each frame: kept indices, by decreasing score.
+
+    facenet-pytorch offsets every frame's boxes by frame index x (max coordinate + 1) to run one NMS
+    for the batch; in float32 that offset costs precision, so its detections depend on which frames
+    share a batch. On CPU each frame gets its own NMS (exactly the single-frame result); on CUDA one
+    batched NMS runs in float64, where the offset loses nothing that float32 boxes carry.
+    """
+    from torchvision.ops import batched_nms, nms
+
+    if boxes.device.type == "cuda":
+        return batched_nms(boxes.double(), scores.double(), image_inds, threshold)
+    kept = [members[nms(boxes[members], scores[members], threshold)]
+            for members in (torch.nonzero(image_inds == image).flatten() for image in torch.unique(image_inds))]
+    if not kept:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    kept = torch.cat(kept)
+    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
+
+
+def _min_nms_per_image(boxes: torch.Tensor, scores: torch.Tensor, image_inds: torch.Tensor,
+                       threshold: float) -> torch.Tensor:
+    """facenet-pytorch's final 'Min' NMS (overlap over the smaller box), within each frame."""
+    from facenet_pytorch.models.utils.detect_face import nms_numpy
+
+    boxes_np, scores_np, inds_np = boxes.cpu().numpy(), scores.cpu().numpy(), image_inds.cpu().numpy()
+    kept = [members[nms_numpy(boxes_np[members], scores_np[members], threshold, "Min").astype(np.int64)]
+            for members in (np.flatnonzero(inds_np == image) for image in np.unique(inds_np))]
+    return torch.as_tensor(np.concatenate(kept) if kept else np.zeros(0, np.int64), device=boxes.device)
+
+
 def _stage_one(mtcnn, row_prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """PNet over the image pyramid (from the frames' row prefix sums): boxes [K, 5] and frame index [K]."""
     from facenet_pytorch.models.utils.detect_face import generateBoundingBox
-    from torchvision.ops.boxes import batched_nms
 
     height, width = row_prefix.shape[1] - 1, row_prefix.shape[2]
     scale, shortest = 12.0 / mtcnn.min_face_size, min(height, width) * 12.0 / mtcnn.min_face_size
@@ -136,14 +169,14 @@ def _stage_one(mtcnn, row_prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         data = area_resize(row_prefix, int(height * scale + 1), int(width * scale + 1))
         reg, probs = _run_network(mtcnn.pnet, (data - 127.5) * 0.0078125, batch_size=max(1, len(data)))
         boxes_scale, inds_scale = generateBoundingBox(reg, probs[:, 1], scale, mtcnn.thresholds[0])
-        pick = batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], inds_scale, 0.5)
+        pick = _nms_per_image(boxes_scale[:, :4], boxes_scale[:, 4], inds_scale, 0.5)
         boxes.append(boxes_scale[pick])
         image_inds.append(inds_scale[pick])
         scale, shortest = scale * mtcnn.factor, shortest * mtcnn.factor
     if not boxes:  # frames smaller than the smallest face searched for
         return torch.zeros(0, 5, device=row_prefix.device), torch.zeros(0, dtype=torch.int64, device=row_prefix.device)
     boxes, image_inds = torch.cat(boxes), torch.cat(image_inds)
-    pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    pick = _nms_per_image(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
     boxes, image_inds = boxes[pick], image_inds[pick]
     width_r, height_r = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     refined = torch.stack([boxes[:, 0] + boxes[:, 5] * width_r, boxes[:, 1] + boxes[:, 6] * height_r,
@@ -155,7 +188,6 @@ def _stage_one(mtcnn, row_prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def _stage_two(mtcnn, boxes, image_inds, integral, width, height):
     """RNet on 24x24 crops of the candidates: surviving boxes [K, 5] and frame indices [K]."""
     from facenet_pytorch.models.utils.detect_face import bbreg, rerec
-    from torchvision.ops.boxes import batched_nms
 
     boxes = rerec(boxes)
     crops, boxes, image_inds = _candidate_crops(boxes, image_inds, integral, width, height, 24)
@@ -164,13 +196,13 @@ def _stage_two(mtcnn, boxes, image_inds, integral, width, height):
     passed = score > mtcnn.thresholds[1]
     boxes = torch.cat((boxes[passed, :4], score[passed].unsqueeze(1)), dim=1)
     image_inds, regression = image_inds[passed], regression[passed]
-    pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    pick = _nms_per_image(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
     return rerec(bbreg(boxes[pick], regression[pick])), image_inds[pick]
 
 
 def _stage_three(mtcnn, boxes, image_inds, integral, width, height):
     """ONet on 48x48 crops: final boxes [K, 5], landmarks [K, 5, 2] and frame indices [K]."""
-    from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg
+    from facenet_pytorch.models.utils.detect_face import bbreg
 
     crops, boxes, image_inds = _candidate_crops(boxes, image_inds, integral, width, height, 48)
     regression, points, scores = _run_network(mtcnn.onet, crops)
@@ -184,7 +216,7 @@ def _stage_three(mtcnn, boxes, image_inds, integral, width, height):
     points = torch.stack([box_width * points[:, :5] + boxes[:, :1] - 1,
                           box_height * points[:, 5:10] + boxes[:, 1:2] - 1], dim=2)
     boxes = bbreg(boxes, regression)
-    pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, "Min")
+    pick = _min_nms_per_image(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
     return boxes[pick], points[pick], image_inds[pick]
 
 

@@ -197,11 +197,16 @@ def run_affectflow(table, manifest_path: Path, extractors: dict, detector, out: 
 def run_ray(table, manifest_path: Path, extractors: dict, detector, out: Path, args) -> dict:
     """The Ray engine (`--engine ray`) into fresh stores under `out`: modality -> FeatureStore."""
     from affectflow.extractors.ray_engine import ray_extract
+    from affectflow.extractors.store import FeatureStore
 
     shutil.rmtree(out, ignore_errors=True)
     summaries = ray_extract(table, list(extractors.values()), out, manifest_path=manifest_path,
                             batch_size=args.batch_size, face_fps=args.face_fps, device=args.device)
-    return {s.modality: s.store for s in summaries}
+    failed = [s for s in summaries if s.failed]
+    if failed:
+        raise RuntimeError("Ray extraction failed: " + "; ".join(s.describe() for s in failed))
+    return {modality: FeatureStore.open(summary.store_root)
+            for modality, summary in zip(extractors, summaries)}
 
 
 # --- measuring -----------------------------------------------------------------------------------
@@ -258,7 +263,7 @@ def measure(args, table, manifest_path: Path, extractors: dict, work: Path) -> t
     naive_loop = NaiveLoop(extractors, args.device, args.face_fps)
     detector = None
     if "v" in extractors:
-        detector = FaceDetector(device=args.device, crop_size=naive_loop.crop_size)
+        detector = FaceDetector(device=args.device, crop_size=naive_loop.crop_size, precision=args.face_precision)
     engine = run_ray if args.engine == "ray" else run_affectflow
     paths = {"naive": lambda: naive_loop.run(table, manifest_path),
              "affectflow": lambda: engine(table, manifest_path, extractors, detector, work / "stores", args)}
@@ -375,6 +380,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     parser.add_argument("--precision", default="float32", choices=["float32", "float16", "bfloat16"],
                         help="precision of the Hugging Face extractors (float16 needs CUDA)")
+    parser.add_argument("--face-precision", default="float32", choices=["float32", "float16", "bfloat16"],
+                        help="precision of affectflow's MTCNN networks (half precision needs CUDA)")
     parser.add_argument("--batch-size", type=int, default=8, help="segments per extraction batch (affectflow)")
     parser.add_argument("--engine", choices=["local", "ray"], default="local", help="affectflow engine to time")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both paths")
@@ -402,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.clips} clips x {args.seconds:g} s, faces at {args.face_fps:g} fps, device {args.device}, "
           f"torch threads {torch.get_num_threads()}, extractors "
           + ", ".join(f"{m}={e.name}" for m, e in extractors.items()), flush=True)
+    if args.engine == "ray":  # start Ray once, outside the timed runs
+        from affectflow.extractors.ray_engine import require_ray
+
+        require_ray().init(include_dashboard=False, log_to_driver=False)
     timings, naive, stores = measure(args, table, manifest_path, extractors, work)
     agreement = compare(naive, stores, args.rtol, args.atol)
     stages = model_stages(args, table, manifest_path, extractors) if args.flops else None

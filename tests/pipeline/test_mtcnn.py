@@ -39,23 +39,32 @@ def _by_area(boxes: np.ndarray) -> np.ndarray:
     return np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
 
 
-def test_detections_match_facenet(frames, networks):
+def test_detections_match_facenet_frame_by_frame(frames, networks):
     reference, fast = networks
-    with torch.no_grad():
-        boxes, probabilities, points = reference.detect(frames, landmarks=True)
     found = detect_batch(fast, frames)
     assert len(found) == len(frames)
     for index, (got_boxes, got_probabilities, got_points) in enumerate(found):
-        if boxes[index] is None:
+        with torch.no_grad():
+            boxes, probabilities, points = reference.detect(frames[index], landmarks=True)
+        if boxes is None:
             assert len(got_boxes) == 0, index
             continue
-        assert len(got_boxes) == len(boxes[index]), index
-        want, got = _by_area(boxes[index]), _by_area(got_boxes)
-        np.testing.assert_allclose(got_boxes[got], boxes[index][want], atol=1e-3)
-        np.testing.assert_allclose(got_probabilities[got], np.asarray(probabilities[index], np.float32)[want],
-                                   atol=1e-5)
-        np.testing.assert_allclose(got_points[got], points[index][want], atol=1e-3)
+        boxes, points = np.asarray(boxes, np.float32), np.asarray(points, np.float32)
+        assert len(got_boxes) == len(boxes), index
+        want, got = _by_area(boxes), _by_area(got_boxes)
+        np.testing.assert_allclose(got_boxes[got], boxes[want], atol=1e-3)
+        np.testing.assert_allclose(got_probabilities[got], np.asarray(probabilities, np.float32)[want], atol=1e-5)
+        np.testing.assert_allclose(got_points[got], points[want], atol=1e-3)
     assert len(found[4][0]) == 0 and len(found[5][0]) == 2  # faceless frame; the two-face frame
+
+
+def test_detections_do_not_depend_on_the_batch(frames, networks):
+    _, fast = networks
+    together = detect_batch(fast, frames)
+    for index in (0, 3, 5):
+        alone = detect_batch(fast, frames[index:index + 1])[0]
+        for got, want in zip(alone, together[index]):
+            np.testing.assert_allclose(got, want, atol=1e-4)
 
 
 def test_area_resize_is_torch_area_interpolation():
