@@ -7,6 +7,7 @@ unusable checkpoint.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -24,6 +25,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face-fps", type=float, default=2.0, help="frames per second sampled for face detection")
     parser.add_argument("--no-asr", action="store_true", help="never transcribe audio (text missing without a sidecar)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: label in a Ray actor pool (pip install 'affectflow[ray]'); same output file")
+    parser.add_argument("--ray-address", default=None, help="existing Ray cluster (e.g. 'auto' or ray://host:10001)")
+    parser.add_argument("--actors", type=int, default=None, help="Ray actor pool size (default: GPUs, else CPUs / 2)")
 
 
 def _fail(message: str) -> int:
@@ -31,14 +36,15 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _load_labeler(args, device):
+def _labeler_factory(args):
+    """A picklable `make_labeler(device)` (Ray actors build their own labeller with it)."""
     if args.checkpoint is None:
         from .default_model import DefaultLabeler
 
-        return DefaultLabeler(device=device)
+        return DefaultLabeler
     from .checkpoint_labeler import CheckpointLabeler
 
-    return CheckpointLabeler(args.checkpoint, device=device)
+    return functools.partial(CheckpointLabeler, args.checkpoint)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,15 +65,23 @@ def run(args: argparse.Namespace) -> int:
         transcripts = load_transcript_table(args.transcripts) if args.transcripts else None
     except (ValueError, TranscriptError) as error:
         return _fail(str(error))
+    make_labeler = _labeler_factory(args)
     try:
-        labeler = _load_labeler(args, device)
+        labeler = make_labeler(device)
     except (OSError, ValueError, KeyError) as error:
         return _fail(f"cannot use checkpoint {args.checkpoint}: {error}" if args.checkpoint else str(error))
     options = LabelingOptions(segment_seconds=args.segment_seconds or (1.0 if args.plot else None),
                               face_fps=args.face_fps, transcripts=transcripts, use_asr=not args.no_asr,
                               device=str(device))
     try:
-        summary = run_labeling(videos, args.out, labeler, options, file_format, progress=not args.quiet)
+        if args.engine == "ray":
+            from .ray_labeling import ray_label
+
+            summary = ray_label(videos, args.out, make_labeler, options, file_format, actors=args.actors,
+                                address=args.ray_address, progress=not args.quiet,
+                                labeler_columns=(tuple(labeler.class_names), tuple(labeler.modalities)))
+        else:
+            summary = run_labeling(videos, args.out, labeler, options, file_format, progress=not args.quiet)
     except OutputMismatchError as error:
         return _fail(str(error))
     if args.plot:

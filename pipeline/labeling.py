@@ -208,6 +208,15 @@ class LabelingSummary:
     seconds: float = 0.0
     rows: list[dict] = field(default_factory=list)
 
+    def record(self, rows: list[dict]) -> None:
+        """Count one clip as labelled or failed from its file-level row (the last of its rows)."""
+        final = rows[-1]
+        self.rows.append(final)
+        if final.get("error") and final.get("label") is None:
+            self.failed += 1
+        else:
+            self.labeled += 1
+
 
 def run_labeling(videos: str | Path, out: str | Path, labeler, options: LabelingOptions, file_format: str = "csv",
                  progress: bool = True) -> LabelingSummary:
@@ -228,11 +237,6 @@ def run_labeling(videos: str | Path, out: str | Path, labeler, options: Labeling
         clip = path.relative_to(videos).as_posix()
         rows = label_clip(path, clip, collector, labeler, options)
         writer.append_clip(clip, rows)
-        final = rows[-1]
-        summary.rows.append(final)
-        if final.get("error") and final.get("label") is None:
-            summary.failed += 1
-        else:
-            summary.labeled += 1
+        summary.record(rows)
     summary.seconds = time.perf_counter() - started
     return summary

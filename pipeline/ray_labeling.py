@@ -53,16 +53,6 @@ class LabelingActor:
         return pd.DataFrame({"clip": list(batch["clip"]), "rows": rows})
 
 
-def _record(summary: LabelingSummary, rows: list[dict]) -> None:
-    """Count a clip as labelled or failed from its file-level row (last), as `run_labeling` does."""
-    final = rows[-1]
-    summary.rows.append(final)
-    if final.get("error") and final.get("label") is None:
-        summary.failed += 1
-    else:
-        summary.labeled += 1
-
-
 def ray_label(videos: str | Path, out: str | Path, make_labeler: Callable[[str], Any], options: LabelingOptions,
               file_format: str = "csv", actors: int | None = None, address: str | None = None,
               num_cpus: int | None = None, batch_size: int = 4, progress: bool = True,
@@ -109,6 +99,6 @@ def ray_label(videos: str | Path, out: str | Path, make_labeler: Callable[[str],
             for clip, payload in zip(batch["clip"], batch["rows"]):
                 rows = json.loads(payload)
                 writer.append_clip(clip, rows)
-                _record(summary, rows)
+                summary.record(rows)
     summary.seconds = time.perf_counter() - started
     return summary

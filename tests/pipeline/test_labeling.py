@@ -155,3 +155,16 @@ def test_log_linear_pool():
     assert weighted[1] > weighted[0] and weighted.sum() == pytest.approx(1.0)
     with pytest.raises(ValueError):
         log_linear_pool({}, {})
+
+
+def test_engine_ray_from_the_command_line(tmp_path, media):
+    folder = tmp_path / "ray_clips"
+    folder.mkdir()
+    shutil.copy(media["no_audio"], folder / "face.mp4")
+    shutil.copy(media["zero_bytes"], folder / "empty.mp4")
+    out = tmp_path / "labels.csv"
+    result = _run(["--videos", str(folder), "--out", str(out), "--engine", "ray", "--actors", "1", "--no-asr",
+                   "--quiet", "--device", "cpu"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out).set_index("clip")
+    assert table.loc["face.mp4", "label"] == "joy" and "empty" in table.loc["empty.mp4", "error"]
