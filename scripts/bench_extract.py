@@ -295,15 +295,32 @@ def peak_tflops(device: str) -> float | None:
     return next((peak for fragment, peak in PEAK_BF16_TFLOPS.items() if fragment in name), None)
 
 
+def flop_counting_copy(extractor, device: str):
+    """A fresh copy of the extractor (rebuilt from its spec) with weight parametrizations baked in:
+    wav2vec2's weight-normed positional convolution fails under FlopCounterMode in inference mode.
+    Same weights, same FLOPs; the measured extractor itself is left untouched."""
+    from torch.nn.utils import parametrize
+
+    from affectflow.extractors.base import extractor_from_spec
+
+    clone = extractor_from_spec(extractor.spec(), device=device)
+    for module in getattr(clone, "model", torch.nn.Module()).modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return clone
+
+
 def model_stage(extractor, items: list, batch_size: int, device: str) -> dict:
     """FLOPs of `extract_batch` over `items` (counted once) and its timed throughput (a second pass)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-    counter = FlopCounterMode(display=False)
+    counter, counting = FlopCounterMode(display=False), flop_counting_copy(extractor, device)
     with counter:
         for batch in batches:
-            extractor.extract_batch(batch)
+            counting.extract_batch(batch)
+    del counting
     _, seconds, _ = timed(lambda: [extractor.extract_batch(batch) for batch in batches], device)
     flops = float(counter.get_total_flops())
     return {"flops": flops, "seconds": seconds, "tflops_per_s": flops / seconds / 1e12 if seconds else 0.0}
@@ -387,8 +404,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both paths")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for both paths")
     parser.add_argument("--flops", action="store_true", help="also count FLOPs and time the model stages alone")
-    parser.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance of the feature check")
-    parser.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance (times the feature scale)")
+    parser.add_argument("--rtol", type=float, default=None,
+                        help="relative tolerance of the feature check (default 1e-3; 3e-2 in half precision)")
+    parser.add_argument("--atol", type=float, default=None,
+                        help="absolute tolerance, times the feature scale (default 1e-3; 3e-2 in half precision)")
     parser.add_argument("--workdir", type=Path, default=None, help="folder for clips, models and stores (kept)")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
     return parser.parse_args(argv)
@@ -414,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
 
         require_ray().init(include_dashboard=False, log_to_driver=False)
     timings, naive, stores = measure(args, table, manifest_path, extractors, work)
-    agreement = compare(naive, stores, args.rtol, args.atol)
+    loose = args.precision != "float32" or args.face_precision != "float32"
+    tolerance = 3e-2 if loose else 1e-3  # batched vs one-at-a-time rounding differs more in 8-bit mantissas
+    agreement = compare(naive, stores, args.rtol or tolerance, args.atol or tolerance)
     stages = model_stages(args, table, manifest_path, extractors) if args.flops else None
     summary = summarize(timings, args.clips * args.seconds * args.rounds, agreement, stages, args.device)
     print_summary(summary)
