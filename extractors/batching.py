@@ -20,8 +20,10 @@ from typing import Any, Iterator, Sequence
 
 from affectflow.pipeline.records import Segment
 
-AUTO_WORKERS = {"t": 0, "a": 2, "v": 4}
-"""Most worker processes `resolve_workers` gives each modality (text needs no decoding)."""
+AUTO_WORKERS = {"t": 0, "a": 4, "v": 8}
+"""Most worker processes `resolve_workers` gives each modality (text needs no decoding); the cores bound
+it too. Vision workers decode and (on CPU) run MTCNN, the heavy part: on a 2-core machine both cores go
+to them while the light model stage waits in the main process."""
 
 
 def available_cpus() -> int:
