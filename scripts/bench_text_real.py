@@ -14,7 +14,7 @@ every fusion model is built for a, t, v with audio and vision absent for every s
 the fixed {t} schedule, by default at its `tiny_config()` size (--size default for the paper sizes,
 which take ~15 min per epoch on 2 CPU cores for the largest). Selection: validation weighted F1
 (MELD) / MAE (MOSEI) in {t}; test is scored once, after. Every model gets the same budget (Adam,
---lr, --epochs, --patience, --batch-size), not each paper's own recipe.
+--lr, --epochs, --patience, --batch-size except SDUMC at its paper's 32), not each paper's own recipe.
 """
 
 from __future__ import annotations
@@ -93,12 +93,13 @@ def train_model(name: str, data, args: argparse.Namespace, out: Path) -> dict:
     from affectflow.pipeline.trainer import TrainConfig
 
     architecture = "late_fusion" if name == TEXT_HEAD else name
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam",
+    batch_size = args.model_batch_size.get(name, args.batch_size)
+    config = TrainConfig(epochs=args.epochs, batch_size=batch_size, lr=args.lr, optimizer="adam",
                          patience=args.patience, select_condition="t", progress=args.progress)
     tiny = args.size == "tiny" and name != TEXT_HEAD
     hyperparameters = model_config_for(architecture, {}, tiny)
     return run_experiment(architecture, hyperparameters, data, lambda: make_schedule("fixed", condition="t"),
-                          config, args.seeds, out / name, device="cpu", test_conditions=["t"])
+                          config, args.seeds, out / name, device="cpu", test_conditions=["t"], resume=args.resume)
 
 
 def row_of(name: str, summary: dict, kind: str) -> dict:
@@ -149,11 +150,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--datasets", default="meld,mosei")
     parser.add_argument("--models", help=f"comma-separated; default: {TEXT_HEAD} and every registered fusion model")
     parser.add_argument("--limit", type=int, help="at most N utterances per split (seeded sample)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--patience", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--model-batch-size", nargs="*", default=["sdumc=32"], metavar="NAME=N",
+                        help="per-model batch sizes (default sdumc=32, its paper's: its Rank-N-Contrast loss "
+                             "costs O(B^3) per step)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--resume", action="store_true", help="reuse model runs already finished in --out")
     parser.add_argument("--size", choices=("tiny", "default"), default="tiny",
                         help="fusion models' hyperparameters: tiny_config() (d=16; what CPU allows in minutes) "
                              "or the models' defaults (paper-sized; needs a GPU for the full data)")
@@ -162,6 +167,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
     args.out = args.out or args.cache / "runs"
+    try:
+        args.model_batch_size = {k: int(v) for k, v in (item.split("=", 1) for item in args.model_batch_size)}
+    except ValueError:
+        parser.error(f"--model-batch-size takes NAME=N items, got {args.model_batch_size}")
     return args
 
 
