@@ -70,17 +70,17 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
-class _DecodeBatches:
-    """A map-style dataset: index i -> the decoded segments of batch i (run inside a worker)."""
+class _DecodeSegments:
+    """A map-style dataset: index i -> segment i decoded (run inside a worker)."""
 
-    def __init__(self, decoder: Any, batches: list[list[Segment]]) -> None:
-        self.decoder, self.batches = decoder, batches
+    def __init__(self, decoder: Any, segments: Sequence[Segment]) -> None:
+        self.decoder, self.segments = decoder, segments
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.segments)
 
-    def __getitem__(self, index: int) -> list:
-        return [self.decoder.decode(segment) for segment in self.batches[index]]
+    def __getitem__(self, index: int) -> Any:
+        return self.decoder.decode(self.segments[index])
 
 
 def _thread_prefetch(decoder: Any, batches: list[list[Segment]]) -> Iterator[list]:
@@ -96,13 +96,23 @@ def _thread_prefetch(decoder: Any, batches: list[list[Segment]]) -> Iterator[lis
             yield decoded
 
 
-def _process_prefetch(decoder: Any, batches: list[list[Segment]], num_workers: int) -> Iterator[list]:
-    """Decode batches in `num_workers` DataLoader worker processes, in order, a few batches ahead."""
+def _process_prefetch(decoder: Any, segments: Sequence[Segment], batch_size: int,
+                      num_workers: int) -> Iterator[list]:
+    """Decode segments in `num_workers` DataLoader worker processes, one segment per task (so every
+    worker stays busy), up to a batch ahead per worker; yields them in order, grouped in batches."""
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(_DecodeBatches(decoder, batches), batch_size=None, shuffle=False, num_workers=num_workers,
-                        collate_fn=_identity, prefetch_factor=2, multiprocessing_context="fork")
-    yield from loader
+    loader = DataLoader(_DecodeSegments(decoder, segments), batch_size=None, shuffle=False,
+                        num_workers=num_workers, collate_fn=_identity, prefetch_factor=max(2, batch_size),
+                        multiprocessing_context="fork")
+    batch: list = []
+    for decoded in loader:
+        batch.append(decoded)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def iter_decoded_batches(decoder: Any, segments: Sequence[Segment], batch_size: int,
@@ -119,7 +129,7 @@ def iter_decoded_batches(decoder: Any, segments: Sequence[Segment], batch_size: 
     defer = previous or (decoder.face_detector is not None and decoder.face_detector.device.type == "cuda")
     decoder.defer_faces = defer
     try:
-        source = _process_prefetch(decoder, batches, num_workers) if num_workers > 0 else \
+        source = _process_prefetch(decoder, segments, batch_size, num_workers) if num_workers > 0 else \
             _thread_prefetch(decoder, batches)
         for decoded in source:
             yield decoder.attach_faces(decoded) if defer else decoded
