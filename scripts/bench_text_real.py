@@ -162,7 +162,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", choices=("tiny", "default"), default="tiny",
                         help="fusion models' hyperparameters: tiny_config() (d=16; what CPU allows in minutes) "
                              "or the models' defaults (paper-sized; needs a GPU for the full data)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: these small models run 10x slower on 2 contended threads)")
     parser.add_argument("--extract-batch-size", type=int, default=64)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
