@@ -2,7 +2,7 @@
 
 A recipe parses its raw annotations into rows (one dict per segment, manifest column names) and
 hands them to `finish_corpus`, which repairs transcripts, drops repeated ids, checks media, builds
-the manifest in the shared schema (`affectflow.pipeline.manifest`) and writes
+the manifest in the shared schema (`affectflow.pipeline.core.manifest`) and writes
 `manifest.parquet`, `manifest.csv` and `report.json` when an output folder is given.
 
 Split names are the same for every corpus: "train", "valid", "test" (MELD's and MOSI's "dev" is
@@ -17,13 +17,13 @@ from typing import Iterable
 
 import pandas as pd
 
-from affectflow.pipeline.errors import AffectflowError
-from affectflow.pipeline.manifest import (
+from affectflow.pipeline.core.errors import AffectflowError
+from affectflow.pipeline.core.manifest import (
     CORE_COLUMNS, EXTRA_COLUMNS, normalize_manifest, read_manifest, write_manifest,
 )
 
-from .text import clean_transcript
-from .validation import MediaChecks, ProbeCache, ValidationReport, check_media
+from affectflow.datasets.text import clean_transcript
+from affectflow.datasets.validation import MediaChecks, ProbeCache, ValidationReport, check_media
 
 SPLIT_ALIASES: dict[str, str] = {
     "train": "train", "training": "train",

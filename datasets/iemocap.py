@@ -24,7 +24,7 @@ Utterances outside the set are left out and counted in the report's `excluded`.
 labelled utterance, also those the label set leaves out), `dialogue_id` the dialogue name.
 
 Folds: `session` (int 1-5) and `split` = "session1".."session5". The standard protocol is
-leave-one-session-out: `affectflow.pipeline.data.leave_one_session_out(table, test_session=5)`
+leave-one-session-out: `affectflow.pipeline.train.data.leave_one_session_out(table, test_session=5)`
 rewrites `split` to train/valid/test, carving validation dialogues out of the other sessions.
 """
 
@@ -33,8 +33,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .common import CorpusLayoutError, PreparedCorpus, finish_corpus, require_root
-from .validation import MediaChecks, ValidationReport
+from affectflow.datasets.common import CorpusLayoutError, PreparedCorpus, finish_corpus, require_root
+from affectflow.datasets.validation import MediaChecks, ValidationReport
 
 CATEGORIES: dict[str, str] = {
     "neu": "neutral", "hap": "happy", "exc": "excited", "sad": "sad", "ang": "angry", "fru": "frustrated",

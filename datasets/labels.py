@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import normalize_split
-from .text import decode_annotation_bytes
-from .validation import ValidationReport
+from affectflow.datasets.common import normalize_split
+from affectflow.datasets.text import decode_annotation_bytes
+from affectflow.datasets.validation import ValidationReport
 
 MOSEI_EMOTIONS: tuple[str, ...] = ("happy", "sad", "anger", "surprise", "disgust", "fear")
 
@@ -167,7 +167,7 @@ def read_mmsa_label_csv(path: str | Path, corpus: str | None = None, root: str |
         raise ValueError(f"{path}: cannot tell whether this is CMU-MOSEI or CMU-MOSI; pass corpus='mosei'|'mosi'")
     root = Path(root) if root is not None else path.parent
     if corpus == "mosei":
-        from .mosei import mosei_manifest_from_labels as build
+        from affectflow.datasets.mosei import mosei_manifest_from_labels as build
     else:
-        from .mosi import mosi_manifest_from_labels as build
+        from affectflow.datasets.mosi import mosi_manifest_from_labels as build
     return build(path, root)

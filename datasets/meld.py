@@ -33,9 +33,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import CorpusLayoutError, PreparedCorpus, finish_corpus, first_existing, require_root, text_only_manifest
-from .text import decode_annotation_bytes
-from .validation import MediaChecks, ValidationReport
+from affectflow.datasets.common import CorpusLayoutError, PreparedCorpus, finish_corpus, first_existing, require_root, text_only_manifest
+from affectflow.datasets.text import decode_annotation_bytes
+from affectflow.datasets.validation import MediaChecks, ValidationReport
 
 EMOTIONS: tuple[str, ...] = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 SENTIMENTS: dict[str, float] = {"negative": -1.0, "neutral": 0.0, "positive": 1.0}

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import (
+from affectflow.datasets.common import (
     CorpusLayoutError, PreparedCorpus, finish_corpus, first_existing, require_root, text_only_manifest,
 )
-from .labels import MOSEI_EMOTIONS, LabelRow, load_folds, read_csd, read_mmsa_rows
-from .validation import MediaChecks, ValidationReport
+from affectflow.datasets.labels import MOSEI_EMOTIONS, LabelRow, load_folds, read_csd, read_mmsa_rows
+from affectflow.datasets.validation import MediaChecks, ValidationReport
 
 TRANSCRIPT_DIR = Path("Raw/Transcript/Segmented/Combined")
 VIDEO_DIR = Path("Raw/Videos/Full/Combined")

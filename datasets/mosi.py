@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import CorpusLayoutError, PreparedCorpus, finish_corpus, require_root, text_only_manifest
-from .labels import load_folds, read_csd, read_mmsa_rows
-from .text import decode_annotation_bytes
-from .validation import MediaChecks, ValidationReport
+from affectflow.datasets.common import CorpusLayoutError, PreparedCorpus, finish_corpus, require_root, text_only_manifest
+from affectflow.datasets.labels import load_folds, read_csd, read_mmsa_rows
+from affectflow.datasets.text import decode_annotation_bytes
+from affectflow.datasets.validation import MediaChecks, ValidationReport
 
 SEGMENTED_VIDEO_DIR = Path("Raw/Video/Segmented")
 FULL_VIDEO_DIR = Path("Raw/Video/Full")

@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Callable
 
-from .common import PreparedCorpus
+from affectflow.datasets.common import PreparedCorpus
 
 RECIPES: dict[str, tuple[str, str]] = {
     # name -> (module, function); modules are imported when their recipe is used.

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from affectflow.pipeline.errors import MediaError
-from affectflow.pipeline.records import Recording
+from affectflow.pipeline.core.errors import MediaError
+from affectflow.pipeline.core.records import Recording
 
 PROBLEM_KINDS: dict[str, str] = {
     "missing_media": "media file does not exist",
@@ -203,7 +203,7 @@ class ProbeCache:
 
     def get(self, path: Path) -> Recording | MediaError:
         """The probed `Recording` of an existing file, or the `MediaError` that probing raised."""
-        from affectflow.pipeline.media import probe
+        from affectflow.pipeline.media.decode import probe
 
         key, stamp = str(path), self._stamp(path)
         entry = self.entries.get(key)
@@ -264,7 +264,7 @@ def _probe_all(paths: list[str], checks: MediaChecks, cache: ProbeCache) -> dict
 
 
 def _silence(rows: list[dict], checks: MediaChecks, cache: ProbeCache) -> list[tuple[dict, bool]]:
-    from affectflow.pipeline.media import read_audio
+    from affectflow.pipeline.media.decode import read_audio
 
     def decode(row: dict) -> bool:
         try:

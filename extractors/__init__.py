@@ -7,12 +7,12 @@ Registered names: hf_audio, hf_text, hf_vision, logmel, prosody (+ teammates' mo
 builtin.py). Importing this package does not import transformers; models load on construction.
 """
 
-from .base import (
+from affectflow.extractors.base import (
     Extractor, ExtractorConfig, InputContract, create_extractor, extractor_class, extractor_from_spec,
     list_extractors, register_extractor,
 )
-from .run import ExtractionSummary, run_extraction
-from .store import FeatureStore, export_npy
+from affectflow.extractors.run import ExtractionSummary, run_extraction
+from affectflow.extractors.store import FeatureStore, export_npy
 
 __all__ = [
     "Extractor", "ExtractorConfig", "InputContract", "create_extractor", "extractor_class", "extractor_from_spec",

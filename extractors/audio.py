@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from affectflow.pipeline.records import FeatureSequence
+from affectflow.pipeline.core.records import FeatureSequence
 
-from .base import Extractor, ExtractorConfig, InputContract, register_extractor
-from .hf_common import (
+from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
+from affectflow.extractors.hf_common import (
     load_pretrained, normalize_layers, resolve_precision, select_layers, silence_reason, to_device, to_numpy,
 )
 

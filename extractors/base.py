@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar, Literal
 import numpy as np
 import torch
 
-from affectflow.pipeline.records import FeatureSequence
+from affectflow.pipeline.core.records import FeatureSequence
 
 Modality = Literal["a", "t", "v"]
 
@@ -63,7 +63,7 @@ class Extractor:
     Inputs per modality (one item per segment):
       "a": a 1-D float32 numpy array at `contract.sample_rate` (or None when audio is missing);
       "t": a str (or None / "" when the transcript is missing);
-      "v": a `FaceTrack` from affectflow.pipeline.faces (crops + frame mask + times; None when absent).
+      "v": a `FaceTrack` from affectflow.pipeline.media.faces (crops + frame mask + times; None when absent).
     """
 
     name: ClassVar[str] = ""
@@ -145,7 +145,7 @@ def register_extractor(name: str) -> Callable[[type[Extractor]], type[Extractor]
 
 def _load_builtin_extractors() -> None:
     # Explicit import list: importing the module registers the built-in extractors.
-    from . import builtin  # noqa: F401
+    from affectflow.extractors import builtin  # noqa: F401
 
 
 def list_extractors() -> list[str]:

@@ -18,7 +18,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Sequence
 
-from affectflow.pipeline.records import Segment
+from affectflow.pipeline.core.records import Segment
 
 AUTO_WORKERS = {"t": 0, "a": 4, "v": 8}
 """Most worker processes `resolve_workers` gives each modality (text needs no decoding); the cores bound

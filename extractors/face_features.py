@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from affectflow.pipeline.records import FeatureSequence
+from affectflow.pipeline.core.records import FeatureSequence
 
-from .base import Extractor
+from affectflow.extractors.base import Extractor
 
 
 def check_face_track(name: str, item: Any) -> None:

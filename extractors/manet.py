@@ -28,9 +28,9 @@ from PIL import Image
 from torch import nn
 
 
-from .base import ExtractorConfig, InputContract, register_extractor
-from .face_features import FaceTrackExtractor
-from .hf_common import PRECISIONS, resolve_precision
+from affectflow.extractors.base import ExtractorConfig, InputContract, register_extractor
+from affectflow.extractors.face_features import FaceTrackExtractor
+from affectflow.extractors.hf_common import PRECISIONS, resolve_precision
 
 MANET_CLASSES: tuple[str, ...] = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger")
 """RAF-DB basic expressions in MA-Net's label order (its ImageFolder folders 0..6)."""

@@ -24,12 +24,12 @@ from typing import Any
 
 import pandas as pd
 
-from affectflow.pipeline.errors import AffectflowError, MediaError
-from affectflow.pipeline.manifest import iter_segments, resolve_media_path
-from affectflow.pipeline.records import FeatureSequence, Segment
+from affectflow.pipeline.core.errors import AffectflowError, MediaError
+from affectflow.pipeline.core.manifest import iter_segments, resolve_media_path
+from affectflow.pipeline.core.records import FeatureSequence, Segment
 
-from .base import Extractor
-from .store import FeatureStore
+from affectflow.extractors.base import Extractor
+from affectflow.extractors.store import FeatureStore
 
 FAILURES_FILE = "failures.jsonl"
 DECODE_ERRORS = (AffectflowError, ValueError, OSError, RuntimeError)
@@ -109,7 +109,7 @@ class MediaDecoder:
         return _Decoded(segment, missing=sequence, seconds=seconds)
 
     def _decode_audio(self, segment: Segment, path: Path) -> _Decoded:
-        from affectflow.pipeline.media import read_audio
+        from affectflow.pipeline.media.decode import read_audio
 
         clip = read_audio(path, segment.start, segment.end, sample_rate=self.extractor.contract.sample_rate)
         if clip.is_missing:
@@ -119,8 +119,8 @@ class MediaDecoder:
         return _Decoded(segment, item=clip.samples, seconds=clip.duration)
 
     def _decode_faces(self, segment: Segment, path: Path) -> _Decoded:
-        from affectflow.pipeline.faces import track_faces
-        from affectflow.pipeline.media import probe, read_frames
+        from affectflow.pipeline.media.faces import track_faces
+        from affectflow.pipeline.media.decode import probe, read_frames
 
         try:
             if self.defer_faces:
@@ -199,7 +199,7 @@ def run_extraction(table: pd.DataFrame, extractor: Extractor, store: FeatureStor
     """
     from tqdm.auto import tqdm
 
-    from .batching import bucket_by_length, iter_decoded_batches, resolve_workers
+    from affectflow.extractors.batching import bucket_by_length, iter_decoded_batches, resolve_workers
 
     if store.spec["config_hash"] != extractor.config_hash or store.modality != extractor.modality:
         raise ValueError(f"store {store.root} holds {store.extractor_id}, not {extractor.extractor_id}")

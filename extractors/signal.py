@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from affectflow.pipeline.records import FeatureSequence
+from affectflow.pipeline.core.records import FeatureSequence
 
-from .base import Extractor, ExtractorConfig, InputContract, register_extractor
-from .hf_common import silence_reason
+from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
+from affectflow.extractors.hf_common import silence_reason
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save
 
-from affectflow.pipeline.records import FeatureSequence
+from affectflow.pipeline.core.records import FeatureSequence
 
 SPEC_FILE = "spec.json"
 SEGMENTS_DIR = "segments"

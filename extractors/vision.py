@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 
-from .base import ExtractorConfig, InputContract, register_extractor
-from .face_features import FaceTrackExtractor
-from .hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_device, to_numpy
+from affectflow.extractors.base import ExtractorConfig, InputContract, register_extractor
+from affectflow.extractors.face_features import FaceTrackExtractor
+from affectflow.extractors.hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_device, to_numpy
 
 POOLINGS = ("cls", "mean")
 

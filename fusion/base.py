@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .contract import FusionOutput, ModalityBatch, TaskSpec
+from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec
 
 
 class FusionModel(nn.Module):

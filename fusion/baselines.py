@@ -22,10 +22,10 @@ import math
 import torch
 import torch.nn as nn
 
-from .base import FusionModel
-from .contract import FusionOutput, ModalityBatch, TaskSpec, zero_masked
-from .layers import CrossModalBlock, MaskedConv1d, TransformerEncoder, modality_readout, sinusoidal_positions
-from .registry import register_fusion
+from affectflow.fusion.base import FusionModel
+from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, zero_masked
+from affectflow.fusion.layers import CrossModalBlock, MaskedConv1d, TransformerEncoder, modality_readout, sinusoidal_positions
+from affectflow.fusion.registry import register_fusion
 
 
 def mlp(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:

@@ -65,11 +65,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import FusionModel
-from .contract import FusionOutput, ModalityBatch, TaskSpec, masked_mean, zero_masked
-from .layers import (CrossModalBlock, FeedForward, MaskedConv1d, MaskedMultiheadAttention, PreLNTransformerBlock,
+from affectflow.fusion.base import FusionModel
+from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, masked_mean, zero_masked
+from affectflow.fusion.layers import (CrossModalBlock, FeedForward, MaskedConv1d, MaskedMultiheadAttention, PreLNTransformerBlock,
                      SinusoidalPositionalEmbedding)
-from .registry import register_fusion
+from affectflow.fusion.registry import register_fusion
 
 
 def wasserstein2_squared(mu_a: torch.Tensor, var_a: torch.Tensor, mu_b: torch.Tensor, var_b: torch.Tensor) -> torch.Tensor:

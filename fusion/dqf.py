@@ -3,7 +3,7 @@
 Implemented equations:
 - Sec. 3.1 random frame masking: `dqf_frame_masking` replaces a ratio g_m ~ U[0, 1] (drawn per modality
   and mini-batch) of each sample's valid frames by zero vectors. The model is not told (masks stay True),
-  as in the paper; the harness applies it to training batches (`affectflow.pipeline.schedules`, "dqf").
+  as in the paper; the harness applies it to training batches (`affectflow.pipeline.train.schedules`, "dqf").
 - Eq. 2: a temporal Conv1D per modality (d_m -> dim, 'same' padding).
 - Eq. 3-4 (Q-UA): learnable queries Q_m, updated before every transformer layer by
   Q <- LayerNorm(MHSA(Q) + Q) and added element-wise to the layer input: H <- Layer(H + Q).
@@ -45,10 +45,10 @@ import torch
 import torch.nn as nn
 from einops import rearrange, repeat
 
-from .base import FusionModel
-from .contract import FusionOutput, ModalityBatch, TaskSpec, masked_mean, zero_masked
-from .layers import FeedForward, MaskedMultiheadAttention, PreLNTransformerBlock, TransformerEncoder
-from .registry import register_fusion
+from affectflow.fusion.base import FusionModel
+from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, masked_mean, zero_masked
+from affectflow.fusion.layers import FeedForward, MaskedMultiheadAttention, PreLNTransformerBlock, TransformerEncoder
+from affectflow.fusion.registry import register_fusion
 
 
 def dqf_frame_masking(batch: ModalityBatch, generator: np.random.Generator | torch.Generator,

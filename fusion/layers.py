@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from .contract import ModalityBatch, masked_mean, zero_masked
+from affectflow.fusion.contract import ModalityBatch, masked_mean, zero_masked
 
 
 def safe_key_mask(key_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

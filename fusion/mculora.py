@@ -57,10 +57,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import FusionModel
-from .contract import MODALITIES, FusionOutput, ModalityBatch, TaskSpec, masked_mean, zero_masked
-from .layers import FeedForward, MaskedMultiheadAttention, SinusoidalPositionalEmbedding, TransformerEncoder
-from .registry import register_fusion
+from affectflow.fusion.base import FusionModel
+from affectflow.fusion.contract import MODALITIES, FusionOutput, ModalityBatch, TaskSpec, masked_mean, zero_masked
+from affectflow.fusion.layers import FeedForward, MaskedMultiheadAttention, SinusoidalPositionalEmbedding, TransformerEncoder
+from affectflow.fusion.registry import register_fusion
 
 
 def modality_combinations(modalities: Sequence[str] = MODALITIES) -> tuple[tuple[str, ...], ...]:

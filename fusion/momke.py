@@ -37,10 +37,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .base import FusionModel
-from .contract import FusionOutput, ModalityBatch, TaskSpec, zero_masked
-from .layers import SinusoidalPositionalEmbedding, TransformerEncoder, modality_readout
-from .registry import register_fusion
+from affectflow.fusion.base import FusionModel
+from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, zero_masked
+from affectflow.fusion.layers import SinusoidalPositionalEmbedding, TransformerEncoder, modality_readout
+from affectflow.fusion.registry import register_fusion
 
 UNIMODAL_STAGE = "unimodal_experts"
 MIXING_STAGE = "experts_mixing"

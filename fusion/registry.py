@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from .contract import TaskSpec
+from affectflow.fusion.contract import TaskSpec
 
 _FUSIONS: dict[str, type[nn.Module]] = {}
 
@@ -44,4 +44,4 @@ def create_fusion(name: str, task_spec: TaskSpec, **config) -> nn.Module:
 
 def _load_builtin_models() -> None:
     # Explicit import list (no wildcard magic): importing a module registers its models.
-    from . import models  # noqa: F401
+    from affectflow.fusion import models  # noqa: F401

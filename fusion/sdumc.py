@@ -62,10 +62,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from .base import FusionModel
-from .contract import FusionOutput, ModalityBatch, TaskSpec, zero_masked
-from .layers import safe_key_mask
-from .registry import register_fusion
+from affectflow.fusion.base import FusionModel
+from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, zero_masked
+from affectflow.fusion.layers import safe_key_mask
+from affectflow.fusion.registry import register_fusion
 
 
 @runtime_checkable

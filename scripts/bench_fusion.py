@@ -63,7 +63,7 @@ def parse_dims(text: str) -> dict[str, int]:
 def make_data(count: int, dims: dict[str, int], task_kind: str, seed: int):
     """(task, train dataset, valid dataset) of random utterance vectors with random labels."""
     from affectflow.fusion.contract import TaskSpec
-    from affectflow.pipeline.data import MultimodalDataset
+    from affectflow.pipeline.train.data import MultimodalDataset
 
     generator = np.random.default_rng(seed)
     ids = [f"utt{i:06d}" for i in range(count)]
@@ -84,8 +84,8 @@ def make_data(count: int, dims: dict[str, int], task_kind: str, seed: int):
 def time_model(name: str, task, train, valid, args: argparse.Namespace) -> dict:
     """One epoch per stage of model `name` through the harness Trainer: seconds and batches per stage."""
     from affectflow.fusion.registry import create_fusion
-    from affectflow.pipeline.schedules import make_schedule
-    from affectflow.pipeline.trainer import TrainConfig, Trainer, build_optimizer
+    from affectflow.pipeline.train.schedules import make_schedule
+    from affectflow.pipeline.train.trainer import TrainConfig, Trainer, build_optimizer
 
     torch.manual_seed(args.seed)
     model = create_fusion(name, task)

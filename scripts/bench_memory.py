@@ -33,7 +33,7 @@ SENTENCES = ("I am so happy to see you today, this is wonderful news.",
 
 def make_sources(folder: Path, unique: int, seconds: float) -> list[Path]:
     """`unique` distinct clips (reused when present)."""
-    from affectflow.pipeline.testing import make_video
+    from affectflow.pipeline.testing.media import make_video
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -55,8 +55,8 @@ def link(source: Path, target: Path) -> None:
 
 def prepare_extract(root: Path, sources: list[Path], count: int, seconds: float) -> Path:
     """A manifest of `count` segments over hard links of the sources; returns its path."""
-    from affectflow.pipeline.manifest import manifest_from_segments, write_manifest
-    from affectflow.pipeline.records import Segment
+    from affectflow.pipeline.core.manifest import manifest_from_segments, write_manifest
+    from affectflow.pipeline.core.records import Segment
 
     media = root / "media"
     media.mkdir(parents=True)
@@ -94,7 +94,7 @@ def child_command(args: argparse.Namespace, root: Path, count: int, seconds: flo
 
 def run_child(affectflow_args: list[str]) -> int:
     """In the measured process: run the console entry point, then print peak RSS (MiB) as JSON."""
-    from affectflow.pipeline.cli import main
+    from affectflow.pipeline.cli.main import main
 
     started = time.perf_counter()
     code = main(affectflow_args)

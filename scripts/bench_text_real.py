@@ -78,7 +78,7 @@ def text_store(table: pd.DataFrame, cache: Path, corpus: str, batch_size: int, p
 
 def experiment_data(table: pd.DataFrame, store, kind: str, modalities: tuple[str, ...]):
     """Datasets of the three splits for a task over `modalities` (only text has features)."""
-    from affectflow.pipeline.experiment import build_experiment
+    from affectflow.pipeline.train.experiment import build_experiment
 
     label = "emotion" if kind == "classification" else "sentiment"
     stores = {"t": store, "a": None, "v": None}
@@ -88,9 +88,9 @@ def experiment_data(table: pd.DataFrame, store, kind: str, modalities: tuple[str
 
 def train_model(name: str, data, args: argparse.Namespace, out: Path) -> dict:
     """Train `name` (or the text-only head) in {t}; returns the run summary of `run_experiment`."""
-    from affectflow.pipeline.experiment import model_config_for, run_experiment
-    from affectflow.pipeline.schedules import make_schedule
-    from affectflow.pipeline.trainer import TrainConfig
+    from affectflow.pipeline.train.experiment import model_config_for, run_experiment
+    from affectflow.pipeline.train.schedules import make_schedule
+    from affectflow.pipeline.train.trainer import TrainConfig
 
     architecture = "late_fusion" if name == TEXT_HEAD else name
     batch_size = args.model_batch_size.get(name, args.batch_size)

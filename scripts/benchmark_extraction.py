@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from affectflow.pipeline.cli import main as affectflow_main
-from affectflow.pipeline.manifest import manifest_from_segments, write_manifest
-from affectflow.pipeline.records import Segment
-from affectflow.pipeline.testing import make_video
+from affectflow.pipeline.cli.main import main as affectflow_main
+from affectflow.pipeline.core.manifest import manifest_from_segments, write_manifest
+from affectflow.pipeline.core.records import Segment
+from affectflow.pipeline.testing.media import make_video
 
 SENTENCES = ["I am so happy to see you today, this is wonderful news.",
              "I can't believe you did that again, I am really angry.",

@@ -3,7 +3,7 @@
 
 import sys
 
-from affectflow.pipeline.cli import main
+from affectflow.pipeline.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["label", *sys.argv[1:]]))

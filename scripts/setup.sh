@@ -19,5 +19,5 @@ fi
 .venv/bin/python -m pip install -q -e ".[test,ray]"
 
 # Prepare the offline default models once (no-op when already cached).
-.venv/bin/python -m affectflow.pipeline.prepare_models
+.venv/bin/python -m affectflow.pipeline.label.prepare_models
 echo "affectflow is set up: activate with '. .venv/bin/activate'"

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from affectflow.datasets.meld import read_meld_csv
-from affectflow.pipeline.default_model import CLASSES, HEAD_PATH, TEXT_EXTRACTOR, TextEmotionHead
-from affectflow.pipeline.metrics import classification_metrics
+from affectflow.pipeline.label.default_model import CLASSES, HEAD_PATH, TEXT_EXTRACTOR, TextEmotionHead
+from affectflow.pipeline.train.metrics import classification_metrics
 
 SPLIT_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 

@@ -30,5 +30,6 @@ def test_wheel_contains_every_module(tmp_path):
     wheel = next(tmp_path.glob("affectflow-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for folder, target in PACKAGES.items():
-        for module in sorted((REPO_ROOT / folder).glob("*.py")):
-            assert f"{target}/{module.name}" in names, f"{module} missing from the wheel"
+        for module in sorted((REPO_ROOT / folder).rglob("*.py")):
+            relative = module.relative_to(REPO_ROOT / folder).as_posix()
+            assert f"{target}/{relative}" in names, f"{module} missing from the wheel"

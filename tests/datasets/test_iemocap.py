@@ -8,9 +8,9 @@ import pytest
 
 from affectflow.datasets import CorpusLayoutError
 from affectflow.datasets.iemocap import face_side_of, prepare_iemocap, read_emo_evaluation
-from affectflow.datasets.testing import make_corpus_media, place
-from affectflow.pipeline.cli import main as affectflow_main
-from affectflow.pipeline.manifest import read_manifest
+from affectflow.pipeline.testing.datasets import make_corpus_media, place
+from affectflow.pipeline.cli.main import main as affectflow_main
+from affectflow.pipeline.core.manifest import read_manifest
 
 # (utterance, start, end, code, V, A, D, transcript or None)
 SESSION1 = [
@@ -167,7 +167,7 @@ def test_manifest_feeds_affectflow_extract(four_class, tmp_path, capsys):
     table = read_manifest(manifest)
     stored = set(store.segment_ids())
     assert {"Ses01F_impro01_F000", "Ses01F_impro01_M000", "Ses02M_script01_1_M000"} <= stored <= set(table["segment_id"])
-    from affectflow.pipeline.data import leave_one_session_out
+    from affectflow.pipeline.train.data import leave_one_session_out
 
     fold = leave_one_session_out(table, test_session=2, valid_fraction=0.5)
     assert fold.loc[fold["session"] == 2, "split"].eq("test").all()

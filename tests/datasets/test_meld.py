@@ -11,9 +11,9 @@ import pytest
 from affectflow.datasets import CorpusLayoutError, prepare_corpus
 from affectflow.datasets.common import type_corpus_columns
 from affectflow.datasets.meld import parse_episode_time, prepare_meld, read_meld_csv
-from affectflow.datasets.testing import make_corpus_media, place
-from affectflow.pipeline.cli import main as affectflow_main
-from affectflow.pipeline.manifest import iter_segments, read_manifest, write_manifest
+from affectflow.pipeline.testing.datasets import make_corpus_media, place
+from affectflow.pipeline.cli.main import main as affectflow_main
+from affectflow.pipeline.core.manifest import iter_segments, read_manifest, write_manifest
 
 HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime\n"
 
@@ -223,7 +223,7 @@ def test_probe_cache_is_reused(prepared, meld_root, monkeypatch):
     silent = cache[str(meld_root / "train" / "train_splits" / "dia0_utt1.mp4")]
     assert silent["recording"]["has_audio"] and silent["silence"] == {"0.000-end": True}
     assert "error" in cache[str(meld_root / "train" / "train_splits" / "dia125_utt3.mp4")]
-    import affectflow.pipeline.media as media
+    import affectflow.pipeline.media.decode as media
 
     def never(*args, **kwargs):
         raise AssertionError("a cached file was decoded again")

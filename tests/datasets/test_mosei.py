@@ -13,9 +13,9 @@ from affectflow.datasets import CorpusLayoutError
 from affectflow.datasets.common import type_corpus_columns
 from affectflow.datasets.labels import read_csd, read_mmsa_label_csv
 from affectflow.datasets.mosei import clip_start_time, prepare_mosei
-from affectflow.datasets.testing import make_corpus_media, place, write_csd
-from affectflow.pipeline.cli import main as affectflow_main
-from affectflow.pipeline.manifest import read_manifest
+from affectflow.pipeline.testing.datasets import make_corpus_media, place, write_csd
+from affectflow.pipeline.cli.main import main as affectflow_main
+from affectflow.pipeline.core.manifest import read_manifest
 
 TRANSCRIPTS = {
     "-3g5yACwYnA": ["-3g5yACwYnA___0___0.0___1.2___Key Polymer brings a technical aspect.",

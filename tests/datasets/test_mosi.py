@@ -10,9 +10,9 @@ import pytest
 from affectflow.datasets import CorpusLayoutError, prepare_corpus
 from affectflow.datasets.labels import read_mmsa_label_csv
 from affectflow.datasets.mosi import prepare_mosi
-from affectflow.datasets.testing import make_corpus_media, place, write_csd
-from affectflow.pipeline.cli import main as affectflow_main
-from affectflow.pipeline.manifest import read_manifest
+from affectflow.pipeline.testing.datasets import make_corpus_media, place, write_csd
+from affectflow.pipeline.cli.main import main as affectflow_main
+from affectflow.pipeline.core.manifest import read_manifest
 
 LABEL_CSV = """id,text,label,mode
 03bSnISJMiM_1,anyhow it was really good,2.4,train

@@ -13,9 +13,9 @@ from affectflow.extractors.base import create_extractor
 from affectflow.extractors.batching import bucket_by_length, iter_decoded_batches, resolve_workers
 from affectflow.extractors.run import MediaDecoder, run_extraction
 from affectflow.extractors.store import FeatureStore
-from affectflow.pipeline.faces import FaceDetector
-from affectflow.pipeline.manifest import iter_segments, manifest_from_segments, read_manifest, write_manifest
-from affectflow.pipeline.records import Segment
+from affectflow.pipeline.media.faces import FaceDetector
+from affectflow.pipeline.core.manifest import iter_segments, manifest_from_segments, read_manifest, write_manifest
+from affectflow.pipeline.core.records import Segment
 
 
 def test_bucketing_is_a_permutation_sorted_within_pools():

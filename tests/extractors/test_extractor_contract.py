@@ -17,9 +17,9 @@ import pytest
 from affectflow.extractors.base import Extractor, create_extractor, extractor_from_spec, list_extractors
 from affectflow.extractors.run import run_extraction
 from affectflow.extractors.store import FeatureStore
-from affectflow.extractors.testing import synthetic_face_track
-from affectflow.pipeline.manifest import manifest_from_segments
-from affectflow.pipeline.records import Segment
+from affectflow.pipeline.testing.extractors import synthetic_face_track
+from affectflow.pipeline.core.manifest import manifest_from_segments
+from affectflow.pipeline.core.records import Segment
 
 # name -> factory(tiny_models) for extractors whose default config would need a real checkpoint.
 FACTORIES: dict[str, Callable[[dict], Extractor]] = {
@@ -123,7 +123,7 @@ def test_bad_input_raises_value_error(extractor, bad_index):
 
 @pytest.fixture(scope="module")
 def face_detector():
-    from affectflow.pipeline.faces import FaceDetector
+    from affectflow.pipeline.media.faces import FaceDetector
 
     return FaceDetector(device="cpu", crop_size=112)
 

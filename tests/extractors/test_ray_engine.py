@@ -26,9 +26,9 @@ from affectflow.extractors.ray_engine import (
 )
 from affectflow.extractors.run import run_extraction
 from affectflow.extractors.store import FeatureStore
-from affectflow.pipeline.faces import FaceDetector
-from affectflow.pipeline.manifest import manifest_from_segments, read_manifest, write_manifest
-from affectflow.pipeline.records import FeatureSequence, Segment
+from affectflow.pipeline.media.faces import FaceDetector
+from affectflow.pipeline.core.manifest import manifest_from_segments, read_manifest, write_manifest
+from affectflow.pipeline.core.records import FeatureSequence, Segment
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def manifest(media, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def extractors(tmp_path_factory) -> list:
-    from affectflow.extractors.testing import save_tiny_text_model
+    from affectflow.pipeline.testing.extractors import save_tiny_text_model
 
     text_model = save_tiny_text_model(tmp_path_factory.mktemp("tiny_bert") / "bert")
     return [create_extractor("logmel"), create_extractor("fer"), create_extractor("hf_text", model=str(text_model))]

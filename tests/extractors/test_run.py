@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectflow.extractors import cli as extract_cli
+from affectflow.pipeline.cli import extract as extract_cli
 from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, create_extractor
 from affectflow.extractors.run import run_extraction
 from affectflow.extractors.store import FeatureStore
-from affectflow.pipeline.cli import main
-from affectflow.pipeline.manifest import manifest_from_segments, write_manifest
-from affectflow.pipeline.records import FeatureSequence, Segment
+from affectflow.pipeline.cli.main import main
+from affectflow.pipeline.core.manifest import manifest_from_segments, write_manifest
+from affectflow.pipeline.core.records import FeatureSequence, Segment
 
 
 def write_clip_manifest(path: Path, media: dict, names: list[str], **extra) -> Path:
@@ -59,7 +59,7 @@ def test_cli_end_to_end_second_run_skips_and_npy_export(media, tiny_models, tmp_
         assert all(a.shape == (store.output_dim,) and a.dtype == np.float32 for a in arrays.values())
     assert (out / "npy-utterance" / stores["v"].extractor_id / "missing.txt").read_text().split() == ["no_face"]
 
-    from affectflow.pipeline.data import open_feature_stores  # the training side finds the stores
+    from affectflow.pipeline.train.data import open_feature_stores  # the training side finds the stores
 
     assert {m: s.extractor_id for m, s in open_feature_stores(out).items()} == \
         {m: s.extractor_id for m, s in stores.items()}
@@ -82,7 +82,7 @@ def test_failures_are_recorded_and_the_job_goes_on(media, tmp_path):
 
 
 def test_vision_job_on_audio_only_and_broken_files(media, tiny_models, tmp_path):
-    from affectflow.pipeline.faces import FaceDetector
+    from affectflow.pipeline.media.faces import FaceDetector
 
     table = manifest_from_segments([Segment(id="wav", media_path=str(media["speech_wav"])),
                                     Segment(id="empty", media_path=str(media["zero_bytes"]))])

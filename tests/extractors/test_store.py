@@ -9,7 +9,7 @@ import pytest
 
 from affectflow.extractors import store as store_module
 from affectflow.extractors.store import FeatureStore, decode_segment_id, encode_segment_id, export_npy
-from affectflow.pipeline.records import FeatureSequence
+from affectflow.pipeline.core.records import FeatureSequence
 
 DIM = 4
 

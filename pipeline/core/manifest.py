@@ -1,0 +1,187 @@
+"""Manifests: one table schema for every corpus, read and written as Parquet or CSV.
+
+Core columns (always present, in this order): segment_id, media_path, start, end, speaker, text,
+emotion, sentiment, split. Known typed extras (corpus, dialogue_id, utterance_index, face_side,
+valence, arousal, dominance) and any corpus-specific columns (e.g. MOSEI emotion intensities) may
+follow. `end` empty (NaN) means "to the end of the file".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from affectflow.pipeline.core.records import Segment
+
+CORE_COLUMNS: tuple[str, ...] = (
+    "segment_id", "media_path", "start", "end", "speaker", "text", "emotion", "sentiment", "split",
+)
+EXTRA_COLUMNS: tuple[str, ...] = (
+    "corpus", "dialogue_id", "utterance_index", "face_side", "valence", "arousal", "dominance",
+)
+_STRING_COLUMNS = {"segment_id", "media_path", "speaker", "text", "emotion", "split",
+                   "corpus", "dialogue_id", "face_side"}
+_FLOAT_COLUMNS = {"start", "end", "sentiment", "valence", "arousal", "dominance"}
+_INT_COLUMNS = {"utterance_index"}
+
+
+class ManifestError(ValueError):
+    """A manifest file or table that does not follow the schema."""
+
+
+def _dtype_for(column: str) -> str | None:
+    if column in _STRING_COLUMNS:
+        return "string"
+    if column in _FLOAT_COLUMNS:
+        return "float64"
+    if column in _INT_COLUMNS:
+        return "Int64"
+    return None
+
+
+def _convert(series: pd.Series, dtype: str) -> pd.Series:
+    """Cast a column to its schema dtype; None/NA/empty stay missing."""
+    if dtype == "string":
+        return series.astype("string")
+    cleaned = series.astype(object).where(series.notna(), None)
+    numbers = pd.to_numeric(cleaned, errors="raise")
+    if dtype == "Int64":
+        return numbers.astype("Float64").astype("Int64")
+    return numbers.astype("float64")
+
+
+def _numeric_extras(table: pd.DataFrame) -> pd.DataFrame:
+    """CSV extras (columns outside the schema) become numbers when every value parses as one."""
+    for column in table.columns:
+        if _dtype_for(column) is None:
+            try:
+                table[column] = pd.to_numeric(table[column].astype(object).where(table[column].notna(), None))
+            except (TypeError, ValueError):
+                pass
+    return table
+
+
+def normalize_manifest(table: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
+    """Return `table` with every core column present, typed, and core columns first.
+
+    Raises ManifestError naming `source` for a missing id/media column, duplicate ids or bad times.
+    """
+    table = table.copy()
+    for required in ("segment_id", "media_path"):
+        if required not in table.columns:
+            raise ManifestError(f"{source}: missing required column {required!r}")
+    for column in CORE_COLUMNS:
+        if column not in table.columns:
+            table[column] = 0.0 if column == "start" else None
+    for column in table.columns:
+        dtype = _dtype_for(column)
+        if dtype is not None:
+            try:
+                table[column] = _convert(table[column], dtype)
+            except (TypeError, ValueError) as error:
+                raise ManifestError(f"{source}: column {column!r} cannot be read as {dtype}: {error}") from None
+    table["start"] = table["start"].fillna(0.0)
+    if table["segment_id"].isna().any():
+        raise ManifestError(f"{source}: {int(table['segment_id'].isna().sum())} rows have no segment_id")
+    duplicated = table["segment_id"][table["segment_id"].duplicated()].unique().tolist()
+    if duplicated:
+        raise ManifestError(f"{source}: duplicate segment_id values: {duplicated[:5]}")
+    bad = table[(table["end"].notna()) & (table["end"] <= table["start"])]
+    if len(bad):
+        raise ManifestError(f"{source}: end <= start for segments {bad['segment_id'].tolist()[:5]}")
+    ordered = list(CORE_COLUMNS) + [c for c in table.columns if c not in CORE_COLUMNS]
+    return table[ordered].reset_index(drop=True)
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest from .parquet, .csv or .jsonl, typed by the schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        table = pd.read_parquet(path)
+    elif suffix == ".csv":
+        # Read everything as text first so ids like "-3g5yACwYnA" or "0123" survive untouched.
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+        table = _numeric_extras(table)
+    elif suffix == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            table = pd.DataFrame([json.loads(line) for line in handle if line.strip()])
+    else:
+        raise ManifestError(f"{path}: unknown manifest format {suffix!r} (use .parquet, .csv or .jsonl)")
+    return normalize_manifest(table, source=str(path))
+
+
+def write_manifest(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a manifest as .parquet or .csv (by suffix), atomically; returns the path."""
+    path = Path(path)
+    table = normalize_manifest(table, source=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        table.to_parquet(tmp, index=False)
+    elif suffix == ".csv":
+        # float_format keeps every digit so times and sentiments round-trip exactly.
+        table.to_csv(tmp, index=False, encoding="utf-8", float_format="%.17g")
+    elif suffix == ".jsonl":
+        # Python's json writes floats with repr(), which round-trips exactly (pandas caps at 15 digits).
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row in table.to_dict(orient="records"):
+                handle.write(json.dumps({k: _plain(v) for k, v in row.items()}, ensure_ascii=False) + "\n")
+    else:
+        raise ManifestError(f"{path}: unknown manifest format {suffix!r} (use .parquet, .csv or .jsonl)")
+    tmp.replace(path)
+    return path
+
+
+def _plain(value):
+    """pandas scalar -> plain Python value (NA -> None)."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def iter_segments(table: pd.DataFrame) -> Iterator[Segment]:
+    """Yield a typed `Segment` per manifest row (extra non-Segment columns are ignored)."""
+    names = set(Segment.field_names())
+    for row in table.to_dict(orient="records"):
+        values = {key: _plain(value) for key, value in row.items()}
+        kwargs = {key: value for key, value in values.items() if key in names}
+        kwargs["id"] = str(values["segment_id"])
+        kwargs["media_path"] = str(values["media_path"])
+        kwargs["start"] = float(values.get("start") or 0.0)
+        yield Segment(**kwargs)
+
+
+def manifest_from_segments(segments: Iterable[Segment], extras: Iterable[dict] | None = None) -> pd.DataFrame:
+    """Build a manifest table from segments (optionally with per-row extra columns)."""
+    rows = []
+    extras_list = list(extras) if extras is not None else None
+    for index, segment in enumerate(segments):
+        row = {name: getattr(segment, name) for name in Segment.field_names()}
+        row["segment_id"] = row.pop("id")
+        if extras_list is not None:
+            row.update(extras_list[index])
+        rows.append(row)
+    if not rows:
+        return normalize_manifest(pd.DataFrame(columns=list(CORE_COLUMNS)))
+    return normalize_manifest(pd.DataFrame(rows))
+
+
+def resolve_media_path(media_path: str, manifest_path: str | Path | None) -> Path:
+    """Media paths in a manifest may be relative to the manifest's folder."""
+    path = Path(media_path)
+    if path.is_absolute() or manifest_path is None:
+        return path
+    return Path(manifest_path).parent / path

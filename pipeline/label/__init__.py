@@ -1,0 +1,1 @@
+"""Labelling recordings: evidence per clip, the run loop, labellers (default model, checkpoint), output, report, Ray."""

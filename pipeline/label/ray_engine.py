@@ -1,0 +1,104 @@
+"""Labelling a folder of recordings on Ray: the local job's per-clip work in an actor pool.
+
+    from affectflow.pipeline.label.default_model import DefaultLabeler
+    summary = ray_label("clips/", "labels.csv", lambda device: DefaultLabeler(device=device),
+                        LabelingOptions(use_asr=False), address="auto")
+
+Each actor owns one `EvidenceCollector` (face detector, ASR) and one labeller built by `make_labeler(device)`
+on its own device (one GPU per actor when `device` is CUDA), and runs the local job's `label_clip` on the
+files of its batches. The driver appends every clip's rows with the same `ResumableRowWriter` and column
+set as `run_labeling`, in the folder's order (Ray Data's `preserve_order`), so the output file is the one
+the local engine writes, and a re-run (local or Ray) skips the clips already finished.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, find_media, label_clip, output_columns
+from affectflow.pipeline.label.output import ResumableRowWriter
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python values for JSON transport of rows."""
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+class LabelingActor:
+    """Actor: an EvidenceCollector + a labeller on its device; (path, clip) rows -> that clip's rows as JSON."""
+
+    def __init__(self, make_labeler: Callable[[str], Any], options: LabelingOptions) -> None:
+        import torch
+
+        from affectflow.pipeline.label.run import EvidenceCollector
+
+        if options.device == "cpu":
+            torch.set_num_threads(1)  # one core per actor: the pool provides the parallelism
+        self.options = options
+        self.labeler = make_labeler(options.device)
+        self.collector = EvidenceCollector(options, face_crop_size=getattr(self.labeler, "face_crop_size", 96))
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Label each file of the batch: columns clip, rows (JSON list of output rows)."""
+        rows = []
+        for path, clip in zip(batch["path"], batch["clip"]):
+            clip_rows = label_clip(Path(path), clip, self.collector, self.labeler, self.options)
+            rows.append(json.dumps(clip_rows, default=_plain))
+        return pd.DataFrame({"clip": list(batch["clip"]), "rows": rows})
+
+
+def ray_label(videos: str | Path, out: str | Path, make_labeler: Callable[[str], Any], options: LabelingOptions,
+              file_format: str = "csv", actors: int | None = None, address: str | None = None,
+              num_cpus: int | None = None, batch_size: int = 4, progress: bool = True,
+              labeler_columns: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> LabelingSummary:
+    """`run_labeling` on Ray: label every media file under `videos` into `out` (same rows, same file).
+
+    make_labeler(device) builds the labeller inside each actor (a picklable callable, e.g. a lambda);
+    options.device "cuda" gives each actor one GPU; actors: pool size (default: one per GPU, else half
+    the CPUs); labeler_columns: (class_names, modalities) for the output header, else one labeller is
+    built here on CPU to read them. address / num_cpus go to `ray.init` when Ray is not running.
+    """
+    from affectflow.extractors.ray_engine import ray_session
+
+    videos = Path(videos)
+    if labeler_columns is None:
+        probe_labeler = make_labeler("cpu")
+        labeler_columns = (tuple(probe_labeler.class_names), tuple(probe_labeler.modalities))
+        del probe_labeler
+    class_names, modalities = labeler_columns
+    writer = ResumableRowWriter(out, output_columns(class_names, modalities, file_format == "jsonl"), file_format)
+    files = find_media(videos)
+    todo = [p for p in files if p.relative_to(videos).as_posix() not in writer.done_clips]
+    summary = LabelingSummary(skipped=len(files) - len(todo))
+    if not todo:
+        return summary
+    table = pd.DataFrame({"path": [str(p.resolve()) for p in todo],
+                          "clip": [p.relative_to(videos).as_posix() for p in todo]})
+    started = time.perf_counter()
+    with ray_session(address, num_cpus) as ray:
+        from ray.data import ActorPoolStrategy
+
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = progress
+        context.execution_options.preserve_order = True
+        resources = ray.cluster_resources()
+        cuda = options.device.startswith("cuda")
+        size = actors or (int(resources.get("GPU", 1)) if cuda else max(1, int(resources.get("CPU", 2)) // 2))
+        dataset = ray.data.from_pandas(table).repartition(max(1, -(-len(table) // batch_size)))
+        labelled = dataset.map_batches(LabelingActor, batch_size=batch_size, batch_format="pandas",
+                                       fn_constructor_kwargs={"make_labeler": make_labeler, "options": options},
+                                       compute=ActorPoolStrategy(size=size), num_cpus=1,
+                                       **({"num_gpus": 1} if cuda else {}))
+        for batch in labelled.iter_batches(batch_size=batch_size, batch_format="pandas"):
+            for clip, payload in zip(batch["clip"], batch["rows"]):
+                rows = json.loads(payload)
+                writer.append_clip(clip, rows)
+                summary.record(rows)
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,1 @@
+"""Media: probing and decoding (frames, 16 kHz audio), faces (batched MTCNN, aligned crops), transcripts and ASR."""

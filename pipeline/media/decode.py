@@ -1,0 +1,215 @@
+"""Media decoding: probe files, read segment frames (decord) and 16 kHz mono audio (torchcodec).
+
+Video frames come from decord (bundled FFmpeg) at a requested fps, RGB uint8, read in bounded chunks so a
+long video is never held whole in memory. Audio comes from torchcodec, which seeks to the segment and
+resamples to the requested rate while decoding, so a segment of an hour-long file costs only its own span.
+Every failure is a `MediaError` naming the file and the cause; a file without an audio stream is not an
+error: `read_audio` returns an `AudioClip` marked missing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from affectflow.pipeline.core.errors import MediaError
+from affectflow.pipeline.core.records import Recording
+
+SILENCE_RMS = 1e-4
+"""Audio whose RMS (float samples in [-1, 1]) is below this is flagged silent (about -80 dBFS)."""
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """Mono audio of one segment: samples float32 [N] in [-1, 1] at `sample_rate` Hz."""
+
+    samples: np.ndarray
+    sample_rate: int
+    missing_reason: str | None = None
+    silent: bool = False
+
+    @property
+    def is_missing(self) -> bool:
+        return self.missing_reason is not None
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / float(self.sample_rate)
+
+
+@dataclass(frozen=True)
+class VideoFrames:
+    """Frames of one segment: frames uint8 [T, H, W, 3] RGB; times float64 [T] seconds in the file."""
+
+    frames: np.ndarray
+    times: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise MediaError(path, "file not found")
+    if not path.is_file():
+        raise MediaError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "file is empty (0 bytes)")
+
+
+def _open_video(path: Path):
+    """decord VideoReader or None when the file has no decodable video stream."""
+    import decord
+
+    _quiet_decord(decord)
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    except (RuntimeError, decord.DECORDError):
+        return None
+    if len(reader) == 0:
+        return None
+    return reader
+
+
+def _quiet_decord(decord) -> None:
+    # FFmpeg's own log lines ("moov atom not found") add nothing to our MediaError messages.
+    try:
+        decord.logging.set_level(decord.logging.QUIET)
+    except AttributeError:
+        pass
+
+
+def _open_audio(path: Path, sample_rate: int | None = None):
+    """(decoder, None) or (None, reason): reason is 'no audio stream' or the decoder's error."""
+    from torchcodec.decoders import AudioDecoder
+
+    try:
+        kwargs = {"num_channels": 1}
+        if sample_rate is not None:
+            kwargs["sample_rate"] = sample_rate
+        return AudioDecoder(str(path), **kwargs), None
+    except ValueError as error:
+        # torchcodec raises ValueError when the container opens but holds no audio stream.
+        return None, f"no audio stream ({str(error).splitlines()[0]})"
+    except RuntimeError as error:
+        return None, f"cannot open: {_first_line(error, path)}"
+
+
+def _first_line(error: Exception, path: Path | None = None) -> str:
+    """The useful part of a decoder error: its first line, without the C++ source location and path."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if path is not None and str(path) in text:
+        text = text.split(str(path))[-1].strip(" :")
+    return text[-200:] or type(error).__name__
+
+
+def probe(path: str | Path) -> Recording:
+    """Describe a media file (streams, duration, fps, size); MediaError when it cannot be read at all."""
+    path = Path(path)
+    _check_file(path)
+    audio, audio_problem = _open_audio(path)
+    if audio is None and audio_problem.startswith("cannot open"):
+        # FFmpeg cannot open the container at all: decord (the same FFmpeg) would only fail louder.
+        raise MediaError(path, f"not a readable audio or video file ({audio_problem})")
+    video = _open_video(path)
+    if video is None and audio is None:
+        raise MediaError(path, f"not a readable audio or video file ({audio_problem})")
+    fps = width = height = num_frames = None
+    duration = 0.0
+    if video is not None:
+        fps = float(video.get_avg_fps())
+        num_frames = len(video)
+        height, width = video[0].shape[:2]
+        duration = float(video.get_frame_timestamp(num_frames - 1)[1])
+    audio_rate = None
+    if audio is not None:
+        audio_rate = int(audio.metadata.sample_rate)
+        audio_duration = audio.metadata.duration_seconds_from_header or 0.0
+        duration = max(duration, float(audio_duration))
+    return Recording(path=path, duration=duration, has_video=video is not None, has_audio=audio is not None,
+                     fps=fps, width=width, height=height, num_frames=num_frames, audio_sample_rate=audio_rate)
+
+
+def _check_span(path: Path, start: float, end: float | None) -> None:
+    if start < 0 or (end is not None and end <= start):
+        raise MediaError(path, f"invalid segment span start={start} end={end}")
+
+
+def read_audio(path: str | Path, start: float = 0.0, end: float | None = None,
+               sample_rate: int = 16000) -> AudioClip:
+    """Mono float32 audio of [start, end) seconds at `sample_rate` Hz.
+
+    A file without an audio stream gives an AudioClip with missing_reason="no audio stream..."; a track
+    whose RMS is below SILENCE_RMS is flagged `silent`. Unreadable files raise MediaError.
+    """
+    path = Path(path)
+    _check_file(path)
+    _check_span(path, start, end)
+    decoder, problem = _open_audio(path, sample_rate)
+    if decoder is None:
+        if problem.startswith("no audio stream"):
+            if _open_video(path) is None:
+                raise MediaError(path, "not a readable audio or video file")
+            return AudioClip(np.zeros(0, dtype=np.float32), sample_rate, missing_reason="no audio stream")
+        raise MediaError(path, problem)
+    try:
+        samples = decoder.get_samples_played_in_range(start_seconds=start, stop_seconds=end)
+    except (RuntimeError, ValueError) as error:
+        raise MediaError(path, f"audio decoding failed for span {start}-{end}: {_first_line(error)}") from None
+    data = samples.data.mean(dim=0).numpy().astype(np.float32, copy=False)
+    if data.size == 0:
+        return AudioClip(data, sample_rate, missing_reason=f"no audio samples in span {start}-{end}")
+    rms = float(np.sqrt(np.mean(np.square(data, dtype=np.float64))))
+    return AudioClip(data, sample_rate, silent=rms < SILENCE_RMS)
+
+
+def _frame_indices(reader, path: Path, start: float, end: float | None, fps: float | None,
+                   max_frames: int | None) -> np.ndarray:
+    native_fps = float(reader.get_avg_fps()) or 25.0
+    count = len(reader)
+    first = int(math.floor(start * native_fps + 1e-6))
+    last = count if end is None else min(count, int(math.ceil(end * native_fps - 1e-6)))
+    if first >= count:
+        raise MediaError(path, f"segment start {start:.3f}s is beyond the video ({count / native_fps:.3f}s)")
+    if fps is None or fps >= native_fps:
+        indices = np.arange(first, max(last, first + 1))
+    else:
+        # Sample at start + k / fps: exactly duration * fps frames, each the frame shown at that time.
+        stop = (last / native_fps) if end is None else end
+        targets = np.arange(start, max(stop, start + 1e-9), 1.0 / fps)
+        indices = np.unique(np.clip(np.floor(targets * native_fps + 1e-6).astype(np.int64), first, count - 1))
+    if max_frames is not None and len(indices) > max_frames:
+        indices = indices[np.linspace(0, len(indices) - 1, max_frames).round().astype(np.int64)]
+    return indices
+
+
+def iter_frame_chunks(path: str | Path, start: float = 0.0, end: float | None = None, fps: float | None = None,
+                      chunk_size: int = 64, max_frames: int | None = None) -> Iterator[VideoFrames]:
+    """Yield the segment's frames (sampled at `fps`, native rate when None) in chunks of <= chunk_size."""
+    path = Path(path)
+    _check_file(path)
+    _check_span(path, start, end)
+    reader = _open_video(path)
+    if reader is None:
+        _, problem = _open_audio(path)
+        raise MediaError(path, "no video stream (audio only)" if problem is None else f"no decodable video stream; {problem}")
+    indices = _frame_indices(reader, path, start, end, fps, max_frames)
+    for offset in range(0, len(indices), chunk_size):
+        chunk = indices[offset: offset + chunk_size]
+        try:
+            frames = reader.get_batch(chunk.tolist()).asnumpy()
+            times = reader.get_frame_timestamp(chunk.tolist())[:, 0].astype(np.float64)
+        except Exception as error:  # decord raises bare DECORDError/RuntimeError subclasses
+            raise MediaError(path, f"frame decoding failed near frame {int(chunk[0])}: {_first_line(error)}") from None
+        yield VideoFrames(frames=frames, times=times)
+
+
+def read_frames(path: str | Path, start: float = 0.0, end: float | None = None, fps: float | None = None,
+                max_frames: int | None = None) -> VideoFrames:
+    """All frames of [start, end) sampled at `fps`: frames uint8 [T, H, W, 3], times [T] seconds."""
+    chunks = list(iter_frame_chunks(path, start, end, fps, max_frames=max_frames))
+    return VideoFrames(frames=np.concatenate([c.frames for c in chunks]), times=np.concatenate([c.times for c in chunks]))

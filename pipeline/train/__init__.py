@@ -1,0 +1,1 @@
+"""Training harness: dataset and collation, schedules, protocols, trainer, experiments, evaluation, metrics, reports, bundles."""

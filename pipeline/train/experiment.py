@@ -1,0 +1,180 @@
+"""One experiment end to end: splits -> datasets -> train per seed (validation selection) -> test grid.
+
+Used by `affectflow train` and `scripts/bench_text_real.py`. The test split is touched only after
+`Trainer.fit` has returned the selected weights; its metrics are reported, never compared.
+
+Run folder layout (`run_experiment(..., out=RUN_DIR)`):
+    RUN_DIR/seed-<s>/state/      resumable per-epoch state       RUN_DIR/seed-<s>/best/  bundle
+    RUN_DIR/seed-<s>/result.json selected epoch, validation and test metrics of that seed
+    RUN_DIR/best/                the bundle of the seed with the best validation score
+    RUN_DIR/summary.json         every seed + mean/std of the test metrics per condition
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+
+from affectflow.fusion.contract import TaskSpec
+from affectflow.fusion.registry import create_fusion, fusion_class
+
+from affectflow.pipeline.train import evaluation
+from affectflow.pipeline.train.checkpoint import read_bundle_info, replace_dir, save_bundle
+from affectflow.pipeline.train.data import FeatureNormalizer, MultimodalDataset, class_names_from, make_loader, split_rows
+from affectflow.pipeline.train.metrics import is_better, summarize_runs
+from affectflow.pipeline.train.reports import to_jsonable
+from affectflow.pipeline.train.schedules import TrainingSchedule
+from affectflow.pipeline.train.trainer import TrainConfig, Trainer
+
+
+@dataclass
+class ExperimentData:
+    """Datasets of the three splits (normalised with train statistics) and what describes them."""
+
+    task: TaskSpec
+    train: MultimodalDataset
+    valid: MultimodalDataset
+    test: MultimodalDataset | None
+    normalizer: FeatureNormalizer | None
+    label_column: str
+    frame_level: bool
+    extractor_specs: dict[str, dict | None] = field(default_factory=dict)
+
+
+def build_task(kind: str, stores: dict, modalities: tuple[str, ...], class_names: tuple[str, ...] = (),
+               level: str = "utterance", absent_dim: int = 1) -> TaskSpec:
+    """TaskSpec with input dims read from the stores (`absent_dim` for modalities without a store)."""
+    dims = {m: (stores[m].output_dim if stores.get(m) is not None else absent_dim) for m in modalities}
+    return TaskSpec(kind=kind, input_dims=dims, class_names=tuple(class_names) if kind == "classification" else (),
+                    level=level, modalities=tuple(modalities))
+
+
+def build_experiment(table: pd.DataFrame, stores: dict, kind: str, label_column: str,
+                     modalities: tuple[str, ...], level: str = "utterance", frame_level: bool = False,
+                     class_names: tuple[str, ...] | None = None, normalize: bool = True,
+                     missing_entries: str = "error", with_test: bool = True) -> ExperimentData:
+    """Split the manifest by its split column and build normalised datasets (stats from train only)."""
+    train_rows, valid_rows = split_rows(table, "train"), split_rows(table, "valid")
+    if train_rows.empty or valid_rows.empty:
+        raise ValueError(f"the manifest needs train and validation rows (have {len(train_rows)} train, "
+                         f"{len(valid_rows)} valid); use --fold for leave-one-session-out corpora")
+    if kind == "classification" and not class_names:
+        class_names = class_names_from(train_rows, label_column)
+    task = build_task(kind, stores, modalities, class_names or (), level)
+    options = {"frame_level": frame_level, "missing_entries": missing_entries}
+    train = MultimodalDataset(train_rows, stores, task, label_column, **options)
+    normalizer = FeatureNormalizer.fit(train) if normalize else None
+    train.normalizer = normalizer
+    valid = MultimodalDataset(valid_rows, stores, task, label_column, normalizer=normalizer, **options)
+    test = None
+    if with_test:
+        test_rows = split_rows(table, "test")
+        test = MultimodalDataset(test_rows, stores, task, label_column, normalizer=normalizer, **options) \
+            if not test_rows.empty else None
+    specs = {m: (stores[m].spec if stores.get(m) is not None else None) for m in modalities}
+    return ExperimentData(task, train, valid, test, normalizer, label_column, frame_level, specs)
+
+
+def model_config_for(name: str, config: dict | None, tiny: bool) -> dict:
+    """Hyperparameters: the model's `tiny_config()` when asked, updated with explicit ones."""
+    merged: dict[str, Any] = {}
+    if tiny:
+        cls = fusion_class(name)
+        if not hasattr(cls, "tiny_config"):
+            raise ValueError(f"fusion model {name!r} has no tiny_config(); give --model-config instead")
+        merged.update(cls.tiny_config())
+    merged.update(config or {})
+    return merged
+
+
+def test_grid(model, data: ExperimentData, device, batch_size: int = 256, conditions: list[str] | None = None) -> dict:
+    """Test metrics per fixed condition (default: every condition of the task, + the incomplete average)."""
+    loader = make_loader(data.test, batch_size, shuffle=False)
+    return evaluation.fixed_grid(model, loader, device, conditions)
+
+
+def train_one(name: str, hyperparameters: dict, data: ExperimentData, schedule: TrainingSchedule,
+              config: TrainConfig, device, run_dir: Path, resume: bool = False,
+              test_conditions: list[str] | None = None) -> dict:
+    """Train one seed in `run_dir` (bundle at run_dir/best), then score its selected model on test
+    (in `test_conditions`, default every fixed condition)."""
+    result_file = run_dir / "result.json"
+    if resume and result_file.is_file():
+        return json.loads(result_file.read_text(encoding="utf-8"))
+    torch.manual_seed(config.seed)
+    model = create_fusion(name, data.task, **hyperparameters)
+    bundle_dir = run_dir / "best"
+
+    def save_best(model, record):
+        training = {"schedule": schedule.describe(), "seed": config.seed, "selected": to_jsonable(record),
+                    "select_metric": trainer.metric, "select_condition": trainer.valid_condition}
+        save_bundle(bundle_dir, model, label_column=data.label_column, frame_level=data.frame_level,
+                    extractor_specs=data.extractor_specs, normalizer=data.normalizer, training=training)
+
+    trainer = Trainer(model, data.train, data.valid, schedule, config, device=device, run_dir=run_dir, on_best=save_best)
+    fitted = trainer.fit(resume=resume)
+    save_best(model, {"stage": fitted.selected_stage, "epoch": fitted.selected_epoch,
+                      "score": fitted.selected_score, "valid": fitted.valid_metrics})
+    result = {"seed": config.seed, "model": name, "selected_stage": fitted.selected_stage,
+              "selected_epoch": fitted.selected_epoch, "select_metric": fitted.select_metric,
+              "valid_score": fitted.selected_score, "valid": fitted.valid_metrics,
+              "select_condition": trainer.valid_condition, "history": fitted.history}
+    if data.test is not None:
+        result["test"] = test_grid(model, data, device, config.eval_batch_size, test_conditions)
+    result_file.write_text(json.dumps(to_jsonable(result), indent=1), encoding="utf-8")
+    return result
+
+
+def summarize_seeds(results: list[dict]) -> dict:
+    """{condition: {metric: {mean, std, values}}} of the test grids over seeds."""
+    grids = [r["test"] for r in results if r.get("test")]
+    if not grids:
+        return {}
+    return {condition: summarize_runs([grid[condition] for grid in grids]) for condition in grids[0]}
+
+
+def run_experiment(name: str, hyperparameters: dict, data: ExperimentData,
+                   schedule_factory: Callable[[], TrainingSchedule], config: TrainConfig, seeds: list[int],
+                   out: str | Path, device="cpu", resume: bool = False,
+                   test_conditions: list[str] | None = None) -> dict:
+    """Train `name` once per seed; copy the best-validation seed's bundle to out/best; write summary.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for seed in seeds:
+        seed_config = replace(config, seed=seed)
+        results.append(train_one(name, hyperparameters, data, schedule_factory(), seed_config, device,
+                                 out / f"seed-{seed}", resume=resume, test_conditions=test_conditions))
+    chosen = None
+    for result in results:
+        if chosen is None or is_better(result["select_metric"], result["valid_score"], chosen["valid_score"]):
+            chosen = result
+    staging = out / "best.copy"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(out / f"seed-{chosen['seed']}" / "best", staging)
+    replace_dir(staging, out / "best")
+    read_bundle_info(out / "best")  # fail loudly if the copy is not a bundle
+    summary = {
+        "model": name, "hyperparameters": hyperparameters, "task": data.task.to_dict(),
+        "schedule": schedule_factory().describe(), "seeds": seeds, "best_seed": chosen["seed"],
+        "select_metric": chosen["select_metric"], "select_condition": chosen["select_condition"],
+        "runs": [{k: v for k, v in r.items() if k != "history"} for r in results],
+        "test_summary": summarize_seeds(results),
+    }
+    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=1), encoding="utf-8")
+    return summary
+
+
+def format_mean_std(summary: dict, condition: str, metric: str, scale: float = 100.0) -> str:
+    """'61.20 ± 0.45' for a metric of `summarize_seeds` output (fractions scaled by `scale`)."""
+    entry = summary.get(condition, {}).get(metric)
+    if not entry or entry["mean"] is None or (isinstance(entry["mean"], float) and math.isnan(entry["mean"])):
+        return "n/a"
+    return f"{entry['mean'] * scale:.2f} ± {entry['std'] * scale:.2f}"

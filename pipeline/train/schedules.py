@@ -1,0 +1,236 @@
+"""Training schedules: which inputs a model sees during training, generic over `model.stages`.
+
+A schedule turns each training batch into the (possibly incomplete) batch the model trains on, can
+keep per-epoch state (MCULoRA's adaptive combination probabilities) and says under which condition
+validation should select the checkpoint. The trainer runs every stage in `schedule.stages(model)`
+(default: `model.stages`), so any schedule works with multi-stage models.
+
+- full:   the data as extracted (only real missingness).
+- fixed:  one fixed condition, e.g. {t} (train and select in that condition).
+- random: each sample keeps a uniformly drawn non-empty modality subset (complete included).
+- dqf:    DQF's frame-level masking (`affectflow.fusion.dqf.dqf_frame_masking`).
+- dpft:   MCULoRA's dynamic combination sampling (`affectflow.fusion.mculora.DPFTSampler`).
+- staged: MoMKE's recipe: the first stage on complete data, every later stage with random patterns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from affectflow.pipeline.train import protocols
+from affectflow.pipeline.train.data import Batch
+
+
+class TrainingSchedule:
+    """Base schedule: no simulated missingness; subclasses override `transform` and the hooks."""
+
+    name = "full"
+    validation = "full"
+    """Default validation condition: 'full', a fixed condition like 't', or 'random'."""
+
+    def stages(self, model: torch.nn.Module) -> tuple[str, ...]:
+        """The stages to train, in order (the model's own)."""
+        return tuple(getattr(model, "stages", ("main",)))
+
+    def begin_epoch(self, model: torch.nn.Module, stage: str, epoch: int) -> None:
+        """Called before each training epoch."""
+
+    def transform(self, batch: Batch, model: torch.nn.Module, stage: str, generator: np.random.Generator) -> Batch:
+        """The batch the model trains on."""
+        return batch
+
+    def after_step(self, model: torch.nn.Module, batch: Batch, output: Any) -> None:
+        """Called after each optimisation step with the batch and the model output."""
+
+    def end_epoch(self, model: torch.nn.Module, stage: str, epoch: int) -> None:
+        """Called after each training epoch (before validation)."""
+
+    def state_dict(self) -> dict:
+        """JSON-able state saved with resumable training."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()` output."""
+
+    def describe(self) -> dict:
+        """What the bundle records about the schedule."""
+        return {"name": self.name}
+
+
+class FixedConditionSchedule(TrainingSchedule):
+    """Train (and by default select) in one fixed condition."""
+
+    name = "fixed"
+
+    def __init__(self, condition: str) -> None:
+        self.condition = protocols.condition_name(protocols.parse_condition(condition))
+        self.validation = self.condition
+
+    def transform(self, batch, model, stage, generator):
+        return batch.with_inputs(protocols.apply_condition(batch.inputs, self.condition))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "condition": self.condition}
+
+
+def random_pattern_batch(batch: Batch, generator: np.random.Generator, include_complete: bool = True) -> Batch:
+    """Per-sample (utterance level) or per-utterance (conversation level) random keep patterns."""
+    inputs = batch.inputs
+    m = len(inputs.modalities)
+    if batch.targets.ndim == 1:
+        patterns = protocols.random_patterns(inputs.batch_size, m, generator, include_complete)
+    else:
+        length = batch.targets.shape[1]
+        flat = protocols.random_patterns(inputs.batch_size * length, m, generator, include_complete)
+        patterns = flat.reshape(inputs.batch_size, length, m)
+    return batch.with_inputs(protocols.apply_patterns(inputs, patterns))
+
+
+class RandomMissingSchedule(TrainingSchedule):
+    """Each sample keeps a uniformly drawn non-empty subset of modalities (fresh every step)."""
+
+    name = "random"
+    validation = "random"
+
+    def __init__(self, include_complete: bool = True) -> None:
+        self.include_complete = include_complete
+
+    def transform(self, batch, model, stage, generator):
+        return random_pattern_batch(batch, generator, self.include_complete)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "include_complete": self.include_complete}
+
+
+class StagedSchedule(TrainingSchedule):
+    """MoMKE: first stage (unimodal expert training) on complete data, later stages with random
+    per-sample patterns (experts mixing under incomplete inputs)."""
+
+    name = "staged"
+    validation = "random"
+
+    def __init__(self) -> None:
+        self._first_stage: str | None = None
+
+    def stages(self, model):
+        stages = super().stages(model)
+        self._first_stage = stages[0]
+        return stages
+
+    def transform(self, batch, model, stage, generator):
+        if stage == self._first_stage:
+            return batch
+        return random_pattern_batch(batch, generator, include_complete=True)
+
+
+class DQFMaskingSchedule(TrainingSchedule):
+    """DQF: frame-level masking of training inputs by `affectflow.fusion.dqf.dqf_frame_masking`."""
+
+    name = "dqf"
+    validation = "random"
+
+    def __init__(self) -> None:
+        from affectflow.fusion.dqf import dqf_frame_masking
+
+        self._masking = dqf_frame_masking
+
+    def transform(self, batch, model, stage, generator):
+        return batch.with_inputs(self._masking(batch.inputs, generator))
+
+
+class DPFTSchedule(TrainingSchedule):
+    """MCULoRA's DPFT: per-sample modality combinations drawn from `DPFTSampler` probabilities, which
+    are updated once per epoch from the decoupling scores the model reports (extras "dpft_scores" /
+    "dpft_counts", MCULoRA's "mcla" stage) on the TRAIN batches (the paper computes them on the test
+    set; we never look at it). Without reported scores the probabilities stay uniform over the
+    2^M - 1 combinations, so every model can train under this schedule.
+    """
+
+    name = "dpft"
+    validation = "random"
+
+    def __init__(self, **sampler_options: Any) -> None:
+        self.sampler_options = sampler_options
+        self.sampler = None
+        self._pending: dict | None = None
+        self._observed = 0
+
+    def _ensure_sampler(self, modalities: tuple[str, ...]):
+        if self.sampler is None:
+            from affectflow.fusion.mculora import DPFTSampler, modality_combinations
+
+            self.sampler = DPFTSampler(modality_combinations(modalities), modalities, **self.sampler_options)
+            if self._pending is not None:
+                self.sampler.load_state_dict(self._pending)
+                self._pending = None
+        return self.sampler
+
+    def begin_epoch(self, model, stage, epoch):
+        self._ensure_sampler(model.task_spec.modalities)
+        self._observed = 0
+
+    def transform(self, batch, model, stage, generator):
+        sampler = self._ensure_sampler(batch.inputs.modalities)
+        torch_generator = torch.Generator(device="cpu")
+        torch_generator.manual_seed(int(generator.integers(0, 2**62)))
+        size = batch.inputs.batch_size
+        if batch.targets.ndim == 1:
+            patterns = sampler.sample(size, torch_generator)
+        else:
+            length = batch.targets.shape[1]
+            patterns = sampler.sample(size * length, torch_generator).reshape(size, length, -1)
+        return batch.with_inputs(protocols.apply_patterns(batch.inputs, patterns))
+
+    def after_step(self, model, batch, output):
+        if "dpft_scores" in output.extras and "dpft_counts" in output.extras:
+            self.sampler.observe(output)
+            self._observed += 1
+
+    def end_epoch(self, model, stage, epoch):
+        if self._observed:
+            self.sampler.update()
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict() if self.sampler is not None else (self._pending or {})
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state)
+        else:
+            self._pending = dict(state)
+
+    def describe(self) -> dict:
+        info = {"name": self.name, "options": self.sampler_options}
+        if self.sampler is not None:
+            info["final_probabilities"] = self.sampler.probabilities.tolist()
+            info["combinations"] = ["".join(c) for c in self.sampler.combinations]
+        return info
+
+
+SCHEDULE_NAMES: tuple[str, ...] = ("full", "fixed", "random", "dqf", "dpft", "staged")
+_ALIASES = {"mculora": "dpft", "adaptive": "dpft", "momke": "staged", "none": "full"}
+
+
+def make_schedule(name: str, condition: str | None = None, **options: Any) -> TrainingSchedule:
+    """Build a schedule by name ('mculora' = 'dpft', 'momke' = 'staged'); 'fixed' needs `condition`."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key == "full":
+        return TrainingSchedule()
+    if key == "fixed":
+        if condition is None:
+            raise ValueError("the 'fixed' schedule needs a condition, e.g. condition='t' or 'at'")
+        return FixedConditionSchedule(condition)
+    if key == "random":
+        return RandomMissingSchedule(**options)
+    if key == "staged":
+        return StagedSchedule()
+    if key == "dqf":
+        return DQFMaskingSchedule()
+    if key == "dpft":
+        return DPFTSchedule(**options)
+    raise ValueError(f"unknown training schedule {name!r}; choose from {SCHEDULE_NAMES} (aliases {sorted(_ALIASES)})")

@@ -1,0 +1,170 @@
+"""End-to-end labelling of generated clips with the real offline default model."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from affectflow.pipeline.label.default_model import CLASSES, log_linear_pool
+from affectflow.pipeline.testing.media import make_video, write_speech
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+RUN_PIPELINE = REPO_ROOT / "scripts" / "run_pipeline.py"
+
+
+@pytest.fixture(scope="module")
+def clips(media, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("clips")
+    shutil.copy(media["talking_face"], folder / "talking_face.mp4")
+    shutil.copy(media["no_audio"], folder / "no_audio.mp4")
+    shutil.copy(media["silent"], folder / "silent.mp4")
+    shutil.copy(media["truncated"], folder / "truncated.mp4")
+    shutil.copy(media["zero_bytes"], folder / "zero_bytes.mp4")
+    shutil.copy(media["not_media"], folder / "text_named.mp4")
+    nested = folder / "nested" / "deeper"
+    nested.mkdir(parents=True)
+    shutil.copy(media["no_face"], nested / "no_face.mp4")
+    (nested / "no_face.txt").write_bytes("I\u2019m furious \u2014 this is awful!".encode("cp1252"))
+    shutil.copy(media["speech_wav"], folder / "speech.wav")
+    (folder / "notes.md").write_text("not media", encoding="utf-8")
+    return folder
+
+
+def _run(args, **kwargs):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(RUN_PIPELINE), *args], capture_output=True, text=True, env=env, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def labelled(clips, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "labels.jsonl"
+    result = _run(["--videos", str(clips), "--out", str(out), "--segment-seconds", "1", "--device", "cpu", "--plot"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_json(out, lines=True, dtype={"clip": str})
+    table.attrs["out"] = str(out)
+    return table, result
+
+
+def test_plots_written_per_clip_with_windows(labelled):
+    table, _ = labelled
+    folder = Path(table.attrs["out"] + ".plots")
+    plots = sorted(p.name for p in folder.glob("*.png"))
+    assert "talking_face.mp4.png" in plots and "nested__deeper__no_face.mp4.png" in plots
+    assert "zero_bytes.mp4.png" not in plots  # no windows for unreadable files
+    assert all((folder / name).stat().st_size > 1000 for name in plots)
+
+
+def test_one_file_level_row_per_media_file(labelled):
+    table, result = labelled
+    files = table[table["window_start"].isna()]
+    assert sorted(files["clip"]) == sorted([
+        "talking_face.mp4", "no_audio.mp4", "silent.mp4", "truncated.mp4", "zero_bytes.mp4", "text_named.mp4",
+        "nested/deeper/no_face.mp4", "speech.wav"])
+    assert "talking_face.mp4" in result.stdout  # the printed table
+
+
+def test_flags_and_errors(labelled):
+    table, _ = labelled
+    rows = table[table["window_start"].isna()].set_index("clip")
+    talking = rows.loc["talking_face.mp4"]
+    assert talking["has_audio"] and talking["has_vision"] and talking["has_text"]
+    assert talking["transcript_source"] == "asr" and talking["face_frames_ratio"] == 1.0
+    assert not rows.loc["no_audio.mp4", "has_audio"] and rows.loc["no_audio.mp4", "has_vision"]
+    assert not rows.loc["silent.mp4", "has_audio"] and not rows.loc["silent.mp4", "has_text"]
+    no_face = rows.loc["nested/deeper/no_face.mp4"]
+    assert not no_face["has_vision"] and no_face["has_text"] and no_face["transcript_source"] == "sidecar"
+    assert no_face["face_frames_ratio"] == 0.0
+    wav = rows.loc["speech.wav"]
+    assert wav["has_audio"] and not wav["has_vision"] and wav["has_text"]
+    for bad in ("truncated.mp4", "zero_bytes.mp4", "text_named.mp4"):
+        assert "MediaError" in rows.loc[bad, "error"] and pd.isna(rows.loc[bad, "label"])
+    assert "empty" in rows.loc["zero_bytes.mp4", "error"]
+
+
+def test_labels_in_class_set_and_probabilities_sum_to_one(labelled):
+    table, _ = labelled
+    good = table[table["label"].notna()]
+    assert set(good["label"]) <= set(CLASSES)
+    sums = good[[f"prob_{c}" for c in CLASSES]].sum(axis=1)
+    np.testing.assert_allclose(sums, 1.0, atol=1e-4)
+
+
+def test_astronaut_face_vision_says_joy(labelled):
+    table, _ = labelled
+    row = table[(table["clip"] == "talking_face.mp4") & table["window_start"].isna()].iloc[0]
+    vision = {c: row[f"prob_vision_{c}"] for c in CLASSES}
+    assert max(vision, key=vision.get) == "joy"
+    silent = table[(table["clip"] == "silent.mp4") & table["window_start"].isna()].iloc[0]
+    assert silent["label"] == "joy"  # only vision is present there
+
+
+def test_timeline_windows(labelled):
+    table, _ = labelled
+    windows = table[(table["clip"] == "talking_face.mp4") & table["window_start"].notna()]
+    assert list(windows["window_start"]) == [0.0, 1.0]
+    assert list(windows["window_end"]) == [1.0, 2.0]
+
+
+def test_resume_after_kill_leaves_no_torn_or_duplicate_rows(tmp_path, media):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(6):
+        shutil.copy(media["talking_face"] if index % 2 else media["no_audio"], folder / f"clip{index}.mp4")
+    out = tmp_path / "labels.csv"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, str(RUN_PIPELINE), "--videos", str(folder), "--out", str(out),
+                                "--quiet", "--no-asr"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if out.exists() and out.read_text(encoding="utf-8").count("\n") >= 3:  # header + 2 rows
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = pd.read_csv(out, dtype={"clip": str})
+    assert 2 <= len(before) < 6
+    result = _run(["--videos", str(folder), "--out", str(out), "--quiet", "--no-asr"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    after = pd.read_csv(out, dtype={"clip": str})
+    assert sorted(after["clip"]) == [f"clip{i}.mp4" for i in range(6)]
+    assert not after["clip"].duplicated().any()
+    pd.testing.assert_frame_equal(after.iloc[: len(before)], before)
+    assert f"{len(before)} already done" in result.stdout
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    assert _run(["--videos", str(tmp_path / "absent")]).returncode == 2
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    result = _run(["--videos", str(folder), "--checkpoint", str(tmp_path / "no_bundle")])
+    assert result.returncode == 2 and "checkpoint" in result.stderr
+
+
+def test_log_linear_pool():
+    pooled = log_linear_pool({"t": np.array([0.5, 0.5]), "v": np.array([0.9, 0.1])}, {"t": 1.0, "v": 1.0})
+    np.testing.assert_allclose(pooled, [0.9, 0.1])
+    weighted = log_linear_pool({"t": np.array([0.2, 0.8]), "v": np.array([0.8, 0.2])}, {"t": 2.0, "v": 1.0})
+    assert weighted[1] > weighted[0] and weighted.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        log_linear_pool({}, {})
+
+
+def test_engine_ray_from_the_command_line(tmp_path, media):
+    folder = tmp_path / "ray_clips"
+    folder.mkdir()
+    shutil.copy(media["no_audio"], folder / "face.mp4")
+    shutil.copy(media["zero_bytes"], folder / "empty.mp4")
+    out = tmp_path / "labels.csv"
+    result = _run(["--videos", str(folder), "--out", str(out), "--engine", "ray", "--actors", "1", "--no-asr",
+                   "--quiet", "--device", "cpu"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out).set_index("clip")
+    assert table.loc["face.mp4", "label"] == "joy" and "empty" in table.loc["empty.mp4", "error"]

@@ -1,0 +1,117 @@
+"""The loop-free batched MTCNN gives facenet-pytorch's detections; its area resampling is torch's."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.nn.functional import interpolate
+
+from affectflow.pipeline.media.faces import FaceDetector
+from affectflow.pipeline.media.decode import read_frames
+from affectflow.pipeline.media.mtcnn import (
+    area_crops, area_resize, detect_batch, prepare_mtcnn, row_prefix_sums, summed_area_table,
+)
+from affectflow.pipeline.testing.media import face_image
+
+
+@pytest.fixture(scope="module")
+def frames(media) -> np.ndarray:
+    """Talking-face frames, a faceless frame and a frame with two faces of different sizes: [6, 240, 320, 3]."""
+    talking = read_frames(media["talking_face"], fps=2).frames[:4]
+    blank = read_frames(media["no_face"], fps=2).frames[:1]
+    two = np.full((240, 320, 3), 90, np.uint8)
+    face = face_image()
+    two[10:160, 0:150] = cv2.resize(face, (150, 150))
+    two[120:220, 200:300] = cv2.resize(face, (100, 100))
+    return np.concatenate([talking, blank, two[None]])
+
+
+@pytest.fixture(scope="module")
+def networks():
+    from facenet_pytorch import MTCNN
+
+    return MTCNN(keep_all=True, min_face_size=20), prepare_mtcnn(MTCNN(keep_all=True, min_face_size=20))
+
+
+def _by_area(boxes: np.ndarray) -> np.ndarray:
+    return np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+
+
+def test_detections_match_facenet_frame_by_frame(frames, networks):
+    reference, fast = networks
+    found = detect_batch(fast, frames)
+    assert len(found) == len(frames)
+    for index, (got_boxes, got_probabilities, got_points) in enumerate(found):
+        with torch.no_grad():
+            boxes, probabilities, points = reference.detect(frames[index], landmarks=True)
+        if boxes is None:
+            assert len(got_boxes) == 0, index
+            continue
+        boxes, points = np.asarray(boxes, np.float32), np.asarray(points, np.float32)
+        assert len(got_boxes) == len(boxes), index
+        want, got = _by_area(boxes), _by_area(got_boxes)
+        np.testing.assert_allclose(got_boxes[got], boxes[want], atol=1e-3)
+        np.testing.assert_allclose(got_probabilities[got], np.asarray(probabilities, np.float32)[want], atol=1e-5)
+        np.testing.assert_allclose(got_points[got], points[want], atol=1e-3)
+    assert len(found[4][0]) == 0 and len(found[5][0]) == 2  # faceless frame; the two-face frame
+
+
+def test_detections_do_not_depend_on_the_batch(frames, networks):
+    _, fast = networks
+    together = detect_batch(fast, frames)
+    for index in (0, 3, 5):
+        alone = detect_batch(fast, frames[index:index + 1])[0]
+        for got, want in zip(alone, together[index]):
+            np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_area_resize_is_torch_area_interpolation():
+    generator = np.random.default_rng(0)
+    images = generator.integers(0, 256, (3, 37, 53, 3), dtype=np.uint8)
+    tensor = torch.from_numpy(images)
+    expected = interpolate(tensor.permute(0, 3, 1, 2).float(), size=(17, 29), mode="area")
+    np.testing.assert_allclose(area_resize(row_prefix_sums(tensor), 17, 29).numpy(), expected.numpy(), atol=1e-4)
+
+
+def test_area_crops_are_per_box_area_interpolation():
+    generator = np.random.default_rng(1)
+    images = torch.from_numpy(generator.integers(0, 256, (2, 60, 80, 3), dtype=np.uint8))
+    table = summed_area_table(row_prefix_sums(images))
+    rows = torch.tensor([[0, 60], [5, 30], [10, 11], [20, 57]])
+    cols = torch.tensor([[0, 80], [40, 77], [3, 50], [0, 7]])
+    frame = torch.tensor([0, 1, 1, 0])
+    crops = area_crops(table, frame, rows, cols, 24)
+    for k in range(4):
+        region = images[frame[k], rows[k, 0]:rows[k, 1], cols[k, 0]:cols[k, 1]].permute(2, 0, 1)[None].float()
+        np.testing.assert_allclose(crops[k].numpy(), interpolate(region, size=(24, 24), mode="area")[0].numpy(),
+                                   atol=1e-4)
+
+
+def test_empty_and_tiny_batches(networks):
+    _, fast = networks
+    assert detect_batch(fast, np.zeros((0, 240, 320, 3), np.uint8)) == []
+    tiny = detect_batch(fast, np.zeros((2, 10, 10, 3), np.uint8))
+    assert len(tiny) == 2 and all(len(boxes) == 0 for boxes, _, _ in tiny)
+    with pytest.raises(ValueError, match="RGB"):
+        detect_batch(fast, np.zeros((1, 10, 10), np.uint8))
+
+
+def test_detect_many_equals_one_clip_at_a_time(frames):
+    detector = FaceDetector(crop_size=64, batch_size=3)
+    small = np.ascontiguousarray(frames[:3, ::2, ::2])  # another frame size: its own batches
+    items = [(frames[:4], np.arange(4) * 0.5, None), (small, np.arange(3) * 0.5, None),
+             (frames[3:], np.arange(3) * 0.5, "right"), (frames[:0], np.zeros(0), None)]
+    tracks = detector.detect_many(items)
+    for (clip, times, side), track in zip(items, tracks):
+        alone = detector.detect(clip, times, side=side)
+        np.testing.assert_array_equal(track.mask, alone.mask)
+        np.testing.assert_allclose(track.landmarks, alone.landmarks, atol=1e-3)
+        assert track.crops.shape == alone.crops.shape
+    assert tracks[3].num_frames == 0
+
+
+def test_half_precision_needs_cuda():
+    with pytest.raises(ValueError, match="CUDA"):
+        FaceDetector(precision="float16")

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from affectflow.pipeline.media.transcripts import (
+    TranscriptError, find_sidecar, load_transcript_table, parse_subtitles, read_transcript_file, speech_seconds,
+)
+
+SRT = """1
+00:00:00,500 --> 00:00:01,800
+Hello <i>there</i>
+
+2
+00:00:02,000 --> 00:00:03,250
+How are you?
+"""
+
+VTT = """WEBVTT
+
+00:00.500 --> 00:01.800
+Hello there
+
+00:02.000 --> 00:03.250 align:start
+How are you?
+"""
+
+
+@pytest.mark.parametrize("content", [SRT, VTT])
+def test_subtitles_parse_with_times(content):
+    cues = parse_subtitles(content)
+    assert cues == [(0.5, 1.8, "Hello there"), (2.0, 3.25, "How are you?")]
+
+
+def test_timed_text_windows(tmp_path):
+    path = tmp_path / "clip.srt"
+    path.write_text(SRT, encoding="utf-8")
+    timed = read_transcript_file(path)
+    assert timed.text == "Hello there How are you?"
+    assert timed.text_between(0.0, 1.0) == "Hello there"
+    assert timed.text_between(1.9, 5.0) == "How are you?"
+    assert timed.text_between(4.0, 5.0) == ""
+
+
+def test_cp1252_sidecar_is_decoded(tmp_path):
+    path = tmp_path / "clip.txt"
+    path.write_bytes("I can\u2019t believe it \u2014 caf\u00e9!".encode("cp1252"))
+    assert read_transcript_file(path).text == "I can\u2019t believe it \u2014 caf\u00e9!"
+
+
+def test_find_sidecar_prefers_txt(tmp_path):
+    media = tmp_path / "clip.mp4"
+    media.write_bytes(b"x")
+    assert find_sidecar(media) is None
+    (tmp_path / "clip.vtt").write_text(VTT, encoding="utf-8")
+    assert find_sidecar(media).suffix == ".vtt"
+    (tmp_path / "clip.txt").write_text("hi", encoding="utf-8")
+    assert find_sidecar(media).suffix == ".txt"
+
+
+def test_transcript_table_needs_columns(tmp_path):
+    good = tmp_path / "t.csv"
+    good.write_text("clip,text\na/b.mp4,hello\n", encoding="utf-8")
+    assert load_transcript_table(good) == {"a/b.mp4": "hello"}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,words\nx,y\n", encoding="utf-8")
+    with pytest.raises(TranscriptError, match="clip,text"):
+        load_transcript_table(bad)
+    with pytest.raises(TranscriptError, match="not found"):
+        load_transcript_table(tmp_path / "absent.csv")
+
+
+def test_vad_hears_speech_not_silence(media):
+    from affectflow.pipeline.media.decode import read_audio
+
+    assert speech_seconds(read_audio(media["talking_face"]).samples) > 0.5
+    assert speech_seconds(read_audio(media["silent"]).samples) == 0.0
+    assert speech_seconds(np.zeros(0, np.float32)) == 0.0
