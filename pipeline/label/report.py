@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from affectflow.pipeline.label.run import LabelingSummary
 
 
-def print_table(summary, class_names: tuple[str, ...], limit: int = 40) -> None:
+def print_table(summary: LabelingSummary, class_names: tuple[str, ...], limit: int = 40) -> None:
     """Print the file-level rows of this run: clip, label, top probability, modality flags, error."""
     if not summary.rows:
         return
@@ -22,12 +26,10 @@ def print_table(summary, class_names: tuple[str, ...], limit: int = 40) -> None:
 
 
 def write_plots(out: str | Path, file_format: str, class_names: tuple[str, ...]) -> list[Path]:
-    """One PNG per clip with window rows: class probabilities over time, in `<out>.plots/`."""
-    import matplotlib
+    """One PNG per clip with window rows: class probabilities over time, in `<out>.plots/`.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Draws on its own `matplotlib.figure.Figure` objects (Agg canvas), so no global backend is switched.
+    """
     out = Path(out)
     table = pd.read_json(out, lines=True) if file_format == "jsonl" else pd.read_csv(out)
     windows = table[table["window_start"].notna()]
@@ -35,16 +37,21 @@ def write_plots(out: str | Path, file_format: str, class_names: tuple[str, ...])
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for clip, rows in windows.groupby("clip"):
-        rows = rows.sort_values("window_start")
-        figure, axis = plt.subplots(figsize=(8, 3))
-        centers = (rows["window_start"] + rows["window_end"]) / 2
-        for name in class_names:
-            axis.plot(centers, rows[f"prob_{name}"], marker="o", label=name)
-        axis.set(xlabel="time (s)", ylabel="probability", ylim=(0, 1), title=str(clip))
-        axis.legend(loc="upper right", fontsize=7, ncol=4)
-        figure.tight_layout()
         path = folder / (str(clip).replace("/", "__") + ".png")
-        figure.savefig(path, dpi=80)
-        plt.close(figure)
+        _plot_clip(rows.sort_values("window_start"), str(clip), class_names, path)
         written.append(path)
     return written
+
+
+def _plot_clip(rows: pd.DataFrame, clip: str, class_names: tuple[str, ...], path: Path) -> None:
+    """One clip's window rows -> a PNG of each class's probability at the window centres."""
+    figure = Figure(figsize=(8, 3))
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot()
+    centers = (rows["window_start"] + rows["window_end"]) / 2
+    for name in class_names:
+        axis.plot(centers, rows[f"prob_{name}"], marker="o", label=name)
+    axis.set(xlabel="time (s)", ylabel="probability", ylim=(0, 1), title=clip)
+    axis.legend(loc="upper right", fontsize=7, ncol=4)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)

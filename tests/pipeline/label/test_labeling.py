@@ -44,7 +44,7 @@ def _run(args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def labelled(clips, tmp_path_factory):
+def labeled(clips, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "labels.jsonl"
     result = _run(["--videos", str(clips), "--out", str(out), "--segment-seconds", "1", "--device", "cpu", "--plot"])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -53,8 +53,8 @@ def labelled(clips, tmp_path_factory):
     return table, result
 
 
-def test_plots_written_per_clip_with_windows(labelled):
-    table, _ = labelled
+def test_plots_written_per_clip_with_windows(labeled):
+    table, _ = labeled
     folder = Path(table.attrs["out"] + ".plots")
     plots = sorted(p.name for p in folder.glob("*.png"))
     assert "talking_face.mp4.png" in plots and "nested__deeper__no_face.mp4.png" in plots
@@ -62,8 +62,8 @@ def test_plots_written_per_clip_with_windows(labelled):
     assert all((folder / name).stat().st_size > 1000 for name in plots)
 
 
-def test_one_file_level_row_per_media_file(labelled):
-    table, result = labelled
+def test_one_file_level_row_per_media_file(labeled):
+    table, result = labeled
     files = table[table["window_start"].isna()]
     assert sorted(files["clip"]) == sorted([
         "talking_face.mp4", "no_audio.mp4", "silent.mp4", "truncated.mp4", "zero_bytes.mp4", "text_named.mp4",
@@ -71,8 +71,8 @@ def test_one_file_level_row_per_media_file(labelled):
     assert "talking_face.mp4" in result.stdout  # the printed table
 
 
-def test_flags_and_errors(labelled):
-    table, _ = labelled
+def test_flags_and_errors(labeled):
+    table, _ = labeled
     rows = table[table["window_start"].isna()].set_index("clip")
     talking = rows.loc["talking_face.mp4"]
     assert talking["has_audio"] and talking["has_vision"] and talking["has_text"]
@@ -89,16 +89,16 @@ def test_flags_and_errors(labelled):
     assert "empty" in rows.loc["zero_bytes.mp4", "error"]
 
 
-def test_labels_in_class_set_and_probabilities_sum_to_one(labelled):
-    table, _ = labelled
+def test_labels_in_class_set_and_probabilities_sum_to_one(labeled):
+    table, _ = labeled
     good = table[table["label"].notna()]
     assert set(good["label"]) <= set(CLASSES)
     sums = good[[f"prob_{c}" for c in CLASSES]].sum(axis=1)
     np.testing.assert_allclose(sums, 1.0, atol=1e-4)
 
 
-def test_astronaut_face_vision_says_joy(labelled):
-    table, _ = labelled
+def test_astronaut_face_vision_says_joy(labeled):
+    table, _ = labeled
     row = table[(table["clip"] == "talking_face.mp4") & table["window_start"].isna()].iloc[0]
     vision = {c: row[f"prob_vision_{c}"] for c in CLASSES}
     assert max(vision, key=vision.get) == "joy"
@@ -106,8 +106,8 @@ def test_astronaut_face_vision_says_joy(labelled):
     assert silent["label"] == "joy"  # only vision is present there
 
 
-def test_timeline_windows(labelled):
-    table, _ = labelled
+def test_timeline_windows(labeled):
+    table, _ = labeled
     windows = table[(table["clip"] == "talking_face.mp4") & table["window_start"].notna()]
     assert list(windows["window_start"]) == [0.0, 1.0]
     assert list(windows["window_end"]) == [1.0, 2.0]

@@ -1,0 +1,144 @@
+"""The labelling job as one function: `label(videos, out, ...)` is what `affectflow label` runs.
+
+    from affectflow.pipeline.label import label
+    summary = label("clips/", "labels.jsonl", segment_seconds=1.0, plot=True, device="cpu")
+    summary = label("clips/", "labels.csv", checkpoint="runs/x/best", engine="ray", actors=4)
+    summary = label("clips/", "labels.csv", labeler=MyLabeler())      # any object of the Labeler protocol
+
+It builds the labeller (the offline default model, a trained bundle, or the caller's), reads the
+transcripts table, runs the local loop or the Ray actor pool, then writes the plots and prints the table.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+
+from affectflow.pipeline.core.devices import resolve_device
+from affectflow.pipeline.label.checkpoint_labeler import CheckpointLabeler
+from affectflow.pipeline.label.default_model import DefaultLabeler
+from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
+from affectflow.pipeline.label.ray_engine import ray_label
+from affectflow.pipeline.label.report import print_table, write_plots
+from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, run_labeling
+from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
+
+ENGINES = ("local", "ray")
+FORMATS = ("csv", "jsonl")
+PLOT_SEGMENT_SECONDS = 1.0  # windows a plot gets when the caller asked for none
+
+
+class LabelingSetupError(ValueError):
+    """A labelling run that cannot start: a bad argument, an unusable checkpoint or labeller."""
+
+
+def default_labeler_factory(checkpoint: str | Path | None = None) -> LabelerFactory:
+    """A picklable `make_labeler(device)`: the offline default model, or the trained bundle at `checkpoint`."""
+    if checkpoint is None:
+        return DefaultLabeler
+    return functools.partial(CheckpointLabeler, checkpoint)
+
+
+def output_format(out: str | Path, file_format: str | None) -> str:
+    """The file format of a run: the one asked for, else from `out`'s suffix (.jsonl -> jsonl, else csv)."""
+    if file_format is None:
+        return "jsonl" if str(out).lower().endswith(".jsonl") else "csv"
+    if file_format not in FORMATS:
+        raise LabelingSetupError(f"format must be one of {FORMATS}, got {file_format!r}")
+    return file_format
+
+
+def _missing_members(labeler: object) -> list[str]:
+    members = ("class_names", "modalities", "face_crop_size", "prepare", "predict")
+    return [name for name in members if not hasattr(labeler, name)]
+
+
+def build_labeler(device: str, checkpoint: str | Path | None = None, labeler: Labeler | None = None,
+                  make_labeler: LabelerFactory | None = None) -> tuple[Labeler, LabelerFactory | None]:
+    """(the labeller of a run, the factory Ray actors rebuild it with; None for a caller's object).
+
+    At most one of checkpoint / labeler / make_labeler; none = the offline default model.
+    Raises LabelingSetupError when the labeller cannot be built (e.g. an unusable checkpoint).
+    """
+    given = [name for name, value in (("checkpoint", checkpoint), ("labeler", labeler),
+                                      ("make_labeler", make_labeler)) if value is not None]
+    if len(given) > 1:
+        raise LabelingSetupError(f"give at most one of checkpoint, labeler, make_labeler (got {', '.join(given)})")
+    if labeler is None:
+        make_labeler = make_labeler or default_labeler_factory(checkpoint)
+        try:
+            labeler = make_labeler(device)
+        except (OSError, ValueError, KeyError) as error:
+            raise LabelingSetupError(f"cannot use checkpoint {checkpoint}: {error}" if checkpoint else str(error)) \
+                from error
+    if not isinstance(labeler, Labeler):
+        raise TypeError(f"{type(labeler).__name__} is not a Labeler: it lacks {', '.join(_missing_members(labeler))}")
+    return labeler, make_labeler
+
+
+def _transcript_table(transcripts: str | Path | Mapping[str, str] | None) -> dict[str, str] | None:
+    """clip -> text from a `clip,text` CSV file or a mapping (None stays None)."""
+    if transcripts is None or isinstance(transcripts, Mapping):
+        return dict(transcripts) if transcripts is not None else None
+    try:
+        return load_transcript_table(transcripts)
+    except (ValueError, TranscriptError) as error:
+        raise LabelingSetupError(str(error)) from error
+
+
+def _check_arguments(videos: Path, segment_seconds: float | None, engine: str) -> None:
+    if not videos.is_dir():
+        raise LabelingSetupError(f"videos: {videos} is not a folder")
+    if segment_seconds is not None and segment_seconds <= 0:
+        raise LabelingSetupError(f"segment_seconds must be > 0, got {segment_seconds}")
+    if engine not in ENGINES:
+        raise LabelingSetupError(f"engine must be one of {ENGINES}, got {engine!r}")
+
+
+def label(videos: str | Path, out: str | Path | None = None, *, format: str | None = None,
+          checkpoint: str | Path | None = None, labeler: Labeler | None = None,
+          make_labeler: LabelerFactory | None = None, transcripts: str | Path | Mapping[str, str] | None = None,
+          device: str = "auto", segment_seconds: float | None = None, plot: bool = False, face_fps: float = 2.0,
+          asr: bool = True, engine: str = "local", ray_address: str | None = None, actors: int | None = None,
+          progress: bool = True) -> LabelingSummary:
+    """Label every recording under `videos` into `out` (CSV or JSONL; a re-run resumes it).
+
+    out: default `labels.<format>` in the working directory; format: "csv" | "jsonl" (default: from
+    out's suffix; jsonl adds per-modality probabilities); checkpoint: a bundle from `affectflow train`,
+    labeler: any `Labeler` object (local engine only), make_labeler: device -> Labeler (picklable; what Ray
+    actors run) — at most one of the three, none = the offline default model; transcripts: a `clip,text`
+    CSV or a mapping; device: "auto" | "cpu" | "cuda[:N]"; segment_seconds: also a row per window of that
+    many seconds (plot alone implies 1 s); plot: a PNG of probabilities over time per clip in
+    `<out>.plots/`; face_fps: frames per second searched for faces; asr: transcribe speech when there is no
+    sidecar or table entry; engine: "local" | "ray" (ray_address, actors: pool size); progress: progress
+    bars and the printed table of results.
+
+    Raises LabelingSetupError for bad arguments or an unusable checkpoint, OutputMismatchError when `out`
+    holds rows of another class set or format. Per-file problems are rows of the output, never raised.
+    """
+    videos = Path(videos)
+    _check_arguments(videos, segment_seconds, engine)
+    file_format = output_format(out or "", format)
+    out = Path(out) if out is not None else Path(f"labels.{file_format}")
+    try:
+        resolved = str(resolve_device(device))
+    except ValueError as error:
+        raise LabelingSetupError(str(error)) from error
+    table = _transcript_table(transcripts)
+    if engine == "ray" and labeler is not None:
+        raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
+    labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler)
+    options = LabelingOptions(segment_seconds=segment_seconds or (PLOT_SEGMENT_SECONDS if plot else None),
+                              face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved)
+    if engine == "ray":
+        summary = ray_label(videos, out, make_labeler, options, file_format, actors=actors, address=ray_address,
+                            progress=progress, labeler_columns=(tuple(labeler.class_names), tuple(labeler.modalities)))
+    else:
+        summary = run_labeling(videos, out, labeler, options, file_format, progress=progress)
+    summary.out = out
+    if plot:
+        summary.plots = write_plots(out, file_format, labeler.class_names)
+    if progress:
+        print_table(summary, labeler.class_names)
+    return summary

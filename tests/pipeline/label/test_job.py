@@ -1,0 +1,124 @@
+"""`label(...)`, the library function behind `affectflow label`: with any Labeler, and with the default model."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from affectflow.pipeline.label import Labeler, LabelingSetupError, SpanPrediction, label
+from affectflow.pipeline.label.default_model import CLASSES, DefaultLabeler
+from affectflow.pipeline.label.evidence import ClipEvidence
+from affectflow.pipeline.label.output import OutputMismatchError
+from affectflow.pipeline.label.run import LabelingOptions, run_labeling
+from affectflow.pipeline.testing.media import make_video
+
+
+@dataclass(frozen=True)
+class FaceCount:
+    """The fake labeller's per-clip state."""
+
+    faces: int
+
+
+class FaceCountingLabeler:
+    """A tiny labeller of the Labeler protocol: "excited" where a face is seen, nothing elsewhere."""
+
+    class_names = ("calm", "excited")
+    modalities = ("v",)
+    face_crop_size = 64
+
+    def __init__(self) -> None:
+        self.prepared: list[str] = []
+
+    def prepare(self, evidence: ClipEvidence) -> FaceCount:
+        self.prepared.append(evidence.recording.path.name)
+        return FaceCount(int(evidence.faces.num_valid) if evidence.faces is not None else 0)
+
+    def predict(self, evidence: ClipEvidence, state: FaceCount, start: float, end: float | None) -> SpanPrediction:
+        faces = evidence.faces_between(start, end)
+        if state.faces == 0 or faces is None or faces.is_missing:
+            return SpanPrediction.nothing()
+        assert faces.crops.shape[1:] == (64, 64, 3)  # crops at the labeller's size
+        probs = np.array([0.25, 0.75])
+        return SpanPrediction(probs, {"v": probs})
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("job_clips")
+    make_video(folder / "face.mp4", seconds=1.0, audio=None)
+    make_video(folder / "nested" / "scene.mp4", seconds=1.0, face=False, audio=None)
+    (folder / "broken.mp4").write_bytes(b"")
+    return folder
+
+
+def test_a_custom_labeler_labels_generated_clips(clips, tmp_path):
+    labeler = FaceCountingLabeler()
+    assert isinstance(labeler, Labeler)
+    out = tmp_path / "labels.jsonl"
+    summary = label(clips, out, labeler=labeler, device="cpu", asr=False, segment_seconds=0.5, progress=False)
+    assert (summary.labeled, summary.failed, summary.skipped, summary.out) == (1, 2, 0, out)  # no modality in the scene: a failed row
+    assert sorted(labeler.prepared) == ["face.mp4", "scene.mp4"]  # once per readable clip
+    table = pd.read_json(out, lines=True)
+    assert list(table.columns) == [
+        "clip", "label", "prob_calm", "prob_excited", "has_audio", "has_text", "has_vision", "face_frames_ratio",
+        "transcript_source", "duration_s", "error", "window_start", "window_end", "prob_vision_calm",
+        "prob_vision_excited"]
+    files = table[table["window_start"].isna()].set_index("clip")
+    assert files.loc["face.mp4", "label"] == "excited" and files.loc["face.mp4", "prob_vision_excited"] == 0.75
+    assert list(table.loc[table["clip"] == "face.mp4", "window_start"].dropna()) == [0.0, 0.5]
+    scene = files.loc["nested/scene.mp4"]
+    assert pd.isna(scene["label"]) and scene["error"].startswith("no usable modality: no face in any sampled frame")
+    assert "MediaError" in files.loc["broken.mp4", "error"]
+    again = label(clips, out, labeler=labeler, device="cpu", asr=False, segment_seconds=0.5, progress=False)
+    assert (again.skipped, again.labeled) == (3, 0)
+
+
+def test_label_with_the_default_model_writes_what_the_loop_writes(clips, tmp_path):
+    folder = tmp_path / "clips"
+    shutil.copytree(clips, folder)
+    transcripts = {"face.mp4": "I am so happy, what a wonderful day!"}
+    summary = label(folder, tmp_path / "labels.csv", transcripts=transcripts, device="cpu", asr=False, plot=True,
+                    progress=False)
+    assert (summary.labeled, summary.failed) == (1, 2)
+    assert sorted(p.name for p in summary.plots) == ["face.mp4.png", "nested__scene.mp4.png"]  # 1 s windows
+    options = LabelingOptions(segment_seconds=1.0, transcripts=transcripts, use_asr=False, device="cpu")
+    run_labeling(folder, tmp_path / "loop.csv", DefaultLabeler("cpu"), options, "csv", progress=False)
+    assert (tmp_path / "labels.csv").read_text() == (tmp_path / "loop.csv").read_text()
+    row = pd.read_csv(tmp_path / "labels.csv").query("clip == 'face.mp4' and window_start.isna()").iloc[0]
+    assert row["label"] in CLASSES and row["transcript_source"] == "csv" and row["has_vision"]
+
+
+def test_bad_arguments_raise_setup_errors(clips, tmp_path):
+    fake = FaceCountingLabeler()
+    with pytest.raises(LabelingSetupError, match="not a folder"):
+        label(tmp_path / "absent", tmp_path / "x.csv", labeler=fake)
+    with pytest.raises(LabelingSetupError, match="segment_seconds"):
+        label(clips, tmp_path / "x.csv", labeler=fake, segment_seconds=0)
+    with pytest.raises(LabelingSetupError, match="format"):
+        label(clips, tmp_path / "x.csv", labeler=fake, format="xml")
+    with pytest.raises(LabelingSetupError, match="at most one"):
+        label(clips, tmp_path / "x.csv", labeler=fake, checkpoint=tmp_path)
+    with pytest.raises(LabelingSetupError, match="make_labeler"):
+        label(clips, tmp_path / "x.csv", labeler=fake, engine="ray")
+    with pytest.raises(LabelingSetupError, match="checkpoint"):
+        label(clips, tmp_path / "x.csv", checkpoint=tmp_path / "no_bundle", device="cpu")
+    with pytest.raises(TypeError, match="predict"):
+        label(clips, tmp_path / "x.csv", labeler=object(), device="cpu")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_an_output_file_of_another_class_set_is_refused(clips, tmp_path):
+    out = tmp_path / "labels.csv"
+    label(clips, out, labeler=FaceCountingLabeler(), device="cpu", asr=False, progress=False)
+
+    class ThreeClasses(FaceCountingLabeler):
+        class_names = ("calm", "excited", "bored")
+
+    with pytest.raises(OutputMismatchError, match="header"):
+        label(clips, out, labeler=ThreeClasses(), device="cpu", asr=False, progress=False)
