@@ -86,10 +86,7 @@ def model_config_for(name: str, config: dict | None, tiny: bool) -> dict:
     """Hyperparameters: the model's `tiny_config()` when asked, updated with explicit ones."""
     merged: dict[str, Any] = {}
     if tiny:
-        cls = fusion_class(name)
-        if not hasattr(cls, "tiny_config"):
-            raise ValueError(f"fusion model {name!r} has no tiny_config(); give --model-config instead")
-        merged.update(cls.tiny_config())
+        merged.update(fusion_class(name).tiny_config())
     merged.update(config or {})
     return merged
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from affectflow.fusion.base import FusionModel
 from affectflow.pipeline.train import protocols
 from affectflow.pipeline.train.data import Batch
 
@@ -31,21 +32,21 @@ class TrainingSchedule:
     validation = "full"
     """Default validation condition: 'full', a fixed condition like 't', or 'random'."""
 
-    def stages(self, model: torch.nn.Module) -> tuple[str, ...]:
+    def stages(self, model: FusionModel) -> tuple[str, ...]:
         """The stages to train, in order (the model's own)."""
-        return tuple(getattr(model, "stages", ("main",)))
+        return tuple(model.stages)
 
-    def begin_epoch(self, model: torch.nn.Module, stage: str, epoch: int) -> None:
+    def begin_epoch(self, model: FusionModel, stage: str, epoch: int) -> None:
         """Called before each training epoch."""
 
-    def transform(self, batch: Batch, model: torch.nn.Module, stage: str, generator: np.random.Generator) -> Batch:
+    def transform(self, batch: Batch, model: FusionModel, stage: str, generator: np.random.Generator) -> Batch:
         """The batch the model trains on."""
         return batch
 
-    def after_step(self, model: torch.nn.Module, batch: Batch, output: Any) -> None:
+    def after_step(self, model: FusionModel, batch: Batch, output: Any) -> None:
         """Called after each optimisation step with the batch and the model output."""
 
-    def end_epoch(self, model: torch.nn.Module, stage: str, epoch: int) -> None:
+    def end_epoch(self, model: FusionModel, stage: str, epoch: int) -> None:
         """Called after each training epoch (before validation)."""
 
     def state_dict(self) -> dict:
