@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from affectflow.extractors.store import FeatureStore
 from affectflow.fusion.contract import ModalityBatch, TaskSpec
 
 IGNORE_INDEX = -100
@@ -391,8 +392,6 @@ def open_feature_stores(features_dir: str | Path | None, overrides: dict[str, st
     `expected[m]` (an extractor spec, e.g. from a checkpoint bundle), else must be given explicitly
     (overrides[m]). Modalities without any store are left out (the caller decides if that is an error).
     """
-    from affectflow.extractors.store import FeatureStore
-
     stores = {m: FeatureStore.open(Path(p)) for m, p in (overrides or {}).items() if p is not None}
     for m, store in stores.items():
         if store.modality != m:

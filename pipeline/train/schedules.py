@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from affectflow.fusion.base import FusionModel
+from affectflow.fusion.dqf import dqf_frame_masking
+from affectflow.fusion.mculora import DPFTSampler, modality_combinations
 from affectflow.pipeline.train import protocols
 from affectflow.pipeline.train.data import Batch
 
@@ -134,8 +136,6 @@ class DQFMaskingSchedule(TrainingSchedule):
     validation = "random"
 
     def __init__(self) -> None:
-        from affectflow.fusion.dqf import dqf_frame_masking
-
         self._masking = dqf_frame_masking
 
     def transform(self, batch, model, stage, generator):
@@ -161,8 +161,6 @@ class DPFTSchedule(TrainingSchedule):
 
     def _ensure_sampler(self, modalities: tuple[str, ...]):
         if self.sampler is None:
-            from affectflow.fusion.mculora import DPFTSampler, modality_combinations
-
             self.sampler = DPFTSampler(modality_combinations(modalities), modalities, **self.sampler_options)
             if self._pending is not None:
                 self.sampler.load_state_dict(self._pending)
