@@ -9,7 +9,10 @@ Protocol (what the training harness relies on):
   `loss_weights[name]` holds the paper's weight (default 1.0). The main task loss (CE / MSE or L1 on
   `FusionOutput.prediction`) is computed by the harness, not by the model.
 - Multi-stage training (MoMKE, MCULoRA, SDUMC...): `stages` names them in order; the harness calls
-  `set_stage(name)` before each, then builds its optimizer from `trainable_parameters()`.
+  `set_stage(name)` before each, then builds its optimizer from `trainable_parameters()`. `stage` is the
+  current one (a single-stage model has the one stage "main").
+- `recommended_optimizer` (the paper's optimiser, may be empty) and `tiny_config()` (small hyperparameters
+  for smoke runs) have defaults here; the harness reads them directly, without `hasattr`.
 """
 
 from __future__ import annotations
@@ -30,12 +33,20 @@ class FusionModel(nn.Module):
     loss_weights: dict[str, float] = {}
     regression_loss: str = "l1"
     """Regression task loss: "l1" (MAE, the MOSEI/MOSI convention) or "mse" (papers that say MSE)."""
+    recommended_optimizer: dict[str, Any] = {}
+    """The paper's optimiser settings ({"name", "lr", "weight_decay", "momentum", "batch_size", "epochs"}, any
+    subset); empty: the harness default (Adam, lr 1e-3). Explicit training options override it."""
 
     def __init__(self, task_spec: TaskSpec, **hyperparameters: Any) -> None:
         super().__init__()
         self.task_spec = task_spec
         self.hyperparameters = dict(hyperparameters)
         self.stage = self.stages[0]
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        """Small hyperparameters for tests and smoke runs (default: none, i.e. the model's own defaults)."""
+        return {}
 
     def set_stage(self, stage: str) -> None:
         """Switch training stage (freezing/unfreezing what the paper prescribes)."""

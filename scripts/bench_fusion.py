@@ -89,7 +89,7 @@ def time_model(name: str, task, train, valid, args: argparse.Namespace) -> dict:
 
     torch.manual_seed(args.seed)
     model = create_fusion(name, task)
-    recommended = getattr(model, "recommended_optimizer", None) or {}
+    recommended = model.recommended_optimizer
     batch_size = args.batch_size or int(recommended.get("batch_size", 32))
     config = TrainConfig(epochs=1, batch_size=batch_size, progress=False, seed=args.seed)
     trainer = Trainer(model, train, valid, make_schedule(PAPER_SCHEDULES.get(name, "full")), config,

@@ -25,8 +25,12 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from affectflow.pipeline.train.results import ExperimentSummary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -86,7 +90,7 @@ def experiment_data(table: pd.DataFrame, store, kind: str, modalities: tuple[str
     return build_experiment(table, {m: stores[m] for m in modalities}, kind, label, modalities, class_names=classes)
 
 
-def train_model(name: str, data, args: argparse.Namespace, out: Path) -> dict:
+def train_model(name: str, data, args: argparse.Namespace, out: Path) -> ExperimentSummary:
     """Train `name` (or the text-only head) in {t}; returns the run summary of `run_experiment`."""
     from affectflow.pipeline.train.experiment import model_config_for, run_experiment
     from affectflow.pipeline.train.schedules import make_schedule
@@ -102,10 +106,10 @@ def train_model(name: str, data, args: argparse.Namespace, out: Path) -> dict:
                           config, args.seeds, out / name, device="cpu", test_conditions=["t"], resume=args.resume)
 
 
-def row_of(name: str, summary: dict, kind: str) -> dict:
+def row_of(name: str, summary: ExperimentSummary, kind: str) -> dict:
     """One table row: test metrics in {t} (mean over seeds, in %) and the selected epochs."""
-    test = summary["test_summary"]["t"]
-    epochs = ",".join(str(run["selected_epoch"]) for run in summary["runs"])
+    test = summary.test_summary["t"]
+    epochs = ",".join(str(run.selected_epoch) for run in summary.runs)
     if kind == "classification":
         keys = {"WA": "wa", "UA": "ua", "wF1": "weighted_f1"}
     else:

@@ -9,6 +9,7 @@
 
 Writes RUN_DIR/best (checkpoint bundle), RUN_DIR/summary.json (per seed + mean ± std of the test
 grid) and RUN_DIR/test_grid_<metric>.csv (seed means: rows = model, columns = conditions).
+The work is done by `affectflow.pipeline.train.api.train`; this module parses and prints.
 """
 
 from __future__ import annotations
@@ -20,15 +21,10 @@ from pathlib import Path
 
 from affectflow.fusion.registry import list_fusions
 
-from affectflow.pipeline.train.data import leave_one_session_out, open_feature_stores, session_folds
-from affectflow.pipeline.core.devices import resolve_device
-from affectflow.pipeline.train.experiment import build_experiment, format_mean_std, model_config_for, run_experiment
-from affectflow.pipeline.core.manifest import read_manifest
-from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, summarize_runs
-from affectflow.pipeline.train.protocols import parse_condition
-from affectflow.pipeline.train.reports import write_condition_grid, write_json
-from affectflow.pipeline.train.schedules import SCHEDULE_NAMES, make_schedule
-from affectflow.pipeline.train.trainer import TrainConfig
+from affectflow.pipeline.train.api import train
+from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from affectflow.pipeline.train.results import CrossFoldSummary, ExperimentSummary, format_mean_std
+from affectflow.pipeline.train.schedules import SCHEDULE_NAMES
 
 
 def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,21 +41,9 @@ def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
-def apply_threads(args: argparse.Namespace) -> None:
-    """Honour --threads (small models on a busy CPU run much faster on one thread)."""
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
-def stores_from_args(args: argparse.Namespace, expected: dict | None = None) -> dict:
-    """{modality: FeatureStore} from --features / --features-X (`expected` specs pick among several)."""
-    overrides = {m: getattr(args, f"features_{m}") for m in ("a", "t", "v") if getattr(args, f"features_{m}", None)}
-    stores = open_feature_stores(args.features, overrides, expected=expected)
-    if not stores:
-        raise ValueError("no feature store found: pass --features DIR or --features-a/-t/-v STORE")
-    return stores
+def feature_overrides(args: argparse.Namespace) -> dict[str, Path]:
+    """{modality: store path} of --features-a/-t/-v."""
+    return {m: getattr(args, f"features_{m}") for m in ("a", "t", "v") if getattr(args, f"features_{m}", None)}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -108,80 +92,34 @@ def _model_config(text: str | None) -> dict:
     return config
 
 
-def _train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                       optimizer=args.optimizer, patience=args.patience or None, select_metric=args.select_metric,
-                       select_condition=args.select_condition, grad_clip=args.grad_clip or None,
-                       progress=not args.no_progress)
-
-
-def _train_fold(args: argparse.Namespace, table, stores, fold: str | None, out: Path) -> tuple[dict, str]:
-    """One training run (all seeds) on the official splits or one leave-one-session-out fold."""
-    if fold is not None:
-        table = leave_one_session_out(table, fold, valid_fraction=args.valid_fraction)
-    modalities = parse_condition(args.modalities) if args.modalities else tuple(m for m in "atv" if m in stores)
-    lacking = [m for m in modalities if m not in stores]
-    if lacking:
-        raise ValueError(f"no feature store for modalities {lacking} (found {sorted(stores)})")
-    label_column = args.label_column or ("emotion" if args.task == "classification" else "sentiment")
-    classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else None
-    data = build_experiment(table, stores, args.task, label_column, modalities, level=args.level,
-                            frame_level=args.frame_level, class_names=classes, normalize=not args.no_normalize,
-                            missing_entries=args.missing_entries)
-    hyperparameters = model_config_for(args.model, _model_config(args.model_config), args.tiny)
-    summary = run_experiment(args.model, hyperparameters, data,
-                             lambda: make_schedule(args.schedule, condition=args.condition),
-                             _train_config(args), args.seeds, out, device=resolve_device(args.device),
-                             resume=args.resume)
-    return summary, data.task.kind
-
-
-def cross_fold_summary(summaries: dict[str, dict]) -> dict:
-    """{condition: {metric: {mean, std, values}}} over folds of each fold's seed-mean test metrics."""
-    per_fold = [{c: {m: v["mean"] for m, v in metrics.items()} for c, metrics in s["test_summary"].items()}
-                for s in summaries.values()]
-    conditions = per_fold[0].keys() if per_fold else []
-    return {c: summarize_runs([fold[c] for fold in per_fold]) for c in conditions}
-
-
 def run(args: argparse.Namespace) -> int:
     """Train per seed (and per fold with --fold all), write bundles and summaries; print the test grid."""
-    apply_threads(args)
     try:
-        make_schedule(args.schedule, condition=args.condition)  # validate the name before any work
-        table = read_manifest(args.manifest)
-        stores = stores_from_args(args)
-        folds = session_folds(table) if args.fold == "all" else [args.fold]
-        summaries, kind = {}, None
-        for fold in folds:
-            out = args.out / f"fold-{fold}" if len(folds) > 1 else args.out
-            summaries[fold], kind = _train_fold(args, table, stores, fold, out)
+        summary = train(
+            args.manifest, args.features, args.model, out=args.out, task=args.task, label_column=args.label_column,
+            classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+            modalities=args.modalities, level=args.level, frame_level=args.frame_level,
+            normalize=not args.no_normalize, schedule=args.schedule, condition=args.condition, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer,
+            patience=args.patience, select_metric=args.select_metric, select_condition=args.select_condition,
+            grad_clip=args.grad_clip, seeds=args.seeds, fold=args.fold, valid_fraction=args.valid_fraction,
+            device=args.device, resume=args.resume, tiny=args.tiny, model_config=_model_config(args.model_config),
+            feature_overrides=feature_overrides(args), missing_entries=args.missing_entries, threads=args.threads,
+            progress=not args.no_progress)
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"affectflow train: error: {error}", file=sys.stderr)
         return 2
-    write_json({k: v for k, v in vars(args).items() if k != "func"}, args.out / "config.json")
-    if len(folds) > 1:
-        summary = {"model": args.model, "folds": {str(f): s["test_summary"] for f, s in summaries.items()},
-                   "best_seed": {str(f): s["best_seed"] for f, s in summaries.items()},
-                   "select_metric": next(iter(summaries.values()))["select_metric"],
-                   "select_condition": next(iter(summaries.values()))["select_condition"],
-                   "test_summary": cross_fold_summary(summaries)}
-        write_json(summary, args.out / "summary.json")
-    else:
-        summary = summaries[folds[0]]
-    _report(args, summary, kind)
+    _report(summary, args.out)
     return 0
 
 
-def _report(args: argparse.Namespace, summary: dict, kind: str) -> None:
-    metrics = CLASSIFICATION_METRICS if kind == "classification" else REGRESSION_METRICS
-    test = summary["test_summary"]
-    means = {args.model: {c: {m: v["mean"] for m, v in values.items()} for c, values in test.items()}}
-    if test:
-        write_condition_grid(means, args.out, metrics, stem="test_grid")
-    bundles = args.out / ("fold-*/best" if "folds" in summary else "best")
-    print(f"{args.model}: best seed {summary['best_seed']} (validation {summary['select_metric']} under "
-          f"{summary['select_condition']!r}); bundle: {bundles}")
+def _report(summary: ExperimentSummary | CrossFoldSummary, out: Path) -> None:
+    """Print the selected seed(s), where the bundles are, and the test grid (mean ± std)."""
+    metrics = CLASSIFICATION_METRICS if summary.kind == "classification" else REGRESSION_METRICS
+    test = summary.test_summary
+    bundles = out / ("fold-*/best" if isinstance(summary, CrossFoldSummary) else "best")
+    print(f"{summary.model}: best seed {summary.best_seed} (validation {summary.select_metric} under "
+          f"{summary.select_condition!r}); bundle: {bundles}")
     for condition in test:
         shown = ", ".join(f"{m} {format_mean_std(test, condition, m, 1.0 if m == 'mae' else 100.0)}"
                           for m in metrics[:4])

@@ -15,7 +15,7 @@ import torch
 
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.labeler import SpanPrediction
-from affectflow.pipeline.train.data import collate
+from affectflow.pipeline.train.data import Item, collate
 
 
 class CheckpointLabeler:
@@ -65,7 +65,7 @@ class CheckpointLabeler:
         sequence = extractor.extract(item)
         return None if sequence.is_missing else sequence
 
-    def _item(self, evidence, start: float, end: float | None) -> dict:
+    def _item(self, evidence, start: float, end: float | None) -> Item:
         task = self.info.task_spec
         features, masks, present = {}, {}, {}
         for modality in task.modalities:
@@ -81,14 +81,13 @@ class CheckpointLabeler:
                 values = np.where(mask[:, None], self.info.normalizer.apply(modality, values), 0.0).astype(np.float32)
             features[modality], masks[modality], present[modality] = values, mask, bool(mask.any())
         target = np.full(1, -100) if task.level == "conversation" else -100
-        return {"id": "clip", "ids": ["clip"], "features": features, "masks": masks, "present": present,
-                "target": target}
+        return Item("clip", ["clip"], features, masks, present, target)
 
     @torch.no_grad()
     def predict(self, evidence: ClipEvidence, state: None, start: float, end: float | None) -> SpanPrediction:
         """Class probabilities [C] for the span (None when no modality the bundle uses is present)."""
         item = self._item(evidence, start, end)
-        if not any(item["present"].values()):
+        if not item.any_present:
             return SpanPrediction.nothing()
         batch = collate([item], self.info.task_spec).to(self.device)
         logits = self.model(batch.inputs).logits.reshape(-1, len(self.class_names))[0]

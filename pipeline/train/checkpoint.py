@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
+from affectflow.fusion.base import FusionModel
 from affectflow.fusion.contract import TaskSpec
 from affectflow.fusion.registry import create_fusion
 
@@ -125,14 +126,14 @@ def replace_dir(staging: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
-def save_bundle(path: str | Path, model: torch.nn.Module, *, label_column: str | None = None,
+def save_bundle(path: str | Path, model: FusionModel, *, label_column: str | None = None,
                 frame_level: bool = False, extractor_specs: dict[str, dict | None] | None = None,
                 normalizer: FeatureNormalizer | None = None, training: dict | None = None) -> Path:
     """Write `model` as a bundle folder at `path` (atomically); returns the path."""
     path = Path(path)
     info = BundleInfo(
         architecture=model.fusion_name, hyperparameters=dict(model.hyperparameters), task_spec=model.task_spec,
-        label_column=label_column, frame_level=frame_level, stage=getattr(model, "stage", None),
+        label_column=label_column, frame_level=frame_level, stage=model.stage,
         extractor_specs=dict(extractor_specs or {}), normalizer=normalizer, training=dict(training or {}),
     )
     try:
@@ -162,14 +163,14 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
     return BundleInfo.from_dict(data, path=path)
 
 
-def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, BundleInfo]:
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[FusionModel, BundleInfo]:
     """Rebuild the model of a bundle (registry + safetensors; no pickle), in eval mode on `device`."""
     info = read_bundle_info(path)
     weights = Path(path) / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{path}: bundle has no {WEIGHTS_FILE}")
     model = create_fusion(info.architecture, info.task_spec, **info.hyperparameters)
-    if info.stage is not None and hasattr(model, "set_stage"):
+    if info.stage is not None:
         model.set_stage(info.stage)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))

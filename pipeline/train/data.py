@@ -6,7 +6,7 @@
 - Real missingness comes from the stores (`FeatureSequence.is_missing`, `read_utterance`'s present
   flag); simulated missingness is added later by `affectflow.pipeline.train.protocols`.
 - `FeatureNormalizer`: per-modality mean/std fitted on the TRAIN dataset only, saved in checkpoints.
-- `collate` pads to the longest sequence of the batch; `LengthBucketSampler` keeps padding small.
+- `Item` is one segment or dialogue before batching; `collate` pads items to the longest sequence of the batch; `LengthBucketSampler` keeps padding small.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from affectflow.extractors.store import FeatureStore
 from affectflow.fusion.contract import ModalityBatch, TaskSpec
 
 IGNORE_INDEX = -100
@@ -58,6 +59,29 @@ def class_names_from(table: pd.DataFrame, column: str) -> tuple[str, ...]:
 
 
 @dataclass
+class Item:
+    """One dataset item: a segment (utterance level) or a dialogue (conversation level), unbatched.
+
+    features: {modality: [T, D] float32} (T = frames, 1 for an utterance vector, or the dialogue's
+    utterances); masks: {modality: [T] bool} valid positions; present: {modality: bool} any valid
+    position; target: class index / score (utterance level) or [L] of them (conversation level),
+    -100 / NaN where unlabelled.
+    """
+
+    item_id: str
+    segment_ids: list[str]
+    features: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    present: dict[str, bool]
+    target: int | float | np.ndarray
+
+    @property
+    def any_present(self) -> bool:
+        """Whether at least one modality has a valid position."""
+        return any(self.present.values())
+
+
+@dataclass
 class FeatureNormalizer:
     """Per-modality feature standardisation: (x - mean) / std, fitted on train data only.
 
@@ -76,7 +100,7 @@ class FeatureNormalizer:
         for index in range(len(dataset)):
             item = dataset.raw_item(index)
             for m in dataset.task.modalities:
-                values = item["features"][m][item["masks"][m]].astype(np.float64)
+                values = item.features[m][item.masks[m]].astype(np.float64)
                 if values.size == 0:
                     continue
                 sums[m] = sums.get(m, 0.0) + values.sum(axis=0)
@@ -141,7 +165,7 @@ class MultimodalDataset(Dataset):
 
     table: manifest rows of one split; stores: {modality: FeatureStore} for task.modalities;
     frame_level: read [T, D] sequences instead of utterance vectors (utterance level only).
-    Items: {"id", "ids", "features": {m: [T, D]}, "masks": {m: [T]}, "present": {m: bool}, "target"}.
+    Items are `Item`s (features {m: [T, D]}, masks {m: [T]}, present {m: bool}, target).
     A segment absent from a store raises, unless `missing_entries="missing"` (treated as missing).
     `stores[m] = None` declares modality m as not recorded at all: it is missing for every item.
     """
@@ -222,7 +246,7 @@ class MultimodalDataset(Dataset):
             return np.zeros((1, dim), np.float32), np.zeros(1, bool)
         return sequence.values.astype(np.float32), sequence.mask.astype(bool)
 
-    def _segment_item(self, row: int) -> dict:
+    def _segment_item(self, row: int) -> Item:
         features, masks, present = {}, {}, {}
         for m in self.task.modalities:
             if self.frame_level:
@@ -231,10 +255,9 @@ class MultimodalDataset(Dataset):
                 vectors, flags = self._utterances[m]
                 values, mask = vectors[row:row + 1], flags[row:row + 1]
             features[m], masks[m], present[m] = values, mask, bool(mask.any())
-        return {"id": self.segment_ids[row], "ids": [self.segment_ids[row]], "features": features,
-                "masks": masks, "present": present, "target": self.targets[row]}
+        return Item(self.segment_ids[row], [self.segment_ids[row]], features, masks, present, self.targets[row])
 
-    def _dialogue_item(self, rows: np.ndarray) -> dict:
+    def _dialogue_item(self, rows: np.ndarray) -> Item:
         features, masks, present = {}, {}, {}
         for m in self.task.modalities:
             vectors, flags = self._utterances[m]
@@ -242,21 +265,21 @@ class MultimodalDataset(Dataset):
             present[m] = bool(masks[m].any())
         ids = [self.segment_ids[r] for r in rows]
         dialogue = str(self.table.loc[rows[0], "dialogue_id"])
-        return {"id": dialogue, "ids": ids, "features": features, "masks": masks, "present": present,
-                "target": self.targets[rows]}
+        return Item(dialogue, ids, features, masks, present, self.targets[rows])
 
-    def raw_item(self, index: int) -> dict:
+    def raw_item(self, index: int) -> Item:
         """Item `index` before normalisation."""
         if self.groups is not None:
             return self._dialogue_item(self.groups[index])
         return self._segment_item(index)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> Item:
+        """Item `index`, normalised (padding and missing positions stay 0)."""
         item = self.raw_item(index)
         if self.normalizer is not None:
             for m in self.task.modalities:
-                normalized = self.normalizer.apply(m, item["features"][m])
-                item["features"][m] = np.where(item["masks"][m][:, None], normalized, 0.0).astype(np.float32)
+                normalized = self.normalizer.apply(m, item.features[m])
+                item.features[m] = np.where(item.masks[m][:, None], normalized, 0.0).astype(np.float32)
         return item
 
 
@@ -278,35 +301,35 @@ class Batch:
         return Batch(inputs, self.targets, self.ids, self.utterance_ids)
 
 
-def collate(items: Sequence[dict], task: TaskSpec) -> Batch:
+def collate(items: Sequence[Item], task: TaskSpec) -> Batch:
     """Pad items into a `Batch`: features [B, T_max, D] (zeros), masks [B, T_max], presence [B, M]."""
     if not items:
         raise ValueError("cannot collate an empty list of items")
     features, masks = {}, {}
     for m in task.modalities:
-        longest = max(item["features"][m].shape[0] for item in items)
+        longest = max(item.features[m].shape[0] for item in items)
         x = np.zeros((len(items), longest, task.input_dims[m]), dtype=np.float32)
         valid = np.zeros((len(items), longest), dtype=bool)
         for b, item in enumerate(items):
-            t = item["features"][m].shape[0]
-            x[b, :t], valid[b, :t] = item["features"][m], item["masks"][m]
+            t = item.features[m].shape[0]
+            x[b, :t], valid[b, :t] = item.features[m], item.masks[m]
         features[m], masks[m] = torch.from_numpy(x), torch.from_numpy(valid)
-    presence = torch.tensor([[item["present"][m] for m in task.modalities] for item in items], dtype=torch.bool)
+    presence = torch.tensor([[item.present[m] for m in task.modalities] for item in items], dtype=torch.bool)
     inputs = ModalityBatch(features, masks, presence, task.modalities)
-    return Batch(inputs, _collate_targets(items, task), [item["id"] for item in items],
-                 [list(item["ids"]) for item in items])
+    return Batch(inputs, _collate_targets(items, task), [item.item_id for item in items],
+                 [list(item.segment_ids) for item in items])
 
 
-def _collate_targets(items: Sequence[dict], task: TaskSpec) -> torch.Tensor:
+def _collate_targets(items: Sequence[Item], task: TaskSpec) -> torch.Tensor:
     classification = task.kind == "classification"
     dtype = torch.long if classification else torch.float32
     if task.level == "utterance":
-        return torch.tensor(np.array([item["target"] for item in items]), dtype=dtype)
-    longest = max(len(item["ids"]) for item in items)
+        return torch.tensor(np.array([item.target for item in items]), dtype=dtype)
+    longest = max(len(item.segment_ids) for item in items)
     fill = IGNORE_INDEX if classification else math.nan
     targets = torch.full((len(items), longest), fill, dtype=dtype)
     for b, item in enumerate(items):
-        targets[b, :len(item["ids"])] = torch.as_tensor(item["target"], dtype=dtype)
+        targets[b, :len(item.segment_ids)] = torch.as_tensor(item.target, dtype=dtype)
     return targets
 
 
@@ -369,8 +392,6 @@ def open_feature_stores(features_dir: str | Path | None, overrides: dict[str, st
     `expected[m]` (an extractor spec, e.g. from a checkpoint bundle), else must be given explicitly
     (overrides[m]). Modalities without any store are left out (the caller decides if that is an error).
     """
-    from affectflow.extractors.store import FeatureStore
-
     stores = {m: FeatureStore.open(Path(p)) for m, p in (overrides or {}).items() if p is not None}
     for m, store in stores.items():
         if store.modality != m:

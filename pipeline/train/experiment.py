@@ -13,7 +13,6 @@ Run folder layout (`run_experiment(..., out=RUN_DIR)`):
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,8 +27,9 @@ from affectflow.fusion.registry import create_fusion, fusion_class
 from affectflow.pipeline.train import evaluation
 from affectflow.pipeline.train.checkpoint import read_bundle_info, replace_dir, save_bundle
 from affectflow.pipeline.train.data import FeatureNormalizer, MultimodalDataset, class_names_from, make_loader, split_rows
-from affectflow.pipeline.train.metrics import is_better, summarize_runs
+from affectflow.pipeline.train.metrics import is_better
 from affectflow.pipeline.train.reports import to_jsonable
+from affectflow.pipeline.train.results import ExperimentSummary, SeedResult, summarize_seeds
 from affectflow.pipeline.train.schedules import TrainingSchedule
 from affectflow.pipeline.train.trainer import TrainConfig, Trainer
 
@@ -86,10 +86,7 @@ def model_config_for(name: str, config: dict | None, tiny: bool) -> dict:
     """Hyperparameters: the model's `tiny_config()` when asked, updated with explicit ones."""
     merged: dict[str, Any] = {}
     if tiny:
-        cls = fusion_class(name)
-        if not hasattr(cls, "tiny_config"):
-            raise ValueError(f"fusion model {name!r} has no tiny_config(); give --model-config instead")
-        merged.update(cls.tiny_config())
+        merged.update(fusion_class(name).tiny_config())
     merged.update(config or {})
     return merged
 
@@ -102,12 +99,12 @@ def test_grid(model, data: ExperimentData, device, batch_size: int = 256, condit
 
 def train_one(name: str, hyperparameters: dict, data: ExperimentData, schedule: TrainingSchedule,
               config: TrainConfig, device, run_dir: Path, resume: bool = False,
-              test_conditions: list[str] | None = None) -> dict:
+              test_conditions: list[str] | None = None) -> SeedResult:
     """Train one seed in `run_dir` (bundle at run_dir/best), then score its selected model on test
-    (in `test_conditions`, default every fixed condition)."""
+    (in `test_conditions`, default every fixed condition); with `resume`, a finished seed is read back."""
     result_file = run_dir / "result.json"
     if resume and result_file.is_file():
-        return json.loads(result_file.read_text(encoding="utf-8"))
+        return SeedResult.from_dict(json.loads(result_file.read_text(encoding="utf-8")))
     torch.manual_seed(config.seed)
     model = create_fusion(name, data.task, **hyperparameters)
     bundle_dir = run_dir / "best"
@@ -122,28 +119,20 @@ def train_one(name: str, hyperparameters: dict, data: ExperimentData, schedule: 
     fitted = trainer.fit(resume=resume)
     save_best(model, {"stage": fitted.selected_stage, "epoch": fitted.selected_epoch,
                       "score": fitted.selected_score, "valid": fitted.valid_metrics})
-    result = {"seed": config.seed, "model": name, "selected_stage": fitted.selected_stage,
-              "selected_epoch": fitted.selected_epoch, "select_metric": fitted.select_metric,
-              "valid_score": fitted.selected_score, "valid": fitted.valid_metrics,
-              "select_condition": trainer.valid_condition, "history": fitted.history}
+    result = SeedResult(seed=config.seed, model=name, selected_stage=fitted.selected_stage,
+                        selected_epoch=fitted.selected_epoch, select_metric=fitted.select_metric,
+                        valid_score=fitted.selected_score, valid=fitted.valid_metrics,
+                        select_condition=trainer.valid_condition, history=fitted.history)
     if data.test is not None:
-        result["test"] = test_grid(model, data, device, config.eval_batch_size, test_conditions)
-    result_file.write_text(json.dumps(to_jsonable(result), indent=1), encoding="utf-8")
+        result.test = test_grid(model, data, device, config.eval_batch_size, test_conditions)
+    result_file.write_text(json.dumps(to_jsonable(result.to_dict()), indent=1), encoding="utf-8")
     return result
-
-
-def summarize_seeds(results: list[dict]) -> dict:
-    """{condition: {metric: {mean, std, values}}} of the test grids over seeds."""
-    grids = [r["test"] for r in results if r.get("test")]
-    if not grids:
-        return {}
-    return {condition: summarize_runs([grid[condition] for grid in grids]) for condition in grids[0]}
 
 
 def run_experiment(name: str, hyperparameters: dict, data: ExperimentData,
                    schedule_factory: Callable[[], TrainingSchedule], config: TrainConfig, seeds: list[int],
                    out: str | Path, device="cpu", resume: bool = False,
-                   test_conditions: list[str] | None = None) -> dict:
+                   test_conditions: list[str] | None = None) -> ExperimentSummary:
     """Train `name` once per seed; copy the best-validation seed's bundle to out/best; write summary.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,27 +143,16 @@ def run_experiment(name: str, hyperparameters: dict, data: ExperimentData,
                                  out / f"seed-{seed}", resume=resume, test_conditions=test_conditions))
     chosen = None
     for result in results:
-        if chosen is None or is_better(result["select_metric"], result["valid_score"], chosen["valid_score"]):
+        if chosen is None or is_better(result.select_metric, result.valid_score, chosen.valid_score):
             chosen = result
     staging = out / "best.copy"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(out / f"seed-{chosen['seed']}" / "best", staging)
+    shutil.copytree(out / f"seed-{chosen.seed}" / "best", staging)
     replace_dir(staging, out / "best")
     read_bundle_info(out / "best")  # fail loudly if the copy is not a bundle
-    summary = {
-        "model": name, "hyperparameters": hyperparameters, "task": data.task.to_dict(),
-        "schedule": schedule_factory().describe(), "seeds": seeds, "best_seed": chosen["seed"],
-        "select_metric": chosen["select_metric"], "select_condition": chosen["select_condition"],
-        "runs": [{k: v for k, v in r.items() if k != "history"} for r in results],
-        "test_summary": summarize_seeds(results),
-    }
-    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=1), encoding="utf-8")
+    summary = ExperimentSummary(
+        model=name, hyperparameters=hyperparameters, task=data.task, schedule=schedule_factory().describe(),
+        seeds=list(seeds), best_seed=chosen.seed, select_metric=chosen.select_metric,
+        select_condition=chosen.select_condition, runs=results, test_summary=summarize_seeds(results), out=out)
+    (out / "summary.json").write_text(json.dumps(to_jsonable(summary.to_dict()), indent=1), encoding="utf-8")
     return summary
-
-
-def format_mean_std(summary: dict, condition: str, metric: str, scale: float = 100.0) -> str:
-    """'61.20 ± 0.45' for a metric of `summarize_seeds` output (fractions scaled by `scale`)."""
-    entry = summary.get(condition, {}).get(metric)
-    if not entry or entry["mean"] is None or (isinstance(entry["mean"], float) and math.isnan(entry["mean"])):
-        return "n/a"
-    return f"{entry['mean'] * scale:.2f} ± {entry['std'] * scale:.2f}"

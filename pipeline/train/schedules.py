@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from affectflow.fusion.base import FusionModel
+from affectflow.fusion.dqf import dqf_frame_masking
+from affectflow.fusion.mculora import DPFTSampler, modality_combinations
 from affectflow.pipeline.train import protocols
 from affectflow.pipeline.train.data import Batch
 
@@ -31,21 +34,21 @@ class TrainingSchedule:
     validation = "full"
     """Default validation condition: 'full', a fixed condition like 't', or 'random'."""
 
-    def stages(self, model: torch.nn.Module) -> tuple[str, ...]:
+    def stages(self, model: FusionModel) -> tuple[str, ...]:
         """The stages to train, in order (the model's own)."""
-        return tuple(getattr(model, "stages", ("main",)))
+        return tuple(model.stages)
 
-    def begin_epoch(self, model: torch.nn.Module, stage: str, epoch: int) -> None:
+    def begin_epoch(self, model: FusionModel, stage: str, epoch: int) -> None:
         """Called before each training epoch."""
 
-    def transform(self, batch: Batch, model: torch.nn.Module, stage: str, generator: np.random.Generator) -> Batch:
+    def transform(self, batch: Batch, model: FusionModel, stage: str, generator: np.random.Generator) -> Batch:
         """The batch the model trains on."""
         return batch
 
-    def after_step(self, model: torch.nn.Module, batch: Batch, output: Any) -> None:
+    def after_step(self, model: FusionModel, batch: Batch, output: Any) -> None:
         """Called after each optimisation step with the batch and the model output."""
 
-    def end_epoch(self, model: torch.nn.Module, stage: str, epoch: int) -> None:
+    def end_epoch(self, model: FusionModel, stage: str, epoch: int) -> None:
         """Called after each training epoch (before validation)."""
 
     def state_dict(self) -> dict:
@@ -133,8 +136,6 @@ class DQFMaskingSchedule(TrainingSchedule):
     validation = "random"
 
     def __init__(self) -> None:
-        from affectflow.fusion.dqf import dqf_frame_masking
-
         self._masking = dqf_frame_masking
 
     def transform(self, batch, model, stage, generator):
@@ -160,8 +161,6 @@ class DPFTSchedule(TrainingSchedule):
 
     def _ensure_sampler(self, modalities: tuple[str, ...]):
         if self.sampler is None:
-            from affectflow.fusion.mculora import DPFTSampler, modality_combinations
-
             self.sampler = DPFTSampler(modality_combinations(modalities), modalities, **self.sampler_options)
             if self._pending is not None:
                 self.sampler.load_state_dict(self._pending)

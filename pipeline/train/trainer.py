@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from affectflow.fusion.base import FusionModel
 from affectflow.pipeline.train import evaluation
 from affectflow.pipeline.train.data import MultimodalDataset, make_loader
 from affectflow.pipeline.train.metrics import default_selection_metric, is_better
@@ -73,10 +74,10 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def _optimizer_settings(model: torch.nn.Module, config: TrainConfig) -> dict:
+def _optimizer_settings(model: FusionModel, config: TrainConfig) -> dict:
     """{name, lr, weight_decay, momentum}: explicit config values win; unset ones come from the model's
     `recommended_optimizer` (when it names the same optimizer), else Adam with lr 1e-3."""
-    recommended = dict(getattr(model, "recommended_optimizer", None) or {})
+    recommended = dict(model.recommended_optimizer)
     name = (config.optimizer or recommended.get("name") or "adam").lower()
     if recommended.get("name", "").lower() != name:
         recommended = {}
@@ -86,13 +87,12 @@ def _optimizer_settings(model: torch.nn.Module, config: TrainConfig) -> dict:
             "momentum": config.momentum if config.momentum is not None else recommended.get("momentum", 0.9)}
 
 
-def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: FusionModel, config: TrainConfig) -> torch.optim.Optimizer:
     """Optimizer over `model.trainable_parameters()` (the current stage's parameters)."""
     settings = _optimizer_settings(model, config)
-    parameters = model.trainable_parameters() if hasattr(model, "trainable_parameters") else \
-        [p for p in model.parameters() if p.requires_grad]
+    parameters = model.trainable_parameters()
     if not parameters:
-        raise ValueError(f"{model.fusion_name}: stage {getattr(model, 'stage', None)!r} has no trainable parameters")
+        raise ValueError(f"{model.fusion_name}: stage {model.stage!r} has no trainable parameters")
     name, lr, decay = settings["name"], settings["lr"], settings["weight_decay"]
     if name == "adam":
         return torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
@@ -103,7 +103,7 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     raise ValueError(f"unknown optimizer {name!r}; use adam, adamw or sgd")
 
 
-def training_loss(model: torch.nn.Module, output, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def training_loss(model: FusionModel, output, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """model.task_loss(prediction, targets) + sum of loss_weight(name) * aux; returns (loss, parts)."""
     loss = model.task_loss(output.prediction, targets)
     parts = {"task": float(loss.detach())}
@@ -121,10 +121,10 @@ class Trainer:
     on_best(model, record) is called whenever the selection metric improves (e.g. to save a bundle).
     """
 
-    def __init__(self, model: torch.nn.Module, train_set: MultimodalDataset, valid_set: MultimodalDataset,
+    def __init__(self, model: FusionModel, train_set: MultimodalDataset, valid_set: MultimodalDataset,
                  schedule: TrainingSchedule, config: TrainConfig, device: torch.device | str = "cpu",
                  run_dir: str | Path | None = None,
-                 on_best: Callable[[torch.nn.Module, dict], None] | None = None) -> None:
+                 on_best: Callable[[FusionModel, dict], None] | None = None) -> None:
         self.model, self.schedule, self.config = model, schedule, config
         self.device = torch.device(device)
         self.run_dir = Path(run_dir) if run_dir is not None else None

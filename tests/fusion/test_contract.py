@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from affectflow.fusion import FusionOutput, TaskSpec, fusion_class, list_fusions
+from affectflow.fusion.base import FusionModel
 from affectflow.pipeline.testing.fusion import presence_patterns, random_batch, random_targets, synthetic_split_task
 
 DIMS = {"a": 6, "t": 5, "v": 4}
@@ -32,9 +33,8 @@ def build(name: str, kind: str = "classification", level: str = "utterance", see
     """A model `name` with its tiny config for a small TaskSpec (seeded init)."""
     spec = TaskSpec(kind, dims or DIMS, class_names=CLASSES if kind == "classification" else (), level=level)
     cls = fusion_class(name)
-    config = cls.tiny_config() if hasattr(cls, "tiny_config") else {}
     torch.manual_seed(seed)
-    return cls(spec, **config)
+    return cls(spec, **cls.tiny_config())
 
 
 def make_inputs(model, input_kind: str, presence: torch.Tensor, seed: int = 0):
@@ -84,9 +84,12 @@ def last_stage(model) -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_registered_model_is_documented(name):
     cls = fusion_class(name)
+    assert issubclass(cls, FusionModel), "the harness relies on the FusionModel API"
     assert cls.__doc__ and cls.__module__.startswith("affectflow.fusion.")
     assert cls.stages, "stages must name at least one stage"
+    assert isinstance(cls.recommended_optimizer, dict) and isinstance(cls.tiny_config(), dict)
     model = build(name)
+    assert model.stage == cls.stages[0] and model.trainable_parameters()
     with pytest.raises(ValueError):
         model.set_stage("no-such-stage")
 
@@ -221,7 +224,7 @@ def test_synthetic_training_beats_chance(name):
     torch.manual_seed(0)
     spec = TaskSpec("classification", spec_dims, class_names=("low", "high"))
     cls = fusion_class(name)
-    model = cls(spec, **(cls.tiny_config() if hasattr(cls, "tiny_config") else {}))
+    model = cls(spec, **cls.tiny_config())
     generator = torch.Generator().manual_seed(0)
     train_on_synthetic_task(model, steps=240, generator=generator)
     model.eval()

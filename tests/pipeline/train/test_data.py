@@ -54,12 +54,12 @@ def test_utterance_items_carry_real_missingness(table, stores):
     for index in range(len(dataset)):
         item = dataset[index]
         for m in "atv":
-            vector, present = stores[m].read_utterance(item["id"])
-            assert item["present"][m] == present
-            assert item["features"][m].shape == (1, stores[m].output_dim)
-            np.testing.assert_allclose(item["features"][m][0], vector)
-    assert any(not item["present"][m] for item in map(dataset.__getitem__, range(24)) for m in "atv")
-    assert dataset[0]["target"] == ["class0", "class1", "class2"].index(rows.loc[0, "emotion"])
+            vector, present = stores[m].read_utterance(item.item_id)
+            assert item.present[m] == present
+            assert item.features[m].shape == (1, stores[m].output_dim)
+            np.testing.assert_allclose(item.features[m][0], vector)
+    assert any(not item.present[m] for item in map(dataset.__getitem__, range(24)) for m in "atv")
+    assert dataset[0].target == ["class0", "class1", "class2"].index(rows.loc[0, "emotion"])
 
 
 def test_frame_level_collation_pads_and_masks(table, stores):
@@ -67,14 +67,14 @@ def test_frame_level_collation_pads_and_masks(table, stores):
     items = [dataset[i] for i in range(6)]
     batch = data.collate(items, dataset.task)
     for m in "atv":
-        longest = max(item["features"][m].shape[0] for item in items)
+        longest = max(item.features[m].shape[0] for item in items)
         assert batch.inputs.features[m].shape == (6, longest, stores[m].output_dim)
         for b, item in enumerate(items):
-            t = item["features"][m].shape[0]
-            assert batch.inputs.masks[m][b, :t].tolist() == item["masks"][m].tolist()
+            t = item.features[m].shape[0]
+            assert batch.inputs.masks[m][b, :t].tolist() == item.masks[m].tolist()
             assert not batch.inputs.masks[m][b, t:].any()
-            assert batch.inputs.presence[b, "atv".index(m)].item() == item["present"][m]
-    assert batch.targets.dtype == torch.long and batch.ids == [item["id"] for item in items]
+            assert batch.inputs.presence[b, "atv".index(m)].item() == item.present[m]
+    assert batch.targets.dtype == torch.long and batch.ids == [item.item_id for item in items]
 
 
 def test_conversation_items_follow_utterance_index(table, stores):
@@ -82,11 +82,11 @@ def test_conversation_items_follow_utterance_index(table, stores):
     dataset = data.MultimodalDataset(shuffled, stores, _task(stores, level="conversation"), "emotion")
     assert len(dataset) == 6  # 24 utterances in dialogues of 4
     item = dataset[0]
-    order = shuffled.set_index("segment_id").loc[item["ids"], "utterance_index"].tolist()
-    assert order == sorted(order) and len(item["ids"]) == 4
+    order = shuffled.set_index("segment_id").loc[item.segment_ids, "utterance_index"].tolist()
+    assert order == sorted(order) and len(item.segment_ids) == 4
     batch = data.collate([dataset[0], dataset[1]], dataset.task)
     assert batch.targets.shape == (2, 4) and batch.inputs.features["a"].shape[:2] == (2, 4)
-    flags = [stores["a"].read_utterance(s)[1] for s in item["ids"]]
+    flags = [stores["a"].read_utterance(s)[1] for s in item.segment_ids]
     assert batch.inputs.masks["a"][0].tolist() == flags
     with pytest.raises(ValueError, match="frame_level"):
         data.MultimodalDataset(shuffled, stores, _task(stores, level="conversation"), "emotion", frame_level=True)
@@ -116,7 +116,7 @@ def test_bad_labels_and_missing_entries_raise(table, stores):
     with pytest.raises(ValueError, match="ghost"):
         data.MultimodalDataset(extra, stores, _task(stores), "emotion")
     lenient = data.MultimodalDataset(extra, stores, _task(stores), "emotion", missing_entries="missing")
-    assert not any(lenient[len(lenient) - 1]["present"].values())
+    assert not any(lenient[len(lenient) - 1].present.values())
 
 
 def test_modality_without_store_is_always_missing(table, stores):
@@ -125,7 +125,7 @@ def test_modality_without_store_is_always_missing(table, stores):
     dataset = data.MultimodalDataset(data.split_rows(table, "train"), partial, task, "emotion")
     normalizer = data.FeatureNormalizer.fit(dataset)
     assert normalizer.std["a"].tolist() == [1.0] * 4
-    assert not dataset[0]["present"]["a"] and dataset[0]["features"]["v"].shape == (1, 2)
+    assert not dataset[0].present["a"] and dataset[0].features["v"].shape == (1, 2)
 
 
 def test_normalizer_uses_train_frames_only(table, stores):
@@ -141,8 +141,8 @@ def test_normalizer_uses_train_frames_only(table, stores):
     item = train[0]
     raw = train.raw_item(0)
     for m in "atv":
-        expected = np.where(raw["masks"][m][:, None], (raw["features"][m] - normalizer.mean[m]) / normalizer.std[m], 0)
-        np.testing.assert_allclose(item["features"][m], expected, rtol=1e-5, atol=1e-6)
+        expected = np.where(raw.masks[m][:, None], (raw.features[m] - normalizer.mean[m]) / normalizer.std[m], 0)
+        np.testing.assert_allclose(item.features[m], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_length_bucket_sampler():

@@ -173,17 +173,17 @@ def test_test_split_never_influences_selection(table, stores, tmp_path):
         splits = experiment.build_experiment(variant, stores, "classification", "emotion", MODALITIES)
         summary = experiment.run_experiment("late_fusion", {"hidden": 16, "dropout": 0.0}, splits,
                                             lambda: make_schedule("full"), _config(), [1], tmp_path / name)
-        runs[name] = (summary["runs"][0], load_file(str(tmp_path / name / "best" / "model.safetensors")))
+        runs[name] = (summary.runs[0], load_file(str(tmp_path / name / "best" / "model.safetensors")))
     clean, clean_weights = runs["clean"]
     test_corrupted, test_weights = runs["test_corrupted"]
     valid_corrupted, _ = runs["valid_corrupted"]
-    assert clean["selected_epoch"] > 1
-    assert test_corrupted["selected_epoch"] == clean["selected_epoch"]
-    assert test_corrupted["valid"] == clean["valid"]
+    assert clean.selected_epoch > 1
+    assert test_corrupted.selected_epoch == clean.selected_epoch
+    assert test_corrupted.valid == clean.valid
     for key, value in clean_weights.items():
         assert torch.equal(test_weights[key], value)
-    assert test_corrupted["test"]["atv"]["wa"] < clean["test"]["atv"]["wa"]  # the corruption was real
-    assert valid_corrupted["selected_epoch"] != clean["selected_epoch"]
+    assert test_corrupted.test["atv"]["wa"] < clean.test["atv"]["wa"]  # the corruption was real
+    assert valid_corrupted.selected_epoch != clean.selected_epoch
     history = json.loads((tmp_path / "clean" / "seed-1" / "result.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
 
@@ -191,12 +191,15 @@ def test_test_split_never_influences_selection(table, stores, tmp_path):
 def test_multiple_seeds_give_mean_and_std(splits, tmp_path):
     summary = experiment.run_experiment("late_fusion", {"hidden": 8}, splits, lambda: make_schedule("full"),
                                         _config(epochs=2), [1, 2], tmp_path / "run")
-    wa = summary["test_summary"]["atv"]["wa"]
+    wa = summary.test_summary["atv"]["wa"]
     assert len(wa["values"]) == 2 and wa["mean"] == pytest.approx(sum(wa["values"]) / 2)
-    assert summary["best_seed"] in (1, 2)
-    best = max(summary["runs"], key=lambda r: r["valid_score"])
-    assert best["seed"] == summary["best_seed"]
+    assert summary.best_seed in (1, 2)
+    best = max(summary.runs, key=lambda r: r.valid_score)
+    assert best.seed == summary.best_seed
     assert (tmp_path / "run" / "best" / "bundle.json").is_file()
     again = experiment.run_experiment("late_fusion", {"hidden": 8}, splits, lambda: make_schedule("full"),
                                       _config(epochs=2), [1, 2], tmp_path / "run", resume=True)
-    assert again["runs"] == summary["runs"]  # finished seeds are reused, not retrained
+    assert again.runs == summary.runs  # finished seeds are reused, not retrained
+    written = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert written["best_seed"] == summary.best_seed and written["runs"][0]["seed"] == 1
+    assert "history" not in written["runs"][0] and written["test_summary"]["atv"]["wa"]["values"] == wa["values"]
