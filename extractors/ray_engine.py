@@ -32,6 +32,7 @@ import pandas as pd
 from affectflow.pipeline.core.records import FeatureSequence, Segment
 
 from affectflow.extractors.base import InputContract
+from affectflow.extractors.spec import ExtractorSpec
 
 SEGMENT_COLUMNS = ("segment_id", "media_path", "start", "end", "text", "face_side")
 FACE_TRACK_FIELDS = ("crops", "mask", "times", "boxes", "probabilities", "landmarks")
@@ -196,7 +197,7 @@ def decode_segments(batch: pd.DataFrame, facts: list[ExtractorFacts], manifest_p
 class ExtractionActor:
     """Actor: the extractors (and FaceDetectors) on `device`; decoded rows -> packed sequences per extractor."""
 
-    def __init__(self, specs: list[dict], device: str, face_fps: float) -> None:
+    def __init__(self, specs: list[ExtractorSpec], device: str, face_fps: float) -> None:
         import torch
 
         from affectflow.pipeline.core.devices import resolve_device

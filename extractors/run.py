@@ -48,6 +48,9 @@ class ExtractionSummary:
     failed: dict[str, str] = field(default_factory=dict)
     media_seconds: float = 0.0
     elapsed_seconds: float = 0.0
+    npy_dir: Path | None = None
+    """Where the store was exported as .npy files (None: not exported); `npy_files` of them."""
+    npy_files: int = 0
 
     @property
     def speed(self) -> float:
@@ -201,7 +204,7 @@ def run_extraction(table: pd.DataFrame, extractor: Extractor, store: FeatureStor
 
     from affectflow.extractors.batching import bucket_by_length, iter_decoded_batches, resolve_workers
 
-    if store.spec["config_hash"] != extractor.config_hash or store.modality != extractor.modality:
+    if store.spec.config_hash != extractor.config_hash or store.modality != extractor.modality:
         raise ValueError(f"store {store.root} holds {store.extractor_id}, not {extractor.extractor_id}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

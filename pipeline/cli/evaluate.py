@@ -72,7 +72,7 @@ def _dataset(args, table, info) -> MultimodalDataset:
     for m, store in stores.items():
         if store is None and info.extractor_specs.get(m) is not None:
             raise ValueError(f"no feature store for modality {m!r} matching the bundle's extractor "
-                             f"{info.extractor_specs[m].get('name')} config {info.extractor_specs[m].get('config_hash')}")
+                             f"{info.extractor_specs[m].name} config {info.extractor_specs[m].config_hash}")
     rows = split_rows(table, args.split)
     if rows.empty:
         raise ValueError(f"the manifest has no {args.split!r} rows")
