@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from affectflow.fusion.contract import ModalityBatch, TaskSpec
 from affectflow.extractors.spec import ExtractorSpec
+from affectflow.extractors.store import FeatureStore
 
 IGNORE_INDEX = -100
 SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "dev": "valid",
@@ -370,8 +371,6 @@ def open_feature_stores(features_dir: str | Path | None, overrides: dict[str, st
     `expected[m]` (an extractor spec, e.g. from a checkpoint bundle), else must be given explicitly
     (overrides[m]). Modalities without any store are left out (the caller decides if that is an error).
     """
-    from affectflow.extractors.store import FeatureStore
-
     stores = {m: FeatureStore.open(Path(p)) for m, p in (overrides or {}).items() if p is not None}
     for m, store in stores.items():
         if store.modality != m:

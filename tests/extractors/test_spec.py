@@ -31,3 +31,14 @@ def test_older_record_without_hash_is_accepted():
 def test_bad_records_raise_naming_the_source(record, message):
     with pytest.raises(ValueError, match=message):
         ExtractorSpec.from_dict(record, source="store/spec.json")
+
+
+def test_importing_the_package_registers_builtins_without_transformers():
+    """The explicit import list fills the registry; model libraries load only when a model is built."""
+    import subprocess
+    import sys
+
+    code = ("import sys, affectflow.extractors as e; "
+            "assert {'hf_audio', 'hf_text', 'hf_vision', 'logmel', 'prosody', 'fer'} <= set(e.list_extractors()); "
+            "assert 'transformers' not in sys.modules, 'importing affectflow.extractors imported transformers'")
+    subprocess.run([sys.executable, "-c", code], check=True)
