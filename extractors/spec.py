@@ -35,7 +35,8 @@ class ExtractorSpec:
         if self.modality not in MODALITIES:
             raise ValueError(f"extractor spec {self.name!r}: modality must be 'a', 't' or 'v', got {self.modality!r}")
         if not isinstance(self.config, Mapping):
-            raise ValueError(f"extractor spec {self.name!r}: config must be a mapping, got {type(self.config).__name__}")
+            raise ValueError(f"extractor spec {self.name!r}: config must be a mapping, "
+                             f"got {type(self.config).__name__}")
         object.__setattr__(self, "config", dict(self.config))
         if self.output_dim is not None:
             object.__setattr__(self, "output_dim", int(self.output_dim))

@@ -145,7 +145,8 @@ class Registry(Generic[T]):
         close = tuple(difflib.get_close_matches(key, candidates, n=3, cutoff=0.6))
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         registered = ", ".join(self.names()) or "(none)"
-        aliases = f" (aliases: {', '.join(f'{a}={t}' for a, t in sorted(self._aliases.items()))})" if self._aliases else ""
+        pairs = ", ".join(f"{alias}={target}" for alias, target in sorted(self._aliases.items()))
+        aliases = f" (aliases: {pairs})" if pairs else ""
         return UnknownNameError(f"unknown {self.kind} {name!r}{hint}; registered: {registered}{aliases}",
                                 kind=self.kind, name=name, close_matches=close)
 

@@ -364,7 +364,8 @@ def make_loader(dataset: MultimodalDataset, batch_size: int, shuffle: bool, seed
 
 
 def open_feature_stores(features_dir: str | Path | None, overrides: dict[str, str | Path] | None = None,
-                        modalities: Sequence[str] = ("a", "t", "v"), expected: dict[str, ExtractorSpec | None] | None = None) -> dict:
+                        modalities: Sequence[str] = ("a", "t", "v"),
+                        expected: dict[str, ExtractorSpec | None] | None = None) -> dict:
     """{modality: FeatureStore} from a folder of stores (one sub-folder each) plus explicit paths.
 
     A modality with several stores under `features_dir` takes the one whose config hash matches
