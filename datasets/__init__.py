@@ -5,15 +5,21 @@
     prepared.manifest      # pandas table in the shared schema (affectflow.pipeline.core.manifest)
     print(prepared.summary())
 
-Per-corpus modules: `meld`, `iemocap`, `mosei`, `mosi` (raw layouts in their docstrings);
-`labels` reads MMSA label.csv and SDK .csd files; `validation` holds the report and media checks.
+Per-corpus modules: `meld`, `iemocap`, `mosei`, `mosi` (raw layouts in their docstrings), registered
+by the explicit import list `recipes`;
+`labels` reads MMSA label.csv and SDK .csd files (`mmsa.read_mmsa_label_csv`: a label.csv straight into a
+manifest); `validation` holds the report and media checks.
 """
 
 from affectflow.datasets.common import CorpusLayoutError, PreparedCorpus, load_prepared
-from affectflow.datasets.registry import RECIPES, get_recipe, prepare_corpus
+# The registry first, then the explicit list of built-in recipes that fills it.
+from affectflow.datasets.registry import (
+    RECIPES, corpora_taking, get_recipe, list_recipes, prepare_corpus, recipe_options, register_recipe,
+)
+from affectflow.datasets import recipes  # noqa: F401  registers the built-in corpus recipes
 from affectflow.datasets.validation import MediaChecks, ValidationReport
 
 __all__ = [
-    "CorpusLayoutError", "MediaChecks", "PreparedCorpus", "RECIPES", "ValidationReport", "get_recipe",
-    "load_prepared", "prepare_corpus",
+    "CorpusLayoutError", "MediaChecks", "PreparedCorpus", "RECIPES", "ValidationReport", "corpora_taking",
+    "get_recipe", "list_recipes", "load_prepared", "prepare_corpus", "recipe_options", "register_recipe",
 ]

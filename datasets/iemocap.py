@@ -35,6 +35,7 @@ from pathlib import Path
 
 from affectflow.datasets.common import CorpusLayoutError, PreparedCorpus, finish_corpus, require_root
 from affectflow.datasets.validation import MediaChecks, ValidationReport
+from affectflow.datasets.registry import register_recipe
 
 CATEGORIES: dict[str, str] = {
     "neu": "neutral", "hap": "happy", "exc": "excited", "sad": "sad", "ang": "angry", "fru": "frustrated",
@@ -152,6 +153,7 @@ def _check_media_folders(folders: dict[int, Path], media: str, allow_missing_med
     report.notes.extend(f"media folder absent: {path}" for path in absent)
 
 
+@register_recipe("iemocap")
 def prepare_iemocap(root: str | Path, out: str | Path | None = None, *, label_set: str = "4",
                     sessions: tuple[int, ...] = (1, 2, 3, 4, 5), media: str = "avi",
                     allow_missing_media: bool = False, **check_options) -> PreparedCorpus:

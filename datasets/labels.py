@@ -152,22 +152,3 @@ def load_folds(folds: str | Path | dict | None, sdk_dataset: str = "cmu_mosei") 
         for video_id in videos:
             by_video[str(video_id)] = normalize_split(split, "folds")
     return by_video
-
-
-def read_mmsa_label_csv(path: str | Path, corpus: str | None = None, root: str | Path | None = None) -> pd.DataFrame:
-    """Read a real MMSA label.csv straight into a manifest table (text pathway; media not checked).
-
-    corpus: "mosei" or "mosi" (default: guessed from the path). root: where the raw corpus would be
-    (default: the label file's folder); media paths follow that corpus's raw layout, and segments
-    whose times are unknown without transcripts are flagged `unknown_span` in `media_problem`.
-    """
-    path = Path(path).expanduser().resolve()
-    corpus = corpus or ("mosei" if "mosei" in str(path).lower() else "mosi" if "mosi" in str(path).lower() else None)
-    if corpus not in ("mosei", "mosi"):
-        raise ValueError(f"{path}: cannot tell whether this is CMU-MOSEI or CMU-MOSI; pass corpus='mosei'|'mosi'")
-    root = Path(root) if root is not None else path.parent
-    if corpus == "mosei":
-        from affectflow.datasets.mosei import mosei_manifest_from_labels as build
-    else:
-        from affectflow.datasets.mosi import mosi_manifest_from_labels as build
-    return build(path, root)

@@ -36,6 +36,7 @@ import pandas as pd
 from affectflow.datasets.common import CorpusLayoutError, PreparedCorpus, finish_corpus, first_existing, require_root, text_only_manifest
 from affectflow.datasets.text import decode_annotation_bytes
 from affectflow.datasets.validation import MediaChecks, ValidationReport
+from affectflow.datasets.registry import register_recipe
 
 EMOTIONS: tuple[str, ...] = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 SENTIMENTS: dict[str, float] = {"negative": -1.0, "neutral": 0.0, "positive": 1.0}
@@ -201,6 +202,7 @@ def _known_defects(rows: list[dict], report: ValidationReport) -> None:
             report.add(known[0], row["segment_id"], known[1] + " (not probed)")
 
 
+@register_recipe("meld")
 def prepare_meld(root: str | Path, out: str | Path | None = None, *, splits: tuple[str, ...] = ("train", "dev", "test"),
                  allow_missing_media: bool = False, check_audio: bool = True, **check_options) -> PreparedCorpus:
     """Prepare MELD.Raw at `root` into a manifest + validation report (written to `out` when given).

@@ -35,6 +35,7 @@ from affectflow.datasets.common import (
 )
 from affectflow.datasets.labels import MOSEI_EMOTIONS, LabelRow, load_folds, read_csd, read_mmsa_rows
 from affectflow.datasets.validation import MediaChecks, ValidationReport
+from affectflow.datasets.registry import register_recipe
 
 TRANSCRIPT_DIR = Path("Raw/Transcript/Segmented/Combined")
 VIDEO_DIR = Path("Raw/Videos/Full/Combined")
@@ -227,6 +228,7 @@ def _collect_rows(root: Path, label_path: Path, allow_missing_media: bool, folds
     return rows
 
 
+@register_recipe("mosei")
 def prepare_mosei(root: str | Path, out: str | Path | None = None, *, labels: str | Path | None = None,
                   folds: str | Path | dict | None = None, allow_missing_media: bool = False,
                   **check_options) -> PreparedCorpus:

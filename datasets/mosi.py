@@ -33,6 +33,7 @@ from affectflow.datasets.common import CorpusLayoutError, PreparedCorpus, finish
 from affectflow.datasets.labels import load_folds, read_csd, read_mmsa_rows
 from affectflow.datasets.text import decode_annotation_bytes
 from affectflow.datasets.validation import MediaChecks, ValidationReport
+from affectflow.datasets.registry import register_recipe
 
 SEGMENTED_VIDEO_DIR = Path("Raw/Video/Segmented")
 FULL_VIDEO_DIR = Path("Raw/Video/Full")
@@ -173,6 +174,7 @@ def _find_labels(root: Path, labels: str | Path | None) -> Path:
     return found
 
 
+@register_recipe("mosi")
 def prepare_mosi(root: str | Path, out: str | Path | None = None, *, labels: str | Path | None = None,
                  segment_times: str | Path | None = None, folds: str | Path | dict | None = None,
                  allow_missing_media: bool = False, **check_options) -> PreparedCorpus:

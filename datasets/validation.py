@@ -20,6 +20,7 @@ import pandas as pd
 
 from affectflow.pipeline.core.errors import MediaError
 from affectflow.pipeline.core.records import Recording
+from affectflow.pipeline.media import decode  # module attribute calls: tests can stand in for probe/read_audio
 
 PROBLEM_KINDS: dict[str, str] = {
     "missing_media": "media file does not exist",
@@ -203,13 +204,11 @@ class ProbeCache:
 
     def get(self, path: Path) -> Recording | MediaError:
         """The probed `Recording` of an existing file, or the `MediaError` that probing raised."""
-        from affectflow.pipeline.media.decode import probe
-
         key, stamp = str(path), self._stamp(path)
         entry = self.entries.get(key)
         if entry is None or entry.get("stamp") != stamp:
             try:
-                recording = probe(path)
+                recording = decode.probe(path)
                 entry = {"stamp": stamp, "recording": {k: v for k, v in asdict(recording).items() if k != "path"}}
             except MediaError as error:
                 entry = {"stamp": stamp, "error": error.cause}
@@ -264,18 +263,16 @@ def _probe_all(paths: list[str], checks: MediaChecks, cache: ProbeCache) -> dict
 
 
 def _silence(rows: list[dict], checks: MediaChecks, cache: ProbeCache) -> list[tuple[dict, bool]]:
-    from affectflow.pipeline.media.decode import read_audio
-
-    def decode(row: dict) -> bool:
+    def is_silent(row: dict) -> bool:
         try:
-            clip = read_audio(row["media_path"], start=float(row["start"]), end=row.get("end"))
+            clip = decode.read_audio(row["media_path"], start=float(row["start"]), end=row.get("end"))
         except MediaError:
             return False  # already reported as unreadable by the probe, or undecodable audio
         return bool(clip.silent and not clip.is_missing)
 
     def one(row: dict) -> tuple[dict, bool]:
         """(row, whether its span is digital silence)."""
-        return row, cache.silence(row["media_path"], float(row["start"]), row.get("end"), lambda: decode(row))
+        return row, cache.silence(row["media_path"], float(row["start"]), row.get("end"), lambda: is_silent(row))
 
     with ThreadPoolExecutor(max_workers=checks.workers) as pool:
         return list(pool.map(one, rows))

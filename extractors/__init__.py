@@ -1,20 +1,28 @@
 """Feature extractors (audio, text, vision, weights-free signal), the feature store and the job.
 
-    from affectflow.extractors import create_extractor, FeatureStore, run_extraction, export_npy
+    from affectflow.extractors import create_extractor, extract, FeatureStore, run_extraction, export_npy
     extractor = create_extractor("hf_audio", model="microsoft/wavlm-large", layers=20, device="cuda")
+    summaries = extract("meld/train.parquet", "features/meld", text="roberta-large", device="cuda")
 
-Registered names: hf_audio, hf_text, hf_vision, logmel, prosody (+ teammates' modules listed in
-builtin.py). Importing this package does not import transformers; models load on construction.
+Registered names (`list_extractors()`): hf_audio, hf_text, hf_vision, logmel, prosody, fer, manet, ...
+(the explicit import list is builtin.py). Importing this package does not import transformers; models
+load on construction.
 """
 
+# The registry first, then the explicit list of built-in extractors that fills it.
 from affectflow.extractors.base import (
-    Extractor, ExtractorConfig, InputContract, create_extractor, extractor_class, extractor_from_spec,
+    EXTRACTORS, Extractor, ExtractorConfig, InputContract, create_extractor, extractor_class, extractor_from_spec,
     list_extractors, register_extractor,
 )
+from affectflow.extractors import builtin  # noqa: F401  registers the built-in extractors
+from affectflow.extractors.spec import ExtractorSpec
 from affectflow.extractors.run import ExtractionSummary, run_extraction
 from affectflow.extractors.store import FeatureStore, export_npy
+from affectflow.extractors.choice import choose_extractors
+from affectflow.extractors.job import extract
 
 __all__ = [
-    "Extractor", "ExtractorConfig", "InputContract", "create_extractor", "extractor_class", "extractor_from_spec",
-    "list_extractors", "register_extractor", "ExtractionSummary", "run_extraction", "FeatureStore", "export_npy",
+    "EXTRACTORS", "Extractor", "ExtractorConfig", "ExtractorSpec", "InputContract", "create_extractor",
+    "extractor_class", "extractor_from_spec", "list_extractors", "register_extractor", "ExtractionSummary",
+    "run_extraction", "FeatureStore", "export_npy", "choose_extractors", "extract",
 ]

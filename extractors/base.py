@@ -8,6 +8,9 @@ identifies its features (the feature-store key), and declares its input contract
     class HFAudioExtractor(Extractor): ...
 
     extractor = create_extractor("wav2vec2", model="facebook/wav2vec2-base", layers="last4")
+
+The registry is `EXTRACTORS` (a `Registry[type[Extractor]]`); the built-in extractors are registered by
+the explicit import list in `affectflow.extractors.builtin`, which the package `__init__` imports.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
 
 from affectflow.pipeline.core.records import FeatureSequence
+from affectflow.pipeline.core.registry import Registry
 
-Modality = Literal["a", "t", "v"]
+from affectflow.extractors.spec import ExtractorSpec, Modality
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,10 @@ class Extractor:
         """name + config hash: what a feature store is keyed on."""
         return f"{self.name}-{self.config_hash}"
 
-    def spec(self) -> dict[str, Any]:
-        """A JSON-able description: enough to rebuild this extractor with `extractor_from_spec`."""
-        return {
-            "name": self.name,
-            "modality": self.modality,
-            "config": self.config.to_dict(),
-            "config_hash": self.config_hash,
-            "output_dim": self.output_dim,
-        }
+    def spec(self) -> ExtractorSpec:
+        """What made this extractor's features: enough to rebuild it with `extractor_from_spec`."""
+        return ExtractorSpec(name=self.name, modality=self.modality, config=self.config.to_dict(),
+                             config_hash=self.config_hash, output_dim=self.output_dim)
 
     # --- contract ------------------------------------------------------------------------------
     @property
@@ -127,37 +126,32 @@ class Extractor:
         return self.extract_batch([item])[0]
 
 
-_EXTRACTORS: dict[str, type[Extractor]] = {}
+def _check_extractor(name: str, cls: type[Extractor]) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Extractor)):
+        raise TypeError(f"extractor {name!r}: {cls!r} is not a subclass of Extractor")
 
 
-def register_extractor(name: str) -> Callable[[type[Extractor]], type[Extractor]]:
-    """Class decorator registering an extractor under `name`; a duplicate name raises."""
-
-    def decorate(cls: type[Extractor]) -> type[Extractor]:
-        if name in _EXTRACTORS:
-            raise ValueError(f"extractor {name!r} is already registered ({_EXTRACTORS[name].__qualname__})")
-        cls.name = name
-        _EXTRACTORS[name] = cls
-        return cls
-
-    return decorate
+def _stamp_name(name: str, cls: type[Extractor]) -> None:
+    cls.name = name
 
 
-def _load_builtin_extractors() -> None:
-    # Explicit import list: importing the module registers the built-in extractors.
-    from affectflow.extractors import builtin  # noqa: F401
+EXTRACTORS: Registry[type[Extractor]] = Registry("extractor", check=_check_extractor, on_register=_stamp_name)
 
 
-def list_extractors() -> list[str]:
-    _load_builtin_extractors()
-    return sorted(_EXTRACTORS)
+def register_extractor(name: str, *aliases: str) -> Callable[[type[Extractor]], type[Extractor]]:
+    """Class decorator registering an extractor under `name` (+ aliases); a duplicate name raises."""
+    return EXTRACTORS.register(name, *aliases)
+
+
+def list_extractors(pattern: str | None = None, modality: Modality | None = None) -> list[str]:
+    """Registered extractor names, optionally matching an fnmatch `pattern` and/or of one modality."""
+    predicate = None if modality is None else (lambda cls: cls.modality == modality)
+    return EXTRACTORS.names(pattern, predicate)
 
 
 def extractor_class(name: str) -> type[Extractor]:
-    _load_builtin_extractors()
-    if name not in _EXTRACTORS:
-        raise KeyError(f"unknown extractor {name!r}; registered: {sorted(_EXTRACTORS)}")
-    return _EXTRACTORS[name]
+    """The class registered as `name`; `UnknownNameError` (a KeyError and ValueError) lists close matches."""
+    return EXTRACTORS.get(name)
 
 
 def create_extractor(name: str, device: torch.device | str = "cpu", **config: Any) -> Extractor:
@@ -166,12 +160,16 @@ def create_extractor(name: str, device: torch.device | str = "cpu", **config: An
     return cls(cls.config_class(**config), device=device)
 
 
-def extractor_from_spec(spec: dict[str, Any], device: torch.device | str = "cpu") -> Extractor:
-    """Rebuild an extractor from `Extractor.spec()`; refuses when the config hash differs."""
-    extractor = create_extractor(spec["name"], device=device, **spec["config"])
-    if spec.get("config_hash") and spec["config_hash"] != extractor.config_hash:
+def extractor_from_spec(spec: ExtractorSpec | Mapping[str, Any], device: torch.device | str = "cpu") -> Extractor:
+    """Rebuild an extractor from `Extractor.spec()` (or its dict); refuses when the config hash differs.
+
+    A spec without a config hash (older records) is accepted as is.
+    """
+    spec = ExtractorSpec.coerce(spec)
+    extractor = create_extractor(spec.name, device=device, **spec.config)
+    if spec.config_hash and spec.config_hash != extractor.config_hash:
         raise ValueError(
-            f"extractor {spec['name']}: config hash {extractor.config_hash} does not match the recorded "
-            f"{spec['config_hash']} (the extractor's config fields changed)"
+            f"extractor {spec.name}: config hash {extractor.config_hash} does not match the recorded "
+            f"{spec.config_hash} (the extractor's config fields changed)"
         )
     return extractor

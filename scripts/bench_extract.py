@@ -87,7 +87,7 @@ def save_full_size_models(folder: Path) -> dict[str, str]:
 
 def build_extractors(args: argparse.Namespace, model_dir: Path) -> dict:
     """modality -> Extractor, the same objects for both paths."""
-    from affectflow.pipeline.cli.extract import resolve_extractor_choice
+    from affectflow.extractors.choice import resolve_extractor_choice
     from affectflow.extractors.base import create_extractor
 
     chosen = {"a": args.audio, "t": args.text, "v": args.vision}

@@ -52,7 +52,7 @@ def load_meld(data: Path) -> pd.DataFrame:
 
 def load_mosei(data: Path) -> pd.DataFrame:
     """CMU-MOSEI label.csv as a manifest (sentiment, split)."""
-    from affectflow.datasets.labels import read_mmsa_label_csv
+    from affectflow.datasets.mmsa import read_mmsa_label_csv
 
     return read_mmsa_label_csv(data / "cmu-mosei" / "label.csv", corpus="mosei")
 

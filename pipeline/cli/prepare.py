@@ -11,24 +11,16 @@ import sys
 
 from affectflow.pipeline.core.errors import AffectflowError
 
-from affectflow.datasets.registry import RECIPES, get_recipe
+from affectflow.datasets.registry import RECIPES, corpora_taking, prepare_corpus, recipe_options
 from affectflow.datasets.validation import MEDIA_PROBLEM_KINDS
 
-# Options that only some corpora take: CLI dest -> (recipe keyword, corpora).
-CORPUS_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "labels": ("labels", ("mosei", "mosi")),
-    "folds": ("folds", ("mosei", "mosi")),
-    "segment_times": ("segment_times", ("mosi",)),
-    "label_set": ("label_set", ("iemocap",)),
-    "sessions": ("sessions", ("iemocap",)),
-    "media": ("media", ("iemocap",)),
-    "splits": ("splits", ("meld",)),
-}
+# Corpus-specific flags (CLI dest = recipe option); which corpora take each comes from the recipes' signatures.
+CORPUS_FLAGS: tuple[str, ...] = ("labels", "folds", "segment_times", "label_set", "sessions", "media", "splits")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the `prepare` arguments to `parser`."""
-    parser.add_argument("corpus", choices=sorted(RECIPES), help="which corpus recipe to run")
+    parser.add_argument("corpus", choices=RECIPES.names(), help="which corpus recipe to run")
     parser.add_argument("--root", required=True, help="the raw corpus folder as downloaded/extracted")
     parser.add_argument("--out", required=True, help="output folder for manifest.parquet/.csv and report.json")
     parser.add_argument("--labels", help="mosei/mosi: label file (.csd from the SDK or MMSA label.csv)")
@@ -55,17 +47,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _recipe_options(args: argparse.Namespace) -> dict:
+    """The recipe keyword options of the parsed flags (comma lists split, sessions as numbers)."""
     options = {"allow_missing_media": args.allow_missing_media, "probe": args.probe,
                "max_duration": args.max_duration, "workers": args.workers,
                "drop": tuple(kind.strip() for kind in args.drop.split(",") if kind.strip())}
     if args.check_audio is not None:
         options["check_audio"] = args.check_audio
-    for dest, (keyword, corpora) in CORPUS_OPTIONS.items():
+    for dest in CORPUS_FLAGS:
         value = getattr(args, dest)
         if value is None:
             continue
-        if args.corpus not in corpora:
-            raise ValueError(f"--{dest.replace('_', '-')} applies to {', '.join(corpora)} only, not {args.corpus}")
+        if dest not in recipe_options(args.corpus):
+            raise ValueError(f"--{dest.replace('_', '-')} applies to {', '.join(corpora_taking(dest))} only, "
+                             f"not {args.corpus}")
         if dest == "sessions":
             try:
                 value = tuple(int(part) for part in value.split(",") if part.strip())
@@ -73,14 +67,14 @@ def _recipe_options(args: argparse.Namespace) -> dict:
                 raise ValueError(f"--sessions must be comma-separated numbers, got {value!r}") from None
         elif dest == "splits":
             value = tuple(part.strip() for part in value.split(",") if part.strip())
-        options[keyword] = value
+        options[dest] = value
     return options
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen recipe, write its outputs, print the summary; 0 on success, 2 on bad input."""
     try:
-        prepared = get_recipe(args.corpus)(args.root, args.out, **_recipe_options(args))
+        prepared = prepare_corpus(args.corpus, args.root, args.out, **_recipe_options(args))
     except (AffectflowError, ValueError, FileNotFoundError) as error:
         print(f"affectflow prepare {args.corpus}: error: {error}", file=sys.stderr)
         return 2

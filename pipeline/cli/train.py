@@ -24,7 +24,8 @@ from affectflow.fusion.registry import list_fusions
 from affectflow.pipeline.train.api import train
 from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from affectflow.pipeline.train.results import CrossFoldSummary, ExperimentSummary, format_mean_std
-from affectflow.pipeline.train.schedules import SCHEDULE_NAMES
+from affectflow.pipeline.train.optimizers import OPTIMIZERS
+from affectflow.pipeline.train.schedules import SCHEDULES
 
 
 def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,12 +60,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modalities", help="e.g. 'atv' or 't' (default: every modality with a store)")
     parser.add_argument("--frame-level", action="store_true", help="frame sequences instead of utterance vectors")
     parser.add_argument("--no-normalize", action="store_true", help="skip train-split feature standardisation")
-    parser.add_argument("--schedule", default="full", help=f"training schedule: {', '.join(SCHEDULE_NAMES)}")
+    parser.add_argument("--schedule", default="full", help=f"training schedule: {', '.join(SCHEDULES.names())} "
+                        f"(aliases: {', '.join(f'{a}={n}' for a, n in SCHEDULES.aliases().items())})")
     parser.add_argument("--condition", help="modalities kept by --schedule fixed, e.g. 't' or 'at'")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per training stage")
     parser.add_argument("--lr", type=float, help="default: the model's recommendation, else 1e-3")
     parser.add_argument("--weight-decay", type=float, help="default: the model's recommendation, else 0")
-    parser.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="default: the model's recommendation or adam")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS.names(),
+                        help="default: the model's recommendation or adam")
     parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0 = off)")
     parser.add_argument("--select-metric", help="validation metric for selection (default weighted_f1 / mae)")
     parser.add_argument("--select-condition", default="auto",

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from affectflow.extractors.spec import ExtractorSpec
 from affectflow.extractors.store import FeatureStore
 
 from affectflow.pipeline.core.manifest import write_manifest
@@ -34,12 +35,12 @@ class FeatureCorpus:
     class_names: tuple[str, ...]
 
 
-def synthetic_spec(modality: str, dim: int, seed: int) -> dict:
+def synthetic_spec(modality: str, dim: int, seed: int) -> ExtractorSpec:
     """An extractor spec for generated features (name, modality, config, config_hash, output_dim)."""
     config = {"dim": dim, "seed": seed}
     digest = hashlib.sha256(json.dumps({"m": modality, **config}, sort_keys=True).encode()).hexdigest()[:16]
-    return {"name": f"synthetic_{modality}", "modality": modality, "config": config,
-            "config_hash": digest, "output_dim": dim}
+    return ExtractorSpec(name=f"synthetic_{modality}", modality=modality, config=config, config_hash=digest,
+                         output_dim=dim)
 
 
 def _labels(kind: str, count: int, classes: int, generator: np.random.Generator) -> np.ndarray:

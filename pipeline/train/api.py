@@ -300,7 +300,7 @@ class _FeatureSource:
         for m, store in stores.items():
             if store is None and info.extractor_specs.get(m) is not None:
                 raise ValueError(f"no feature store for modality {m!r} matching the bundle's extractor "
-                                 f"{info.extractor_specs[m].get('name')} config {info.extractor_specs[m].get('config_hash')}")
+                                 f"{info.extractor_specs[m].name} config {info.extractor_specs[m].config_hash}")
         rows = split_rows(self.table, self.split)
         if rows.empty:
             raise ValueError(f"the manifest has no {self.split!r} rows")

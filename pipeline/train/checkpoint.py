@@ -18,7 +18,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -26,6 +26,7 @@ from safetensors.torch import load_model, save_model
 from affectflow.fusion.base import FusionModel
 from affectflow.fusion.contract import TaskSpec
 from affectflow.fusion.registry import create_fusion
+from affectflow.extractors.spec import ExtractorSpec
 
 from affectflow.pipeline.train.data import FeatureNormalizer
 
@@ -45,7 +46,7 @@ class BundleInfo:
     label_column: str | None = None
     frame_level: bool = False
     stage: str | None = None
-    extractor_specs: dict[str, dict | None] = field(default_factory=dict)
+    extractor_specs: dict[str, ExtractorSpec | None] = field(default_factory=dict)
     normalizer: FeatureNormalizer | None = None
     training: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -62,7 +63,8 @@ class BundleInfo:
             "architecture": self.architecture, "hyperparameters": self.hyperparameters,
             "task_spec": self.task_spec.to_dict(), "class_names": list(self.class_names),
             "label_column": self.label_column, "frame_level": self.frame_level, "stage": self.stage,
-            "extractors": self.extractor_specs,
+            "extractors": {m: (spec.to_dict() if spec is not None else None)
+                           for m, spec in self.extractor_specs.items()},
             "normalization": self.normalizer.to_dict() if self.normalizer is not None else None,
             "training": self.training,
         }
@@ -84,7 +86,7 @@ class BundleInfo:
             architecture=data["architecture"], hyperparameters=dict(data["hyperparameters"]),
             task_spec=TaskSpec.from_dict(data["task_spec"]), label_column=data.get("label_column"),
             frame_level=bool(data.get("frame_level", False)), stage=data.get("stage"),
-            extractor_specs=dict(data.get("extractors") or {}),
+            extractor_specs=coerce_extractor_specs(data.get("extractors") or {}, f"{where}: extractors"),
             normalizer=FeatureNormalizer.from_dict(normalization) if normalization else None,
             training=dict(data.get("training") or {}), path=path,
         )
@@ -98,16 +100,22 @@ class BundleInfo:
             store = stores.get(modality)
             if spec is None or store is None:
                 continue
-            have = store.spec.get("config_hash")
-            if spec.get("config_hash") != have:
+            have = store.spec.config_hash
+            if spec.config_hash != have:
                 raise ValueError(
-                    f"modality {modality!r}: the features were made by {store.spec.get('name')} config {have}, "
-                    f"but this model was trained on {spec.get('name')} config {spec.get('config_hash')}; "
+                    f"modality {modality!r}: the features were made by {store.spec.name} config {have}, "
+                    f"but this model was trained on {spec.name} config {spec.config_hash}; "
                     f"re-extract with the bundle's extractor spec"
                 )
             if int(store.output_dim) != int(self.task_spec.input_dims[modality]):
                 raise ValueError(f"modality {modality!r}: store dim {store.output_dim} != model input dim "
                                  f"{self.task_spec.input_dims[modality]}")
+
+
+def coerce_extractor_specs(specs: Mapping[str, ExtractorSpec | Mapping[str, Any] | None],
+                           source: str = "extractor specs") -> dict[str, ExtractorSpec | None]:
+    """{modality: ExtractorSpec or None}; dict specs (bundle JSON) are read with `ExtractorSpec.from_dict`."""
+    return {m: (None if spec is None else ExtractorSpec.coerce(spec, f"{source}.{m}")) for m, spec in specs.items()}
 
 
 def replace_dir(staging: Path, final: Path) -> None:
@@ -127,14 +135,16 @@ def replace_dir(staging: Path, final: Path) -> None:
 
 
 def save_bundle(path: str | Path, model: FusionModel, *, label_column: str | None = None,
-                frame_level: bool = False, extractor_specs: dict[str, dict | None] | None = None,
+                frame_level: bool = False,
+                extractor_specs: Mapping[str, ExtractorSpec | Mapping[str, Any] | None] | None = None,
                 normalizer: FeatureNormalizer | None = None, training: dict | None = None) -> Path:
     """Write `model` as a bundle folder at `path` (atomically); returns the path."""
     path = Path(path)
     info = BundleInfo(
         architecture=model.fusion_name, hyperparameters=dict(model.hyperparameters), task_spec=model.task_spec,
         label_column=label_column, frame_level=frame_level, stage=model.stage,
-        extractor_specs=dict(extractor_specs or {}), normalizer=normalizer, training=dict(training or {}),
+        extractor_specs=coerce_extractor_specs(extractor_specs or {}), normalizer=normalizer,
+        training=dict(training or {}),
     )
     try:
         text = json.dumps(info.to_dict(), indent=2, allow_nan=True)

@@ -23,6 +23,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from affectflow.extractors.store import FeatureStore
 from affectflow.fusion.contract import ModalityBatch, TaskSpec
+from affectflow.extractors.spec import ExtractorSpec
+from affectflow.extractors.store import FeatureStore
 
 IGNORE_INDEX = -100
 SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "dev": "valid",
@@ -385,7 +387,8 @@ def make_loader(dataset: MultimodalDataset, batch_size: int, shuffle: bool, seed
 
 
 def open_feature_stores(features_dir: str | Path | None, overrides: dict[str, str | Path] | None = None,
-                        modalities: Sequence[str] = ("a", "t", "v"), expected: dict | None = None) -> dict:
+                        modalities: Sequence[str] = ("a", "t", "v"),
+                        expected: dict[str, ExtractorSpec | None] | None = None) -> dict:
     """{modality: FeatureStore} from a folder of stores (one sub-folder each) plus explicit paths.
 
     A modality with several stores under `features_dir` takes the one whose config hash matches
@@ -411,8 +414,9 @@ def open_feature_stores(features_dir: str | Path | None, overrides: dict[str, st
     for m in modalities:
         if m in stores or m not in found:
             continue
-        wanted = (expected or {}).get(m) or {}
-        matching = [entry for entry in found[m] if entry[1].spec.get("config_hash") == wanted.get("config_hash")]
+        wanted = (expected or {}).get(m)
+        wanted_hash = None if wanted is None else ExtractorSpec.coerce(wanted).config_hash
+        matching = [entry for entry in found[m] if entry[1].spec.config_hash == wanted_hash]
         if len(matching) == 1:
             stores[m] = matching[0][1]
             continue

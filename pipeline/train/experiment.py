@@ -23,6 +23,7 @@ import torch
 
 from affectflow.fusion.contract import TaskSpec
 from affectflow.fusion.registry import create_fusion, fusion_class
+from affectflow.extractors.spec import ExtractorSpec
 
 from affectflow.pipeline.train import evaluation
 from affectflow.pipeline.train.checkpoint import read_bundle_info, replace_dir, save_bundle
@@ -45,7 +46,7 @@ class ExperimentData:
     normalizer: FeatureNormalizer | None
     label_column: str
     frame_level: bool
-    extractor_specs: dict[str, dict | None] = field(default_factory=dict)
+    extractor_specs: dict[str, ExtractorSpec | None] = field(default_factory=dict)
 
 
 def build_task(kind: str, stores: dict, modalities: tuple[str, ...], class_names: tuple[str, ...] = (),

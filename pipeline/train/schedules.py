@@ -11,28 +11,52 @@ validation should select the checkpoint. The trainer runs every stage in `schedu
 - dqf:    DQF's frame-level masking (`affectflow.fusion.dqf.dqf_frame_masking`).
 - dpft:   MCULoRA's dynamic combination sampling (`affectflow.fusion.mculora.DPFTSampler`).
 - staged: MoMKE's recipe: the first stage on complete data, every later stage with random patterns.
+
+`SCHEDULES` is the registry of schedule classes (aliases: none = full, mculora / adaptive = dpft,
+momke = staged; case-insensitive); `make_schedule(name, condition, **options)` builds one through the
+class's `build`.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
 import torch
 
 from affectflow.fusion.base import FusionModel
+from affectflow.pipeline.core.registry import Registry
 from affectflow.fusion.dqf import dqf_frame_masking
 from affectflow.fusion.mculora import DPFTSampler, modality_combinations
+
 from affectflow.pipeline.train import protocols
 from affectflow.pipeline.train.data import Batch
 
+SCHEDULES: Registry[type["TrainingSchedule"]] = Registry("training schedule", case_sensitive=False)
 
+
+@SCHEDULES.register("full", "none")
 class TrainingSchedule:
     """Base schedule: no simulated missingness; subclasses override `transform` and the hooks."""
 
     name = "full"
     validation = "full"
     """Default validation condition: 'full', a fixed condition like 't', or 'random'."""
+
+    @classmethod
+    def build(cls, condition: str | None = None, **options: Any) -> "TrainingSchedule":
+        """The schedule with constructor `options`; `condition` matters only to schedules that take one."""
+        return cls._construct(**options)
+
+    @classmethod
+    def _construct(cls, **arguments: Any) -> "TrainingSchedule":
+        """`cls(**arguments)`, with a ValueError naming the schedule when it does not take them."""
+        try:
+            inspect.signature(cls).bind(**arguments)
+        except TypeError as error:
+            raise ValueError(f"training schedule {cls.name!r} does not take {sorted(arguments)}: {error}") from None
+        return cls(**arguments)
 
     def stages(self, model: FusionModel) -> tuple[str, ...]:
         """The stages to train, in order (the model's own)."""
@@ -63,10 +87,17 @@ class TrainingSchedule:
         return {"name": self.name}
 
 
+@SCHEDULES.register("fixed")
 class FixedConditionSchedule(TrainingSchedule):
     """Train (and by default select) in one fixed condition."""
 
     name = "fixed"
+
+    @classmethod
+    def build(cls, condition: str | None = None, **options: Any) -> "FixedConditionSchedule":
+        if condition is None:
+            raise ValueError("the 'fixed' schedule needs a condition, e.g. condition='t' or 'at'")
+        return cls._construct(condition=condition, **options)
 
     def __init__(self, condition: str) -> None:
         self.condition = protocols.condition_name(protocols.parse_condition(condition))
@@ -92,6 +123,7 @@ def random_pattern_batch(batch: Batch, generator: np.random.Generator, include_c
     return batch.with_inputs(protocols.apply_patterns(inputs, patterns))
 
 
+@SCHEDULES.register("random")
 class RandomMissingSchedule(TrainingSchedule):
     """Each sample keeps a uniformly drawn non-empty subset of modalities (fresh every step)."""
 
@@ -108,6 +140,7 @@ class RandomMissingSchedule(TrainingSchedule):
         return {"name": self.name, "include_complete": self.include_complete}
 
 
+@SCHEDULES.register("staged", "momke")
 class StagedSchedule(TrainingSchedule):
     """MoMKE: first stage (unimodal expert training) on complete data, later stages with random
     per-sample patterns (experts mixing under incomplete inputs)."""
@@ -129,19 +162,18 @@ class StagedSchedule(TrainingSchedule):
         return random_pattern_batch(batch, generator, include_complete=True)
 
 
+@SCHEDULES.register("dqf")
 class DQFMaskingSchedule(TrainingSchedule):
     """DQF: frame-level masking of training inputs by `affectflow.fusion.dqf.dqf_frame_masking`."""
 
     name = "dqf"
     validation = "random"
 
-    def __init__(self) -> None:
-        self._masking = dqf_frame_masking
-
     def transform(self, batch, model, stage, generator):
-        return batch.with_inputs(self._masking(batch.inputs, generator))
+        return batch.with_inputs(dqf_frame_masking(batch.inputs, generator))
 
 
+@SCHEDULES.register("dpft", "mculora", "adaptive")
 class DPFTSchedule(TrainingSchedule):
     """MCULoRA's DPFT: per-sample modality combinations drawn from `DPFTSampler` probabilities, which
     are updated once per epoch from the decoupling scores the model reports (extras "dpft_scores" /
@@ -211,25 +243,7 @@ class DPFTSchedule(TrainingSchedule):
         return info
 
 
-SCHEDULE_NAMES: tuple[str, ...] = ("full", "fixed", "random", "dqf", "dpft", "staged")
-_ALIASES = {"mculora": "dpft", "adaptive": "dpft", "momke": "staged", "none": "full"}
-
-
 def make_schedule(name: str, condition: str | None = None, **options: Any) -> TrainingSchedule:
-    """Build a schedule by name ('mculora' = 'dpft', 'momke' = 'staged'); 'fixed' needs `condition`."""
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key == "full":
-        return TrainingSchedule()
-    if key == "fixed":
-        if condition is None:
-            raise ValueError("the 'fixed' schedule needs a condition, e.g. condition='t' or 'at'")
-        return FixedConditionSchedule(condition)
-    if key == "random":
-        return RandomMissingSchedule(**options)
-    if key == "staged":
-        return StagedSchedule()
-    if key == "dqf":
-        return DQFMaskingSchedule()
-    if key == "dpft":
-        return DPFTSchedule(**options)
-    raise ValueError(f"unknown training schedule {name!r}; choose from {SCHEDULE_NAMES} (aliases {sorted(_ALIASES)})")
+    """Build a registered schedule by name or alias ('mculora' = 'dpft', 'momke' = 'staged'); 'fixed'
+    needs `condition`; `options` go to the schedule's constructor (e.g. DPFT's sampler options)."""
+    return SCHEDULES.get(name).build(condition, **options)

@@ -29,6 +29,7 @@ from affectflow.fusion.base import FusionModel
 from affectflow.pipeline.train import evaluation
 from affectflow.pipeline.train.data import MultimodalDataset, make_loader
 from affectflow.pipeline.train.metrics import default_selection_metric, is_better
+from affectflow.pipeline.train.optimizers import OPTIMIZERS
 from affectflow.pipeline.train.schedules import TrainingSchedule
 
 STATE_DIR = "state"
@@ -93,14 +94,9 @@ def build_optimizer(model: FusionModel, config: TrainConfig) -> torch.optim.Opti
     parameters = model.trainable_parameters()
     if not parameters:
         raise ValueError(f"{model.fusion_name}: stage {model.stage!r} has no trainable parameters")
-    name, lr, decay = settings["name"], settings["lr"], settings["weight_decay"]
-    if name == "adam":
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
-    if name == "adamw":
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
-    if name == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=settings["momentum"], weight_decay=decay)
-    raise ValueError(f"unknown optimizer {name!r}; use adam, adamw or sgd")
+    factory = OPTIMIZERS.get(settings["name"])  # UnknownNameError (a ValueError) lists the registered ones
+    return factory(parameters, lr=settings["lr"], weight_decay=settings["weight_decay"],
+                   momentum=settings["momentum"])
 
 
 def training_loss(model: FusionModel, output, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:

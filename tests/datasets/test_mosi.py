@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from affectflow.datasets import CorpusLayoutError, prepare_corpus
-from affectflow.datasets.labels import read_mmsa_label_csv
+from affectflow.datasets.mmsa import read_mmsa_label_csv
 from affectflow.datasets.mosi import prepare_mosi
 from affectflow.pipeline.testing.datasets import make_corpus_media, place, write_csd
 from affectflow.pipeline.cli.main import main as affectflow_main

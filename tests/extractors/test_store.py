@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from affectflow.extractors import store as store_module
+from affectflow.extractors.spec import ExtractorSpec
 from affectflow.extractors.store import FeatureStore, decode_segment_id, encode_segment_id, export_npy
 from affectflow.pipeline.core.records import FeatureSequence
 
@@ -67,10 +68,11 @@ def test_awkward_segment_ids_round_trip(store, segment_id):
 def test_reopen_and_spec_metadata(store):
     store.write("one", sequence())
     reopened = FeatureStore.open(store.root)
-    assert reopened.spec == SPEC and reopened.modality == "a" and reopened.output_dim == DIM
+    assert reopened.spec == ExtractorSpec.from_dict(SPEC) and reopened.modality == "a" and reopened.output_dim == DIM
+    assert reopened.spec.to_dict() == SPEC  # the JSON shape of a spec is unchanged
     assert FeatureStore.create(store.root, SPEC).segment_ids() == ["one"]  # create on a store = reopen
     payload = json.loads((store.root / "spec.json").read_text())
-    assert payload["extractor"]["config_hash"] == "abc123"
+    assert payload["extractor"] == SPEC
 
 
 def test_other_config_is_refused_with_a_clear_error(store):

@@ -46,10 +46,11 @@ def test_round_trip_gives_identical_outputs(tmp_path, name):
         torch.testing.assert_close(loaded(_batch()).logits, model(_batch()).logits)
     assert info.architecture == name and info.class_names == ("angry", "happy", "sad")
     assert info.label_column == "emotion" and info.training["seed"] == 3
-    assert info.extractor_specs["t"]["config_hash"] == _specs()["t"]["config_hash"]
+    assert info.extractor_specs["t"] == _specs()["t"]
     np.testing.assert_array_equal(info.normalizer.std["a"], np.full(6, 2.0, np.float32))
     assert not loaded.training
     raw = json.loads((path / "bundle.json").read_text())
+    assert raw["extractors"]["t"] == _specs()["t"].to_dict()  # a spec's JSON shape is unchanged
     assert raw["format"] == "affectflow-bundle" and raw["task_spec"]["input_dims"] == {"a": 6, "t": 5, "v": 4}
 
 

@@ -195,9 +195,9 @@ def test_open_feature_stores_discovery(tmp_path, corpus):
     with pytest.raises(ValueError, match="several 't' feature stores"):
         data.open_feature_stores(ambiguous)
     picked = data.open_feature_stores(ambiguous, expected={"t": second.spec})
-    assert picked["t"].spec["config_hash"] == second.spec["config_hash"]
+    assert picked["t"].spec.config_hash == second.spec.config_hash
     chosen = data.open_feature_stores(corpus.features, {"t": second.root})
-    assert chosen["t"].spec["config_hash"] == second.spec["config_hash"]
+    assert chosen["t"].spec.config_hash == second.spec.config_hash
     with pytest.raises(ValueError, match="holds modality"):
         data.open_feature_stores(None, {"a": second.root})
     with pytest.raises(ValueError, match="not found"):
