@@ -9,7 +9,7 @@ Layout of a store folder:
 
 Why this format: safetensors is safe to load (no pickle), memory-maps, and reads single tensors
 lazily, so `read_utterance` touches a few bytes of a large frame-level file. One file per segment
-makes every write atomic with a plain `os.replace` from a temporary name in the same folder (a killed
+makes every write atomic (`pipeline.core.io`: a temporary name in the same folder, then `os.replace`; a killed
 run leaves at most a hidden `.tmp` file, which readers ignore), makes resuming a matter of "does the
 file exist", and needs no index that could go stale: the index is the folder listing. Shards with a
 Parquet index would pack better for millions of segments, but MER corpora have ~10^3-10^4 segments.
@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save
-
+from affectflow.pipeline.core.io import save_safetensors, write_json
 from affectflow.pipeline.core.records import FeatureSequence
 
 SPEC_FILE = "spec.json"
@@ -58,19 +56,6 @@ def encode_segment_id(segment_id: str) -> str:
 def decode_segment_id(name: str) -> str:
     """Inverse of `encode_segment_id`."""
     return unquote(name)
-
-
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write to a hidden temporary file in the same folder, fsync, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_spec(spec: dict[str, Any], source: str) -> None:
@@ -113,7 +98,7 @@ class FeatureStore:
             raise ValueError(f"{root}: folder is not empty and is not a feature store (no {SPEC_FILE})")
         (root / SEGMENTS_DIR).mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "extractor": dict(extractor_spec)}
-        _atomic_write_bytes(root / SPEC_FILE, json.dumps(payload, indent=2, sort_keys=True).encode("utf-8"))
+        write_json(payload, root / SPEC_FILE, indent=2, sort_keys=True)
         return cls(root, extractor_spec)
 
     @classmethod
@@ -201,8 +186,7 @@ class FeatureStore:
                     "present": "0" if seq.is_missing else "1"}
         if seq.missing_reason is not None:
             metadata["missing_reason"] = seq.missing_reason
-        self.segments_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(self._path(segment_id), save(tensors, metadata=metadata))
+        save_safetensors(tensors, self._path(segment_id), metadata=metadata)
 
     def _require(self, segment_id: str) -> Path:
         path = self._path(segment_id)

@@ -3,8 +3,10 @@
 bundle.json records everything needed to rebuild the pipeline: the fusion architecture and its
 hyperparameters, the task spec (class names or regression, level, modalities, input dims), the label
 column, the extractor spec (name, config, config hash, output dim) of every modality's features, the
-feature normalisation statistics fitted on the train split, and how training went (schedule, seed,
-selected epoch and its validation metrics). Features from another extractor config are refused.
+feature normalisation statistics fitted on the train split, how training went (schedule, seed,
+selected epoch and its validation metrics), and the versions that wrote it (affectflow, torch,
+transformers, numpy, python; loading warns once per component whose version differs). Features from
+another extractor config are refused.
 
     save_bundle(run_dir / "best", model, extractor_specs=..., normalizer=..., label_column="emotion")
     model, info = load_bundle(run_dir / "best", device="cpu")
@@ -13,25 +15,47 @@ selected epoch and its validation metrics). Features from another extractor conf
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
-import os
-import shutil
+import platform
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
 from affectflow.fusion.contract import TaskSpec
 from affectflow.fusion.registry import create_fusion
 
+from affectflow.pipeline.core.io import atomic_dir, write_json
 from affectflow.pipeline.train.data import FeatureNormalizer
 
 BUNDLE_FORMAT = "affectflow-bundle"
 BUNDLE_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "bundle.json"
+VERSIONED_PACKAGES = ("affectflow", "torch", "transformers", "numpy")
+
+
+def environment_versions() -> dict[str, str | None]:
+    """Versions of what makes and reads a bundle: affectflow, torch, transformers, numpy, python.
+
+    Installed distributions are read with importlib.metadata (transformers is not imported); a
+    package that is not installed is None.
+    """
+    versions: dict[str, str | None] = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    versions["torch"] = versions["torch"] or torch.__version__
+    versions["numpy"] = versions["numpy"] or np.__version__
+    versions["python"] = platform.python_version()
+    return versions
 
 
 @dataclass
@@ -47,6 +71,7 @@ class BundleInfo:
     extractor_specs: dict[str, dict | None] = field(default_factory=dict)
     normalizer: FeatureNormalizer | None = None
     training: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str | None] = field(default_factory=dict)
     path: Path | None = None
 
     @property
@@ -63,7 +88,7 @@ class BundleInfo:
             "label_column": self.label_column, "frame_level": self.frame_level, "stage": self.stage,
             "extractors": self.extractor_specs,
             "normalization": self.normalizer.to_dict() if self.normalizer is not None else None,
-            "training": self.training,
+            "training": self.training, "versions": self.versions,
         }
 
     @classmethod
@@ -85,8 +110,19 @@ class BundleInfo:
             frame_level=bool(data.get("frame_level", False)), stage=data.get("stage"),
             extractor_specs=dict(data.get("extractors") or {}),
             normalizer=FeatureNormalizer.from_dict(normalization) if normalization else None,
-            training=dict(data.get("training") or {}), path=path,
+            training=dict(data.get("training") or {}), versions=dict(data.get("versions") or {}), path=path,
         )
+
+    def warn_on_version_differences(self) -> None:
+        """`warnings.warn` once per component whose recorded version differs from this environment's.
+
+        Bundles written before versions were recorded have none and load without a warning.
+        """
+        current = environment_versions()
+        for component, saved in sorted(self.versions.items()):
+            if component in current and saved != current[component]:
+                warnings.warn(f"{self.path or 'bundle'}: made with {component} {saved}, loading with {component} "
+                              f"{current[component]}; outputs may differ", stacklevel=3)
 
     def check_stores(self, stores: dict) -> None:
         """Refuse feature stores made by another extractor config than the bundle was trained on.
@@ -109,22 +145,6 @@ class BundleInfo:
                                  f"{self.task_spec.input_dims[modality]}")
 
 
-def replace_dir(staging: Path, final: Path) -> None:
-    """Move a fully written `staging` folder to `final`, replacing any previous one.
-
-    The old folder is renamed aside first, so a crash leaves either the old or the new version
-    (plus a stray `.old` folder), never a half-written `final`.
-    """
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def save_bundle(path: str | Path, model: torch.nn.Module, *, label_column: str | None = None,
                 frame_level: bool = False, extractor_specs: dict[str, dict | None] | None = None,
                 normalizer: FeatureNormalizer | None = None, training: dict | None = None) -> Path:
@@ -134,18 +154,16 @@ def save_bundle(path: str | Path, model: torch.nn.Module, *, label_column: str |
         architecture=model.fusion_name, hyperparameters=dict(model.hyperparameters), task_spec=model.task_spec,
         label_column=label_column, frame_level=frame_level, stage=getattr(model, "stage", None),
         extractor_specs=dict(extractor_specs or {}), normalizer=normalizer, training=dict(training or {}),
+        versions=environment_versions(),
     )
-    try:
-        text = json.dumps(info.to_dict(), indent=2, allow_nan=True)
-    except TypeError as error:
-        raise ValueError(f"{model.fusion_name}: hyperparameters or training info are not JSON-serialisable: {error}") from None
-    staging = path.with_name(path.name + f".tmp-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    save_model(model, str(staging / WEIGHTS_FILE), metadata={"architecture": model.fusion_name})
-    (staging / INFO_FILE).write_text(text, encoding="utf-8")
-    replace_dir(staging, path)
+    with atomic_dir(path) as staging:
+        try:
+            write_json(info.to_dict(), staging / INFO_FILE, indent=2)
+        except ValueError as error:
+            raise ValueError(f"{model.fusion_name}: hyperparameters or training info are not JSON-serialisable: "
+                             f"{error}") from None
+        # save_model (not a plain tensor dict) drops tied weights' duplicates; the folder is the atomic unit.
+        save_model(model, str(staging / WEIGHTS_FILE), metadata={"architecture": model.fusion_name})
     return path
 
 
@@ -165,6 +183,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, BundleInfo]:
     """Rebuild the model of a bundle (registry + safetensors; no pickle), in eval mode on `device`."""
     info = read_bundle_info(path)
+    info.warn_on_version_differences()
     weights = Path(path) / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{path}: bundle has no {WEIGHTS_FILE}")
