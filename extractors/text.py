@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from affectflow.pipeline.core.devices import to_device
 from affectflow.pipeline.core.records import FeatureSequence
 
 from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
-from affectflow.extractors.hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_device, to_numpy
+from affectflow.extractors.hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_numpy
 
 
 def _minilm_path() -> str:

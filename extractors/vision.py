@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from affectflow.pipeline.core.devices import to_device
 
 from affectflow.extractors.base import ExtractorConfig, InputContract, register_extractor
 from affectflow.extractors.face_features import FaceTrackExtractor
-from affectflow.extractors.hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_device, to_numpy
+from affectflow.extractors.hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_numpy
 
 POOLINGS = ("cls", "mean")
 

@@ -6,7 +6,7 @@
 An --audio/--text/--vision value is a registered extractor name of that modality ("logmel",
 "prosody", "hf_text", ...) or else a Hugging Face id / local folder for hf_audio / hf_text /
 hf_vision; "none" skips the modality. With none of the three given, the offline defaults run:
-text "minilm" (all-MiniLM-L6-v2), audio "logmel", and vision "fer" when that extractor is registered.
+text "minilm" (all-MiniLM-L6-v2), audio "logmel", and vision "fer" (FER2013 mini-Xception).
 Each store lands in OUT/<extractor_id> (name-confighash); a re-run skips what is stored; failures are
 listed and written to OUT/<extractor_id>/failures.jsonl. Exit code 1 only when every segment failed.
 """
@@ -19,17 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from affectflow.extractors.base import Extractor, create_extractor, extractor_class, list_extractors
+from affectflow.pipeline.core.names import MODALITY_NAMES
 
 HF_EXTRACTORS = {"a": "hf_audio", "t": "hf_text", "v": "hf_vision"}
 OFFLINE_DEFAULTS = {"a": "logmel", "t": "minilm", "v": "fer"}
-_FLAGS = {"a": "audio", "t": "text", "v": "vision"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the `extract` options to `parser`."""
     parser.add_argument("--manifest", required=True, type=Path, help="manifest (.parquet, .csv or .jsonl)")
     parser.add_argument("--out", required=True, type=Path, help="folder receiving one feature store per extractor")
-    for modality, flag in _FLAGS.items():
+    for modality, flag in MODALITY_NAMES.items():
         parser.add_argument(f"--{flag}", default=None, metavar="ID",
                             help=f"{flag} extractor name or HF id/folder ('none' to skip)")
         parser.add_argument(f"--{flag}-layers", default=None, metavar="L",
@@ -56,7 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _config_overrides(name: str, modality: str, args: argparse.Namespace) -> dict[str, Any]:
     """The CLI options that apply to extractor `name`'s config fields."""
     fields = {field.name for field in dataclasses.fields(extractor_class(name).config_class)}
-    candidates = {"layers": getattr(args, f"{_FLAGS[modality]}_layers"), "precision": args.precision,
+    candidates = {"layers": getattr(args, f"{MODALITY_NAMES[modality]}_layers"), "precision": args.precision,
                   "chunk_seconds": args.chunk_seconds}
     return {key: value for key, value in candidates.items() if value is not None and key in fields}
 
@@ -67,19 +67,16 @@ def resolve_extractor_choice(value: str, modality: str) -> tuple[str, dict[str, 
     if value in registered:
         if extractor_class(value).modality != modality:
             raise ValueError(f"extractor {value!r} is a {extractor_class(value).modality!r} extractor, "
-                             f"not {_FLAGS[modality]}")
+                             f"not {MODALITY_NAMES[modality]}")
         return value, {}
     return HF_EXTRACTORS[modality], {"model": value}
 
 
 def build_extractors(args: argparse.Namespace, device: Any) -> list[Extractor]:
     """The extractors the options ask for (or the offline defaults), built on `device`."""
-    chosen = {m: getattr(args, flag) for m, flag in _FLAGS.items()}
+    chosen = {m: getattr(args, flag) for m, flag in MODALITY_NAMES.items()}
     if all(value is None for value in chosen.values()):
         chosen = dict(OFFLINE_DEFAULTS)
-        if OFFLINE_DEFAULTS["v"] not in list_extractors():
-            print(f"note: no offline vision default ({OFFLINE_DEFAULTS['v']!r} is not registered); vision skipped")
-            chosen["v"] = None
     extractors = []
     for modality, value in chosen.items():
         if value is None or value.lower() == "none":

@@ -24,6 +24,7 @@ from affectflow.pipeline.train.data import leave_one_session_out, open_feature_s
 from affectflow.pipeline.core.devices import resolve_device
 from affectflow.pipeline.train.experiment import build_experiment, format_mean_std, model_config_for, run_experiment
 from affectflow.pipeline.core.manifest import read_manifest
+from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, summarize_runs
 from affectflow.pipeline.train.protocols import parse_condition
 from affectflow.pipeline.train.reports import write_condition_grid, write_json
@@ -35,7 +36,7 @@ def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
     """--manifest, --features and --features-a/-t/-v (shared with `affectflow evaluate`)."""
     parser.add_argument("--manifest", required=True, type=Path, help="manifest (.parquet/.csv/.jsonl)")
     parser.add_argument("--features", type=Path, help="folder holding one feature store per sub-folder")
-    for m, name in (("a", "audio"), ("t", "text"), ("v", "vision")):
+    for m, name in MODALITY_NAMES.items():
         parser.add_argument(f"--features-{m}", type=Path, help=f"the {name} feature store (overrides --features)")
     parser.add_argument("--missing-entries", choices=("error", "missing"), default="error",
                         help="segments absent from a store: fail, or treat the modality as missing")

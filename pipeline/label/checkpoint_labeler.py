@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 
+from affectflow.pipeline.core.names import IGNORE_INDEX
 from affectflow.pipeline.train.data import collate
 from affectflow.pipeline.media.faces import FaceTrack
 
@@ -103,7 +104,7 @@ class CheckpointLabeler:
             if self.info.normalizer is not None and mask.any():
                 values = np.where(mask[:, None], self.info.normalizer.apply(modality, values), 0.0).astype(np.float32)
             features[modality], masks[modality], present[modality] = values, mask, bool(mask.any())
-        target = np.full(1, -100) if task.level == "conversation" else -100
+        target = np.full(1, IGNORE_INDEX) if task.level == "conversation" else IGNORE_INDEX
         return {"id": "clip", "ids": ["clip"], "features": features, "masks": masks, "present": present,
                 "target": target}
 

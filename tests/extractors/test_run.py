@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from affectflow.pipeline.cli import extract as extract_cli
-from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, create_extractor
+from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, create_extractor, list_extractors
 from affectflow.extractors.run import run_extraction
 from affectflow.extractors.store import FeatureStore
 from affectflow.pipeline.cli.main import main
@@ -137,9 +137,11 @@ def test_cli_choices_defaults_and_exit_code(media, tiny_models, tmp_path, monkey
                               text_layers=None, vision_layers=None, precision=None, chunk_seconds=4.0)
     (audio,) = extract_cli.build_extractors(args, "cpu")
     assert audio.name == "hf_audio" and audio.config.layers == 2 and audio.config.chunk_seconds == 4.0
-    monkeypatch.setattr(extract_cli, "OFFLINE_DEFAULTS", {"a": "prosody", "t": str(tiny_models["bert"]), "v": "nope"})
+    assert extract_cli.OFFLINE_DEFAULTS["v"] in list_extractors()  # the offline vision default is always there
+    monkeypatch.setattr(extract_cli, "OFFLINE_DEFAULTS",
+                        {"a": "prosody", "t": str(tiny_models["bert"]), "v": str(tiny_models["vit"])})
     defaults = extract_cli.build_extractors(argparse.Namespace(**{**vars(args), "audio": None, "vision": None}), "cpu")
-    assert [e.name for e in defaults] == ["prosody", "hf_text"] and "vision skipped" in capsys.readouterr().out
+    assert [e.name for e in defaults] == ["prosody", "hf_text", "hf_vision"]
     broken = write_clip_manifest(tmp_path / "broken.csv", media, ["zero_bytes", "not_media"])
     assert main(["extract", "--manifest", str(broken), "--out", str(tmp_path / "o"), "--audio", "logmel",
                  "--no-progress"]) == 1
