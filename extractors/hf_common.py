@@ -92,6 +92,21 @@ def silence_reason(samples: np.ndarray | None) -> str | None:
     return None
 
 
+class PretrainedEncoder:
+    """Mixin of the Hugging Face extractors (put it before the Extractor base): loads `self.model` in
+    `self.dtype` from the config's precision, and reports the encoder's hidden size as `output_dim`."""
+
+    def _load_encoder(self, model_class: Any, path: str) -> None:
+        """Load `path` with `model_class` on `self.device` in the precision `self.config.precision` asks for."""
+        self.dtype = resolve_precision(self.config.precision, self.device)
+        self.model = load_pretrained(model_class, path, self.device, self.dtype, self.config.trust_remote_code)
+
+    @property
+    def output_dim(self) -> int:
+        """The encoder's hidden size."""
+        return int(self.model.config.hidden_size)
+
+
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """A float32 numpy copy of a (possibly half-precision, GPU) tensor."""
     return tensor.detach().to(device="cpu", dtype=torch.float32).numpy()

@@ -23,7 +23,6 @@ Parquet index would pack better for millions of segments, but MER corpora have ~
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 from safetensors import safe_open
-from affectflow.pipeline.core.io import save_safetensors, write_bytes, write_json, write_text
+from affectflow.pipeline.core.io import read_json, save_safetensors, write_bytes, write_json, write_text
 from affectflow.pipeline.core.records import FeatureSequence
 
 SPEC_FILE = "spec.json"
@@ -109,10 +108,7 @@ class FeatureStore:
         spec_path = root / SPEC_FILE
         if not spec_path.is_file():
             raise FileNotFoundError(f"{root}: not a feature store (no {SPEC_FILE})")
-        try:
-            payload = json.loads(spec_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{spec_path}: unreadable store spec: {error}") from error
+        payload = read_json(spec_path)
         if payload.get("format") != FORMAT_NAME or payload.get("version") != FORMAT_VERSION:
             raise ValueError(f"{spec_path}: not an {FORMAT_NAME} v{FORMAT_VERSION} spec")
         spec = payload["extractor"]

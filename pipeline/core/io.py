@@ -123,6 +123,15 @@ def write_json(data: Any, path: str | Path, *, indent: int | None = 1, sort_keys
     return write_text(text, path)
 
 
+def read_json(path: str | Path) -> Any:
+    """Parse a UTF-8 JSON file; ValueError naming the file when its content is not valid JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: invalid JSON: {error}") from None
+
+
 def save_safetensors(tensors: Mapping[str, torch.Tensor | np.ndarray], path: str | Path,
                      metadata: Mapping[str, str] | None = None) -> Path:
     """Write a safetensors file atomically (torch tensors, or numpy arrays when every value is one).

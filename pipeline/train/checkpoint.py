@@ -16,7 +16,6 @@ another extractor config are refused.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import platform
 import warnings
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from safetensors.torch import load_model, save_model
 from affectflow.fusion.contract import TaskSpec
 from affectflow.fusion.registry import create_fusion
 
-from affectflow.pipeline.core.io import atomic_dir, write_json
+from affectflow.pipeline.core.io import atomic_dir, read_json, write_json
 from affectflow.pipeline.train.data import FeatureNormalizer
 
 BUNDLE_FORMAT = "affectflow-bundle"
@@ -173,11 +172,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
     info_file = path / INFO_FILE
     if not info_file.is_file():
         raise FileNotFoundError(f"{path}: not a checkpoint bundle (no {INFO_FILE})")
-    try:
-        data = json.loads(info_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{info_file}: invalid JSON: {error}") from None
-    return BundleInfo.from_dict(data, path=path)
+    return BundleInfo.from_dict(read_json(info_file), path=path)
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, BundleInfo]:

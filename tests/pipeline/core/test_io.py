@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from affectflow.pipeline.core import io as core_io
 from affectflow.pipeline.core.io import (
-    atomic_dir, atomic_path, save_safetensors, to_jsonable, write_bytes, write_json, write_text,
+    atomic_dir, atomic_path, read_json, save_safetensors, to_jsonable, write_bytes, write_json, write_text,
 )
 
 
@@ -131,3 +131,10 @@ def test_allow_nan_keeps_non_finite_values_for_internal_state(tmp_path):
     path = write_json({"loss": float("nan"), "best": [np.float64("inf")]}, tmp_path / "state.json", allow_nan=True)
     loaded = json.loads(path.read_text())
     assert np.isnan(loaded["loss"]) and loaded["best"] == [float("inf")]
+
+
+def test_read_json_names_the_file_on_invalid_content(tmp_path):
+    assert read_json(write_json({"a": [1]}, tmp_path / "ok.json")) == {"a": [1]}
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: invalid JSON"):
+        read_json(tmp_path / "bad.json")
