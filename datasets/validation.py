@@ -20,6 +20,7 @@ import pandas as pd
 
 from affectflow.pipeline.core.errors import MediaError
 from affectflow.pipeline.core.io import write_json as write_json_atomic
+from affectflow.pipeline.core.names import SPLITS
 from affectflow.pipeline.core.records import Recording
 
 PROBLEM_KINDS: dict[str, str] = {
@@ -130,7 +131,7 @@ def manifest_counts(table: pd.DataFrame) -> dict:
     """Counts of a manifest: total, per split, per split and label (emotion, else sentiment sign)."""
     splits = table["split"].fillna("(none)") if len(table) else pd.Series([], dtype=object)
     counts: dict = {"total": int(len(table)), "split": {}, "label": {}, "media_problem": {}}
-    order = {name: index for index, name in enumerate(("train", "valid", "test"))}
+    order = {name: index for index, name in enumerate(SPLITS)}
     for split in sorted(splits.unique().tolist(), key=lambda name: (order.get(name, 3), name)):
         part = table[splits == split]
         counts["split"][split] = int(len(part))
