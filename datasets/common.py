@@ -25,11 +25,6 @@ from affectflow.pipeline.core.manifest import (
 from affectflow.datasets.text import clean_transcript
 from affectflow.datasets.validation import MediaChecks, ProbeCache, ValidationReport, check_media
 
-SPLIT_ALIASES: dict[str, str] = {
-    "train": "train", "training": "train",
-    "dev": "valid", "valid": "valid", "validation": "valid", "val": "valid",
-    "test": "test", "testing": "test",
-}
 CORPUS_COLUMN_TYPES: dict[str, str] = {
     # Corpus-specific manifest columns written by the recipes, with their dtypes.
     "sentiment_label": "string", "season": "Int64", "episode": "Int64", "sr_no": "Int64",
@@ -51,14 +46,6 @@ class CorpusLayoutError(AffectflowError, FileNotFoundError):
         listed = "\n  ".join(self.expected)
         message = f"{corpus}: raw corpus layout not found; expected (one of):\n  {listed}"
         super().__init__(message + (f"\n{hint}" if hint else ""))
-
-
-def normalize_split(name: str, source: str = "") -> str:
-    """Canonical split name ("train", "valid", "test") of a corpus's own name ("dev", "val", ...)."""
-    key = str(name).strip().lower()
-    if key not in SPLIT_ALIASES:
-        raise ValueError(f"{source or 'split'}: unknown split name {name!r}; expected one of {sorted(SPLIT_ALIASES)}")
-    return SPLIT_ALIASES[key]
 
 
 def first_existing(paths: Iterable[Path]) -> Path | None:

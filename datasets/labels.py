@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectflow.datasets.common import normalize_split
+from affectflow.pipeline.core.names import normalize_split
+
 from affectflow.datasets.text import decode_annotation_bytes
 from affectflow.datasets.validation import ValidationReport
 

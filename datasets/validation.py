@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from affectflow.pipeline.core.errors import MediaError
+from affectflow.pipeline.core.io import write_json as write_json_atomic
+from affectflow.pipeline.core.names import SPLITS
 from affectflow.pipeline.core.records import Recording
 from affectflow.pipeline.media import decode  # module attribute calls: tests can stand in for probe/read_audio
 
@@ -102,12 +104,7 @@ class ValidationReport:
 
     def write_json(self, path: str | Path) -> Path:
         """Write the report as UTF-8 JSON (atomically); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False, default=str), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_json_atomic(self.to_dict(), path, default=str)
 
     def summary(self) -> str:
         """A short human-readable summary (counts, then problems by kind with a few example ids)."""
@@ -135,7 +132,7 @@ def manifest_counts(table: pd.DataFrame) -> dict:
     """Counts of a manifest: total, per split, per split and label (emotion, else sentiment sign)."""
     splits = table["split"].fillna("(none)") if len(table) else pd.Series([], dtype=object)
     counts: dict = {"total": int(len(table)), "split": {}, "label": {}, "media_problem": {}}
-    order = {name: index for index, name in enumerate(("train", "valid", "test"))}
+    order = {name: index for index, name in enumerate(SPLITS)}
     for split in sorted(splits.unique().tolist(), key=lambda name: (order.get(name, 3), name)):
         part = table[splits == split]
         counts["split"][split] = int(len(part))
@@ -232,10 +229,7 @@ class ProbeCache:
         """Write the cache file (if this cache has one)."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.entries), encoding="utf-8")
-        tmp.replace(self.path)
+        write_json_atomic(self.entries, self.path, indent=None)
 
 
 def _span_problems(row: dict, recording: Recording, checks: MediaChecks) -> list[tuple[str, str]]:

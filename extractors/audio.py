@@ -21,12 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from affectflow.pipeline.core.devices import to_device
 from affectflow.pipeline.core.records import FeatureSequence
 
 from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
-from affectflow.extractors.hf_common import (
-    load_pretrained, normalize_layers, resolve_precision, select_layers, silence_reason, to_device, to_numpy,
-)
+from affectflow.extractors.hf_common import PretrainedEncoder, normalize_layers, select_layers, silence_reason, to_numpy
 
 
 PADDING_SENSITIVE = frozenset({"data2vec-audio"})
@@ -75,7 +74,7 @@ def split_chunks(num_samples: int, chunk_samples: int) -> list[tuple[int, int]]:
 
 
 @register_extractor("hf_audio")
-class HFAudioExtractor(Extractor):
+class HFAudioExtractor(PretrainedEncoder, Extractor):
     """Frame-level speech-encoder features [T, hidden] at the model frame rate (~50 Hz)."""
 
     modality = "a"
@@ -87,8 +86,7 @@ class HFAudioExtractor(Extractor):
         super().__init__(config, device)
         from transformers import AutoModel
 
-        self.dtype = resolve_precision(config.precision, self.device)
-        self.model = load_pretrained(AutoModel, config.model, self.device, self.dtype, config.trust_remote_code)
+        self._load_encoder(AutoModel, config.model)
         self.feature_extractor = self._load_feature_extractor()
         self.hop, self.receptive_field = conv_geometry(self.model.config)
         self.sample_rate = int(self.feature_extractor.sampling_rate)
@@ -114,11 +112,6 @@ class HFAudioExtractor(Extractor):
     def contract(self) -> InputContract:
         """16 kHz (the feature extractor's rate) mono float32 samples."""
         return InputContract(modality="a", sample_rate=self.sample_rate)
-
-    @property
-    def output_dim(self) -> int:
-        """The encoder's hidden size."""
-        return int(self.model.config.hidden_size)
 
     @property
     def frame_rate(self) -> float:

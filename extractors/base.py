@@ -4,10 +4,10 @@ An extractor turns the media of a segment (audio samples, a transcript, or face 
 `FeatureSequence` [T, D] with a validity mask. Each extractor has a config dataclass whose hash
 identifies its features (the feature-store key), and declares its input contract.
 
-    @register_extractor("wav2vec2")
+    @register_extractor("hf_audio")
     class HFAudioExtractor(Extractor): ...
 
-    extractor = create_extractor("wav2vec2", model="facebook/wav2vec2-base", layers="last4")
+    extractor = create_extractor("hf_audio", model="facebook/wav2vec2-base", layers="last4")
 
 The registry is `EXTRACTORS` (a `Registry[type[Extractor]]`); the built-in extractors are registered by
 the explicit import list in `affectflow.extractors.builtin`, which the package `__init__` imports.

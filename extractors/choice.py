@@ -10,17 +10,16 @@ Hugging Face id / local folder for hf_audio / hf_text / hf_vision; "none" skips 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any
 
 import torch
 
 from affectflow.extractors.base import EXTRACTORS, Extractor, create_extractor, extractor_class
 from affectflow.extractors.spec import Modality
+from affectflow.pipeline.core.names import MODALITY_NAMES
 
 HF_EXTRACTORS: dict[str, str] = {"a": "hf_audio", "t": "hf_text", "v": "hf_vision"}
 OFFLINE_DEFAULTS: dict[str, str] = {"a": "logmel", "t": "minilm", "v": "fer"}
-MODALITY_NAMES: dict[str, str] = {"a": "audio", "t": "text", "v": "vision"}
 
 
 def resolve_extractor_choice(value: str, modality: Modality) -> tuple[str, dict[str, Any]]:
@@ -45,13 +44,8 @@ def config_overrides(name: str, *, layers: int | str | None = None, precision: s
 
 
 def offline_choices() -> dict[str, str | None]:
-    """The offline defaults per modality; vision is None (with a warning) when its default is not registered."""
-    chosen: dict[str, str | None] = dict(OFFLINE_DEFAULTS)
-    if OFFLINE_DEFAULTS["v"] not in EXTRACTORS:
-        warnings.warn(f"no offline vision default ({OFFLINE_DEFAULTS['v']!r} is not registered); vision skipped",
-                      stacklevel=3)
-        chosen["v"] = None
-    return chosen
+    """The offline defaults per modality (every one is a registered extractor or a packaged model)."""
+    return dict(OFFLINE_DEFAULTS)
 
 
 def choose_extractors(audio: str | None = None, text: str | None = None, vision: str | None = None, *,

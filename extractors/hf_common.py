@@ -92,12 +92,19 @@ def silence_reason(samples: np.ndarray | None) -> str | None:
     return None
 
 
-def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """`tensor.to(device, dtype)`; on CUDA through pinned host memory with a non-blocking copy, so the
-    host-to-GPU transfer overlaps the work already queued (same stream: ordering is kept)."""
-    if device.type == "cuda" and tensor.device.type == "cpu":
-        tensor = tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device=device, dtype=dtype) if dtype is not None else tensor.to(device)
+class PretrainedEncoder:
+    """Mixin of the Hugging Face extractors (put it before the Extractor base): loads `self.model` in
+    `self.dtype` from the config's precision, and reports the encoder's hidden size as `output_dim`."""
+
+    def _load_encoder(self, model_class: Any, path: str) -> None:
+        """Load `path` with `model_class` on `self.device` in the precision `self.config.precision` asks for."""
+        self.dtype = resolve_precision(self.config.precision, self.device)
+        self.model = load_pretrained(model_class, path, self.device, self.dtype, self.config.trust_remote_code)
+
+    @property
+    def output_dim(self) -> int:
+        """The encoder's hidden size."""
+        return int(self.model.config.hidden_size)
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:

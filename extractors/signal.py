@@ -52,6 +52,12 @@ class _SignalExtractor(Extractor):
         """Output frames per second."""
         return 1000.0 / self.config.frame_shift_ms
 
+    def _window_and_hop(self) -> tuple[int, int]:
+        """(window, hop) in samples of the config's frame_length_ms / frame_shift_ms at its sample rate."""
+        config = self.config
+        return (int(round(config.frame_length_ms * config.sample_rate / 1000)),
+                int(round(config.frame_shift_ms * config.sample_rate / 1000)))
+
     def extract_batch(self, items: list[np.ndarray | None]) -> list[FeatureSequence]:
         """One [T, D] sequence per 1-D float32 clip; None/empty/silent -> missing."""
         results = []
@@ -85,8 +91,7 @@ class LogMelExtractor(_SignalExtractor):
         from torchaudio.compliance import kaldi
 
         config = self.config
-        window = int(round(config.frame_length_ms * config.sample_rate / 1000))
-        hop = int(round(config.frame_shift_ms * config.sample_rate / 1000))
+        window, hop = self._window_and_hop()
         if samples.numel() < window:  # shorter than one window: pad to one frame
             samples = torch.nn.functional.pad(samples, (0, window - samples.numel()))
         # Kaldi works on 16-bit sample values; dither=0 keeps the features deterministic.
@@ -130,8 +135,7 @@ class ProsodyExtractor(_SignalExtractor):
         import torchaudio.functional as audio_functional
 
         config = self.config
-        hop = int(round(config.frame_shift_ms * config.sample_rate / 1000))
-        window = int(round(config.frame_length_ms * config.sample_rate / 1000))
+        window, hop = self._window_and_hop()
         count = max(1, int(np.ceil(samples.numel() / hop)))
         # detect_pitch_frequency frames are consecutive hop-long blocks: frame i covers [i*hop, (i+1)*hop).
         # Its median smoothing needs at least `smoothing_frames` frames: zero-pad very short clips.

@@ -9,7 +9,7 @@ Layout of a store folder:
 
 Why this format: safetensors is safe to load (no pickle), memory-maps, and reads single tensors
 lazily, so `read_utterance` touches a few bytes of a large frame-level file. One file per segment
-makes every write atomic with a plain `os.replace` from a temporary name in the same folder (a killed
+makes every write atomic (`pipeline.core.io`: a temporary name in the same folder, then `os.replace`; a killed
 run leaves at most a hidden `.tmp` file, which readers ignore), makes resuming a matter of "does the
 file exist", and needs no index that could go stale: the index is the folder listing. Shards with a
 Parquet index would pack better for millions of segments, but MER corpora have ~10^3-10^4 segments.
@@ -22,17 +22,15 @@ Parquet index would pack better for millions of segments, but MER corpora have ~
 
 from __future__ import annotations
 
-import json
+import io
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote, unquote
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save
-
+from affectflow.pipeline.core.io import read_json, save_safetensors, write_bytes, write_json, write_text
 from affectflow.pipeline.core.records import FeatureSequence
 
 from affectflow.extractors.spec import SPEC_KEYS, ExtractorSpec
@@ -59,19 +57,6 @@ def encode_segment_id(segment_id: str) -> str:
 def decode_segment_id(name: str) -> str:
     """Inverse of `encode_segment_id`."""
     return unquote(name)
-
-
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write to a hidden temporary file in the same folder, fsync, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _store_spec(spec: ExtractorSpec | Mapping[str, Any], source: str) -> ExtractorSpec:
@@ -119,7 +104,7 @@ class FeatureStore:
             raise ValueError(f"{root}: folder is not empty and is not a feature store (no {SPEC_FILE})")
         (root / SEGMENTS_DIR).mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "extractor": extractor_spec.to_dict()}
-        _atomic_write_bytes(root / SPEC_FILE, json.dumps(payload, indent=2, sort_keys=True).encode("utf-8"))
+        write_json(payload, root / SPEC_FILE, indent=2, sort_keys=True)
         return cls(root, extractor_spec)
 
     @classmethod
@@ -130,10 +115,7 @@ class FeatureStore:
         spec_path = root / SPEC_FILE
         if not spec_path.is_file():
             raise FileNotFoundError(f"{root}: not a feature store (no {SPEC_FILE})")
-        try:
-            payload = json.loads(spec_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{spec_path}: unreadable store spec: {error}") from error
+        payload = read_json(spec_path)
         if payload.get("format") != FORMAT_NAME or payload.get("version") != FORMAT_VERSION:
             raise ValueError(f"{spec_path}: not an {FORMAT_NAME} v{FORMAT_VERSION} spec")
         spec = _store_spec(payload.get("extractor"), str(spec_path))
@@ -206,8 +188,7 @@ class FeatureStore:
                     "present": "0" if seq.is_missing else "1"}
         if seq.missing_reason is not None:
             metadata["missing_reason"] = seq.missing_reason
-        self.segments_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(self._path(segment_id), save(tensors, metadata=metadata))
+        save_safetensors(tensors, self._path(segment_id), metadata=metadata)
 
     def _require(self, segment_id: str) -> Path:
         path = self._path(segment_id)
@@ -264,7 +245,8 @@ def export_npy(store: FeatureStore, out_dir: str | Path, level: str = "utterance
             if missing == "skip":
                 continue
         path = out_dir / f"{encode_segment_id(segment_id)}.npy"
-        np.save(path, np.ascontiguousarray(array, dtype=np.float32))
-        written.append(path)
-    (out_dir / "missing.txt").write_text("".join(f"{sid}\n" for sid in missing_ids), encoding="utf-8")
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array, dtype=np.float32))
+        written.append(write_bytes(buffer.getvalue(), path))
+    write_text("".join(f"{sid}\n" for sid in missing_ids), out_dir / "missing.txt")
     return written

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from affectflow.pipeline.core.devices import to_device
 from affectflow.pipeline.core.records import FeatureSequence
 
 from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
-from affectflow.extractors.hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_device, to_numpy
+from affectflow.extractors.hf_common import PretrainedEncoder, normalize_layers, select_layers, to_numpy
 
 
 def _minilm_path() -> str:
@@ -60,7 +61,7 @@ class HFTextConfig(ExtractorConfig):
 
 
 @register_extractor("hf_text")
-class HFTextExtractor(Extractor):
+class HFTextExtractor(PretrainedEncoder, Extractor):
     """Token-level text-encoder features [tokens, hidden] (special tokens removed)."""
 
     modality = "t"
@@ -71,8 +72,7 @@ class HFTextExtractor(Extractor):
         from transformers import AutoModel, AutoTokenizer
 
         path = resolve_text_model(config.model)
-        self.dtype = resolve_precision(config.precision, self.device)
-        self.model = load_pretrained(AutoModel, path, self.device, self.dtype, config.trust_remote_code)
+        self._load_encoder(AutoModel, path)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
         except (OSError, ValueError) as error:
@@ -85,11 +85,6 @@ class HFTextExtractor(Extractor):
     def contract(self) -> InputContract:
         """A str, truncated to max_tokens tokens."""
         return InputContract(modality="t", max_tokens=self.max_tokens)
-
-    @property
-    def output_dim(self) -> int:
-        """The encoder's hidden size."""
-        return int(self.model.config.hidden_size)
 
     @property
     def frame_rate(self) -> None:

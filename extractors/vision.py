@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from affectflow.pipeline.core.devices import to_device
 
 from affectflow.extractors.base import ExtractorConfig, InputContract, register_extractor
 from affectflow.extractors.face_features import FaceTrackExtractor
-from affectflow.extractors.hf_common import load_pretrained, normalize_layers, resolve_precision, select_layers, to_device, to_numpy
+from affectflow.extractors.hf_common import PretrainedEncoder, normalize_layers, select_layers, to_numpy
 
 POOLINGS = ("cls", "mean")
 
@@ -72,7 +73,7 @@ def _image_size(processor: Any) -> tuple[int, int] | None:
 
 
 @register_extractor("hf_vision")
-class HFVisionExtractor(FaceTrackExtractor):
+class HFVisionExtractor(PretrainedEncoder, FaceTrackExtractor):
     """Per-face-frame image-encoder features [T, hidden], mask False on faceless frames."""
 
     modality = "v"
@@ -84,9 +85,7 @@ class HFVisionExtractor(FaceTrackExtractor):
         super().__init__(config, device)
         from transformers import AutoImageProcessor
 
-        self.dtype = resolve_precision(config.precision, self.device)
-        model_class = _model_class(config.model, config.trust_remote_code)
-        self.model = load_pretrained(model_class, config.model, self.device, self.dtype, config.trust_remote_code)
+        self._load_encoder(_model_class(config.model, config.trust_remote_code), config.model)
         try:
             self.processor = AutoImageProcessor.from_pretrained(config.model,
                                                                 trust_remote_code=config.trust_remote_code)
@@ -100,11 +99,6 @@ class HFVisionExtractor(FaceTrackExtractor):
         return InputContract(modality="v", image_size=_image_size(self.processor), channels=3,
                              mean=tuple(mean) if mean is not None else None,
                              std=tuple(std) if std is not None else None)
-
-    @property
-    def output_dim(self) -> int:
-        """The encoder's hidden size."""
-        return int(self.model.config.hidden_size)
 
     @torch.inference_mode()
     def embed_faces(self, crops: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ Protocol (what the training harness relies on):
 - `__init__(task_spec, **hyperparameters)`; `self.hyperparameters` records them for checkpoints.
 - `forward(batch: ModalityBatch, targets: Tensor | None = None) -> FusionOutput`. Auxiliary losses that need
   labels (per-granularity heads, supervised contrastive, Rank-N-Contrast...) are computed only when `targets`
-  is given: class indices [B] (or [B, T] at conversation level, -100 = ignore) for classification, float
+  is given: class indices [B] (or [B, T] at conversation level, IGNORE_INDEX = -100 = ignore) for classification, float
   values [B] (or [B, T]) for regression. Aux losses are returned unweighted in `FusionOutput.aux_losses`;
   `loss_weights[name]` holds the paper's weight (default 1.0). The main task loss (CE / MSE or L1 on
   `FusionOutput.prediction`) is computed by the harness, not by the model.
@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec
+from affectflow.pipeline.core.names import IGNORE_INDEX
 
 
 class FusionModel(nn.Module):
@@ -78,7 +79,7 @@ class FusionModel(nn.Module):
         return FusionOutput(embedding=embedding, value=head_output.squeeze(-1), aux_losses=aux_losses or {}, extras=extras or {})
 
     def task_loss(self, prediction: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The task's supervised loss on a prediction: CE (ignore_index=-100), or for regression the
+        """The task's supervised loss on a prediction: CE (ignore_index=IGNORE_INDEX), or for regression the
         model's `regression_loss` ("l1" by default, "mse" where the paper says so); NaN targets are ignored.
 
         Models use this for auxiliary heads (e.g. DQF's per-granularity heads); the harness uses the
@@ -86,7 +87,7 @@ class FusionModel(nn.Module):
         """
         if self.task_spec.kind == "classification":
             return nn.functional.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), targets.reshape(-1).long(),
-                                               ignore_index=-100)
+                                               ignore_index=IGNORE_INDEX)
         valid = ~torch.isnan(targets)
         if not bool(valid.any()):
             return prediction.sum() * 0.0

@@ -70,6 +70,7 @@ from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, ma
 from affectflow.fusion.layers import (CrossModalBlock, FeedForward, MaskedConv1d, MaskedMultiheadAttention, PreLNTransformerBlock,
                      SinusoidalPositionalEmbedding)
 from affectflow.fusion.registry import register_fusion
+from affectflow.pipeline.core.names import IGNORE_INDEX
 
 
 def wasserstein2_squared(mu_a: torch.Tensor, var_a: torch.Tensor, mu_b: torch.Tensor, var_b: torch.Tensor) -> torch.Tensor:
@@ -399,7 +400,7 @@ class CMARR(FusionModel):
         """L_spcl: supervised contrastive loss over every (instance, modality) view with a usable label."""
         targets = targets.reshape(-1)
         if self.task_spec.kind == "classification":
-            labels, usable = targets.long(), targets.long() != -100
+            labels, usable = targets.long(), targets.long() != IGNORE_INDEX
         else:
             labels, usable = (targets >= 0).long(), ~torch.isnan(targets)
         views, view_labels = [], []

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-MODALITIES: tuple[str, ...] = ("a", "t", "v")
+from affectflow.pipeline.core.names import MODALITIES
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,6 @@ Deliberate differences / choices the paper leaves open (say so when reporting re
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import torch

@@ -61,6 +61,7 @@ from affectflow.fusion.base import FusionModel
 from affectflow.fusion.contract import MODALITIES, FusionOutput, ModalityBatch, TaskSpec, masked_mean, zero_masked
 from affectflow.fusion.layers import FeedForward, MaskedMultiheadAttention, SinusoidalPositionalEmbedding, TransformerEncoder
 from affectflow.fusion.registry import register_fusion
+from affectflow.pipeline.core.names import IGNORE_INDEX
 
 
 def modality_combinations(modalities: Sequence[str] = MODALITIES) -> tuple[tuple[str, ...], ...]:
@@ -357,7 +358,7 @@ class MCULoRA(FusionModel):
         """Targets [B] / [B, T] as [B, P], with positions where `valid` [B, P] is False ignored."""
         targets = targets.reshape(valid.shape)
         if self.task_spec.kind == "classification":
-            return torch.where(valid, targets.long(), torch.full_like(targets.long(), -100))
+            return torch.where(valid, targets.long(), torch.full_like(targets.long(), IGNORE_INDEX))
         return torch.where(valid, targets.float(), torch.full_like(targets.float(), float("nan")))
 
     def forward(self, batch: ModalityBatch, targets: torch.Tensor | None = None) -> FusionOutput:

@@ -41,6 +41,7 @@ from affectflow.fusion.base import FusionModel
 from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, zero_masked
 from affectflow.fusion.layers import SinusoidalPositionalEmbedding, TransformerEncoder, modality_readout
 from affectflow.fusion.registry import register_fusion
+from affectflow.pipeline.core.names import IGNORE_INDEX
 
 UNIMODAL_STAGE = "unimodal_experts"
 MIXING_STAGE = "experts_mixing"
@@ -115,8 +116,8 @@ class MoMKE(FusionModel):
     def expert_loss(self, prediction: torch.Tensor, targets: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
         """Eq. 16 (CE) / Eq. 17 (MSE) over the positions where the expert's modality is available."""
         if self.task_spec.kind == "classification":
-            targets = torch.where(available, targets.long(), torch.full_like(targets.long(), -100))
-            keep = targets != -100
+            targets = torch.where(available, targets.long(), torch.full_like(targets.long(), IGNORE_INDEX))
+            keep = targets != IGNORE_INDEX
             if not bool(keep.any()):
                 return prediction.sum() * 0.0
             return nn.functional.cross_entropy(prediction[keep], targets[keep])

@@ -66,6 +66,7 @@ from affectflow.fusion.base import FusionModel
 from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, zero_masked
 from affectflow.fusion.layers import safe_key_mask
 from affectflow.fusion.registry import register_fusion
+from affectflow.pipeline.core.names import IGNORE_INDEX
 
 
 @runtime_checkable
@@ -424,7 +425,7 @@ class SDUMC(FusionModel):
         classification = self.task_spec.kind == "classification"
         if targets.shape[0] != text_present.shape[0]:
             raise ValueError(f"SDUMC: targets {tuple(targets.shape)} do not match the batch size {text_present.shape[0]}")
-        labelled = targets != -100 if classification else ~torch.isnan(targets)
+        labelled = targets != IGNORE_INDEX if classification else ~torch.isnan(targets)
         pick = text_present & labelled.to(text_present.device)
         if not bool(pick.any()):
             zero = simulated.representation.sum() * 0.0

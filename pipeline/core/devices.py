@@ -1,9 +1,11 @@
-"""Device choice: CUDA when present, CPU otherwise; never a bare `.cuda()` in library code."""
+"""Device choice (CUDA when present, CPU otherwise) and host-to-device copies; never a bare `.cuda()`
+in library code."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 
@@ -29,3 +31,18 @@ def default_actor_count(cuda: bool, resources: Mapping[str, float], actors: int 
     if cuda:
         return int(resources.get("GPU", 1))
     return max(1, int(resources.get("CPU", 2)) // 2)
+
+
+def to_device(data: np.ndarray | torch.Tensor, device: str | torch.device,
+              dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A numpy array or tensor as a tensor on `device` (cast to `dtype` when given).
+
+    A CPU source bound for CUDA goes through pinned host memory with a non-blocking copy, so the
+    transfer overlaps the work already queued on the stream (same stream: ordering is kept); the cast
+    happens on the device, after the (smaller or equal) copy.
+    """
+    device = torch.device(device)
+    tensor = torch.from_numpy(np.ascontiguousarray(data)) if isinstance(data, np.ndarray) else data
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device=device, dtype=dtype) if dtype is not None else tensor.to(device)

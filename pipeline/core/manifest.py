@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from affectflow.pipeline.core.io import atomic_path, write_text
 from affectflow.pipeline.core.records import Segment
 
 CORE_COLUMNS: tuple[str, ...] = (
@@ -119,25 +120,23 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
 
 def write_manifest(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write a manifest as .parquet or .csv (by suffix), atomically; returns the path."""
+    """Write a manifest as .parquet, .csv or .jsonl (by suffix), atomically; returns the path."""
     path = Path(path)
     table = normalize_manifest(table, source=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        table.to_parquet(tmp, index=False)
+        with atomic_path(path) as tmp:
+            table.to_parquet(tmp, index=False)
     elif suffix == ".csv":
         # float_format keeps every digit so times and sentiments round-trip exactly.
-        table.to_csv(tmp, index=False, encoding="utf-8", float_format="%.17g")
+        write_text(table.to_csv(index=False, float_format="%.17g", lineterminator="\n"), path)
     elif suffix == ".jsonl":
         # Python's json writes floats with repr(), which round-trips exactly (pandas caps at 15 digits).
-        with tmp.open("w", encoding="utf-8") as handle:
-            for row in table.to_dict(orient="records"):
-                handle.write(json.dumps({k: _plain(v) for k, v in row.items()}, ensure_ascii=False) + "\n")
+        rows = table.to_dict(orient="records")
+        write_text("".join(json.dumps({k: _plain(v) for k, v in row.items()}, ensure_ascii=False) + "\n"
+                           for row in rows), path)
     else:
         raise ManifestError(f"{path}: unknown manifest format {suffix!r} (use .parquet, .csv or .jsonl)")
-    tmp.replace(path)
     return path
 
 

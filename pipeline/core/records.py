@@ -12,10 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODALITIES: tuple[str, ...] = ("a", "t", "v")
-"""Modality keys used everywhere: audio, text, vision (in this order)."""
-
-MODALITY_NAMES: dict[str, str] = {"a": "audio", "t": "text", "v": "vision"}
+from affectflow.pipeline.core.names import MODALITIES, MODALITY_NAMES  # noqa: F401  (kept importable from here)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from affectflow.pipeline.core.names import IGNORE_INDEX
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.labeler import SpanPrediction
 from affectflow.pipeline.train.data import Item, collate
@@ -80,7 +81,7 @@ class CheckpointLabeler:
             if self.info.normalizer is not None and mask.any():
                 values = np.where(mask[:, None], self.info.normalizer.apply(modality, values), 0.0).astype(np.float32)
             features[modality], masks[modality], present[modality] = values, mask, bool(mask.any())
-        target = np.full(1, -100) if task.level == "conversation" else -100
+        target = np.full(1, IGNORE_INDEX) if task.level == "conversation" else IGNORE_INDEX
         return Item("clip", ["clip"], features, masks, present, target)
 
     @torch.no_grad()

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from affectflow.pipeline.core.io import write_text
+
 
 class OutputMismatchError(ValueError):
     """An existing output file whose columns do not match this run (another class set or format)."""
@@ -88,12 +90,8 @@ class ResumableRowWriter:
         return buffer.getvalue()
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8", newline="") as handle:
-            handle.write(self._render(rows, header=True))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        """Replace the whole file (header + `rows`) atomically: a crash keeps the old file."""
+        write_text(self._render(rows, header=True), self.path)
 
     # --- appending ------------------------------------------------------------------------------
     def append_clip(self, clip: str, rows: list[dict[str, Any]]) -> None:

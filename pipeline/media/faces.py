@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from affectflow.pipeline.media.decode import iter_frame_chunks
+from affectflow.pipeline.media.mtcnn import detect_batch, prepare_mtcnn
 
 # The five-point face template (eyes, nose tip, mouth corners) of a 112x112 aligned crop (ArcFace).
 _TEMPLATE_112 = np.array(
@@ -106,22 +107,19 @@ def choose_face(boxes: np.ndarray, width: int, side: str | None) -> int | None:
 
 class FaceDetector:
     """MTCNN face detection, batched over frames (and over clips with `detect_many`), one chosen face
-    per frame with an aligned crop.
+    per frame with an aligned crop: the largest face above `min_probability` (or the largest whose centre
+    lies in the `side` half given to `detect`).
 
     batch_size: frames per MTCNN pass (None: 8 on CPU, where small batches stay in cache, 32 on CUDA);
     precision: "float32", or "float16" / "bfloat16" for the three networks on CUDA (box arithmetic
     stays float32). Inference goes through `affectflow.pipeline.media.mtcnn.detect_batch` (no per-box loop).
     """
 
-    def __init__(self, device: str | torch.device = "cpu", crop_size: int = 224, select: str = "largest",
-                 min_probability: float = 0.9, batch_size: int | None = None, min_face_size: int = 20,
-                 margin: float = 0.2, precision: str = "float32") -> None:
+    def __init__(self, device: str | torch.device = "cpu", crop_size: int = 224, min_probability: float = 0.9,
+                 batch_size: int | None = None, min_face_size: int = 20, margin: float = 0.2,
+                 precision: str = "float32") -> None:
         from facenet_pytorch import MTCNN
 
-        from affectflow.pipeline.media.mtcnn import prepare_mtcnn
-
-        if select != "largest":
-            raise ValueError(f"select must be 'largest' (use side='left'/'right' for one half), got {select!r}")
         self.device = torch.device(device)
         dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
         if precision not in dtypes or (precision != "float32" and self.device.type != "cuda"):
@@ -136,8 +134,6 @@ class FaceDetector:
 
     def _detect_frames(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per frame (boxes [K, 4], probabilities [K], landmarks [K, 5, 2]) of frames uint8 [T, H, W, 3]."""
-        from affectflow.pipeline.media.mtcnn import detect_batch
-
         found = []
         for offset in range(0, frames.shape[0], self.batch_size):
             found.extend(detect_batch(self._mtcnn, frames[offset: offset + self.batch_size]))

@@ -23,19 +23,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from affectflow.pipeline.core.devices import to_device
+
 
 def prepare_mtcnn(mtcnn: torch.nn.Module) -> torch.nn.Module:
     """Put the MTCNN networks in eval mode and channels-last memory (in place); returns `mtcnn`."""
     mtcnn.eval()
     return mtcnn.to(memory_format=torch.channels_last)
-
-
-def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A numpy array as a tensor on `device`: pinned host memory + non-blocking copy for CUDA."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
 
 
 def area_crops(integral: torch.Tensor, image_index: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,

@@ -3,7 +3,7 @@
 - `presence_patterns`: the 2^M - 1 non-empty presence patterns ([7, 3] for a, t, v).
 - `random_batch`: random features with trailing padding (ragged valid lengths), any presence rows,
   utterance level (T = 1), frame level (a different T per modality) or conversation level (shared T).
-- `random_targets`: matching class indices / values, with -100 / NaN at padded conversation positions.
+- `random_targets`: matching class indices / values, with IGNORE_INDEX (-100) / NaN at padded conversation positions.
 - `synthetic_split_task`: a learnable task whose label is split across modalities
   (label = [s_a + s_t + s_v > 0], each s_m only visible in modality m), with some modalities missing.
 """
@@ -15,6 +15,7 @@ import itertools
 import torch
 
 from affectflow.fusion.contract import ModalityBatch, TaskSpec
+from affectflow.pipeline.core.names import IGNORE_INDEX
 
 
 def presence_patterns(num_modalities: int = 3) -> torch.Tensor:
@@ -60,7 +61,7 @@ def random_batch(spec: TaskSpec, presence: torch.Tensor, generator: torch.Genera
 def random_targets(spec: TaskSpec, batch: ModalityBatch, generator: torch.Generator) -> torch.Tensor:
     """Targets for `batch`: class indices (long) or values (float), [B] or [B, T] at conversation level.
 
-    Padded conversation positions hold -100 (classification) or NaN (regression).
+    Padded conversation positions hold IGNORE_INDEX (classification) or NaN (regression).
     """
     if spec.level == "conversation":
         first = spec.modalities[0]
@@ -69,7 +70,7 @@ def random_targets(spec: TaskSpec, batch: ModalityBatch, generator: torch.Genera
         shape, valid = (batch.batch_size,), torch.ones(batch.batch_size, dtype=torch.bool)
     if spec.kind == "classification":
         targets = torch.randint(0, spec.num_outputs, shape, generator=generator)
-        return torch.where(valid, targets, torch.full_like(targets, -100))
+        return torch.where(valid, targets, torch.full_like(targets, IGNORE_INDEX))
     values = torch.randn(shape, generator=generator)
     return torch.where(valid, values, torch.full_like(values, float("nan")))
 

@@ -3,8 +3,10 @@
 bundle.json records everything needed to rebuild the pipeline: the fusion architecture and its
 hyperparameters, the task spec (class names or regression, level, modalities, input dims), the label
 column, the extractor spec (name, config, config hash, output dim) of every modality's features, the
-feature normalisation statistics fitted on the train split, and how training went (schedule, seed,
-selected epoch and its validation metrics). Features from another extractor config are refused.
+feature normalisation statistics fitted on the train split, how training went (schedule, seed,
+selected epoch and its validation metrics), and the versions that wrote it (affectflow, torch,
+transformers, numpy, python; loading warns once per component whose version differs). Features from
+another extractor config are refused.
 
     save_bundle(run_dir / "best", model, extractor_specs=..., normalizer=..., label_column="emotion")
     model, info = load_bundle(run_dir / "best", device="cpu")
@@ -13,13 +15,14 @@ selected epoch and its validation metrics). Features from another extractor conf
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
+import importlib.metadata
+import platform
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
@@ -28,12 +31,32 @@ from affectflow.fusion.contract import TaskSpec
 from affectflow.fusion.registry import create_fusion
 from affectflow.extractors.spec import ExtractorSpec
 
+from affectflow.pipeline.core.io import atomic_dir, read_json, write_json
 from affectflow.pipeline.train.data import FeatureNormalizer
 
 BUNDLE_FORMAT = "affectflow-bundle"
 BUNDLE_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "bundle.json"
+VERSIONED_PACKAGES = ("affectflow", "torch", "transformers", "numpy")
+
+
+def environment_versions() -> dict[str, str | None]:
+    """Versions of what makes and reads a bundle: affectflow, torch, transformers, numpy, python.
+
+    Installed distributions are read with importlib.metadata (transformers is not imported); a
+    package that is not installed is None.
+    """
+    versions: dict[str, str | None] = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    versions["torch"] = versions["torch"] or torch.__version__
+    versions["numpy"] = versions["numpy"] or np.__version__
+    versions["python"] = platform.python_version()
+    return versions
 
 
 @dataclass
@@ -49,6 +72,7 @@ class BundleInfo:
     extractor_specs: dict[str, ExtractorSpec | None] = field(default_factory=dict)
     normalizer: FeatureNormalizer | None = None
     training: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str | None] = field(default_factory=dict)
     path: Path | None = None
 
     @property
@@ -66,7 +90,7 @@ class BundleInfo:
             "extractors": {m: (spec.to_dict() if spec is not None else None)
                            for m, spec in self.extractor_specs.items()},
             "normalization": self.normalizer.to_dict() if self.normalizer is not None else None,
-            "training": self.training,
+            "training": self.training, "versions": self.versions,
         }
 
     @classmethod
@@ -88,8 +112,19 @@ class BundleInfo:
             frame_level=bool(data.get("frame_level", False)), stage=data.get("stage"),
             extractor_specs=coerce_extractor_specs(data.get("extractors") or {}, f"{where}: extractors"),
             normalizer=FeatureNormalizer.from_dict(normalization) if normalization else None,
-            training=dict(data.get("training") or {}), path=path,
+            training=dict(data.get("training") or {}), versions=dict(data.get("versions") or {}), path=path,
         )
+
+    def warn_on_version_differences(self) -> None:
+        """`warnings.warn` once per component whose recorded version differs from this environment's.
+
+        Bundles written before versions were recorded have none and load without a warning.
+        """
+        current = environment_versions()
+        for component, saved in sorted(self.versions.items()):
+            if component in current and saved != current[component]:
+                warnings.warn(f"{self.path or 'bundle'}: made with {component} {saved}, loading with {component} "
+                              f"{current[component]}; outputs may differ", stacklevel=3)
 
     def check_stores(self, stores: dict) -> None:
         """Refuse feature stores made by another extractor config than the bundle was trained on.
@@ -118,22 +153,6 @@ def coerce_extractor_specs(specs: Mapping[str, ExtractorSpec | Mapping[str, Any]
     return {m: (None if spec is None else ExtractorSpec.coerce(spec, f"{source}.{m}")) for m, spec in specs.items()}
 
 
-def replace_dir(staging: Path, final: Path) -> None:
-    """Move a fully written `staging` folder to `final`, replacing any previous one.
-
-    The old folder is renamed aside first, so a crash leaves either the old or the new version
-    (plus a stray `.old` folder), never a half-written `final`.
-    """
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def save_bundle(path: str | Path, model: FusionModel, *, label_column: str | None = None,
                 frame_level: bool = False,
                 extractor_specs: Mapping[str, ExtractorSpec | Mapping[str, Any] | None] | None = None,
@@ -145,18 +164,16 @@ def save_bundle(path: str | Path, model: FusionModel, *, label_column: str | Non
         label_column=label_column, frame_level=frame_level, stage=model.stage,
         extractor_specs=coerce_extractor_specs(extractor_specs or {}), normalizer=normalizer,
         training=dict(training or {}),
+        versions=environment_versions(),
     )
-    try:
-        text = json.dumps(info.to_dict(), indent=2, allow_nan=True)
-    except TypeError as error:
-        raise ValueError(f"{model.fusion_name}: hyperparameters or training info are not JSON-serialisable: {error}") from None
-    staging = path.with_name(path.name + f".tmp-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    save_model(model, str(staging / WEIGHTS_FILE), metadata={"architecture": model.fusion_name})
-    (staging / INFO_FILE).write_text(text, encoding="utf-8")
-    replace_dir(staging, path)
+    with atomic_dir(path) as staging:
+        try:
+            write_json(info.to_dict(), staging / INFO_FILE, indent=2)
+        except ValueError as error:
+            raise ValueError(f"{model.fusion_name}: hyperparameters or training info are not JSON-serialisable: "
+                             f"{error}") from None
+        # save_model (not a plain tensor dict) drops tied weights' duplicates; the folder is the atomic unit.
+        save_model(model, str(staging / WEIGHTS_FILE), metadata={"architecture": model.fusion_name})
     return path
 
 
@@ -166,16 +183,13 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
     info_file = path / INFO_FILE
     if not info_file.is_file():
         raise FileNotFoundError(f"{path}: not a checkpoint bundle (no {INFO_FILE})")
-    try:
-        data = json.loads(info_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{info_file}: invalid JSON: {error}") from None
-    return BundleInfo.from_dict(data, path=path)
+    return BundleInfo.from_dict(read_json(info_file), path=path)
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[FusionModel, BundleInfo]:
     """Rebuild the model of a bundle (registry + safetensors; no pickle), in eval mode on `device`."""
     info = read_bundle_info(path)
+    info.warn_on_version_differences()
     weights = Path(path) / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{path}: bundle has no {WEIGHTS_FILE}")

@@ -24,19 +24,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from affectflow.extractors.store import FeatureStore
 from affectflow.fusion.contract import ModalityBatch, TaskSpec
 from affectflow.extractors.spec import ExtractorSpec
-from affectflow.extractors.store import FeatureStore
 
-IGNORE_INDEX = -100
-SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "dev": "valid",
-                 "test": "test"}
-
-
-def normalize_split(name: str) -> str:
-    """'dev' / 'val' / 'validation' -> 'valid'; 'train' and 'test' unchanged; others raise."""
-    key = str(name).strip().lower()
-    if key not in SPLIT_ALIASES:
-        raise ValueError(f"unknown split name {name!r}; expected one of {sorted(SPLIT_ALIASES)}")
-    return SPLIT_ALIASES[key]
+from affectflow.pipeline.core.names import IGNORE_INDEX, SPLIT_ALIASES, normalize_split
 
 
 def split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:

@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader
 
 from affectflow.fusion.contract import TaskSpec
 
+from affectflow.pipeline.core.names import IGNORE_INDEX
 from affectflow.pipeline.train import protocols
-from affectflow.pipeline.train.data import IGNORE_INDEX, Batch
+from affectflow.pipeline.train.data import Batch
 from affectflow.pipeline.train.metrics import compute_metrics, mean_std
 
 BatchTransform = Callable[[Batch], Batch]

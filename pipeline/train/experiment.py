@@ -25,11 +25,11 @@ from affectflow.fusion.contract import TaskSpec
 from affectflow.fusion.registry import create_fusion, fusion_class
 from affectflow.extractors.spec import ExtractorSpec
 
+from affectflow.pipeline.core.io import atomic_dir, to_jsonable, write_json
 from affectflow.pipeline.train import evaluation
-from affectflow.pipeline.train.checkpoint import read_bundle_info, replace_dir, save_bundle
+from affectflow.pipeline.train.checkpoint import read_bundle_info, save_bundle
 from affectflow.pipeline.train.data import FeatureNormalizer, MultimodalDataset, class_names_from, make_loader, split_rows
 from affectflow.pipeline.train.metrics import is_better
-from affectflow.pipeline.train.reports import to_jsonable
 from affectflow.pipeline.train.results import ExperimentSummary, SeedResult, summarize_seeds
 from affectflow.pipeline.train.schedules import TrainingSchedule
 from affectflow.pipeline.train.trainer import TrainConfig, Trainer
@@ -126,7 +126,7 @@ def train_one(name: str, hyperparameters: dict, data: ExperimentData, schedule: 
                         select_condition=trainer.valid_condition, history=fitted.history)
     if data.test is not None:
         result.test = test_grid(model, data, device, config.eval_batch_size, test_conditions)
-    result_file.write_text(json.dumps(to_jsonable(result.to_dict()), indent=1), encoding="utf-8")
+    write_json(result.to_dict(), result_file)
     return result
 
 
@@ -146,14 +146,12 @@ def run_experiment(name: str, hyperparameters: dict, data: ExperimentData,
     for result in results:
         if chosen is None or is_better(result.select_metric, result.valid_score, chosen.valid_score):
             chosen = result
-    staging = out / "best.copy"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(out / f"seed-{chosen.seed}" / "best", staging)
-    replace_dir(staging, out / "best")
+    with atomic_dir(out / "best") as staging:
+        shutil.copytree(out / f"seed-{chosen.seed}" / "best", staging, dirs_exist_ok=True)
     read_bundle_info(out / "best")  # fail loudly if the copy is not a bundle
     summary = ExperimentSummary(
         model=name, hyperparameters=hyperparameters, task=data.task, schedule=schedule_factory().describe(),
         seeds=list(seeds), best_seed=chosen.seed, select_metric=chosen.select_metric,
         select_condition=chosen.select_condition, runs=results, test_summary=summarize_seeds(results), out=out)
-    (out / "summary.json").write_text(json.dumps(to_jsonable(summary.to_dict()), indent=1), encoding="utf-8")
+    write_json(summary.to_dict(), out / "summary.json")
     return summary

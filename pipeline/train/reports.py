@@ -1,43 +1,22 @@
 """Reports: the condition grid as JSON + CSV (rows = models, columns = conditions, like the papers'
-tables), AUILC tables, a confusion-matrix PNG and AUILC curve PNGs (matplotlib, Agg backend).
+tables), AUILC tables, a confusion-matrix PNG and AUILC curve PNGs.
+
+Plots draw on a bare `matplotlib.figure.Figure` (its own Agg canvas), never through pyplot, so a
+library call does not switch the caller's backend or leave figures open.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
+from affectflow.pipeline.core.io import atomic_path, write_json, write_text  # write_json: also used by the CLIs
 from affectflow.pipeline.train.protocols import AVERAGE_COLUMN, CONDITIONS
-
-
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON types: numpy scalars/arrays -> Python, paths -> str, NaN/inf -> None (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(data: Any, path: str | Path) -> Path:
-    """Write `data` as indented strict JSON (NaN -> null)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_jsonable(data), indent=1, allow_nan=False), encoding="utf-8")
-    return path
 
 
 def grid_table(grids: dict[str, dict[str, dict]], metric: str, scale: float = 1.0) -> pd.DataFrame:
@@ -63,7 +42,7 @@ def write_condition_grid(grids: dict[str, dict[str, dict]], out_dir: str | Path,
     paths = [write_json(grids, out_dir / f"{stem}.json")]
     for metric in metrics:
         path = out_dir / f"{stem}_{metric}.csv"
-        grid_table(grids, metric).to_csv(path, float_format="%.4f")
+        write_text(grid_table(grids, metric).to_csv(float_format="%.4f"), path)
         paths.append(path)
     return paths
 
@@ -77,25 +56,25 @@ def auilc_table(results: dict[str, dict], metric: str) -> pd.DataFrame:
     return table
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _save_figure(figure: Figure, path: str | Path) -> Path:
+    """Lay out `figure` and write it atomically (format from the suffix, PNG by default); returns the path."""
+    path = Path(path)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format=path.suffix.lstrip(".").lower() or "png")
+    return path
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path,
                           title: str = "") -> Path:
     """PNG of a confusion matrix [C, C] (rows true, columns predicted), counts and row-normalised shading."""
-    plt = _pyplot()
     counts = np.asarray(matrix, dtype=np.int64)
     if counts.shape != (len(class_names), len(class_names)):
         raise ValueError(f"confusion matrix {counts.shape} does not match {len(class_names)} class names")
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.6 * len(class_names)
-    figure, axis = plt.subplots(figsize=(size + 1.5, size))
+    figure = Figure(figsize=(size + 1.5, size))
+    axis = figure.subplots()
     image = axis.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     axis.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
     axis.set_yticks(range(len(class_names)), class_names)
@@ -107,18 +86,13 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
                       color="white" if share[i, j] > 0.5 else "black", fontsize=8)
     figure.colorbar(image, ax=axis, fraction=0.046, label="share of true class")
     axis.set_title(title)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save_figure(figure, path)
 
 
 def plot_auilc_curves(frame_result: dict, metrics: Sequence[str], path: str | Path, title: str = "") -> Path:
     """PNG with one panel per metric: metric vs missing rate, one line per masked combination."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    figure = Figure(figsize=(5 * len(metrics), 4))
+    axes = figure.subplots(1, len(metrics), squeeze=False)
     for axis, metric in zip(axes[0], metrics):
         for combination, curve in frame_result["curves"].items():
             area = frame_result["auilc"][combination][metric]
@@ -130,9 +104,4 @@ def plot_auilc_curves(frame_result: dict, metrics: Sequence[str], path: str | Pa
         axis.legend(fontsize=7)
     settings = frame_result.get("settings", {})
     figure.suptitle(f"{title} ({settings.get('pattern', '')} frames, {settings.get('fill', '')})".strip())
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save_figure(figure, path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from affectflow.fusion.base import FusionModel
+from affectflow.pipeline.core.io import atomic_dir, write_json, write_text
 from affectflow.pipeline.train import evaluation
 from affectflow.pipeline.train.data import MultimodalDataset, make_loader
 from affectflow.pipeline.train.metrics import default_selection_metric, is_better
@@ -241,22 +241,15 @@ class Trainer:
         if root is None:
             return
         name = f"stage{stage_index}-epoch{next_epoch:04d}"
-        folder = root / name
-        staging = root / f".{name}.tmp-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        save_file(_contiguous(self.model.state_dict()), str(staging / "model.safetensors"))
-        if best_weights is not None:
-            save_file(_contiguous(best_weights), str(staging / "best.safetensors"))
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        info = {"stage_index": stage_index, "next_epoch": next_epoch, "best": best, "bad_epochs": bad_epochs,
-                "history": history, "schedule": self.schedule.state_dict(), "config": asdict(self.config)}
-        (staging / "trainer.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
-        pointer = root / f".{LATEST_FILE}.tmp-{os.getpid()}"
-        pointer.write_text(name, encoding="utf-8")
-        os.replace(pointer, root / LATEST_FILE)
+        with atomic_dir(root / name) as staging:
+            save_file(_contiguous(self.model.state_dict()), str(staging / "model.safetensors"))
+            if best_weights is not None:
+                save_file(_contiguous(best_weights), str(staging / "best.safetensors"))
+            torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+            info = {"stage_index": stage_index, "next_epoch": next_epoch, "best": best, "bad_epochs": bad_epochs,
+                    "history": history, "schedule": self.schedule.state_dict(), "config": asdict(self.config)}
+            write_json(info, staging / "trainer.json", allow_nan=True)  # resume must see NaN as NaN
+        write_text(name, root / LATEST_FILE)
         for old in root.iterdir():
             if old.is_dir() and old.name != name and not old.name.startswith("."):
                 shutil.rmtree(old, ignore_errors=True)

@@ -135,10 +135,11 @@ def test_cli_choices_defaults_and_exit_code(media, tiny_models, tmp_path, monkey
     (audio,) = choice.choose_extractors(audio=str(tiny_models["hubert"]), vision="none", audio_layers="2",
                                         chunk_seconds=4.0, device="cpu")
     assert audio.name == "hf_audio" and audio.config.layers == 2 and audio.config.chunk_seconds == 4.0
-    monkeypatch.setattr(choice, "OFFLINE_DEFAULTS", {"a": "prosody", "t": str(tiny_models["bert"]), "v": "nope"})
-    with pytest.warns(UserWarning, match="vision skipped"):
-        defaults = choice.choose_extractors()
-    assert [e.name for e in defaults] == ["prosody", "hf_text"]
+    assert choice.OFFLINE_DEFAULTS["v"] in list_extractors()  # the offline vision default is always there
+    monkeypatch.setattr(choice, "OFFLINE_DEFAULTS",
+                        {"a": "prosody", "t": str(tiny_models["bert"]), "v": str(tiny_models["vit"])})
+    defaults = choice.choose_extractors()
+    assert [e.name for e in defaults] == ["prosody", "hf_text", "hf_vision"]
     with pytest.raises(ValueError, match="nothing to extract"):
         choice.choose_extractors(audio="none", text="NONE")
     broken = write_clip_manifest(tmp_path / "broken.csv", media, ["zero_bytes", "not_media"])

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 from affectflow.pipeline.label.default_model import CLASSES, log_linear_pool
-from affectflow.pipeline.testing.media import make_video, write_speech
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

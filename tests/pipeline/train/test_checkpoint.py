@@ -110,3 +110,38 @@ def _registered(name: str) -> bool:
     from affectflow.fusion.registry import list_fusions
 
     return name in list_fusions()
+
+
+def test_bundle_records_versions_and_loads_quietly_in_the_same_environment(tmp_path, recwarn):
+    path = save_bundle(tmp_path / "best", create_fusion("late_fusion", TASK, hidden=8))
+    versions = json.loads((path / "bundle.json").read_text())["versions"]
+    assert set(versions) == {"affectflow", "torch", "transformers", "numpy", "python"}
+    assert versions["torch"] in (torch.__version__, torch.__version__.split("+")[0])
+    assert versions["numpy"] == np.__version__
+    load_bundle(path)
+    assert not [w for w in recwarn if "made with" in str(w.message)]
+
+
+def test_version_differences_warn_once_per_component(tmp_path):
+    path = save_bundle(tmp_path / "best", create_fusion("late_fusion", TASK, hidden=8))
+    data = json.loads((path / "bundle.json").read_text())
+    current_torch = data["versions"]["torch"]
+    data["versions"]["torch"] = "1.0.0"
+    data["versions"]["numpy"] = "0.1"
+    (path / "bundle.json").write_text(json.dumps(data))
+    with pytest.warns(UserWarning) as caught:
+        load_bundle(path)
+    messages = sorted(str(w.message) for w in caught if "made with" in str(w.message))
+    assert len(messages) == 2
+    assert "numpy 0.1" in messages[0] and np.__version__ in messages[0]
+    assert "torch 1.0.0" in messages[1] and current_torch in messages[1]
+
+
+def test_old_bundles_without_versions_load_without_warning(tmp_path, recwarn):
+    path = save_bundle(tmp_path / "best", create_fusion("late_fusion", TASK, hidden=8))
+    data = json.loads((path / "bundle.json").read_text())
+    del data["versions"]
+    (path / "bundle.json").write_text(json.dumps(data))
+    _, info = load_bundle(path)
+    assert info.versions == {}
+    assert not [w for w in recwarn if "made with" in str(w.message)]
