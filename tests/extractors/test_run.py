@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from affectflow.extractors import choice, extract
-from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, create_extractor
+from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, create_extractor, list_extractors
 from affectflow.extractors.run import run_extraction
 from affectflow.extractors.store import FeatureStore
 from affectflow.pipeline.cli.main import main
