@@ -42,8 +42,8 @@ from affectflow.pipeline.train.experiment import build_experiment, model_config_
 from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from affectflow.pipeline.train.protocols import (FRAME_FILLS, FRAME_PATTERNS, FRAME_RATES, RANDOM_PROTOCOL_SEED,
                                                  condition_name, parse_condition)
-from affectflow.pipeline.train.reports import (auilc_table, plot_auilc_curves, plot_confusion_matrix,
-                                               write_condition_grid, write_json)
+from affectflow.pipeline.core.io import write_json
+from affectflow.pipeline.train.reports import auilc_table, plot_auilc_curves, plot_confusion_matrix, write_condition_grid
 from affectflow.pipeline.train.results import CrossFoldSummary, ExperimentSummary
 from affectflow.pipeline.train.schedules import TrainingSchedule, make_schedule
 from affectflow.pipeline.train.trainer import TrainConfig

@@ -11,7 +11,7 @@ from affectflow.pipeline.core.manifest import read_manifest
 from affectflow.pipeline.testing.features import make_feature_corpus
 from affectflow.pipeline.train.api import EvaluationReport, evaluate, train
 from affectflow.pipeline.train.checkpoint import read_bundle_info
-from affectflow.pipeline.train.reports import to_jsonable
+from affectflow.pipeline.core.io import to_jsonable
 from affectflow.pipeline.train.results import CrossFoldSummary, ExperimentSummary, SeedResult
 
 SIZES = {"train": 24, "valid": 12, "test": 12}
