@@ -14,7 +14,6 @@ listed and written to OUT/<extractor_id>/failures.jsonl. Exit code 1 only when e
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 
 from affectflow.extractors.base import list_extractors
@@ -70,16 +69,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _modality_values(args: argparse.Namespace) -> dict[str, str | None]:
-    """{audio, text, vision} values; with none given, the offline defaults (printing why one is skipped)."""
+    """{audio, text, vision} values; with none given, the offline defaults."""
     values = {flag: getattr(args, flag) for flag in MODALITY_NAMES.values()}
     if any(value is not None for value in values.values()):
         return values
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        defaults = offline_choices()
-    for warning in caught:
-        print(f"note: {warning.message}", flush=True)
-    return {MODALITY_NAMES[m]: value or "none" for m, value in defaults.items()}
+    return {MODALITY_NAMES[m]: value or "none" for m, value in offline_choices().items()}
 
 
 def _report(summary: ExtractionSummary) -> None:

@@ -145,9 +145,6 @@ def test_cli_choices_defaults_and_exit_code(media, tiny_models, tmp_path, monkey
     broken = write_clip_manifest(tmp_path / "broken.csv", media, ["zero_bytes", "not_media"])
     assert main(["extract", "--manifest", str(broken), "--out", str(tmp_path / "o"), "--audio", "logmel",
                  "--no-progress"]) == 1
-    monkeypatch.setattr(choice, "OFFLINE_DEFAULTS", {"a": "prosody", "t": "none", "v": "nope"})
-    assert main(["extract", "--manifest", str(broken), "--out", str(tmp_path / "d"), "--no-progress"]) == 1
-    assert "note: no offline vision default ('nope' is not registered); vision skipped" in capsys.readouterr().out
 
 
 def test_extract_function_typed_call(media, tiny_models, tmp_path):
