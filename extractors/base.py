@@ -126,16 +126,7 @@ class Extractor:
         return self.extract_batch([item])[0]
 
 
-def _check_extractor(name: str, cls: type[Extractor]) -> None:
-    if not (isinstance(cls, type) and issubclass(cls, Extractor)):
-        raise TypeError(f"extractor {name!r}: {cls!r} is not a subclass of Extractor")
-
-
-def _stamp_name(name: str, cls: type[Extractor]) -> None:
-    cls.name = name
-
-
-EXTRACTORS: Registry[type[Extractor]] = Registry("extractor", check=_check_extractor, on_register=_stamp_name)
+EXTRACTORS: Registry[type[Extractor]] = Registry("extractor", subclass_of=Extractor, name_attribute="name")
 
 
 def register_extractor(name: str, *aliases: str) -> Callable[[type[Extractor]], type[Extractor]]:

@@ -12,7 +12,7 @@ Extraction runs as one streaming Ray Data pipeline per extractor:
        the local engine's own decoding, failure and storing functions (so both produce identical stores;
        segments already stored are skipped, failures go to failures.jsonl).
 Decoded media and features travel between stages as safetensors bytes (no pickle of arrays).
-Labelling (`ray_label`) maps the lead's `label_clip` over the files in an actor pool (each actor owns an
+Labelling (`pipeline.label.ray_engine.ray_label`) maps `label_clip` over the files in an actor pool (each actor owns an
 EvidenceCollector and a labeller) and appends each clip's rows with `ResumableRowWriter` on the driver.
 Ray is an optional extra: `pip install "affectflow[ray]"`.
 """

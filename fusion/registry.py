@@ -20,18 +20,13 @@ from affectflow.fusion.contract import TaskSpec
 TINY_VARIANT = "tiny"
 
 
-def _check_fusion(name: str, cls: type[FusionModel]) -> None:
-    if not (isinstance(cls, type) and issubclass(cls, FusionModel)):
-        raise TypeError(f"fusion model {name!r}: {cls!r} does not subclass FusionModel")
+def _check_fusion_name(name: str, cls: type[FusionModel]) -> None:
     if "." in name:
         raise ValueError(f"fusion model {name!r}: '.' is reserved for variants such as '{name.split('.')[0]}.tiny'")
 
 
-def _stamp_name(name: str, cls: type[FusionModel]) -> None:
-    cls.fusion_name = name
-
-
-FUSIONS: Registry[type[FusionModel]] = Registry("fusion model", check=_check_fusion, on_register=_stamp_name)
+FUSIONS: Registry[type[FusionModel]] = Registry("fusion model", check=_check_fusion_name, subclass_of=FusionModel,
+                                                name_attribute="fusion_name")
 
 
 def register_fusion(name: str, *aliases: str) -> Callable[[type[FusionModel]], type[FusionModel]]:

@@ -10,8 +10,6 @@ loading named in LAZY (never to dodge a cycle, which the layers rule out).
 from __future__ import annotations
 
 import ast
-
-import pytest
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +86,6 @@ def test_no_import_points_up_or_sideways():
 LAZY: dict[str, tuple[str, ...]] = {}
 
 
-@pytest.mark.xfail(strict=True, reason="function-level imports are being moved up (issue 12, in progress)")
 def test_no_function_level_imports_of_affectflow_modules():
     problems = []
     for path, name in package_modules():

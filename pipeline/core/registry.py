@@ -44,16 +44,21 @@ class Registry(Generic[T]):
     kind: what the entries are, for messages ("fusion model"). case_sensitive False: names and
     aliases are looked up lower-cased (and registered lower-cased). check: called as
     `check(name, entry)` before an entry is added; it raises to refuse the entry. on_register:
-    called as `on_register(name, entry)` after it is added (e.g. to stamp the name on a class).
+    called as `on_register(name, entry)` after it is added. For registries of classes: subclass_of
+    refuses (TypeError) an entry that is not a subclass of it; name_attribute is set on the class to
+    its registered name.
     """
 
     def __init__(self, kind: str, *, case_sensitive: bool = True,
                  check: Callable[[str, T], None] | None = None,
-                 on_register: Callable[[str, T], None] | None = None) -> None:
+                 on_register: Callable[[str, T], None] | None = None,
+                 subclass_of: type | None = None, name_attribute: str | None = None) -> None:
         self.kind = kind
         self.case_sensitive = case_sensitive
         self._check = check
         self._on_register = on_register
+        self._subclass_of = subclass_of
+        self._name_attribute = name_attribute
         self._entries: dict[str, T] = {}
         self._aliases: dict[str, str] = {}  # alias -> canonical name
 
@@ -77,11 +82,15 @@ class Registry(Generic[T]):
             if owner is not None:
                 raise ValueError(f"{self.kind} name {key!r} is already registered "
                                  f"(by {owner!r}: {_describe(self._entries[owner])})")
+        if self._subclass_of is not None and not (isinstance(entry, type) and issubclass(entry, self._subclass_of)):
+            raise TypeError(f"{self.kind} {name!r}: {entry!r} is not a subclass of {self._subclass_of.__name__}")
         if self._check is not None:
             self._check(keys[0], entry)
         self._entries[keys[0]] = entry
         for alias in keys[1:]:
             self._aliases[alias] = keys[0]
+        if self._name_attribute is not None:
+            setattr(entry, self._name_attribute, keys[0])
         if self._on_register is not None:
             self._on_register(keys[0], entry)
         return entry

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from affectflow.extractors.base import extractor_from_spec
 from affectflow.pipeline.core.names import IGNORE_INDEX
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.labeler import SpanPrediction
+from affectflow.pipeline.train.checkpoint import load_bundle
 from affectflow.pipeline.train.data import Item, collate
 
 
@@ -25,10 +27,6 @@ class CheckpointLabeler:
     face_crop_size = 224
 
     def __init__(self, bundle: str | Path, device: torch.device | str = "cpu") -> None:
-        from affectflow.extractors.base import extractor_from_spec
-
-        from affectflow.pipeline.train.checkpoint import load_bundle
-
         self.model, self.info = load_bundle(bundle, device=device)
         if self.info.task_spec.kind != "classification":
             raise ValueError(f"{bundle}: labelling needs a classification bundle, this one is "

@@ -22,11 +22,10 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
+from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.label.evidence import ClipEvidence
 
 StateT = TypeVar("StateT")
-
-MODALITY_NAMES = {"a": "audio", "t": "text", "v": "vision"}
 
 
 @dataclass(frozen=True)

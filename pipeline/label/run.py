@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from affectflow.pipeline.core.errors import AffectflowError, MediaError
 from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector, find_media
-from affectflow.pipeline.label.labeler import MODALITY_NAMES, Labeler, SpanPrediction
+from affectflow.pipeline.core.names import MODALITY_NAMES
+from affectflow.pipeline.label.labeler import Labeler, SpanPrediction
 from affectflow.pipeline.label.output import ResumableRowWriter
 from affectflow.pipeline.media.transcripts import TranscriptError
 

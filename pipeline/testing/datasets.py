@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from affectflow.pipeline.testing.media import make_truncated, make_video, write_speech
+
 MEDIA_KINDS: tuple[str, ...] = ("clip", "silent", "no_audio", "long", "dialogue", "speech_wav", "corrupt")
 
 
@@ -22,8 +24,6 @@ def make_corpus_media(folder: str | Path, kinds: tuple[str, ...] = MEDIA_KINDS,
     audio; long: 3 s .mp4; dialogue: 4 s .avi (H.264 + AAC); speech_wav: 1 s speech .wav;
     corrupt: a truncated copy of a clip.
     """
-    from affectflow.pipeline.testing.media import make_truncated, make_video, write_speech
-
     unknown = sorted(set(kinds) - set(MEDIA_KINDS))
     if unknown:
         raise ValueError(f"unknown media kinds {unknown}; known: {list(MEDIA_KINDS)}")

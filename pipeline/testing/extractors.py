@@ -16,8 +16,12 @@ import string
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
+
+from affectflow.pipeline.media.faces import FaceTrack
+from affectflow.pipeline.testing.media import face_image
 
 HIDDEN = 32
 LAYERS = 3  # 4 hidden states with the embeddings: enough for layers="last4"
@@ -135,11 +139,6 @@ def save_tiny_models(root: str | Path, kinds: tuple[str, ...] | None = None) -> 
 def synthetic_face_track(mask: list[bool], crop_size: int = 112, start: float = 1.0, fps: float = 5.0):
     """A FaceTrack without running a detector: the real astronaut face (shifted a little per frame)
     as the crop of every frame where `mask` is True, on a `fps` timeline from `start` seconds."""
-    import cv2
-
-    from affectflow.pipeline.media.faces import FaceTrack
-    from affectflow.pipeline.testing.media import face_image
-
     mask_array = np.asarray(mask, dtype=bool)
     count, valid = len(mask_array), int(mask_array.sum())
     face = cv2.resize(face_image(), (crop_size, crop_size), interpolation=cv2.INTER_AREA)

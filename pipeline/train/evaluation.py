@@ -40,7 +40,7 @@ class Predictions:
         return self.outputs.argmax(axis=-1) if self.kind == "classification" else self.outputs
 
     @property
-    def labelled(self) -> np.ndarray:
+    def labeled(self) -> np.ndarray:
         """[N] bool: rows that carry a target."""
         if self.kind == "classification":
             return self.targets != IGNORE_INDEX
@@ -86,7 +86,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device | s
 
 def score(predictions: Predictions, task: TaskSpec) -> dict:
     """Metrics of the labelled rows of `predictions`."""
-    keep = predictions.labelled
+    keep = predictions.labeled
     if not keep.any():
         raise ValueError("no labelled samples to score")
     return compute_metrics(task.kind, predictions.targets[keep], predictions.labels[keep],

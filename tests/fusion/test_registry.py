@@ -18,7 +18,7 @@ def test_every_registered_model_is_a_fusion_model_named_by_the_registry():
 
 
 def test_non_fusion_models_and_duplicates_are_refused():
-    with pytest.raises(TypeError, match="does not subclass FusionModel"):
+    with pytest.raises(TypeError, match="is not a subclass of FusionModel"):
         FUSIONS.register("plain_module", entry=nn.Linear)
     with pytest.raises(ValueError, match="already registered"):
         FUSIONS.register("dqf", entry=fusion_class("late_fusion"))

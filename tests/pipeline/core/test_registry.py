@@ -100,3 +100,19 @@ def test_case_insensitive_registry_and_checks():
     assert "rock" not in registry
     with pytest.raises(ValueError, match="non-empty"):
         registry.register("", entry=Animal)
+
+
+def test_class_registries_check_the_base_class_and_stamp_the_name():
+    class Base:
+        name = ""
+
+    registry: Registry[type] = Registry("widget", subclass_of=Base, name_attribute="name")
+
+    @registry.register("knob")
+    class Knob(Base):
+        pass
+
+    assert Knob.name == "knob" and registry.get("knob") is Knob
+    with pytest.raises(TypeError, match="is not a subclass of Base"):
+        registry.register("stray", entry=int)
+    assert "stray" not in registry
