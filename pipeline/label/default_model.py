@@ -2,9 +2,10 @@
 
 - Vision: the FER2013 mini-Xception port on MTCNN face crops; per-frame expression probabilities are
   averaged over the face frames of the span (FER's angry/happy/sad map to anger/joy/sadness).
-- Text: the real all-MiniLM-L6-v2 sentence embedding (mean of the last layer over tokens) -> a linear
-  emotion head trained by `scripts/train_default_text_head.py` on the real MELD train annotations and
-  selected on MELD dev (the head file and its provenance JSON ship with the package).
+- Text: the real all-MiniLM-L6-v2 sentence embedding (mean of the last layer over tokens, L2-normalised by
+  the head) -> a temperature-calibrated linear emotion head (`text_head.TextEmotionHead`) trained by
+  `scripts/train_default_text_head.py` on the real MELD train annotations and selected on MELD dev (the
+  head file and its provenance JSON, with the MELD train `class_prior`, ship with the package).
 - Audio: no pretrained speech-emotion weights can be had offline, so audio carries no emotion evidence;
   it decides `has_audio` and feeds the ASR that produces the transcript.
 - Fusion of present modalities: weighted log-linear pooling,
@@ -13,18 +14,17 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
 
 from affectflow.extractors.base import create_extractor
 from affectflow.extractors.fer import FER_CLASSES, fer_probabilities, load_fer_model
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.labeler import SpanPrediction
+from affectflow.pipeline.label.text_head import TextEmotionHead
 
 CLASSES: tuple[str, ...] = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
 FER_TO_CLASSES = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy",
@@ -42,44 +42,6 @@ def log_linear_pool(posteriors: dict[str, np.ndarray], weights: dict[str, float]
     log_total = log_total - log_total.max()
     pooled = np.exp(log_total)
     return (pooled / pooled.sum()).astype(np.float64)
-
-
-@dataclass
-class TextEmotionHead:
-    """Linear head on MiniLM sentence embeddings: weight [C, D], bias [C], temperature; classes in CLASSES order."""
-
-    weight: np.ndarray
-    bias: np.ndarray
-    temperature: float
-    info: dict
-
-    @classmethod
-    def load(cls, path: str | Path = HEAD_PATH, info_path: str | Path | None = None) -> "TextEmotionHead":
-        """Load the head (safetensors) and its provenance JSON."""
-        path = Path(path)
-        info_path = Path(info_path) if info_path is not None else path.with_suffix(".json")
-        if not path.is_file():
-            raise FileNotFoundError(f"default text head not found at {path}; rebuild it with "
-                                    "scripts/train_default_text_head.py --meld-dir ...")
-        tensors = load_file(str(path))
-        info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-        if tuple(info.get("classes", CLASSES)) != CLASSES:
-            raise ValueError(f"{path}: head classes {info.get('classes')} differ from {CLASSES}")
-        return cls(tensors["weight"], tensors["bias"], float(tensors["temperature"].reshape(-1)[0]), info)
-
-    def save(self, path: str | Path) -> None:
-        """Write the head as safetensors + the provenance JSON beside it."""
-        path = Path(path)
-        save_file({"weight": self.weight.astype(np.float32), "bias": self.bias.astype(np.float32),
-                   "temperature": np.array([self.temperature], np.float32)}, str(path))
-        path.with_suffix(".json").write_text(json.dumps(self.info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
-        """Sentence embeddings [N, D] -> class probabilities [N, C]."""
-        logits = (embeddings @ self.weight.T + self.bias) / self.temperature
-        logits = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -105,7 +67,7 @@ class DefaultLabeler:
 
     def __init__(self, device: torch.device | str = "cpu", head_path: str | Path = HEAD_PATH) -> None:
         self.device = torch.device(device)
-        self.head = TextEmotionHead.load(head_path)
+        self.head = TextEmotionHead.load(head_path, expected_classes=CLASSES)
         self.weights = {"t": float(self.head.info.get("weight_text", 1.0)),
                         "v": float(self.head.info.get("weight_vision", 1.0))}
         self.text_extractor = create_extractor(TEXT_EXTRACTOR["name"], device=self.device, **TEXT_EXTRACTOR["config"])
