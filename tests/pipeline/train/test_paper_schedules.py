@@ -1,4 +1,4 @@
-"""MoMKE's paper protocol as a schedule: one model per condition, applied in the experts mixing stage only."""
+"""Schedules of the papers' recipes: MoMKE's one model per condition (applied from stage 2), MCULoRA's seeded DPFT."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from affectflow.fusion.contract import ModalityBatch
+from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec
 from affectflow.fusion.momke import MIXING_STAGE, UNIMODAL_STAGE, MoMKE
 from affectflow.fusion.registry import create_fusion
 from affectflow.pipeline.core.manifest import read_manifest
@@ -78,3 +78,24 @@ def test_stage_one_trains_the_experts_of_dropped_modalities(splits, schedule_nam
     result = trainer.fit()
     assert [record["stage"] for record in result.history] == [UNIMODAL_STAGE, MIXING_STAGE]
     assert (not torch.equal(model.expert_heads["a"][-1].weight, before)) == audio_expert_trains
+
+
+def test_dpft_schedule_breaks_ranking_ties_with_its_seed():
+    # The run's seed reaches the DPFT sampler as a schedule option: make_schedule("dpft", seed=run_seed).
+    class Reporting:
+        task_spec = TaskSpec("classification", {"a": 3, "t": 3, "v": 3}, ("x", "y"))
+
+    tied = FusionOutput(embedding=torch.zeros(1), extras={"dpft_scores": torch.full((7,), 3e-4),
+                                                          "dpft_counts": torch.ones(7)})
+
+    def one_epoch(seed: int) -> torch.Tensor:
+        schedule = make_schedule("dpft", seed=seed)
+        schedule.begin_epoch(Reporting(), "mcla", 0)
+        batch = schedule.transform(_collated(), Reporting(), "mcla", np.random.default_rng(0))
+        schedule.after_step(Reporting(), batch, tied)
+        schedule.end_epoch(Reporting(), "mcla", 0)
+        assert schedule.describe()["options"] == {"seed": seed}
+        return schedule.sampler.probabilities
+
+    torch.testing.assert_close(one_epoch(4), one_epoch(4))
+    assert len({tuple(one_epoch(seed).tolist()) for seed in range(6)}) > 1
