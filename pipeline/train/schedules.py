@@ -10,7 +10,8 @@ validation should select the checkpoint. The trainer runs every stage in `schedu
 - random: each sample keeps a uniformly drawn non-empty modality subset (complete included).
 - dqf:    DQF's frame-level masking (`affectflow.fusion.dqf.dqf_frame_masking`).
 - dpft:   MCULoRA's dynamic combination sampling (`affectflow.fusion.mculora.DPFTSampler`).
-- staged: MoMKE's recipe: the first stage on complete data, every later stage with random patterns.
+- staged: the first stage on complete data, every later stage with random patterns (one model for all).
+- momke_condition: MoMKE's paper protocol: one model per `condition`, applied from the second stage on.
 
 `SCHEDULES` is the registry of schedule classes (aliases: none = full, mculora / adaptive = dpft,
 momke = staged; case-insensitive); `make_schedule(name, condition, **options)` builds one through the
@@ -247,3 +248,45 @@ def make_schedule(name: str, condition: str | None = None, **options: Any) -> Tr
     """Build a registered schedule by name or alias ('mculora' = 'dpft', 'momke' = 'staged'); 'fixed'
     needs `condition`; `options` go to the schedule's constructor (e.g. DPFT's sampler options)."""
     return SCHEDULES.get(name).build(condition, **options)
+
+
+@SCHEDULES.register("momke_condition", "stage2_condition")
+class StageTwoConditionSchedule(TrainingSchedule):
+    """MoMKE as its authors train it: one model per test condition, the condition applied only in the
+    stages after the first (experts mixing); the first stage (unimodal experts) trains on the data as
+    extracted, so every expert sees its own modality. Validation selects under the same condition.
+
+    `make_schedule("momke_condition", condition="a")` -> stage 1 complete, stage 2 audio only. Works
+    with any multi-stage model; a single-stage model is refused (it would never see the condition: use
+    'fixed' there).
+    """
+
+    name = "momke_condition"
+
+    @classmethod
+    def build(cls, condition: str | None = None, **options: Any) -> "StageTwoConditionSchedule":
+        if condition is None:
+            raise ValueError("the 'momke_condition' schedule needs the test condition it trains for, "
+                             "e.g. condition='a' or 'at' (one model per condition, as the MoMKE authors)")
+        return cls._construct(condition=condition, **options)
+
+    def __init__(self, condition: str) -> None:
+        self.condition = protocols.condition_name(protocols.parse_condition(condition))
+        self.validation = self.condition
+        self._first_stage: str | None = None
+
+    def stages(self, model):
+        stages = super().stages(model)
+        if len(stages) < 2:
+            raise ValueError(f"schedule 'momke_condition' applies its condition after the first stage, but "
+                             f"{model.fusion_name} has only the stage(s) {stages}; use the 'fixed' schedule")
+        self._first_stage = stages[0]
+        return stages
+
+    def transform(self, batch, model, stage, generator):
+        if stage == (self._first_stage or model.stages[0]):
+            return batch
+        return batch.with_inputs(protocols.apply_condition(batch.inputs, self.condition))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "condition": self.condition, "condition_from_stage": 2}
