@@ -89,6 +89,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select-condition",
                         help="validation condition: auto (the schedule's), full, random, average, frame, or e.g. 't' "
                              "(default: the recipe's)")
+    parser.add_argument("--select-rates", type=float, nargs="+",
+                        help="missing rates of selection under --select-condition frame (default: 0.0 0.1 ... 1.0)")
     parser.add_argument("--grad-clip", type=float, help="gradient-norm clipping (0 = off; default: the recipe's)")
     parser.add_argument("--seeds", type=int, nargs="+", help="default: the recipe's (paper: its number of runs)")
     parser.add_argument("--fold", help="leave-one-session-out: this session is test, a carve-out of the others "
@@ -121,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
             modalities=args.modalities, recipe=args.recipe, budget=args.budget, level=args.level,
             frame_level=args.frame_level, normalize=not args.no_normalize, schedule=args.schedule,
             condition=args.condition, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=args.weight_decay, optimizer=args.optimizer, momentum=args.momentum, patience=args.patience, select_metric=args.select_metric, select_condition=args.select_condition,
+            weight_decay=args.weight_decay, optimizer=args.optimizer, momentum=args.momentum, patience=args.patience,
+            select_metric=args.select_metric, select_condition=args.select_condition, select_rates=args.select_rates,
             grad_clip=args.grad_clip, seeds=args.seeds, fold=args.fold, valid_fraction=args.valid_fraction,
             device=args.device, resume=args.resume, tiny=args.tiny, model_config=_model_config(args.model_config),
             feature_overrides=feature_overrides(args), missing_entries=args.missing_entries, threads=args.threads,

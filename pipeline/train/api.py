@@ -131,7 +131,8 @@ def train(manifest: str | Path | pd.DataFrame, features: str | Path | None, mode
           schedule: str | None = None, condition: str | None = None, epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, weight_decay: float | None = None,
           optimizer: str | None = None, momentum: float | None = None, patience: int | None = None,
-          select_metric: str | None = None, select_condition: str | None = None, grad_clip: float | None = None,
+          select_metric: str | None = None, select_condition: str | None = None,
+          select_rates: Sequence[float] | None = None, grad_clip: float | None = None,
           seeds: Sequence[int] | None = None, fold: str | None = None, valid_fraction: float = 0.1,
           device: str | torch.device = "auto", resume: bool = False, tiny: bool = False,
           model_config: dict[str, Any] | None = None, feature_overrides: dict[str, str | Path] | None = None,
@@ -154,6 +155,7 @@ def train(manifest: str | Path | pd.DataFrame, features: str | Path | None, mode
     overrides = {"schedule": schedule, "condition": condition, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                  "weight_decay": weight_decay, "optimizer": optimizer, "momentum": momentum, "patience": patience,
                  "select_metric": select_metric, "select_condition": select_condition, "grad_clip": grad_clip,
+                 "select_rates": tuple(float(r) for r in select_rates) if select_rates else None,
                  "seeds": tuple(seeds) if seeds else None,
                  "feature_level": feature_level_of(level, frame_level, registered.feature_level)}
     run = resolve_recipe(model, recipe, overrides, budget)

@@ -118,6 +118,8 @@ def condition_transform(condition: str, removal: str = "presence") -> BatchTrans
 
     def transform(batch: Batch) -> Batch:
         removed = [m for m in batch.inputs.modalities if m not in kept]
+        if not removed:
+            return batch
         generator = np.random.default_rng(0)  # rate 1.0 masks every valid frame: nothing is drawn
         return batch.with_inputs(protocols.mask_frames(batch.inputs, removed, 1.0, generator))
     return transform

@@ -25,6 +25,7 @@ from typing import Any
 
 from affectflow.fusion.registry import fusion_class
 from affectflow.pipeline.core.registry import Registry
+from affectflow.pipeline.train.protocols import FRAME_RATES
 from affectflow.pipeline.train.trainer import TrainConfig
 
 FEATURE_LEVELS = ("utterance", "frame", "conversation")
@@ -43,7 +44,8 @@ class Recipe:
     {stage: epochs} overrides `epochs` per stage. optimizer / lr / weight_decay / momentum None: the
     model's recommendation (else Adam, lr 1e-3). grad_clip / patience None: off. feature_level:
     "utterance" (utterance vectors), "frame" (frame sequences), "conversation" (a dialogue's utterance
-    vectors). select_condition: a `TrainConfig.select_condition`. evaluation: "fixed" (fixed-condition
+    vectors). select_condition: a `TrainConfig.select_condition` (select_rates: the missing rates of
+    selection under "frame"; fewer rates make each validation cheaper). evaluation: "fixed" (fixed-condition
     test grid) or "frame" (DQF's frame protocol, AUILC, plus the fixed grid). removal: how fixed
     conditions remove a modality ("presence" or "frames"). seeds: the paper's runs (averaged).
     """
@@ -64,6 +66,7 @@ class Recipe:
     feature_level: str = "utterance"
     select_metric: str | None = None
     select_condition: str = "auto"
+    select_rates: tuple[float, ...] = FRAME_RATES
     evaluation: str = "fixed"
     removal: str = "presence"
     seeds: tuple[int, ...] = (1,)
@@ -138,7 +141,8 @@ class RecipeRun:
                            lr=recipe.lr, weight_decay=recipe.weight_decay, optimizer=recipe.optimizer,
                            momentum=recipe.momentum, patience=recipe.patience or None,
                            select_metric=recipe.select_metric, select_condition=recipe.select_condition,
-                           grad_clip=recipe.grad_clip or None, progress=progress, removal=recipe.removal)
+                           grad_clip=recipe.grad_clip or None, progress=progress, removal=recipe.removal,
+                           select_rates=tuple(float(r) for r in recipe.select_rates))
 
     def describe(self) -> dict[str, Any]:
         """The JSON record of what ran (the bundle's training["recipe"], summary.json's "recipe")."""
