@@ -27,9 +27,10 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from affectflow.fusion.base import FusionModel
+from affectflow.fusion.contract import FusionOutput
 from affectflow.pipeline.core.io import atomic_dir, write_json, write_text
 from affectflow.pipeline.train import evaluation
-from affectflow.pipeline.train.data import MultimodalDataset, make_loader
+from affectflow.pipeline.train.data import Batch, MultimodalDataset, make_loader
 from affectflow.pipeline.train.metrics import default_selection_metric, is_better
 from affectflow.pipeline.train.optimizers import OPTIMIZERS
 from affectflow.pipeline.train.protocols import FRAME_RATES
@@ -113,7 +114,7 @@ def build_optimizer(model: FusionModel, config: TrainConfig) -> torch.optim.Opti
                    momentum=settings["momentum"])
 
 
-def forward_training(model: FusionModel, batch) -> object:
+def forward_training(model: FusionModel, batch: Batch) -> FusionOutput:
     """The model's output on a training batch. Simulated drops (`batch.dropped`) go to a model that
     `accepts_dropped` as `dropped=` with the real features kept; any other model (and per-utterance
     drops) sees `batch.visible_inputs()`, the dropped modalities absent."""
