@@ -5,6 +5,11 @@ keep per-epoch state (MCULoRA's adaptive combination probabilities) and says und
 validation should select the checkpoint. The trainer runs every stage in `schedule.stages(model)`
 (default: `model.stages`), so any schedule works with multi-stage models.
 
+Dropping a modality in training is a SIMULATED drop: the schedules mark it in `Batch.dropped` and keep
+its real features, so the prediction does not see it (`Batch.visible_inputs()`) while a model that
+`accepts_dropped` (CM-ARR) can still compute its reconstruction loss against them. Real absence is the
+data's own presence False.
+
 - full:   the data as extracted (only real missingness).
 - fixed:  one fixed condition, e.g. {t} (train and select in that condition).
 - random: each sample keeps a uniformly drawn non-empty modality subset (complete included).
@@ -105,14 +110,28 @@ class FixedConditionSchedule(TrainingSchedule):
         self.validation = self.condition
 
     def transform(self, batch, model, stage, generator):
-        return batch.with_inputs(protocols.apply_condition(batch.inputs, self.condition))
+        return condition_drop(batch, self.condition)
 
     def describe(self) -> dict:
         return {"name": self.name, "condition": self.condition}
 
 
+def condition_drop(batch: Batch, condition: str) -> Batch:
+    """Simulated drop of every modality outside the fixed `condition` (e.g. 't'), for every sample."""
+    kept = protocols.parse_condition(condition)
+    keep = torch.tensor([m in kept for m in batch.inputs.modalities], dtype=torch.bool, device=batch.inputs.device)
+    return batch.with_dropped(~keep.expand(batch.inputs.batch_size, -1))
+
+
+def pattern_drop(batch: Batch, patterns: np.ndarray | torch.Tensor) -> Batch:
+    """Simulated drops from keep patterns [B, M] (per sample) or [B, L, M] (per utterance)."""
+    keep = torch.as_tensor(patterns, dtype=torch.bool, device=batch.inputs.device)
+    return batch.with_dropped(~keep)
+
+
 def random_pattern_batch(batch: Batch, generator: np.random.Generator, include_complete: bool = True) -> Batch:
-    """Per-sample (utterance level) or per-utterance (conversation level) random keep patterns."""
+    """Per-sample (utterance level) or per-utterance (conversation level) random keep patterns, as
+    simulated drops."""
     inputs = batch.inputs
     m = len(inputs.modalities)
     if batch.targets.ndim == 1:
@@ -121,7 +140,7 @@ def random_pattern_batch(batch: Batch, generator: np.random.Generator, include_c
         length = batch.targets.shape[1]
         flat = protocols.random_patterns(inputs.batch_size * length, m, generator, include_complete)
         patterns = flat.reshape(inputs.batch_size, length, m)
-    return batch.with_inputs(protocols.apply_patterns(inputs, patterns))
+    return pattern_drop(batch, patterns)
 
 
 @SCHEDULES.register("random")
@@ -214,7 +233,7 @@ class DPFTSchedule(TrainingSchedule):
         else:
             length = batch.targets.shape[1]
             patterns = sampler.sample(size * length, torch_generator).reshape(size, length, -1)
-        return batch.with_inputs(protocols.apply_patterns(batch.inputs, patterns))
+        return pattern_drop(batch, patterns)
 
     def after_step(self, model, batch, output):
         if "dpft_scores" in output.extras and "dpft_counts" in output.extras:
