@@ -110,7 +110,7 @@ class _Plan:
 
     def make_schedule(self) -> TrainingSchedule:
         """A fresh schedule (one per seed: schedules keep per-epoch state)."""
-        return make_schedule(self.recipe.recipe.schedule, condition=self.recipe.recipe.condition)
+        return make_schedule(self.recipe.recipe.schedule_name, condition=self.recipe.recipe.condition)
 
     def run(self, table: pd.DataFrame, out: Path) -> ExperimentSummary:
         """Every seed of the recipe on the splits of `table`, in `out`."""
@@ -159,7 +159,7 @@ def train(manifest: str | Path | pd.DataFrame, features: str | Path | None, mode
                  "seeds": tuple(seeds) if seeds else None,
                  "feature_level": feature_level_of(level, frame_level, registered.feature_level)}
     run = resolve_recipe(model, recipe, overrides, budget)
-    make_schedule(run.recipe.schedule, condition=run.recipe.condition)
+    make_schedule(run.recipe.schedule_name, condition=run.recipe.condition)
     if on_recipe is not None:
         on_recipe(run)
     table, stores = _table(manifest), feature_stores(features, feature_overrides)

@@ -160,7 +160,9 @@ def run_experiment(name: str, hyperparameters: dict, data: ExperimentData,
     results = []
     for seed in seeds:
         seed_config = replace(config, seed=seed)
-        results.append(train_one(name, hyperparameters, data, schedule_factory(), seed_config, device,
+        schedule = schedule_factory()
+        schedule.seed_with(seed)
+        results.append(train_one(name, hyperparameters, data, schedule, seed_config, device,
                                  out / f"seed-{seed}", resume=resume, test_conditions=test_conditions,
                                  recipe=recipe, test_protocol=test_protocol))
     chosen = None

@@ -48,6 +48,8 @@ class Recipe:
     selection under "frame"; fewer rates make each validation cheaper). evaluation: "fixed" (fixed-condition
     test grid) or "frame" (DQF's frame protocol, AUILC, plus the fixed grid). removal: how fixed
     conditions remove a modality ("presence" or "frames"). seeds: the paper's runs (averaged).
+    condition_schedule: the schedule that runs instead of `schedule` when a condition is given (MoMKE:
+    one model per test condition, `momke_condition`).
     """
 
     name: str
@@ -71,6 +73,12 @@ class Recipe:
     removal: str = "presence"
     seeds: tuple[int, ...] = (1,)
     departures: tuple[str, ...] = ()
+    condition_schedule: str | None = None
+
+    @property
+    def schedule_name(self) -> str:
+        """The schedule that runs: `condition_schedule` when a condition is given and there is one."""
+        return self.condition_schedule if self.condition and self.condition_schedule else self.schedule
 
     def __post_init__(self) -> None:
         if self.feature_level not in FEATURE_LEVELS:
@@ -160,7 +168,7 @@ class RecipeRun:
         same = recommended.get("name", "").lower() == name.lower()
         lr = recipe.lr if recipe.lr is not None else (recommended.get("lr") if same else None)
         optimiser = f"{name} lr {lr if lr is not None else 'default'}"
-        line = (f"recipe {recipe.name!r} for {self.model}: schedule {recipe.schedule}"
+        line = (f"recipe {recipe.name!r} for {self.model}: schedule {recipe.schedule_name}"
                 f"{'(' + recipe.condition + ')' if recipe.condition else ''}, epochs per stage {self.epochs}, "
                 f"batch {self.batch_size}, {optimiser}, grad clip {recipe.grad_clip or 'off'}, "
                 f"patience {recipe.patience or 'off'}, {recipe.feature_level} features, select on "
@@ -275,14 +283,16 @@ PAPER_RECIPES.register("momke", entry=Recipe(
     name="paper",
     summary="MoMKE (Sec. 4.2): Adam lr 1e-4, 100 epochs in each of the two stages (IEMOCAP, CMU-MOSI; 50 "
             "for CMU-MOSEI), conversation-level utterance features, fixed-condition test, five runs",
-    schedule="staged", stage_epochs={"unimodal_experts": 100, "experts_mixing": 100}, batch_size=32,
+    schedule="staged", condition_schedule="momke_condition",
+    stage_epochs={"unimodal_experts": 100, "experts_mixing": 100}, batch_size=32,
     grad_clip=None, patience=None, feature_level="conversation", seeds=PAPER_SEEDS,
     departures=(
         "'100, 100 and 50' epochs are per dataset (IEMOCAP, MOSI, MOSEI), the same in both stages; for "
         "MOSEI pass --epochs 50",
         "batch size is not given: 32",
-        "the authors train one model per test condition, applying it in stage 2 only; 'staged' trains one "
-        "model for all conditions (stage 1 complete data, stage 2 random simulated drops)",
+        "the authors train one model per test condition, applying it in stage 2 only: that runs with "
+        "--condition C (schedule 'momke_condition'); without one, 'staged' trains one model for all "
+        "conditions (stage 1 complete data, stage 2 random simulated drops)",
         "selection is not stated: the random protocol on validation",
         "d = 128 for CMU-MOSI, 256 otherwise is a model hyperparameter (--model-config '{\"dim\": 128}')",
     )))

@@ -64,6 +64,9 @@ class TrainingSchedule:
             raise ValueError(f"training schedule {cls.name!r} does not take {sorted(arguments)}: {error}") from None
         return cls(**arguments)
 
+    def seed_with(self, seed: int) -> None:
+        """Called once per training run with the run's seed (schedules with their own randomness use it)."""
+
     def stages(self, model: FusionModel) -> tuple[str, ...]:
         """The stages to train, in order (the model's own)."""
         return tuple(model.stages)
@@ -211,6 +214,10 @@ class DPFTSchedule(TrainingSchedule):
         self._pending: dict | None = None
         self._observed = 0
 
+    def seed_with(self, seed: int) -> None:
+        """DPFT breaks ranking ties at random: with the run's seed unless one was given explicitly."""
+        self.sampler_options.setdefault("seed", int(seed))
+
     def _ensure_sampler(self, modalities: tuple[str, ...]):
         if self.sampler is None:
             self.sampler = DPFTSampler(modality_combinations(modalities), modalities, **self.sampler_options)
@@ -305,7 +312,7 @@ class StageTwoConditionSchedule(TrainingSchedule):
     def transform(self, batch, model, stage, generator):
         if stage == (self._first_stage or model.stages[0]):
             return batch
-        return batch.with_inputs(protocols.apply_condition(batch.inputs, self.condition))
+        return condition_drop(batch, self.condition)
 
     def describe(self) -> dict:
         return {"name": self.name, "condition": self.condition, "condition_from_stage": 2}

@@ -218,3 +218,27 @@ def test_dqf_paper_run_scores_auilc_and_fixed_conditions_on_its_frame_path(corpu
     assert summary.select_condition == "frame"
     training = json.loads((tmp_path / "best" / "bundle.json").read_text())["training"]
     assert training["removal"] == "frames" and training["test_protocol"] == "frame"
+
+
+def test_momke_paper_recipe_trains_one_model_per_condition_when_a_condition_is_given():
+    run = resolve_recipe("momke", "paper", overrides={"condition": "at"}, budget=None)
+    assert run.recipe.schedule_name == "momke_condition"
+    schedule = make_schedule(run.recipe.schedule_name, condition=run.recipe.condition)
+    assert schedule.describe() == {"name": "momke_condition", "condition": "at", "condition_from_stage": 2}
+    assert resolve_recipe("momke", "paper", overrides={}, budget=None).recipe.schedule_name == "staged"
+
+
+def test_each_run_seeds_the_dpft_tie_breaking(monkeypatch, tmp_path):
+    seeded = []
+
+    def spy(name, hyperparameters, data, schedule, *args, **kwargs):
+        seeded.append(schedule.sampler_options.get("seed"))
+        raise StopIteration  # the seed is all this test needs
+
+    monkeypatch.setattr(experiment, "train_one", spy)
+    with pytest.raises(StopIteration):
+        experiment.run_experiment("mculora", {}, None, lambda: make_schedule("dpft"), TrainConfig(), [7], tmp_path)
+    assert seeded == [7]
+    explicit = make_schedule("dpft", seed=3)
+    explicit.seed_with(7)
+    assert explicit.sampler_options["seed"] == 3  # an explicit seed wins
