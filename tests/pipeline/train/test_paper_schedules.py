@@ -45,7 +45,8 @@ def test_condition_applies_from_the_second_stage_only():
     first = schedule.transform(_collated(), _TwoStage(), UNIMODAL_STAGE, generator)
     assert first.inputs.presence.all()  # experts train on complete data
     later = schedule.transform(_collated(), _TwoStage(), MIXING_STAGE, generator)
-    assert later.inputs.presence.tolist() == [[True, True, False]] * 6
+    assert later.visible_inputs().presence.tolist() == [[True, True, False]] * 6  # the model sees {a, t}
+    assert later.inputs.presence.all()  # a simulated drop: the real features stay for auxiliary losses
     assert schedule.describe() == {"name": "momke_condition", "condition": "at", "condition_from_stage": 2}
 
 
