@@ -67,16 +67,16 @@ def _segment_ids(root: Path, split: str, transcripts: pd.DataFrame, text_feature
 
 def _split_tables(root: Path, split: str, sources: dict[str, str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """({modality: features [N, D]}, binary labels [N]) of one split; checks the rows align."""
-    features, labels = {}, None
+    features, labels, first = {}, None, None
     for m, prefix in sources.items():
         path = root / f"{prefix}_{split}0.csv"
         table = _read_numbers(path)
-        if labels is not None and (table.shape[0] != labels.shape[0] or (table[:, -1] != labels).any()):
-            raise ValueError(f"{path}: its rows do not align with the other modalities' (row count or "
-                             f"binary labels differ)")
         if not np.isin(table[:, -1], (0, 1)).all():
             raise ValueError(f"{path}: the last column must be the binary label 0/1")
-        features[m], labels = table[:, :-1], table[:, -1]
+        if labels is not None and (table.shape[0] != labels.shape[0] or (table[:, -1] != labels).any()):
+            raise ValueError(f"{path} and {first.name}: their rows do not align (row counts "
+                             f"{table.shape[0]} / {labels.shape[0]} or binary labels differ)")
+        features[m], labels, first = table[:, :-1], table[:, -1], first or path
     return features, labels.astype(int)
 
 
