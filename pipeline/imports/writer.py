@@ -93,7 +93,7 @@ def carve_validation(rows: pd.DataFrame, fraction: float, seed: int) -> tuple[pd
 
     Returns (rows, a note saying what was carved, or None when nothing was).
     """
-    split = rows["split"].astype("string")
+    split = rows["split"].astype("string").fillna("")
     if fraction <= 0 or (split == "valid").any() or not (split == "train").any():
         return rows, None
     if not 0.0 < fraction < 1.0:
