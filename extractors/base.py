@@ -151,16 +151,34 @@ def create_extractor(name: str, device: torch.device | str = "cpu", **config: An
     return cls(cls.config_class(**config), device=device)
 
 
-def extractor_from_spec(spec: ExtractorSpec | Mapping[str, Any], device: torch.device | str = "cpu") -> Extractor:
-    """Rebuild an extractor from `Extractor.spec()` (or its dict); refuses when the config hash differs.
+def extractor_from_spec(spec: ExtractorSpec | Mapping[str, Any], device: torch.device | str = "cpu", *,
+                        trust_remote_code: bool = False, source: str | None = None) -> Extractor:
+    """Rebuild an extractor from `Extractor.spec()` (or its dict), checking the config hash before building.
 
-    A spec without a config hash (older records) is accepted as is.
+    A recorded spec is data, never permission: one without a config hash, or whose config hashes
+    differently, is refused (ValueError naming `source`), and a recorded `trust_remote_code` is refused
+    unless the caller passes `trust_remote_code=True` (an explicit command-line flag, never a file).
     """
-    spec = ExtractorSpec.coerce(spec)
-    extractor = create_extractor(spec.name, device=device, **spec.config)
-    if spec.config_hash and spec.config_hash != extractor.config_hash:
-        raise ValueError(
-            f"extractor {spec.name}: config hash {extractor.config_hash} does not match the recorded "
-            f"{spec.config_hash} (the extractor's config fields changed)"
-        )
-    return extractor
+    spec = ExtractorSpec.coerce(spec, source or "extractor spec")
+    where = source or f"extractor spec {spec.name!r}"
+    if not spec.config_hash:
+        raise ValueError(f"{where}: the extractor spec has no config_hash; refusing to rebuild an unverified "
+                         f"{spec.name} config")
+    config = dict(spec.config)
+    if config.get("trust_remote_code") not in (None, False) and not trust_remote_code:
+        raise ValueError(f"{where}: the recorded {spec.name} config asks for trust_remote_code "
+                         f"(model {config.get('model')!r}); a recorded spec cannot enable it: pass "
+                         f"--trust-remote-code (trust_remote_code=True) if you trust that code")
+    try:
+        cls = extractor_class(spec.name)
+    except KeyError as error:
+        raise ValueError(f"{where}: {error}") from None
+    try:
+        extractor_config = cls.config_class(**config)
+    except TypeError as error:
+        raise ValueError(f"{where}: the recorded config does not fit {spec.name}: {error}") from None
+    have = extractor_config.config_hash(spec.name)
+    if have != spec.config_hash:
+        raise ValueError(f"{where}: config hash {have} of the recorded {spec.name} config does not match the "
+                         f"recorded {spec.config_hash} (the spec was edited or the extractor's config fields changed)")
+    return cls(extractor_config, device=device)

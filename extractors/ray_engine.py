@@ -306,7 +306,7 @@ def ray_extract(table: pd.DataFrame, extractors: list, out: str | Path, manifest
     out = Path(out)
     stores = [FeatureStore.create(out / e.extractor_id, e.spec()) for e in extractors]
     summaries = [ExtractionSummary(e.extractor_id, store.root) for e, store in zip(extractors, stores)]
-    done = set.intersection(*(set(store.segment_ids()) for store in stores)) if stores else set()
+    done = set.intersection(*(set(store.usable_segment_ids()) for store in stores)) if stores else set()
     todo = segment_table(table, done)  # a segment stored by some extractors only is redone for all
     for summary in summaries:
         summary.skipped = len(table) - len(todo)

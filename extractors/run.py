@@ -207,7 +207,7 @@ def run_extraction(table: pd.DataFrame, extractor: Extractor, store: FeatureStor
     decoder = MediaDecoder(extractor, manifest_path, face_detector, face_fps)
     summary = ExtractionSummary(extractor.extractor_id, store.root)
     segments = list(iter_segments(table))
-    done = set(store.segment_ids())
+    done = set(store.usable_segment_ids())  # a corrupt file is extracted again
     todo = bucket_by_length([segment for segment in segments if segment.id not in done], batch_size,
                             extractor.modality)
     summary.skipped = len(segments) - len(todo)

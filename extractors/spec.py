@@ -19,7 +19,8 @@ SPEC_KEYS: tuple[str, ...] = ("name", "modality", "config", "config_hash", "outp
 class ExtractorSpec:
     """Which extractor (registered name + config fields) made a modality's features.
 
-    config_hash: the identity of the features (None in older records that lack it; accepted for now).
+    config_hash: the identity of the features (None in older records that lack it: such a record still
+        parses, but `extractor_from_spec` refuses to rebuild an extractor from it).
     output_dim: the feature width D (None when unknown).
     """
 

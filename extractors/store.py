@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from urllib.parse import quote, unquote
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from affectflow.pipeline.core.io import read_json, save_safetensors, write_bytes, write_json, write_text
 from affectflow.pipeline.core.records import FeatureSequence
 
@@ -40,6 +40,13 @@ SEGMENTS_DIR = "segments"
 SUFFIX = ".safetensors"
 FORMAT_NAME = "affectflow-feature-store"
 FORMAT_VERSION = 1
+REQUIRED_TENSORS = ("values", "times", "mask", "utterance")
+FLOAT_TENSORS = ("values", "times", "utterance")
+
+
+class CorruptSegmentError(ValueError):
+    """A stored segment file that cannot be trusted: empty, truncated, not safetensors, lacking a tensor,
+    or holding NaN / infinite values. Such an entry counts as not stored (`has`), so `extract` rewrites it."""
 
 
 def encode_segment_id(segment_id: str) -> str:
@@ -152,14 +159,32 @@ class FeatureStore:
         return self.segments_dir / (encode_segment_id(segment_id) + SUFFIX)
 
     def has(self, segment_id: str) -> bool:
-        """True when the segment's features are stored (complete: writes are atomic)."""
-        return self._path(segment_id).is_file()
+        """True when the segment's features are stored and readable (header, tensors and finiteness checked).
+
+        A corrupt file (truncated, emptied, overwritten) is not stored: the extractor writes it again.
+        """
+        if not self._path(segment_id).is_file():
+            return False
+        try:
+            self.verify(segment_id)
+        except CorruptSegmentError:
+            return False
+        return True
+
+    def verify(self, segment_id: str) -> None:
+        """Read the whole entry; CorruptSegmentError naming the segment and file when it cannot be trusted."""
+        self._load(segment_id)
+
+    def usable_segment_ids(self) -> list[str]:
+        """Sorted ids of the stored segments whose files pass `verify` (what extraction can skip)."""
+        return [segment_id for segment_id in self.segment_ids() if self.has(segment_id)]
 
     def __contains__(self, segment_id: object) -> bool:
         return isinstance(segment_id, str) and self.has(segment_id)
 
     def segment_ids(self) -> list[str]:
-        """Sorted ids of the stored segments (temporary files of interrupted writes are ignored)."""
+        """Sorted ids of the segment files present, unverified (temporary files of interrupted writes are
+        ignored; `usable_segment_ids` checks each file)."""
         if not self.segments_dir.is_dir():
             return []
         names = [entry.name for entry in os.scandir(self.segments_dir)
@@ -196,26 +221,55 @@ class FeatureStore:
             raise KeyError(f"segment {segment_id!r} is not in the feature store {self.root}")
         return path
 
+    def _corrupt(self, segment_id: str, path: Path, cause: str) -> CorruptSegmentError:
+        return CorruptSegmentError(f"feature store {self.root}: segment {segment_id!r} (file {path}) is unusable: "
+                                   f"{cause}; re-run extract to rewrite it")
+
+    def _load(self, segment_id: str, keys: tuple[str, ...] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+        """(header metadata, the tensors `keys` (all when None)) of a segment, checked; CorruptSegmentError else."""
+        path = self._require(segment_id)
+        try:
+            with safe_open(path, framework="numpy") as handle:
+                metadata = handle.metadata() or {}
+                names = set(handle.keys())
+                lacking = [key for key in REQUIRED_TENSORS if key not in names]
+                if lacking:
+                    raise self._corrupt(segment_id, path, f"it lacks the tensors {lacking}")
+                arrays = {key: handle.get_tensor(key) for key in (sorted(names) if keys is None else keys)}
+        except (SafetensorError, OSError, ValueError) as error:
+            if isinstance(error, CorruptSegmentError):
+                raise
+            raise self._corrupt(segment_id, path, " ".join(str(error).split())[:300]) from None
+        for key in FLOAT_TENSORS:
+            if key in arrays and not np.isfinite(arrays[key]).all():
+                raise self._corrupt(segment_id, path, f"tensor {key!r} holds NaN or infinite values")
+        return metadata, arrays
+
     def read(self, segment_id: str) -> FeatureSequence:
-        """The stored frame-level sequence: values [T, D], times [T], mask [T] (+ missing_reason, extras)."""
-        with safe_open(self._require(segment_id), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-            arrays = {key: handle.get_tensor(key) for key in handle.keys()}
+        """The stored frame-level sequence: values [T, D], times [T], mask [T] (+ missing_reason, extras).
+
+        KeyError when the segment is not stored; CorruptSegmentError (a ValueError naming the segment and
+        file) when its file is truncated, not safetensors or holds non-finite values.
+        """
+        metadata, arrays = self._load(segment_id)
         extras = {key[len("extra."):]: value for key, value in arrays.items() if key.startswith("extra.")}
         return FeatureSequence(values=arrays["values"], times=arrays["times"], mask=arrays["mask"].astype(bool),
                                extractor_id=metadata.get("extractor_id", self.extractor_id),
                                missing_reason=metadata.get("missing_reason"), extras=extras)
 
     def read_utterance(self, segment_id: str) -> tuple[np.ndarray, bool]:
-        """The utterance-level vector [D] (mean over valid frames; zeros when missing) and presence."""
-        with safe_open(self._require(segment_id), framework="numpy") as handle:
-            present = (handle.metadata() or {}).get("present") == "1"
-            return handle.get_tensor("utterance"), present
+        """The utterance-level vector [D] (mean over valid frames; zeros when missing) and presence.
+
+        Reads only the utterance tensor (checked for finiteness; a file whose header or size is broken
+        raises CorruptSegmentError like `read`).
+        """
+        metadata, arrays = self._load(segment_id, ("utterance",))
+        return arrays["utterance"], metadata.get("present") == "1"
 
     def missing_reason(self, segment_id: str) -> str | None:
         """Why the segment's modality is missing, or None when it is present."""
-        with safe_open(self._require(segment_id), framework="numpy") as handle:
-            return (handle.metadata() or {}).get("missing_reason")
+        metadata, _ = self._load(segment_id, ())
+        return metadata.get("missing_reason")
 
 
 def export_npy(store: FeatureStore, out_dir: str | Path, level: str = "utterance",

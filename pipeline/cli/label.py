@@ -30,6 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="ray: label in a Ray actor pool (pip install 'affectflow[ray]'); same output file")
     parser.add_argument("--ray-address", default=None, help="existing Ray cluster (e.g. 'auto' or ray://host:10001)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let --checkpoint's extractors run code from their model folders when their recorded "
+                             "config asks for it (never enabled by a checkpoint alone)")
     parser.add_argument("--actors", type=int, default=None, help="Ray actor pool size (default: GPUs, else CPUs / 2)")
 
 
@@ -39,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         summary = label(args.videos, args.out, format=args.format, checkpoint=args.checkpoint,
                         transcripts=args.transcripts, device=args.device, segment_seconds=args.segment_seconds,
                         plot=args.plot, face_fps=args.face_fps, asr=not args.no_asr, engine=args.engine,
-                        ray_address=args.ray_address, actors=args.actors, progress=not args.quiet)
+                        ray_address=args.ray_address, actors=args.actors, progress=not args.quiet,
+                        trust_remote_code=args.trust_remote_code)
     except (LabelingSetupError, OutputMismatchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

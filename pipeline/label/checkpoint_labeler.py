@@ -26,7 +26,13 @@ class CheckpointLabeler:
 
     face_crop_size = 224
 
-    def __init__(self, bundle: str | Path, device: torch.device | str = "cpu") -> None:
+    def __init__(self, bundle: str | Path, device: torch.device | str = "cpu", *,
+                 trust_remote_code: bool = False) -> None:
+        """Load `bundle` and rebuild its extractors; ValueError naming the bundle when it is unusable.
+
+        trust_remote_code: let an extractor whose recorded config asks for it run its model folder's code
+        (the caller's explicit choice; a bundle alone never enables it).
+        """
         self.model, self.info = load_bundle(bundle, device=device)
         if self.info.task_spec.kind != "classification":
             raise ValueError(f"{bundle}: labelling needs a classification bundle, this one is "
@@ -40,7 +46,8 @@ class CheckpointLabeler:
             spec = self.info.extractor_specs.get(modality)
             if spec is None:
                 continue
-            self.extractors[modality] = extractor_from_spec(spec, device=self.device)
+            self.extractors[modality] = extractor_from_spec(spec, device=self.device, trust_remote_code=trust_remote_code,
+                                                            source=f"{bundle}: extractors.{modality}")
         vision = self.extractors.get("v")
         if vision is not None and vision.contract.image_size:
             # Crop faces at the size the features were extracted with (affectflow extract does the same).

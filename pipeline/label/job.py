@@ -33,11 +33,14 @@ class LabelingSetupError(ValueError):
     """A labelling run that cannot start: a bad argument, an unusable checkpoint or labeller."""
 
 
-def default_labeler_factory(checkpoint: str | Path | None = None) -> LabelerFactory:
-    """A picklable `make_labeler(device)`: the offline default model, or the trained bundle at `checkpoint`."""
+def default_labeler_factory(checkpoint: str | Path | None = None, trust_remote_code: bool = False) -> LabelerFactory:
+    """A picklable `make_labeler(device)`: the offline default model, or the trained bundle at `checkpoint`.
+
+    trust_remote_code: the caller's (never the bundle's) permission for its extractors to run model code.
+    """
     if checkpoint is None:
         return DefaultLabeler
-    return functools.partial(CheckpointLabeler, checkpoint)
+    return functools.partial(CheckpointLabeler, checkpoint, trust_remote_code=trust_remote_code)
 
 
 def output_format(out: str | Path, file_format: str | None) -> str:
@@ -55,7 +58,8 @@ def _missing_members(labeler: object) -> list[str]:
 
 
 def build_labeler(device: str, checkpoint: str | Path | None = None, labeler: Labeler | None = None,
-                  make_labeler: LabelerFactory | None = None) -> tuple[Labeler, LabelerFactory | None]:
+                  make_labeler: LabelerFactory | None = None,
+                  trust_remote_code: bool = False) -> tuple[Labeler, LabelerFactory | None]:
     """(the labeller of a run, the factory Ray actors rebuild it with; None for a caller's object).
 
     At most one of checkpoint / labeler / make_labeler; none = the offline default model.
@@ -66,11 +70,12 @@ def build_labeler(device: str, checkpoint: str | Path | None = None, labeler: La
     if len(given) > 1:
         raise LabelingSetupError(f"give at most one of checkpoint, labeler, make_labeler (got {', '.join(given)})")
     if labeler is None:
-        make_labeler = make_labeler or default_labeler_factory(checkpoint)
+        make_labeler = make_labeler or default_labeler_factory(checkpoint, trust_remote_code)
         try:
             labeler = make_labeler(device)
         except (OSError, ValueError, KeyError) as error:
-            raise LabelingSetupError(f"cannot use checkpoint {checkpoint}: {error}" if checkpoint else str(error)) \
+            named = not checkpoint or str(checkpoint) in str(error)
+            raise LabelingSetupError(str(error) if named else f"cannot use checkpoint {checkpoint}: {error}") \
                 from error
     if not isinstance(labeler, Labeler):
         raise TypeError(f"{type(labeler).__name__} is not a Labeler: it lacks {', '.join(_missing_members(labeler))}")
@@ -101,7 +106,7 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
           make_labeler: LabelerFactory | None = None, transcripts: str | Path | Mapping[str, str] | None = None,
           device: str = "auto", segment_seconds: float | None = None, plot: bool = False, face_fps: float = 2.0,
           asr: bool = True, engine: str = "local", ray_address: str | None = None, actors: int | None = None,
-          progress: bool = True) -> LabelingSummary:
+          progress: bool = True, trust_remote_code: bool = False) -> LabelingSummary:
     """Label every recording under `videos` into `out` (CSV or JSONL; a re-run resumes it).
 
     out: default `labels.<format>` in the working directory; format: "csv" | "jsonl" (default: from
@@ -112,7 +117,8 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     many seconds (plot alone implies 1 s); plot: a PNG of probabilities over time per clip in
     `<out>.plots/`; face_fps: frames per second searched for faces; asr: transcribe speech when there is no
     sidecar or table entry; engine: "local" | "ray" (ray_address, actors: pool size); progress: progress
-    bars and the printed table of results.
+    bars and the printed table of results; trust_remote_code: let a checkpoint's extractors whose recorded
+    config asks for it run their model folder's code (default False: such a checkpoint is refused).
 
     Raises LabelingSetupError for bad arguments or an unusable checkpoint, OutputMismatchError when `out`
     holds rows of another class set or format. Per-file problems are rows of the output, never raised.
@@ -128,7 +134,7 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     table = _transcript_table(transcripts)
     if engine == "ray" and labeler is not None:
         raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
-    labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler)
+    labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
     options = LabelingOptions(segment_seconds=segment_seconds or (PLOT_SEGMENT_SECONDS if plot else None),
                               face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved)
     if engine == "ray":

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from affectflow.fusion.base import FusionModel
@@ -183,24 +184,55 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
     info_file = path / INFO_FILE
     if not info_file.is_file():
         raise FileNotFoundError(f"{path}: not a checkpoint bundle (no {INFO_FILE})")
-    return BundleInfo.from_dict(read_json(info_file), path=path)
+    try:
+        data = read_json(info_file)
+        if not isinstance(data, dict):
+            raise ValueError(f"bundle.json must hold a JSON object, not {type(data).__name__}")
+        return BundleInfo.from_dict(data, path=path)
+    except (TypeError, KeyError, AttributeError, ValueError) as error:
+        message = _one_line(error)
+        raise ValueError(message if str(path) in message else f"{path}: unusable bundle.json: {message}") from None
+
+
+def _one_line(error: BaseException, limit: int = 500) -> str:
+    """An exception's message on one line (CLI errors are one line), at most `limit` characters."""
+    return " ".join(str(error).split())[:limit]
+
+
+def _build_model(path: Path, info: BundleInfo) -> FusionModel:
+    """The fusion model bundle.json describes; ValueError naming the bundle for hyperparameters it does not take."""
+    try:
+        model = create_fusion(info.architecture, info.task_spec, **info.hyperparameters)
+        if info.stage is not None:
+            model.set_stage(info.stage)
+    except TypeError as error:  # an unknown or missing hyperparameter
+        raise ValueError(f"{path}: bundle.json's hyperparameters do not fit {info.architecture}: "
+                         f"{_one_line(error)}") from None
+    return model
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[FusionModel, BundleInfo]:
-    """Rebuild the model of a bundle (registry + safetensors; no pickle), in eval mode on `device`."""
+    """Rebuild the model of a bundle (registry + safetensors; no pickle), in eval mode on `device`.
+
+    Every unusable bundle (no bundle.json or weights, a foreign format, hyperparameters the architecture
+    does not take, weights that are not safetensors or do not fit) raises ValueError / FileNotFoundError
+    with a one-line message naming the bundle; no code from the bundle runs.
+    """
+    path = Path(path)
     info = read_bundle_info(path)
     info.warn_on_version_differences()
-    weights = Path(path) / WEIGHTS_FILE
+    weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{path}: bundle has no {WEIGHTS_FILE}")
-    model = create_fusion(info.architecture, info.task_spec, **info.hyperparameters)
-    if info.stage is not None:
-        model.set_stage(info.stage)
+    model = _build_model(path, info)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+    except (SafetensorError, OSError) as error:  # 0 bytes, random bytes, a pickle renamed
+        raise ValueError(f"{weights}: not a readable safetensors file ({_one_line(error)}); "
+                         f"the bundle's weights are corrupt or were replaced") from None
     except RuntimeError as error:  # shape mismatches
         raise ValueError(f"{weights}: weights do not fit {info.architecture} with the recorded hyperparameters: "
-                         f"{str(error)[:500]}") from None
+                         f"{_one_line(error)}") from None
     if missing or unexpected:
         raise ValueError(f"{weights}: weights do not fit {info.architecture} with the recorded hyperparameters "
                          f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")

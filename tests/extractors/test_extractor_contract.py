@@ -90,9 +90,12 @@ def test_identity_and_spec_round_trip(extractor):
     assert ExtractorSpec.from_dict(data) == spec and spec.extractor_id == extractor.extractor_id
     assert spec.modality in ("a", "t", "v") and spec.output_dim == extractor.output_dim > 0
     assert extractor.contract.modality == extractor.modality
-    for recorded in (spec, data, {key: value for key, value in data.items() if key != "config_hash"}):
-        rebuilt = extractor_from_spec(recorded)  # a dict, and one without a hash (older records), are accepted
+    for recorded in (spec, data):
+        rebuilt = extractor_from_spec(recorded)  # a dict is accepted
         assert rebuilt.config_hash == extractor.config_hash and rebuilt.extractor_id == extractor.extractor_id
+    unhashed = {key: value for key, value in data.items() if key != "config_hash"}
+    with pytest.raises(ValueError, match="no config_hash"):  # a spec without a hash is unverified: refused
+        extractor_from_spec(unhashed, source="bundle x: extractors.t")
 
 
 def test_shapes_masks_and_missing(extractor, inputs):

@@ -170,3 +170,19 @@ def test_extract_function_typed_call(media, tiny_models, tmp_path):
     assert summary.skipped == 2 and summary.extracted == 0 and summary.extractor_id == stores["a"].extractor_id
     with pytest.raises(ValueError, match="engine"):
         extract(manifest, tmp_path / "x", audio="logmel", engine="spark")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "nan_tail"])
+def test_a_corrupt_stored_file_is_extracted_again(tmp_path, damage):
+    """Issue 16 D5: `extract` re-extracts a damaged segment file instead of calling it already stored."""
+    table = manifest_from_segments([Segment(id=f"s{i}", media_path="unused.mp4", text="fine") for i in range(3)])
+    extractor = FragileExtractor(_FragileConfig())
+    store = FeatureStore.create(tmp_path / "t", extractor.spec())
+    assert run_extraction(table, extractor, store, progress=False).extracted == 3
+    path = store.segments_dir / "s1.safetensors"
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[:-5], "empty": b"", "nan_tail": data[:-8] + b"\xff" * 8}[damage])
+    summary = run_extraction(table, extractor, store, progress=False)
+    assert summary.extracted == 1 and summary.skipped == 2
+    assert store.usable_segment_ids() == ["s0", "s1", "s2"]
+    store.verify("s1")

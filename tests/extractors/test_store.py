@@ -153,3 +153,37 @@ def test_export_npy_utterance_and_frame(store, tmp_path):
     assert not (frame_dir / "gone.npy").exists()
     with pytest.raises(ValueError, match="level"):
         export_npy(store, frame_dir, level="clip")
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-7])
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _nan_tail(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:-16] + b"\xff" * 16)  # 0xffffffff is a float32 NaN
+
+
+@pytest.mark.parametrize("damage", [_truncate, _empty, _nan_tail], ids=["truncated", "empty", "nan_tail"])
+def test_corrupt_segment_file_is_not_stored_and_reads_name_segment_and_file(store, damage):
+    """Issue 16 D5: a damaged file counts as not stored (extract rewrites it); reads name segment and file."""
+    store.write("dia0_utt0", sequence(frames=6))
+    store.write("dia0_utt1", sequence(frames=6, seed=1))
+    path = store.segments_dir / "dia0_utt0.safetensors"
+    damage(path)
+    assert not store.has("dia0_utt0") and "dia0_utt0" not in store and store.has("dia0_utt1")
+    assert store.usable_segment_ids() == ["dia0_utt1"]
+    assert store.segment_ids() == ["dia0_utt0", "dia0_utt1"]  # the listing stays what is on disk
+    for read in (store.read, store.verify):
+        with pytest.raises(store_module.CorruptSegmentError, match="dia0_utt0") as caught:
+            read("dia0_utt0")
+        assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+    if damage is not _nan_tail:  # a broken header or size fails every read, the lazy utterance one included
+        with pytest.raises(ValueError, match="dia0_utt0"):
+            store.read_utterance("dia0_utt0")
+    store.write("dia0_utt0", sequence(frames=6))  # rewriting it makes it usable again
+    assert store.has("dia0_utt0") and store.read("dia0_utt0").num_frames == 6
