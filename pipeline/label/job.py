@@ -114,7 +114,7 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     sidecar or table entry; engine: "local" | "ray" (ray_address, actors: pool size); progress: progress
     bars and the printed table of results.
 
-    Raises LabelingSetupError for bad arguments or an unusable checkpoint, OutputMismatchError when `out`
+    Raises LabelingSetupError for bad arguments or an unusable checkpoint, OutputError when `out`
     holds rows of another class set or format. Per-file problems are rows of the output, never raised.
     """
     videos = Path(videos)
