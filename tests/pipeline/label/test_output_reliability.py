@@ -126,7 +126,8 @@ def test_a_concurrent_cli_run_exits_2(tmp_path, face_video, monkeypatch, capsys)
 
 # --- D4: a file without our header is never modified ------------------------------------------
 @pytest.mark.parametrize("name, content", [("precious.json", '{"keep": "me", "n": 1}'),
-                                           ("notes.jsonl", '{"note": "a"}\n{"note": "b"}\n'),
+                                           ("notes.jsonl", '{"note": "a"}'),
+                                           ("more_notes.jsonl", '{"note": "a"}\n{"note": "b"}\n'),
                                            ("notes.csv", "when,what\nmonday,call\n")])
 def test_a_foreign_file_is_refused_untouched(tmp_path, face_video, monkeypatch, capsys, name, content):
     out = tmp_path / name
@@ -153,12 +154,12 @@ def test_a_folder_or_read_only_out_exits_2(tmp_path, face_video, monkeypatch, ca
     if make_out == "folder":
         out.mkdir()
     else:
-        out.write_text("clip,label\n", encoding="utf-8")
+        out.write_bytes(b"")  # an empty output would be (re)started: not when it is marked read-only
         out.chmod(0o444)
     code = _cli(face_video.parent, out, monkeypatch=monkeypatch)
     _one_line_exit_2(capsys, code, str(out))
     if make_out == "read-only":
-        assert out.read_text(encoding="utf-8") == "clip,label\n"
+        assert out.read_bytes() == b"" and not out.stat().st_mode & 0o222
 
 
 # --- de-duplication on recovery ---------------------------------------------------------------
