@@ -63,6 +63,19 @@ def complete_csv_prefix(text: str) -> str:
     return text[:end]
 
 
+def _replace_group(rows: list[dict[str, Any]], clip: str, new_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` with the rows of `clip` replaced by `new_rows`, where the old ones were (else at the end)."""
+    result: list[dict[str, Any]] = []
+    placed = False
+    for row in rows:
+        if row[KEY_COLUMN] != clip:
+            result.append(row)
+        elif not placed:
+            result.extend(new_rows)
+            placed = True
+    return result if placed else result + list(new_rows)
+
+
 def _lock(path: Path) -> IO[str]:
     """An open lock file beside `path`, exclusively locked (OutputLockedError when another run holds it)."""
     lock_path = path.with_name(f".{path.name}.lock")
@@ -223,12 +236,11 @@ class ResumableRowWriter:
     def append_clip(self, clip: str, rows: list[dict[str, Any]]) -> None:
         """Append one clip's rows (window rows first, the file-level row last) in one durable write.
 
-        A clip retried after an error row replaces its old rows (the whole file is rewritten atomically).
+        A clip retried after an error row replaces its old rows in place (the file is rewritten atomically).
         """
         if clip in self.retry_clips or clip in self.done_clips:
             text = self.path.read_bytes().decode("utf-8", errors="replace")
-            kept = [row for row in self._parse(self._complete(text)) if row[KEY_COLUMN] != clip]
-            self._rewrite(kept + list(rows))
+            self._rewrite(_replace_group(self._parse(self._complete(text)), clip, rows))
             self.retry_clips.discard(clip)
         else:
             with self.path.open("a", encoding="utf-8", newline="") as handle:

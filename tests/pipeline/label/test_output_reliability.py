@@ -200,12 +200,15 @@ def test_error_rows_are_retried_and_replaced(tmp_path, face_video):
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "late.mp4").write_bytes(b"")
+    shutil.copy(face_video, videos / "zz.mp4")
     out = tmp_path / "labels.jsonl"
     assert _label(videos, out).failed == 1
     shutil.copy(face_video, videos / "late.mp4")  # the file arrives
-    assert _label(videos, out).labeled == 1
+    again = _label(videos, out)
+    assert (again.labeled, again.skipped) == (1, 1)
     table = pd.read_json(out, lines=True)
-    assert table["clip"].tolist() == ["late.mp4"] and table.iloc[0]["label"] == "excited"
+    assert table["clip"].tolist() == ["late.mp4", "zz.mp4"]  # replaced in place
+    assert table["label"].tolist() == ["excited", "excited"]
 
 
 def test_a_subtitle_without_cues_is_noted(tmp_path, face_video):
