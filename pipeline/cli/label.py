@@ -1,7 +1,8 @@
 """`affectflow label` / `scripts/run_pipeline.py`: label a folder of recordings into a CSV or JSONL file.
 
 A thin parser over `affectflow.pipeline.label.label`. Exit codes: 0 when the batch ran (even with per-file
-errors, which are rows), 2 for bad arguments, an unusable checkpoint or an output file of another run.
+errors, which are rows), 2 for bad arguments, an unusable checkpoint or an output file this run must not
+touch (another run's columns, locked by a concurrent run, not a labels file, read-only, a folder).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import sys
 
 from affectflow.pipeline.label.job import LabelingSetupError, label
-from affectflow.pipeline.label.output import OutputMismatchError
+from affectflow.pipeline.label.output import OutputError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -37,14 +38,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Label `args.videos` with `label(...)`; print the summary line; 2 when the run cannot start."""
+    """Label `args.videos` with `label(...)`; print the summary line; 2 (one line) when the run cannot start."""
     try:
         summary = label(args.videos, args.out, format=args.format, checkpoint=args.checkpoint,
                         transcripts=args.transcripts, device=args.device, segment_seconds=args.segment_seconds,
                         plot=args.plot, face_fps=args.face_fps, asr=not args.no_asr, engine=args.engine,
                         ray_address=args.ray_address, actors=args.actors, progress=not args.quiet,
                         trust_remote_code=args.trust_remote_code)
-    except (LabelingSetupError, OutputMismatchError) as error:
+    except (LabelingSetupError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{summary.labeled} labelled, {summary.failed} with errors, {summary.skipped} already done "

@@ -27,10 +27,14 @@ SPAN_TOLERANCE_SECONDS = 1e-6  # a frame stamped a rounding error before a windo
 
 
 def find_media(folder: str | Path) -> list[Path]:
-    """Video and audio files under `folder` (recursive, case-insensitive suffixes), sorted."""
+    """Video and audio files under `folder` (recursive, case-insensitive suffixes), sorted.
+
+    A dangling symlink with a media suffix is listed too, so that it gets a row with its error.
+    """
     folder = Path(folder)
     suffixes = VIDEO_SUFFIXES + AUDIO_SUFFIXES
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in suffixes and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class ClipEvidence:
     transcript: TimedText | None
     transcript_source: str
     faces: FaceTrack | None
+    transcript_problem: str | None = None  # why a sidecar could not be used (the clip is labelled without it)
 
     @property
     def has_text(self) -> bool:
@@ -130,24 +135,28 @@ class EvidenceCollector:
                 self.asr_problem = str(error)
 
     def _transcript(self, path: Path, clip: str, audio: AudioClip | None,
-                    has_speech: bool) -> tuple[TimedText | None, str]:
+                    has_speech: bool) -> tuple[TimedText | None, str, str | None]:
+        """(transcript, its source, the sidecar's problem): an unreadable sidecar leaves text missing."""
         sidecar = find_sidecar(path)
         if sidecar is not None:
-            return read_transcript_file(sidecar), "sidecar"
+            try:
+                return read_transcript_file(sidecar), "sidecar", None
+            except TranscriptError as error:
+                return None, "none", str(error)
         for key in (clip, path.name, path.stem):
             if key in self.transcripts:
-                return TimedText(" ".join(str(self.transcripts[key]).split()), "csv"), "csv"
+                return TimedText(" ".join(str(self.transcripts[key]).split()), "csv"), "csv", None
         if self._asr is not None and audio is not None and has_speech:
             timed = self._asr.transcribe(audio.samples)
-            return (timed, "asr") if not timed.is_empty else (None, "none")
-        return None, "none"
+            return (timed, "asr", None) if not timed.is_empty else (None, "none", None)
+        return None, "none", None
 
     def collect(self, path: Path, clip: str) -> ClipEvidence:
-        """Probe and decode `path`; MediaError / TranscriptError propagate to the caller's row."""
+        """Probe and decode `path`; MediaError propagates to the caller's row; a bad sidecar is noted."""
         recording = probe(path)
         audio = read_audio(path) if recording.has_audio else None
         usable_audio = audio is not None and not audio.is_missing and not audio.silent
         has_speech = usable_audio and speech_seconds(audio.samples, audio.sample_rate) >= MIN_SPEECH_SECONDS
-        transcript, source = self._transcript(path, clip, audio if usable_audio else None, has_speech)
+        transcript, source, problem = self._transcript(path, clip, audio if usable_audio else None, has_speech)
         faces = track_faces(path, self.detector, fps=self.face_fps) if recording.has_video else None
-        return ClipEvidence(recording, audio, usable_audio, transcript, source, faces)
+        return ClipEvidence(recording, audio, usable_audio, transcript, source, faces, problem)

@@ -120,7 +120,7 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     bars and the printed table of results; trust_remote_code: let a checkpoint's extractors whose recorded
     config asks for it run their model folder's code (default False: such a checkpoint is refused).
 
-    Raises LabelingSetupError for bad arguments or an unusable checkpoint, OutputMismatchError when `out`
+    Raises LabelingSetupError for bad arguments or an unusable checkpoint, OutputError when `out`
     holds rows of another class set or format. Per-file problems are rows of the output, never raised.
     """
     videos = Path(videos)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from affectflow.pipeline.label.run import LabelingSummary
+
+PLOT_NAME_CHARS = 80  # of the clip path kept in a plot's name (file names stop at 255 bytes)
 
 
 def print_table(summary: LabelingSummary, class_names: tuple[str, ...], limit: int = 40) -> None:
@@ -25,19 +29,27 @@ def print_table(summary: LabelingSummary, class_names: tuple[str, ...], limit: i
         print(f"... {len(table) - limit} more rows in the output file")
 
 
+def plot_name(clip: str) -> str:
+    """A unique, short PNG file name for `clip`: its readable tail plus a hash of the exact clip path."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", clip.replace("/", "__"))[-PLOT_NAME_CHARS:].lstrip("._")
+    digest = hashlib.sha1(clip.encode("utf-8", errors="surrogatepass")).hexdigest()[:10]
+    return f"{readable}-{digest}.png"
+
+
 def write_plots(out: str | Path, file_format: str, class_names: tuple[str, ...]) -> list[Path]:
     """One PNG per clip with window rows: class probabilities over time, in `<out>.plots/`.
 
     Draws on its own `matplotlib.figure.Figure` objects (Agg canvas), so no global backend is switched.
     """
     out = Path(out)
-    table = pd.read_json(out, lines=True) if file_format == "jsonl" else pd.read_csv(out)
+    table = pd.read_json(out, lines=True, dtype={"clip": str}) if file_format == "jsonl" else \
+        pd.read_csv(out, dtype={"clip": str}, keep_default_na=False, na_values=[""])
     windows = table[table["window_start"].notna()]
     folder = out.with_name(out.name + ".plots")
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for clip, rows in windows.groupby("clip"):
-        path = folder / (str(clip).replace("/", "__") + ".png")
+        path = folder / plot_name(str(clip))
         _plot_clip(rows.sort_values("window_start"), str(clip), class_names, path)
         written.append(path)
     return written

@@ -87,6 +87,8 @@ def _prediction_row(clip: str, evidence: ClipEvidence, prediction: SpanPredictio
         row["label"] = class_names[int(np.argmax(prediction.probs))]
         row["error"] = ""
         row.update({f"prob_{c}": round(float(p), 6) for c, p in zip(class_names, prediction.probs)})
+    if evidence.transcript_problem:  # labelled without the sidecar: say so (and a re-run retries the clip)
+        row["error"] = "; ".join(filter(None, [row["error"], f"transcript not used: {evidence.transcript_problem}"]))
     for modality, values in prediction.per_modality.items():
         row.update({f"prob_{MODALITY_NAMES[modality]}_{c}": round(float(p), 6) for c, p in zip(class_names, values)})
     return row
@@ -128,7 +130,7 @@ def open_output(videos: Path, out: str | Path, class_names: tuple[str, ...], mod
                 file_format: str) -> tuple[ResumableRowWriter, list[Path], list[Path]]:
     """(writer, all media files, files still to label): the output file resumed with this run's columns.
 
-    Raises OutputMismatchError when `out` exists with other columns (another class set or format).
+    Raises OutputError (OutputMismatchError, OutputLockedError, ...) when `out` cannot be used by this run.
     """
     writer = ResumableRowWriter(out, output_columns(class_names, modalities, file_format == "jsonl"), file_format)
     files = find_media(videos)
@@ -141,15 +143,16 @@ def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options:
     """Label every media file under `videos` into `out`, skipping files finished by an earlier run."""
     videos = Path(videos)
     writer, files, todo = open_output(videos, out, labeler.class_names, labeler.modalities, file_format)
-    summary = LabelingSummary(skipped=len(files) - len(todo))
-    if not todo:
-        return summary
-    collector = make_collector(options, labeler)
-    started = time.perf_counter()
-    for path in tqdm(todo, desc="labelling", unit="file", disable=not progress):
-        clip = path.relative_to(videos).as_posix()
-        rows = label_clip(path, clip, collector, labeler, options)
-        writer.append_clip(clip, rows)
-        summary.record(rows)
-    summary.seconds = time.perf_counter() - started
+    with writer:
+        summary = LabelingSummary(skipped=len(files) - len(todo))
+        if not todo:
+            return summary
+        collector = make_collector(options, labeler)
+        started = time.perf_counter()
+        for path in tqdm(todo, desc="labelling", unit="file", disable=not progress):
+            clip = path.relative_to(videos).as_posix()
+            rows = label_clip(path, clip, collector, labeler, options)
+            writer.append_clip(clip, rows)
+            summary.record(rows)
+        summary.seconds = time.perf_counter() - started
     return summary

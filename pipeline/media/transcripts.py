@@ -80,11 +80,16 @@ def parse_subtitles(content: str) -> list[tuple[float, float, str]]:
 
 
 def read_transcript_file(path: str | Path) -> TimedText:
-    """Read a .txt / .srt / .vtt transcript (cp1252 tolerated)."""
+    """Read a .txt / .srt / .vtt transcript (cp1252 tolerated).
+
+    Raises TranscriptError when the bytes are neither UTF-8 nor cp1252, or a subtitle file has no valid cue.
+    """
     path = Path(path)
     content = decode_text_file(path)
     if path.suffix.lower() in (".srt", ".vtt"):
         cues = parse_subtitles(content)
+        if not cues:
+            raise TranscriptError(f"{path}: subtitle file has no valid cue (expected 'start --> end' lines with text)")
         return TimedText(" ".join(text for _, _, text in cues), "sidecar", tuple(cues))
     return TimedText(" ".join(content.split()), "sidecar")
 
@@ -104,9 +109,13 @@ def load_transcript_table(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise TranscriptError(f"transcripts file not found: {path}")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except UnicodeDecodeError:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="cp1252")
+        try:
+            table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        except UnicodeDecodeError:
+            table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="cp1252")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        message = " ".join(str(error).split())
+        raise TranscriptError(f"{path}: not a readable clip,text CSV ({message})") from error
     missing = {"clip", "text"} - set(table.columns)
     if missing:
         raise TranscriptError(f"{path}: transcripts CSV needs columns clip,text (missing {sorted(missing)})")

@@ -14,6 +14,7 @@ from affectflow.pipeline.label import Labeler, LabelingSetupError, SpanPredictio
 from affectflow.pipeline.label.default_model import CLASSES, DefaultLabeler
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.output import OutputMismatchError
+from affectflow.pipeline.label.report import plot_name
 from affectflow.pipeline.label.run import LabelingOptions, run_labeling
 from affectflow.pipeline.testing.media import make_video
 
@@ -76,7 +77,9 @@ def test_a_custom_labeler_labels_generated_clips(clips, tmp_path):
     assert pd.isna(scene["label"]) and scene["error"].startswith("no usable modality: no face in any sampled frame")
     assert "MediaError" in files.loc["broken.mp4", "error"]
     again = label(clips, out, labeler=labeler, device="cpu", asr=False, segment_seconds=0.5, progress=False)
-    assert (again.skipped, again.labeled) == (3, 0)
+    assert (again.skipped, again.labeled, again.failed) == (1, 0, 2)  # rows with errors are retried...
+    assert sorted(pd.read_json(out, lines=True).query("window_start.isna()")["clip"]) == [
+        "broken.mp4", "face.mp4", "nested/scene.mp4"]  # ...and replaced, never duplicated
 
 
 def test_label_with_the_default_model_writes_what_the_loop_writes(clips, tmp_path):
@@ -86,7 +89,7 @@ def test_label_with_the_default_model_writes_what_the_loop_writes(clips, tmp_pat
     summary = label(folder, tmp_path / "labels.csv", transcripts=transcripts, device="cpu", asr=False, plot=True,
                     progress=False)
     assert (summary.labeled, summary.failed) == (1, 2)
-    assert sorted(p.name for p in summary.plots) == ["face.mp4.png", "nested__scene.mp4.png"]  # 1 s windows
+    assert sorted(p.name for p in summary.plots) == sorted(map(plot_name, ["face.mp4", "nested/scene.mp4"]))  # 1 s
     options = LabelingOptions(segment_seconds=1.0, transcripts=transcripts, use_asr=False, device="cpu")
     run_labeling(folder, tmp_path / "loop.csv", DefaultLabeler("cpu"), options, "csv", progress=False)
     assert (tmp_path / "labels.csv").read_text() == (tmp_path / "loop.csv").read_text()

@@ -15,6 +15,7 @@ def test_torn_tail_and_orphan_windows_are_dropped(tmp_path, file_format):
     with path.open("a", encoding="utf-8") as handle:
         handle.write(writer._render([{"clip": "b.mp4", "label": "fear", "window_start": 0.0, "window_end": 1.0}], False))
         handle.write('b.mp4,fe' if file_format == "csv" else '{"clip": "b.mp')
+    writer.close()  # the killed run's lock is gone
     resumed = ResumableRowWriter(path, COLUMNS, file_format)
     assert resumed.done_clips == {"a.mp4"}
     rows = resumed._parse(path.read_text(encoding="utf-8"))

@@ -1,0 +1,257 @@
+"""Issue 16 (D2, D3, D4, D9 and the labelling minor items): the labels file is never duplicated, lost or
+overwritten, and every unusable output is one line and exit 2."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from affectflow.pipeline.cli.main import main
+from affectflow.pipeline.label import LabelingSetupError, SpanPrediction, job, label
+from affectflow.pipeline.label.evidence import ClipEvidence
+from affectflow.pipeline.label.output import (
+    ForeignOutputError, OutputError, OutputLockedError, ResumableRowWriter,
+)
+from affectflow.pipeline.label.report import plot_name, write_plots
+from affectflow.pipeline.media.transcripts import TranscriptError, read_transcript_file
+from affectflow.pipeline.testing.media import make_video
+
+COLUMNS = ["clip", "label", "error", "window_start", "window_end"]
+ODD_NAMES = ["new\nline.mp4", "two  spaces .mp4", 'quote"d, comma.mp4']
+NEITHER_UTF8_NOR_CP1252 = b"1\n00:00:00,000 --> 00:00:01,000\nhello \x81\x8d\x8f\x90\x9d\n"
+GOOD_SRT = "1\n00:00:00,000 --> 00:00:01,000\nhello there\n"
+
+
+class VisionLabeler:
+    """A tiny labeller of the Labeler protocol: "excited" wherever a face is seen."""
+
+    class_names = ("calm", "excited")
+    modalities = ("v",)
+    face_crop_size = 64
+
+    def prepare(self, evidence: ClipEvidence) -> None:
+        return None
+
+    def predict(self, evidence: ClipEvidence, state: None, start: float, end: float | None) -> SpanPrediction:
+        faces = evidence.faces_between(start, end)
+        if faces is None or faces.is_missing:
+            return SpanPrediction.nothing()
+        probs = np.array([0.25, 0.75])
+        return SpanPrediction(probs, {"v": probs})
+
+
+@pytest.fixture(scope="module")
+def face_video(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("face") / "face.mp4", seconds=1.0, audio=None)
+
+
+def _label(videos: Path, out: Path, **kwargs):
+    return label(videos, out, labeler=VisionLabeler(), device="cpu", asr=False, progress=False, **kwargs)
+
+
+def _cli(videos: Path, out: Path, *extra: str, monkeypatch) -> int:
+    monkeypatch.setattr(job, "build_labeler", lambda device, *args, **kwargs: (VisionLabeler(), None))
+    return main(["label", "--videos", str(videos), "--out", str(out), "--device", "cpu", "--no-asr", "--quiet",
+                 *extra])
+
+
+def _one_line_exit_2(capsys, code: int, *words: str) -> None:
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1 and error.startswith("error: "), error
+    for word in words:
+        assert word in error
+
+
+# --- D2: exact-path keys ----------------------------------------------------------------------
+@pytest.mark.parametrize("file_format", ["csv", "jsonl"])
+def test_odd_whitespace_names_are_exact_keys(tmp_path, file_format):
+    path = tmp_path / f"out.{file_format}"
+    with ResumableRowWriter(path, COLUMNS, file_format) as writer:
+        for name in ODD_NAMES:
+            writer.append_clip(name, [{"clip": name, "label": "joy", "window_start": 0.0, "window_end": 1.0},
+                                      {"clip": name, "label": "joy"}])
+    with ResumableRowWriter(path, COLUMNS, file_format) as resumed:
+        assert resumed.done_clips == set(ODD_NAMES)
+    table = pd.read_json(path, lines=True) if file_format == "jsonl" else pd.read_csv(path)
+    assert sorted(table["clip"]) == sorted(ODD_NAMES * 2)
+
+
+def test_odd_names_are_labelled_once_over_three_runs(tmp_path, face_video):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ODD_NAMES[:2]:
+        shutil.copy(face_video, videos / name)
+    out = tmp_path / "labels.csv"
+    first = _label(videos, out)
+    assert first.labeled == 2
+    for _ in range(2):
+        assert _label(videos, out).skipped == 2
+    assert sorted(pd.read_csv(out)["clip"]) == sorted(ODD_NAMES[:2])
+
+
+def test_a_torn_quoted_newline_is_cut(tmp_path):
+    path = tmp_path / "out.csv"
+    with ResumableRowWriter(path, COLUMNS) as writer:
+        writer.append_clip("a.mp4", [{"clip": "a.mp4", "label": "joy"}])
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('"torn\nname.mp4",jo')  # killed inside a row whose clip holds a newline
+    with ResumableRowWriter(path, COLUMNS) as resumed:
+        assert resumed.done_clips == {"a.mp4"}
+    assert pd.read_csv(path)["clip"].tolist() == ["a.mp4"]
+
+
+# --- D3: one run per output -------------------------------------------------------------------
+def test_a_second_writer_on_the_same_output_is_refused(tmp_path):
+    path = tmp_path / "out.csv"
+    with ResumableRowWriter(path, COLUMNS):
+        with pytest.raises(OutputLockedError, match="another labelling run"):
+            ResumableRowWriter(path, COLUMNS)
+    with ResumableRowWriter(path, COLUMNS):  # released on close
+        pass
+
+
+def test_a_concurrent_cli_run_exits_2(tmp_path, face_video, monkeypatch, capsys):
+    out = tmp_path / "labels.csv"
+    with ResumableRowWriter(out, COLUMNS):  # a run in progress
+        before = out.read_bytes()
+        code = _cli(face_video.parent, out, monkeypatch=monkeypatch)
+        assert out.read_bytes() == before
+    _one_line_exit_2(capsys, code, "another labelling run", str(out))
+
+
+# --- D4: a file without our header is never modified ------------------------------------------
+@pytest.mark.parametrize("name, content", [("precious.json", '{"keep": "me", "n": 1}'),
+                                           ("notes.jsonl", '{"note": "a"}'),
+                                           ("more_notes.jsonl", '{"note": "a"}\n{"note": "b"}\n'),
+                                           ("notes.csv", "when,what\nmonday,call\n")])
+def test_a_foreign_file_is_refused_untouched(tmp_path, face_video, monkeypatch, capsys, name, content):
+    out = tmp_path / name
+    out.write_text(content, encoding="utf-8")
+    with pytest.raises(OutputError):
+        _label(face_video.parent, out)
+    assert out.read_text(encoding="utf-8") == content
+    _one_line_exit_2(capsys, _cli(face_video.parent, out, monkeypatch=monkeypatch), str(out))
+    assert out.read_text(encoding="utf-8") == content
+
+
+def test_jsonl_format_on_a_csv_labels_file_exits_2(tmp_path, face_video, monkeypatch, capsys):
+    out = tmp_path / "labels.csv"
+    _label(face_video.parent, out)
+    content = out.read_bytes()
+    code = _cli(face_video.parent, out, "--format", "jsonl", monkeypatch=monkeypatch)
+    _one_line_exit_2(capsys, code, str(out))
+    assert out.read_bytes() == content
+
+
+@pytest.mark.parametrize("make_out", ["folder", "read-only"])
+def test_a_folder_or_read_only_out_exits_2(tmp_path, face_video, monkeypatch, capsys, make_out):
+    out = tmp_path / "labels.csv"
+    if make_out == "folder":
+        out.mkdir()
+    else:
+        out.write_bytes(b"")  # an empty output would be (re)started: not when it is marked read-only
+        out.chmod(0o444)
+    code = _cli(face_video.parent, out, monkeypatch=monkeypatch)
+    _one_line_exit_2(capsys, code, str(out))
+    if make_out == "read-only":
+        assert out.read_bytes() == b"" and not out.stat().st_mode & 0o222
+
+
+# --- de-duplication on recovery ---------------------------------------------------------------
+@pytest.mark.parametrize("file_format", ["csv", "jsonl"])
+def test_duplicated_clips_keep_one_copy(tmp_path, file_format):
+    path = tmp_path / f"out.{file_format}"
+    with ResumableRowWriter(path, COLUMNS, file_format) as writer:
+        rows = [{"clip": "a.mp4", "label": "joy", "window_start": 0.0, "window_end": 1.0},
+                {"clip": "a.mp4", "label": "joy"}]
+        text = writer._render(rows + [{"clip": "b.mp4", "label": "fear"}] + rows, header=False)
+    with path.open("a", encoding="utf-8", newline="") as handle:
+        handle.write(text)  # what two runs without a lock left behind
+    with ResumableRowWriter(path, COLUMNS, file_format) as resumed:
+        assert resumed.done_clips == {"a.mp4", "b.mp4"}
+        clips = [row["clip"] for row in resumed._parse(path.read_text(encoding="utf-8"))]
+    assert sorted(clips) == ["a.mp4", "a.mp4", "b.mp4"]
+
+
+# --- D9: a bad sidecar loses only the text; error rows are retried ----------------------------
+def test_an_undecodable_sidecar_labels_from_vision_and_is_retried(tmp_path, face_video):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(face_video, videos / "talk.mp4")
+    (videos / "talk.srt").write_bytes(NEITHER_UTF8_NOR_CP1252)
+    out = tmp_path / "labels.csv"
+    summary = _label(videos, out)
+    row = pd.read_csv(out).iloc[0]
+    assert summary.labeled == 1 and row["label"] == "excited" and row["has_vision"]
+    assert "talk.srt" in row["error"] and "UTF-8" in row["error"]
+    (videos / "talk.srt").write_text(GOOD_SRT, encoding="utf-8")  # the user fixes the file
+    again = _label(videos, out)
+    assert (again.skipped, again.labeled) == (0, 1)
+    table = pd.read_csv(out, keep_default_na=False)
+    assert len(table) == 1 and table.iloc[0]["error"] == "" and table.iloc[0]["transcript_source"] == "sidecar"
+
+
+def test_error_rows_are_retried_and_replaced(tmp_path, face_video):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "late.mp4").write_bytes(b"")
+    shutil.copy(face_video, videos / "zz.mp4")
+    out = tmp_path / "labels.jsonl"
+    assert _label(videos, out).failed == 1
+    shutil.copy(face_video, videos / "late.mp4")  # the file arrives
+    again = _label(videos, out)
+    assert (again.labeled, again.skipped) == (1, 1)
+    table = pd.read_json(out, lines=True)
+    assert table["clip"].tolist() == ["late.mp4", "zz.mp4"]  # replaced in place
+    assert table["label"].tolist() == ["excited", "excited"]
+
+
+def test_a_subtitle_without_cues_is_noted(tmp_path, face_video):
+    srt = tmp_path / "empty.srt"
+    srt.write_text("1\nnot a time line\nhello\n", encoding="utf-8")
+    with pytest.raises(TranscriptError, match="no valid cue"):
+        read_transcript_file(srt)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(face_video, videos / "talk.mp4")
+    shutil.copy(srt, videos / "talk.srt")
+    _label(videos, tmp_path / "labels.csv")
+    row = pd.read_csv(tmp_path / "labels.csv").iloc[0]
+    assert row["label"] == "excited" and "no valid cue" in row["error"]
+
+
+# --- minor items ------------------------------------------------------------------------------
+def test_a_dangling_symlink_gets_a_row(tmp_path, face_video):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(face_video, videos / "ok.mp4")
+    os.symlink(tmp_path / "gone.mp4", videos / "link.mp4")
+    summary = _label(videos, tmp_path / "labels.csv")
+    assert (summary.labeled, summary.failed) == (1, 1)
+    table = pd.read_csv(tmp_path / "labels.csv").set_index("clip")
+    assert "not found" in table.loc["link.mp4", "error"]
+
+
+def test_an_unclosed_quote_in_transcripts_names_the_file(tmp_path, face_video):
+    table = tmp_path / "texts.csv"
+    table.write_text('clip,text\nface.mp4,"never closed\n', encoding="utf-8")
+    with pytest.raises(LabelingSetupError, match="texts.csv"):
+        _label(face_video.parent, tmp_path / "labels.csv", transcripts=table)
+
+
+def test_plot_names_are_unique_and_short(tmp_path):
+    long_clip = "d" * 120 + "/" + "e" * 80 + ".mp4"
+    clips = ["a/b.mp4", "a__b.mp4", long_clip]
+    names = [plot_name(c) for c in clips]
+    assert len(set(names)) == 3 and all(len(n.encode()) < 120 and "/" not in n for n in names)
+    out = tmp_path / "labels.csv"
+    rows = [{"clip": c, "label": "calm", "prob_calm": 0.6, "prob_excited": 0.4, "window_start": 0.0,
+             "window_end": 1.0} for c in clips]
+    pd.DataFrame(rows).to_csv(out, index=False)
+    written = write_plots(out, "csv", ("calm", "excited"))
+    assert len(written) == 3 and all(p.is_file() for p in written)
