@@ -14,6 +14,7 @@ RECIPES: dict[str, tuple[str, str]] = {
     "iemocap": ("affectflow.datasets.iemocap", "prepare_iemocap"),
     "mosei": ("affectflow.datasets.mosei", "prepare_mosei"),
     "mosi": ("affectflow.datasets.mosi", "prepare_mosi"),
+    "ravdess": ("affectflow.datasets.ravdess", "prepare_ravdess"),
 }
 
 
