@@ -26,7 +26,6 @@ import torch
 
 from affectflow.extractors.base import create_extractor
 from affectflow.extractors.fer import FER_CLASSES, fer_probabilities, load_fer_model
-from affectflow.extractors.whisper import WhisperEncoderExtractor
 from affectflow.pipeline.label.audio_head import AUDIO_HEAD_PATH, AudioEmotionHead
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.experts import normalize_prior, product_of_experts
