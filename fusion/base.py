@@ -13,6 +13,14 @@ Protocol (what the training harness relies on):
   current one (a single-stage model has the one stage "main").
 - `recommended_optimizer` (the paper's optimiser, may be empty) and `tiny_config()` (small hyperparameters
   for smoke runs) have defaults here; the harness reads them directly, without `hasattr`.
+- Simulated vs real missingness: a training schedule that hides a recorded modality (a simulated drop)
+  passes the model the real features plus `dropped=` [B, M] when the model sets `accepts_dropped` (its
+  forward then takes `dropped`, keeps those modalities out of the prediction and may use their real
+  features for auxiliary losses, e.g. CM-ARR's L_rec); other models get the inputs with the dropped
+  modalities' presence set False, exactly like real absence.
+- The paper's training recipe (schedule, epochs per stage, batch size, protocols) is plain data in
+  `affectflow.pipeline.train.recipes`, keyed by the registered name; the model only carries what the
+  paper fixes about itself (`recommended_optimizer`, whose batch_size / epochs that recipe reads).
 """
 
 from __future__ import annotations
@@ -36,7 +44,11 @@ class FusionModel(nn.Module):
     """Regression task loss: "l1" (MAE, the MOSEI/MOSI convention) or "mse" (papers that say MSE)."""
     recommended_optimizer: dict[str, Any] = {}
     """The paper's optimiser settings ({"name", "lr", "weight_decay", "momentum", "batch_size", "epochs"}, any
-    subset); empty: the harness default (Adam, lr 1e-3). Explicit training options override it."""
+    subset); empty: the harness default (Adam, lr 1e-3). Explicit training options override it; batch_size
+    and epochs are used by the model's paper recipe (`--recipe paper`), not by the quick default recipe."""
+    accepts_dropped: bool = False
+    """True when `forward(batch, targets, dropped=[B, M])` is supported: simulated drops are then passed
+    with the real features kept (see the module docstring)."""
 
     def __init__(self, task_spec: TaskSpec, **hyperparameters: Any) -> None:
         super().__init__()

@@ -24,7 +24,9 @@ reconstructed, so it is computed wherever they exist:
 - `forward(batch, targets, dropped=...)` reproduces the paper's protocol exactly: `dropped` [B, M] marks
   modalities that are present in `batch` but must be treated as missing (simulated missingness). The
   prediction never sees them (it uses their reconstruction); only L_rec compares against them.
-  A modality whose presence is False (really missing) is never read.
+  A modality whose presence is False (really missing) is never read. `accepts_dropped = True`, so the
+  trainer passes the simulated drops of the training schedules (`Batch.dropped`) this way; the paper
+  recipe (`affectflow.pipeline.train.recipes`) trains under random simulated drops.
 
 Deliberate differences (the paper leaves them open or they would break the fusion contract):
 - Sec. 3.2's Conv1D projects "each modality's features" without saying whether these are R_n or the
@@ -263,6 +265,7 @@ class CMARR(FusionModel):
     """
 
     loss_weights = {"udcl": 1.0, "spcl": 0.1, "rec": 10.0}
+    accepts_dropped = True
     recommended_optimizer = {"name": "adam", "lr": 1e-5, "batch_size": 16, "epochs": 100}
 
     def __init__(self, task_spec: TaskSpec, hidden_dim: int = 256, num_heads: int = 4, num_positions: int = 16,

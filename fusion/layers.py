@@ -131,13 +131,16 @@ class FeedForward(nn.Module):
 class PreLNTransformerBlock(nn.Module):
     """Pre-LayerNorm transformer block: x + MHSA(LN(x)), then x + FFN(LN(x)), with a key padding mask.
 
-    Invalid positions come out as exact zeros and never influence valid ones.
+    Invalid positions come out as exact zeros and never influence valid ones. `attention_dropout` is the
+    dropout on the attention weights (None: the same as `dropout`, which also drops the residual branches).
     """
 
-    def __init__(self, dim: int, num_heads: int, ff_mult: float = 4.0, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, num_heads: int, ff_mult: float = 4.0, dropout: float = 0.0,
+                 attention_dropout: float | None = None) -> None:
         super().__init__()
         self.norm_attention = nn.LayerNorm(dim)
-        self.attention = MaskedMultiheadAttention(dim, num_heads, dropout=dropout)
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
+        self.attention = MaskedMultiheadAttention(dim, num_heads, dropout=attention_dropout)
         self.dropout = nn.Dropout(dropout)
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, int(dim * ff_mult), dropout)
@@ -154,11 +157,13 @@ class PreLNTransformerBlock(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """A stack of `PreLNTransformerBlock`s followed by a final LayerNorm."""
+    """A stack of `PreLNTransformerBlock`s followed by a final LayerNorm (`attention_dropout`: see the block)."""
 
-    def __init__(self, dim: int, num_heads: int, num_layers: int, ff_mult: float = 4.0, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, num_heads: int, num_layers: int, ff_mult: float = 4.0, dropout: float = 0.0,
+                 attention_dropout: float | None = None) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(PreLNTransformerBlock(dim, num_heads, ff_mult, dropout) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(PreLNTransformerBlock(dim, num_heads, ff_mult, dropout, attention_dropout)
+                                    for _ in range(num_layers))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

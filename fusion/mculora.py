@@ -26,6 +26,16 @@ Interpretations and deliberate differences (the paper leaves these open):
   of the pre-trained head C_f.
 - The feature adapters' B matrices (Eq. 2) start small but non-zero (not LoRA's zeros): with B = 0 the
   cosines of Eq. 3 and the JS scores of Eq. 8 are undefined and A gets no gradient. (F^i's B_i are zero.)
+- Eq. 3's private term uses cos^2, not the printed signed cosine (`orthogonality="squared"`; "signed" keeps
+  the printed form, "absolute" uses |cos|). The paper calls L_ort a *soft orthogonality* meant "to reduce
+  the information redundancy between homogeneous and heterogeneous features". Minimising a signed cosine
+  drives R_prt,i towards -R_com: anti-parallel, i.e. exactly as redundant as parallel and the opposite of
+  orthogonal. cos^2 is zero exactly at orthogonality and penalises both signs of redundancy; it is the
+  usual smooth soft-orthogonality penalty (squared overlaps, as in ||W^T W - I||^2 or the squared
+  Frobenius "difference loss" of domain separation networks / MISA) and, unlike |cos|, has a zero
+  gradient at the optimum, so Adam does not chatter around it. The second term, -cos(R_com, R^m), stays
+  signed: it serves "enhancing the learning of common information", i.e. aligning the common adapter with
+  the pre-trained representation (cos -> +1); squaring it would reward anti-alignment just as much.
 - Eq. 3 sums over "the current modal combinations"; every private adapter i that contains m is
   evaluated on each available x^m, so all adapters receive the orthogonality gradient and DPFT gets a
   score for every combination in every batch. Only the sample's own combination enters the prediction.
@@ -33,7 +43,10 @@ Interpretations and deliberate differences (the paper leaves these open):
   the usual JS divergence); representations become distributions by a softmax over features.
 - Eq. 10 ranks the non-empty combinations (2^M - 1 of them) by the change of their score, the smallest
   change (slowest decoupling) first; rank < 2^(M-1) gains q_base*lambda*sigmoid(ds), rank > 2^(M-1) loses
-  it, the middle rank is unchanged. After the step, probabilities are projected onto
+  it, the middle rank is unchanged. Ties in that ranking (changes within `tie_tolerance`, 1e-9) are broken
+  at random with a generator seeded by the run's seed (`DPFTSampler(seed=)`), not by combination index:
+  at initialisation all scores are close (~3e-4), and an index-order tie-break would systematically favour
+  the single-modality combinations. After the step, probabilities are projected onto
   {sum = 1, min <= p <= max}. The paper adjusts "the occurrence probability of each combination" (which
   `DPFTSampler` samples directly) but bounds the occurrence probabilities *of modalities*: Sec. 4.2's
   masking-probability ranges, 0.45-0.55 (IEMOCAP) and 0.4-0.6 (CMU-MOSEI), are per modality (the
@@ -60,6 +73,7 @@ import torch.nn.functional as F
 from affectflow.fusion.base import FusionModel
 from affectflow.fusion.contract import MODALITIES, FusionOutput, ModalityBatch, TaskSpec, masked_mean, zero_masked
 from affectflow.fusion.layers import FeedForward, MaskedMultiheadAttention, SinusoidalPositionalEmbedding, TransformerEncoder
+from affectflow.fusion.mculora_dpft import DPFTSampler, project_to_bounded_simplex, rank_with_random_ties
 from affectflow.fusion.registry import register_fusion
 from affectflow.pipeline.core.names import IGNORE_INDEX
 
@@ -81,132 +95,31 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tens
     return kl_p + kl_q
 
 
+ORTHOGONALITY_TERMS = ("squared", "absolute", "signed")
+"""How Eq. 3's cos(R_com, R_prt,i) enters L_ort: cos^2 (default), |cos|, or signed as printed."""
+
+
 def soft_orthogonality_loss(common: torch.Tensor, private: torch.Tensor, pretrained: torch.Tensor,
-                            valid: torch.Tensor) -> torch.Tensor:
+                            valid: torch.Tensor, private_term: str = "squared") -> torch.Tensor:
     """MCULoRA Eq. 3 for one modality, summed over combinations and averaged over valid positions.
 
     common: [N, d] R_com, private: [N, I, d] R_prt for I combinations, pretrained: [N, d] R^m, valid: [N] bool.
-    Per position: sum_i [cos(R_com, R_prt,i) - cos(R_com, R^m)]. Returns a scalar (0 if nothing is valid).
+    Per position: sum_i [g(cos(R_com, R_prt,i)) - cos(R_com, R^m)] with g = cos^2 ("squared", minimal at
+    orthogonality), |cos| ("absolute") or the identity ("signed", Eq. 3 as printed, minimal at cos = -1); see
+    the module docstring for why "squared" is the default. Returns a scalar (0 if nothing is valid).
     """
+    if private_term not in ORTHOGONALITY_TERMS:
+        raise ValueError(f"soft_orthogonality_loss: private_term must be one of {ORTHOGONALITY_TERMS}, "
+                         f"got {private_term!r}")
     cos_private = F.cosine_similarity(common.unsqueeze(1), private, dim=-1)  # [N, I]
+    if private_term == "squared":
+        cos_private = cos_private.pow(2)
+    elif private_term == "absolute":
+        cos_private = cos_private.abs()
     cos_pretrained = F.cosine_similarity(common, pretrained, dim=-1)  # [N]
     per_position = (cos_private - cos_pretrained.unsqueeze(1)).sum(dim=1)
     weights = valid.to(per_position.dtype)
     return (per_position * weights).sum() / weights.sum().clamp(min=1.0)
-
-
-def project_to_bounded_simplex(values: torch.Tensor, low: float, high: float, iterations: int = 60) -> torch.Tensor:
-    """Closest-shift projection: p = clamp(values + tau, low, high) with tau chosen so that sum(p) = 1.
-
-    values: [N] float. Needs N * low <= 1 <= N * high. Bisection on tau (sum is monotone in tau).
-    """
-    n = values.numel()
-    if n * low > 1.0 + 1e-9 or n * high < 1.0 - 1e-9:
-        raise ValueError(f"bounds [{low}, {high}] cannot hold {n} probabilities summing to one")
-    lower, upper = low - float(values.max()), high - float(values.min())
-    for _ in range(iterations):
-        tau = 0.5 * (lower + upper)
-        if float((values + tau).clamp(low, high).sum()) > 1.0:
-            upper = tau
-        else:
-            lower = tau
-    projected = (values + 0.5 * (lower + upper)).clamp(low, high)
-    return projected / projected.sum()
-
-
-class DPFTSampler:
-    """Dynamic parameter fine-tuning (MCULoRA Eq. 9-10): adaptive sampling of modality combinations.
-
-    Usage in a training loop (MCLA stage, complete training data):
-        sampler = DPFTSampler(modality_combinations(task.modalities), task.modalities)
-        presence = sampler.sample(batch_size, generator)      # [B, M] bool -> batch.with_presence(...)
-        out = model(batch.with_presence(presence), targets); sampler.observe(out)
-        sampler.update()                                       # once per epoch (Eq. 9-10)
-    What it needs from the model: ``out.extras["dpft_scores"]`` [N] (mean decoupling score s^i of Eq. 8
-    per combination over the batch, in `combinations` order) and ``out.extras["dpft_counts"]`` [N]
-    (how many unimodal representations each mean covers). `MCULoRA` reports both in the "mcla" stage.
-    At conversation level draw one combination per utterance, `sample(B * T).reshape(B, T, M)`, and AND
-    it into the frame masks (the model reads the combination of each position from its valid masks).
-    The paper computes S_t on held-out data once per epoch: observe validation batches to do the same.
-    """
-
-    def __init__(self, combinations: Sequence[Sequence[str]], modalities: Sequence[str] = MODALITIES,
-                 base_probability: float | None = None, adjustment: float = 0.1,
-                 min_probability: float | None = None, max_probability: float | None = None) -> None:
-        self.modalities = tuple(modalities)
-        self.combinations = tuple(tuple(c) for c in combinations)
-        n = len(self.combinations)
-        if n < 2:
-            raise ValueError(f"DPFTSampler needs at least two modality combinations, got {self.combinations}")
-        for combo in self.combinations:
-            if not combo or set(combo) - set(self.modalities):
-                raise ValueError(f"combination {combo} must be a non-empty subset of {self.modalities}")
-        self.base_probability = 1.0 / n if base_probability is None else float(base_probability)
-        self.adjustment = float(adjustment)
-        self.min_probability = 0.5 / n if min_probability is None else float(min_probability)
-        self.max_probability = min(1.0, 2.0 / n) if max_probability is None else float(max_probability)
-        if not 0.0 < self.base_probability < 1.0 or self.adjustment <= 0:
-            raise ValueError("DPFTSampler: base_probability must lie in (0, 1) and adjustment (lambda) be > 0")
-        self.probabilities = project_to_bounded_simplex(torch.full((n,), 1.0 / n, dtype=torch.float64),
-                                                        self.min_probability, self.max_probability)
-        self.scores = torch.zeros(n, dtype=torch.float64)  # S_0 = 0 (Sec. 3.4)
-        self.last_delta = torch.zeros(n, dtype=torch.float64)
-        self._sum = torch.zeros(n, dtype=torch.float64)
-        self._count = torch.zeros(n, dtype=torch.float64)
-        self.presence_table = torch.tensor([[m in c for m in self.modalities] for c in self.combinations])
-
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw one combination per sample with the current probabilities: presence [batch_size, M] bool."""
-        index = torch.multinomial(self.probabilities.float(), batch_size, replacement=True, generator=generator)
-        return self.presence_table[index]
-
-    def observe(self, output: FusionOutput) -> None:
-        """Accumulate the per-combination decoupling scores a model reported for one batch."""
-        if "dpft_scores" not in output.extras or "dpft_counts" not in output.extras:
-            raise ValueError("DPFTSampler.observe needs extras 'dpft_scores' and 'dpft_counts' (MCULoRA, stage 'mcla')")
-        scores = output.extras["dpft_scores"].detach().double().cpu()
-        counts = output.extras["dpft_counts"].detach().double().cpu()
-        if scores.shape != self._sum.shape or counts.shape != self._count.shape:
-            raise ValueError(f"dpft_scores {tuple(scores.shape)} do not match {len(self.combinations)} combinations")
-        self._sum += torch.where(counts > 0, scores * counts, torch.zeros_like(scores))
-        self._count += counts
-
-    def update(self, scores: torch.Tensor | Sequence[float] | None = None) -> torch.Tensor:
-        """One DPFT step (Eq. 9-10) from S_{t+1} [N] (default: the observed means); returns probabilities [N].
-
-        Combinations without a score (NaN, or never observed) keep their previous score (delta 0).
-        """
-        if scores is None:
-            new = torch.where(self._count > 0, self._sum / self._count.clamp(min=1.0), self.scores)
-            self._sum.zero_()
-            self._count.zero_()
-        else:
-            new = torch.as_tensor(scores, dtype=torch.float64).flatten().cpu()
-            if new.shape != self.scores.shape:
-                raise ValueError(f"DPFTSampler.update expects {len(self.combinations)} scores, got {tuple(new.shape)}")
-            new = torch.where(torch.isfinite(new), new, self.scores)
-        delta = new - self.scores  # Eq. 9
-        self.scores, self.last_delta = new, delta
-        rank = torch.empty_like(delta)
-        rank[torch.argsort(delta, stable=True)] = torch.arange(1, len(delta) + 1, dtype=delta.dtype)
-        middle = (len(delta) + 1) / 2.0  # = 2^(M-1) for all 2^M - 1 non-empty combinations
-        step = (self.base_probability * self.adjustment * torch.sigmoid(delta)).abs()
-        sign = torch.where(rank < middle, 1.0, torch.where(rank > middle, -1.0, 0.0)).to(delta.dtype)
-        self.probabilities = project_to_bounded_simplex(self.probabilities + sign * step,
-                                                        self.min_probability, self.max_probability)
-        return self.probabilities.clone()
-
-    def state_dict(self) -> dict:
-        """Everything needed to resume the schedule."""
-        return {"probabilities": self.probabilities.tolist(), "scores": self.scores.tolist(),
-                "combinations": [list(c) for c in self.combinations]}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a schedule saved by `state_dict` (same combinations required)."""
-        if [tuple(c) for c in state["combinations"]] != list(self.combinations):
-            raise ValueError(f"saved DPFT combinations {state['combinations']} differ from {self.combinations}")
-        self.probabilities = torch.tensor(state["probabilities"], dtype=torch.float64)
-        self.scores = torch.tensor(state["scores"], dtype=torch.float64)
 
 
 class CrossAttentionFusion(nn.Module):
@@ -252,11 +165,16 @@ class MCULoRA(FusionModel):
     recommended_optimizer = {"name": "adam", "lr": 1e-4}
 
     def __init__(self, task_spec: TaskSpec, hidden_dim: int = 256, num_layers: int = 4, num_heads: int = 2,
-                 dropout: float = 0.5, rank: int = 4, lora_alpha: float = 1.0, adapter_init_std: float = 0.02) -> None:
+                 dropout: float = 0.5, rank: int = 4, lora_alpha: float = 1.0, adapter_init_std: float = 0.02,
+                 orthogonality: str = "squared") -> None:
         super().__init__(task_spec, hidden_dim=hidden_dim, num_layers=num_layers, num_heads=num_heads, dropout=dropout,
-                         rank=rank, lora_alpha=lora_alpha, adapter_init_std=adapter_init_std)
+                         rank=rank, lora_alpha=lora_alpha, adapter_init_std=adapter_init_std,
+                         orthogonality=orthogonality)
         if rank < 1 or hidden_dim < 1:
             raise ValueError(f"MCULoRA: rank ({rank}) and hidden_dim ({hidden_dim}) must be positive")
+        if orthogonality not in ORTHOGONALITY_TERMS:
+            raise ValueError(f"MCULoRA: orthogonality must be one of {ORTHOGONALITY_TERMS}, got {orthogonality!r}")
+        self.orthogonality = orthogonality
         mods, d = task_spec.modalities, hidden_dim
         self.lora_alpha = float(lora_alpha)
         self.combinations = modality_combinations(mods)
@@ -422,7 +340,8 @@ class MCULoRA(FusionModel):
             commons.append(zero_masked(common, valid))
             currents.append(zero_masked(current, valid))
             orthogonality = orthogonality + soft_orthogonality_loss(
-                common.flatten(0, 1), private.flatten(0, 1), reps[:, :, index].flatten(0, 1), valid.flatten())
+                common.flatten(0, 1), private.flatten(0, 1), reps[:, :, index].flatten(0, 1), valid.flatten(),
+                self.orthogonality)
             with torch.no_grad():  # Eq. 8: s^i per combination, averaged over positions and modalities
                 js = js_divergence(private.softmax(-1), common.unsqueeze(2).softmax(-1))  # [B, P, I_m]
                 weights = valid.unsqueeze(-1).to(js.dtype)
@@ -443,4 +362,4 @@ class MCULoRA(FusionModel):
 
 
 __all__ = ["MCULoRA", "DPFTSampler", "CrossAttentionFusion", "modality_combinations", "js_divergence",
-           "soft_orthogonality_loss", "project_to_bounded_simplex"]
+           "soft_orthogonality_loss", "project_to_bounded_simplex", "rank_with_random_ties", "ORTHOGONALITY_TERMS"]

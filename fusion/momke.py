@@ -6,7 +6,9 @@ Two training stages (`stages = ("unimodal_experts", "experts_mixing")`):
    position embeddings H_0^m = Z^m + Z^pos (Eq. 13), a pre-LN transformer expert of Q blocks (Eq. 14) and
    its own FC layer (Eq. 15). Each expert is trained on its own modality with the task loss (Eq. 16 CE /
    Eq. 17 MSE), returned as aux losses `expert_a`, `expert_t`, `expert_v` over the samples (or utterances)
-   where that modality is available. Trains: projections, experts, expert FC layers.
+   where that modality is available. Trains: projections, experts, expert FC layers. The experts are
+   trained separately (Fig. 2: "each modality knowledge expert is separately trained"): nothing but its
+   own Eq. 16/17 loss reaches an expert in this stage.
 2. Experts mixing training (Eq. 18-22): every available modality m runs through *all* experts,
    R_k^m = e^k(H_0^m) (Eq. 18); the Soft Router (a two-layer MLP, Eq. 19) gives per-position scores,
    softmax weights w^m (Eq. 20) and R^m = sum_k w_k^m R_k^m (Eq. 21). Missing modalities' representations
@@ -20,16 +22,26 @@ Deliberate differences / choices:
 - The projection W^m belongs to the modality (input widths differ), so "expert k applied to X^m" is
   Transformer_k(X^m W^m + Z^pos); the router reads Z^m = X^m W^m (one router for all modalities) rather
   than the raw X^m whose width differs per modality.
-- Stage 1's main prediction (the one the harness scores with its task loss) is the mean of the available
-  experts' FC outputs, the paper's own inference rule without mixing (Sec. 4.4, ablation 2); so in stage 1
-  the harness's task loss adds a late-fusion term to the per-expert losses of Eq. 16-17.
+- Stage 1's main prediction (the one the harness scores and selects on) is the mean of the available
+  experts' FC outputs, the paper's own inference rule without mixing (Sec. 4.4, ablation 2). It is built
+  from *detached* expert outputs, so the harness's task loss on it gives the experts no gradient: stage 1
+  trains only on the per-expert losses of Eq. 16-17, as the paper and its code do (the mean is a readout
+  for validation, not a late-fusion training term).
+- Missing modalities: the authors train one model per test condition, with the condition applied in the
+  experts mixing stage only and the unimodal experts trained on complete data; the training schedule
+  "momke_condition" (`condition=`) does exactly that. The "staged" schedule (random per-sample patterns
+  in stage 2, one model for all conditions) is our cheaper alternative, not the paper's protocol.
 - The paper works on utterance-level features in conversations (T = utterances, `TaskSpec.level ==
   "conversation"`). For utterance-level tasks with frame-level inputs the experts run over frames and
   R^m is mean-pooled over the valid frames before concatenation.
 - Regression: the task loss (`task_loss`, which the harness also uses for the main prediction) is the
   MSE of Eq. 17 in both stages, not the base class's L1.
 - FFN width (d) and the router's hidden width (d) are not given in the paper. Dropout 0.5 (the paper's
-  rate) is applied to the projected inputs, inside the transformer blocks and before the FC layers.
+  rate) is applied to the projected inputs, to the transformer blocks' residual branches and FFN, and
+  before the FC layers; the attention weights get `attention_dropout` = 0.0, as in the authors' code
+  (which passes no dropout to its attention softmax).
+- Epochs (Sec. 4.2): at most 100 / 100 / 50 per stage on IEMOCAP / CMU-MOSI / CMU-MOSEI (the same for
+  both stages); Adam, lr 1e-4; the paper gives no batch size.
 """
 
 from __future__ import annotations
@@ -73,15 +85,15 @@ class MoMKE(FusionModel):
     recommended_optimizer = {"name": "adam", "lr": 1e-4}
 
     def __init__(self, task_spec: TaskSpec, dim: int = 256, num_blocks: int = 4, num_heads: int = 2,
-                 ff_mult: float = 1.0, dropout: float = 0.5) -> None:
+                 ff_mult: float = 1.0, dropout: float = 0.5, attention_dropout: float = 0.0) -> None:
         super().__init__(task_spec, dim=dim, num_blocks=num_blocks, num_heads=num_heads, ff_mult=ff_mult,
-                         dropout=dropout)
+                         dropout=dropout, attention_dropout=attention_dropout)
         modalities = task_spec.modalities
         self.projections = nn.ModuleDict({m: nn.Linear(task_spec.input_dims[m], dim) for m in modalities})
         self.positions = SinusoidalPositionalEmbedding(dim)
         self.input_dropout = nn.Dropout(dropout)
-        self.experts = nn.ModuleDict({m: TransformerEncoder(dim, num_heads, num_blocks, ff_mult, dropout)
-                                      for m in modalities})
+        self.experts = nn.ModuleDict({m: TransformerEncoder(dim, num_heads, num_blocks, ff_mult, dropout,
+                                                            attention_dropout) for m in modalities})
         self.expert_heads = nn.ModuleDict({m: self.make_head(dim, dropout=dropout) for m in modalities})
         self.router = SoftRouter(dim, len(modalities))
         self.classifier = self.make_head(len(modalities) * dim, dropout=dropout)
@@ -112,7 +124,6 @@ class MoMKE(FusionModel):
         z = zero_masked(self.projections[modality](zero_masked(batch.features[modality], valid)), valid)
         return z, zero_masked(self.input_dropout(self.positions(z)), valid)
 
-
     def expert_loss(self, prediction: torch.Tensor, targets: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
         """Eq. 16 (CE) / Eq. 17 (MSE) over the positions where the expert's modality is available."""
         if self.task_spec.kind == "classification":
@@ -133,7 +144,10 @@ class MoMKE(FusionModel):
         return self.forward_mixing(batch)
 
     def forward_unimodal(self, batch: ModalityBatch, targets: torch.Tensor | None) -> FusionOutput:
-        """Eq. 12-17: each expert on its own modality, own FC; aux losses `expert_<m>`."""
+        """Eq. 12-17: each expert on its own modality, own FC; aux losses `expert_<m>`.
+
+        The prediction is the mean of the available experts' (detached) outputs: a readout, trained by nothing.
+        """
         per_position = self.task_spec.level == "conversation"
         total, count, representations, aux_losses = 0.0, 0.0, [], {}
         for m in self.task_spec.modalities:
@@ -141,7 +155,7 @@ class MoMKE(FusionModel):
             hidden, available = modality_readout(batch, m, self.experts[m](h0, batch.valid(m)), per_position)
             prediction = self.expert_heads[m](hidden)
             weight = available.to(prediction.dtype).unsqueeze(-1)
-            total, count = total + prediction * weight, count + weight
+            total, count = total + prediction.detach() * weight, count + weight
             representations.append(hidden)
             if targets is not None:
                 aux_losses[f"expert_{m}"] = self.expert_loss(prediction, targets, available)

@@ -31,11 +31,16 @@ empty and MIA imagines R_t from the remaining modalities alone (like the paper's
 
 Deliberate differences from the paper (and its released code):
 - Text simulator: the paper feeds a frozen, ASR-pretrained SLAM-ASR projector into Vicuna-7B and takes a
-  hidden state (Eq. 3-4). Here the simulator is pluggable (`TextSimulator` protocol: `simulate(batch) ->
-  (features [B, T, D_t], mask [B, T])`). The default, `AudioToTextProjector`, is the SLAM-ASR-style
-  projector alone (stack 5 frames, Linear-ReLU-Linear to D_t), trained jointly here, without an LLM. A
-  user with an LLM simulator passes `text_simulator=` (or calls `set_text_simulator`); it is not part of
-  the checkpointed hyperparameters, so re-attach it after loading.
+  hidden state (Eq. 3-4). Here the simulator is a registered component (`affectflow.fusion.sdumc_simulators`:
+  `TEXT_SIMULATORS`, `TextSimulator` protocol `simulate(batch) -> (features [B, T, D_t], mask [B, T])`),
+  chosen by `text_simulator=` as a spec (a name, or {"name", "options"}); the resolved spec is recorded in
+  `hyperparameters["text_simulator"]`, so a checkpoint bundle rebuilds the same simulator and its weights
+  load strictly. The default, "projector" (`AudioToTextProjector`), is the SLAM-ASR-style projector alone
+  (stack 5 frames, Linear-ReLU-Linear to D_t), trained jointly here, without an LLM; "mlp_projector" is a
+  deeper variant. `simulator_hidden_dim` / `simulator_stack` are the defaults of a simulator's `hidden_dim`
+  / `stack` options. The route to the paper's LLM: register an LLM simulator and name it in the spec. An
+  unregistered instance (`text_simulator=obj`) still works, but its bundle cannot be reloaded (loading
+  says so and how to register it).
 - Missing audio or vision: the paper only removes text. Here any modality may be absent: absent
   modalities give zero R_m / R_m^seq and zero AFG weight, so all 7 presence patterns are handled.
 - Classification: the generic head gives logits; Rank-N-Contrast then uses a 0/1 label distance (0 for
@@ -55,67 +60,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from einops import rearrange
 
 from affectflow.fusion.base import FusionModel
 from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, zero_masked
 from affectflow.fusion.layers import safe_key_mask
 from affectflow.fusion.registry import register_fusion
+from affectflow.fusion.sdumc_simulators import (TEXT_SIMULATORS, AudioToTextProjector, MLPAudioToTextProjector,
+                                                TextSimulator, TextSimulatorSpec, external_simulator_record)
 from affectflow.pipeline.core.names import IGNORE_INDEX
 
-
-@runtime_checkable
-class TextSimulator(Protocol):
-    """Anything that simulates text-space features from the other modalities of a batch (Eq. 4).
-
-    `simulate(batch)` returns (features [B, T_s, D_t] float, mask [B, T_s] bool), D_t = the task's text
-    input dim. It must ignore the batch's text tensors and give an all-False mask row for a sample it
-    cannot simulate. An `nn.Module` simulator is registered as a sub-module: it is trained unless frozen
-    and its weights go into the model's state_dict; wrap a large frozen LLM in a plain object (not a
-    Module) to keep it out of checkpoints, and put it on the model's device yourself.
-    """
-
-    def simulate(self, batch: ModalityBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Simulated text features [B, T_s, D_t] and their valid mask [B, T_s]."""
-        ...
-
-
-class AudioToTextProjector(nn.Module):
-    """Default text simulator: SLAM-ASR-style projector from audio frames to the text feature space.
-
-    Stacks `stack` consecutive audio frames (zero-padding the tail), then Linear-ReLU-Linear:
-    audio [B, T_a, D_a] -> simulated text [B, ceil(T_a / stack), D_t]; a stacked frame is valid if any of
-    its audio frames is.
-    """
-
-    def __init__(self, audio_dim: int, text_dim: int, hidden_dim: int = 2048, stack: int = 5) -> None:
-        super().__init__()
-        if stack < 1:
-            raise ValueError(f"AudioToTextProjector.stack must be >= 1, got {stack}")
-        self.stack = stack
-        self.net = nn.Sequential(nn.Linear(audio_dim * stack, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, text_dim))
-
-    def simulate(self, batch: ModalityBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Project the batch's valid audio frames: -> (features [B, T_s, D_t], mask [B, T_s])."""
-        if "a" not in batch.modalities:
-            raise ValueError("AudioToTextProjector needs the audio modality 'a' in the batch")
-        valid = batch.valid("a")
-        audio = zero_masked(batch.features["a"], valid)
-        pad = (-audio.shape[1]) % self.stack
-        audio = F.pad(audio, (0, 0, 0, pad))
-        valid = F.pad(valid, (0, pad), value=False)
-        stacked = rearrange(audio, "b (t k) d -> b t (k d)", k=self.stack)
-        mask = rearrange(valid, "b (t k) -> b t k", k=self.stack).any(dim=-1)
-        return zero_masked(self.net(stacked), mask), mask
-
-    def forward(self, batch: ModalityBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same as `simulate`."""
-        return self.simulate(batch)
+SimulatorChoice = TextSimulatorSpec | str | Mapping[str, Any] | TextSimulator
+"""A text simulator as SDUMC takes it: a registered spec (name / {"name", "options"}) or an instance."""
 
 
 class TanhKeyCrossAttention(nn.Module):
@@ -238,14 +198,16 @@ class SDUMC(FusionModel):
     def __init__(self, task_spec: TaskSpec, hidden_dim: int = 256, output_dim: int = 128,
                  temperature: float = 1.0 / 0.3, dropout: float = 0.5, mia_hidden_dim: int = 128,
                  mia_seq_hidden_dim: int = 64, simulator_hidden_dim: int = 2048, simulator_stack: int = 5,
-                 rnc_temperature: float = 2.0, text_simulator: TextSimulator | None = None) -> None:
-        super().__init__(task_spec, hidden_dim=hidden_dim, output_dim=output_dim, temperature=temperature,
-                         dropout=dropout, mia_hidden_dim=mia_hidden_dim, mia_seq_hidden_dim=mia_seq_hidden_dim,
-                         simulator_hidden_dim=simulator_hidden_dim, simulator_stack=simulator_stack,
-                         rnc_temperature=rnc_temperature)
+                 rnc_temperature: float = 2.0, text_simulator: SimulatorChoice | None = None) -> None:
         modalities = task_spec.modalities
         if "t" not in modalities or len(modalities) < 2:
             raise ValueError(f"SDUMC needs the text modality 't' and at least one other; got modalities {modalities}")
+        defaults = {"hidden_dim": simulator_hidden_dim, "stack": simulator_stack}
+        simulator, record = build_text_simulator(text_simulator, task_spec, defaults)
+        super().__init__(task_spec, hidden_dim=hidden_dim, output_dim=output_dim, temperature=temperature,
+                         dropout=dropout, mia_hidden_dim=mia_hidden_dim, mia_seq_hidden_dim=mia_seq_hidden_dim,
+                         simulator_hidden_dim=simulator_hidden_dim, simulator_stack=simulator_stack,
+                         rnc_temperature=rnc_temperature, text_simulator=record)
         self.rnc_temperature = rnc_temperature
         self.combinations = [c for size in range(len(modalities), 0, -1) for c in combinations(modalities, size)]
         num_views = len(self.combinations)
@@ -264,13 +226,7 @@ class SDUMC(FusionModel):
         self.mia_stage1 = ModalityImaginationAutoencoder(hidden_dim, mia_hidden_dim, others, dropout)
         self.mia_stage2 = ModalityImaginationAutoencoder(output_dim, mia_seq_hidden_dim, others, dropout)
         self.head = self.make_head(output_dim)
-        if text_simulator is None:
-            if "a" not in modalities:
-                raise ValueError("SDUMC's default text simulator projects audio; the task has no 'a' modality "
-                                 "(pass text_simulator= with your own TextSimulator)")
-            text_simulator = AudioToTextProjector(task_spec.input_dims["a"], task_spec.input_dims["t"],
-                                                  simulator_hidden_dim, simulator_stack)
-        self.set_text_simulator(text_simulator)
+        self._attach_text_simulator(simulator, record)
 
     @classmethod
     def tiny_config(cls) -> dict[str, Any]:
@@ -278,14 +234,19 @@ class SDUMC(FusionModel):
         return {"hidden_dim": 16, "output_dim": 16, "dropout": 0.0, "mia_hidden_dim": 8, "mia_seq_hidden_dim": 8,
                 "simulator_hidden_dim": 16, "simulator_stack": 2}
 
-    def set_text_simulator(self, simulator: TextSimulator) -> None:
-        """Plug in the text simulator used by the simulated flow (e.g. an LLM-based one, Eq. 4)."""
-        if not isinstance(simulator, TextSimulator):
-            raise TypeError(f"text simulator {type(simulator).__name__} has no simulate(batch) method")
+    def set_text_simulator(self, simulator: SimulatorChoice) -> None:
+        """Plug in the text simulator of the simulated flow (e.g. an LLM-based one, Eq. 4): a registered
+        spec (built here for the task) or an instance; `hyperparameters["text_simulator"]` follows."""
+        defaults = {"hidden_dim": self.hyperparameters["simulator_hidden_dim"],
+                    "stack": self.hyperparameters["simulator_stack"]}
+        self._attach_text_simulator(*build_text_simulator(simulator, self.task_spec, defaults))
+
+    def _attach_text_simulator(self, simulator: TextSimulator, record: dict[str, Any]) -> None:
+        """Set the simulator (a Module becomes a sub-module) and record its spec in the hyperparameters."""
         if "text_simulator" in self._modules:
             del self._modules["text_simulator"]
         self.text_simulator = simulator
-
+        self.hyperparameters["text_simulator"] = record
 
     # --- forward ----------------------------------------------------------------------------------
     def forward(self, batch: ModalityBatch, targets: torch.Tensor | None = None) -> FusionOutput:
@@ -437,6 +398,25 @@ class SDUMC(FusionModel):
                 "rnc": rank_n_contrast_loss(both, labels, self.rnc_temperature, "zero_one" if classification else "l1")}
 
 
+def build_text_simulator(choice: SimulatorChoice | None, task_spec: TaskSpec,
+                         defaults: Mapping[str, Any]) -> tuple[TextSimulator, dict[str, Any]]:
+    """(simulator, hyperparameter record) for SDUMC's `text_simulator` argument.
+
+    None: the default "projector". A name / {"name", "options"} / TextSimulatorSpec: that registered
+    simulator, built for `task_spec`, with `defaults` (SDUMC's simulator_hidden_dim / simulator_stack) for
+    the options it takes and the spec leaves out; recorded as its full spec. An instance: used as it is,
+    recorded by its own `spec` if it has one, else as an unregistered simulator (a bundle then cannot be
+    reloaded, and says so).
+    """
+    if choice is None or isinstance(choice, (TextSimulatorSpec, str, Mapping)):
+        spec = TextSimulatorSpec.coerce("projector" if choice is None else choice).with_defaults(defaults)
+        return spec.build(task_spec), spec.to_dict()
+    if not isinstance(choice, TextSimulator):
+        raise TypeError(f"text simulator {type(choice).__name__} has no simulate(batch) method")
+    spec = getattr(choice, "spec", None)
+    return choice, spec.to_dict() if isinstance(spec, TextSimulatorSpec) else external_simulator_record(choice)
+
+
 def _mlp(in_dim: int, hidden_dim: int, out_dim: int | None, dropout: float) -> nn.Sequential:
     """Linear-ReLU-Dropout (then Linear-ReLU-Dropout to out_dim when given), as in the paper's MLPs."""
     layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout)]
@@ -449,3 +429,8 @@ def _others(items: list[torch.Tensor], text_index: int) -> torch.Tensor:
     """cat of every modality's representation except text, along the last axis (the MIA input)."""
     others = [x for i, x in enumerate(items) if i != text_index]
     return torch.cat(others[::-1], dim=-1)  # (v, a) order as in Eq. 5
+
+
+__all__ = ["SDUMC", "TEXT_SIMULATORS", "TextSimulator", "TextSimulatorSpec", "AudioToTextProjector",
+           "MLPAudioToTextProjector", "TanhKeyCrossAttention", "ModalityImaginationAutoencoder",
+           "AttentionGuidedGathering", "rank_n_contrast_loss", "root_mean_square_error", "build_text_simulator"]

@@ -14,6 +14,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("affectflow.pipeline.cli.prepare", "turn a raw corpus download into a manifest"),
     "extract": ("affectflow.pipeline.cli.extract", "extract features for a manifest into feature stores"),
+    "import-features": ("affectflow.pipeline.cli.import_features",
+                        "turn published feature files (MMSA pickles, .npy folders, CSV tables) into feature stores"),
     "train": ("affectflow.pipeline.cli.train", "train a fusion model on extracted features"),
     "evaluate": ("affectflow.pipeline.cli.evaluate", "evaluate a checkpoint under missing-modality protocols"),
     "label": ("affectflow.pipeline.cli.label", "label a folder of recordings"),

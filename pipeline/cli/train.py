@@ -6,6 +6,12 @@
     affectflow train ... --fold 5                                  # IEMOCAP leave-one-session-out fold
     affectflow train ... --fold all                                # all 5 folds, mean ± std over folds
     affectflow train ... --resume                                  # continue an interrupted run
+    affectflow train ... --model dqf --recipe paper                # the paper's recipe (see the README table)
+    affectflow train ... --model dqf --recipe paper --budget 0.1 --lr 1e-4   # 10 % of its epochs, another lr
+
+--recipe default (quick settings, not a paper's) or paper supplies every training option that is not
+given; an explicit flag overrides that one item. The recipe that ran (items, overrides, budget) is
+printed first and recorded in the bundle's training record and RUN_DIR/summary.json.
 
 Writes RUN_DIR/best (checkpoint bundle), RUN_DIR/summary.json (per seed + mean ± std of the test
 grid) and RUN_DIR/test_grid_<metric>.csv (seed means: rows = model, columns = conditions).
@@ -25,6 +31,7 @@ from affectflow.pipeline.train.api import train
 from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from affectflow.pipeline.train.results import CrossFoldSummary, ExperimentSummary, format_mean_std
 from affectflow.pipeline.train.optimizers import OPTIMIZERS
+from affectflow.pipeline.train.recipes import RECIPE_NAMES, PAPER_RECIPES, RecipeRun
 from affectflow.pipeline.train.schedules import SCHEDULES
 from affectflow.pipeline.core.names import MODALITY_NAMES
 
@@ -57,24 +64,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=("classification", "regression"), default="classification")
     parser.add_argument("--label-column", default=None, help="default: emotion / sentiment by --task")
     parser.add_argument("--classes", help="comma-separated class names (default: sorted train labels)")
-    parser.add_argument("--level", choices=("utterance", "conversation"), default="utterance")
+    parser.set_defaults(batch_size=None)  # the recipe's unless given
+    parser.add_argument("--recipe", choices=RECIPE_NAMES, default="default",
+                        help=f"default: quick settings (not a paper's); paper: the model's paper recipe "
+                             f"({', '.join(PAPER_RECIPES.names())}). Flags below override single items")
+    parser.add_argument("--budget", type=float, help="0 < F <= 1: run F of every stage's epochs (at least 1)")
+    parser.add_argument("--level", choices=("utterance", "conversation"), help="default: the recipe's")
     parser.add_argument("--modalities", help="e.g. 'atv' or 't' (default: every modality with a store)")
-    parser.add_argument("--frame-level", action="store_true", help="frame sequences instead of utterance vectors")
+    parser.add_argument("--frame-level", action=argparse.BooleanOptionalAction, default=None,
+                        help="frame sequences instead of utterance vectors (default: the recipe's)")
     parser.add_argument("--no-normalize", action="store_true", help="skip train-split feature standardisation")
-    parser.add_argument("--schedule", default="full", help=f"training schedule: {', '.join(SCHEDULES.names())} "
-                        f"(aliases: {', '.join(f'{a}={n}' for a, n in SCHEDULES.aliases().items())})")
+    parser.add_argument("--schedule", help=f"training schedule: {', '.join(SCHEDULES.names())} "
+                        f"(aliases: {', '.join(f'{a}={n}' for a, n in SCHEDULES.aliases().items())}); "
+                        f"default: the recipe's")
     parser.add_argument("--condition", help="modalities kept by --schedule fixed, e.g. 't' or 'at'")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per training stage")
-    parser.add_argument("--lr", type=float, help="default: the model's recommendation, else 1e-3")
+    parser.add_argument("--epochs", type=int, help="epochs of every training stage (default: the recipe's)")
+    parser.add_argument("--lr", type=float, help="default: the recipe's / the model's recommendation, else 1e-3")
     parser.add_argument("--weight-decay", type=float, help="default: the model's recommendation, else 0")
+    parser.add_argument("--momentum", type=float, help="SGD momentum (default: the model's recommendation, else 0.9)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS.names(),
                         help="default: the model's recommendation or adam")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0 = off)")
+    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (0 = off; default: the recipe's)")
     parser.add_argument("--select-metric", help="validation metric for selection (default weighted_f1 / mae)")
-    parser.add_argument("--select-condition", default="auto",
-                        help="validation condition: auto (the schedule's), full, random, average, or e.g. 't'")
-    parser.add_argument("--grad-clip", type=float, default=1.0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--select-condition",
+                        help="validation condition: auto (the schedule's), full, random, average, frame, or e.g. 't' "
+                             "(default: the recipe's)")
+    parser.add_argument("--select-rates", type=float, nargs="+",
+                        help="missing rates of selection under --select-condition frame (default: 0.0 0.1 ... 1.0)")
+    parser.add_argument("--grad-clip", type=float, help="gradient-norm clipping (0 = off; default: the recipe's)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: the recipe's (paper: its number of runs)")
     parser.add_argument("--fold", help="leave-one-session-out: this session is test, a carve-out of the others "
                                        "valid; 'all' runs every session as a fold (RUN_DIR/fold-<session>)")
     parser.add_argument("--valid-fraction", type=float, default=0.1, help="validation carve-out share for --fold")
@@ -102,19 +120,27 @@ def run(args: argparse.Namespace) -> int:
         summary = train(
             args.manifest, args.features, args.model, out=args.out, task=args.task, label_column=args.label_column,
             classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
-            modalities=args.modalities, level=args.level, frame_level=args.frame_level,
-            normalize=not args.no_normalize, schedule=args.schedule, condition=args.condition, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer,
-            patience=args.patience, select_metric=args.select_metric, select_condition=args.select_condition,
+            modalities=args.modalities, recipe=args.recipe, budget=args.budget, level=args.level,
+            frame_level=args.frame_level, normalize=not args.no_normalize, schedule=args.schedule,
+            condition=args.condition, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            weight_decay=args.weight_decay, optimizer=args.optimizer, momentum=args.momentum, patience=args.patience,
+            select_metric=args.select_metric, select_condition=args.select_condition, select_rates=args.select_rates,
             grad_clip=args.grad_clip, seeds=args.seeds, fold=args.fold, valid_fraction=args.valid_fraction,
             device=args.device, resume=args.resume, tiny=args.tiny, model_config=_model_config(args.model_config),
             feature_overrides=feature_overrides(args), missing_entries=args.missing_entries, threads=args.threads,
-            progress=not args.no_progress)
+            progress=not args.no_progress, on_recipe=_announce)
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"affectflow train: error: {error}", file=sys.stderr)
         return 2
     _report(summary, args.out)
     return 0
+
+
+def _announce(run: RecipeRun) -> None:
+    """Print the recipe that is about to run (and where it departs from its paper)."""
+    print(run.summary_line(), flush=True)
+    for departure in run.recipe.departures:
+        print(f"  departs from the paper: {departure}")
 
 
 def _report(summary: ExperimentSummary | CrossFoldSummary, out: Path) -> None:

@@ -5,7 +5,12 @@
                     epochs=30, seeds=(1, 2, 3), out="runs/meld-mult")
     summary.test_summary["atv"]["weighted_f1"]["mean"]
 
-    train("iemocap.parquet", "features/", "dqf", schedule="dqf", fold="all", out="runs/iemocap-dqf")
+    train("iemocap.parquet", "features/", "dqf", recipe="paper", fold="all", out="runs/iemocap-dqf")
+    train("mosi.parquet", "features/", "cmarr", recipe="paper", budget=0.1, lr=1e-4, out="runs/mosi-cmarr")
+
+A recipe (`affectflow.pipeline.train.recipes`: "default" quick settings, or the model's "paper" recipe)
+supplies every training option left None; explicit options override single items, `budget` scales every
+stage's epochs, and the bundle's `training["recipe"]` and OUT/summary.json record what ran.
 
 Writes OUT/best (bundle), OUT/summary.json, OUT/config.json (the call's parameters) and
 OUT/test_grid_<metric>.csv (seed means: rows = model, columns = conditions). With `fold="all"` every
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 import torch
@@ -43,10 +48,12 @@ from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION
 from affectflow.pipeline.train.protocols import (FRAME_FILLS, FRAME_PATTERNS, FRAME_RATES, RANDOM_PROTOCOL_SEED,
                                                  condition_name, parse_condition)
 from affectflow.pipeline.core.io import write_json
+from affectflow.pipeline.train.recipes import RecipeRun, feature_level_of, registered_recipe, resolve_recipe
 from affectflow.pipeline.train.reports import auilc_table, plot_auilc_curves, plot_confusion_matrix, write_condition_grid
 from affectflow.pipeline.train.results import CrossFoldSummary, ExperimentSummary
 from affectflow.pipeline.train.schedules import TrainingSchedule, make_schedule
 from affectflow.pipeline.train.trainer import TrainConfig
+from affectflow.pipeline.train.evaluation import FRAME_METRICS
 
 ALL_FOLDS = "all"
 DEFAULT_LABEL_COLUMNS = {"classification": "emotion", "regression": "sentiment"}
@@ -85,7 +92,7 @@ def _modalities(modalities: str | Sequence[str] | None, stores: dict) -> tuple[s
 
 @dataclass
 class _Plan:
-    """What every fold of one `train` call shares: data options, model, schedule, loop settings."""
+    """What every fold of one `train` call shares: data options, model, recipe, loop settings."""
 
     model: str
     hyperparameters: dict[str, Any]
@@ -93,65 +100,74 @@ class _Plan:
     task: str
     label_column: str
     modalities: tuple[str, ...]
-    level: str
-    frame_level: bool
     classes: tuple[str, ...] | None
     normalize: bool
     missing_entries: str
-    schedule: str
-    condition: str | None
+    recipe: RecipeRun
     config: TrainConfig
-    seeds: list[int]
     device: torch.device
     resume: bool
 
     def make_schedule(self) -> TrainingSchedule:
         """A fresh schedule (one per seed: schedules keep per-epoch state)."""
-        return make_schedule(self.schedule, condition=self.condition)
+        return make_schedule(self.recipe.recipe.schedule_name, condition=self.recipe.recipe.condition)
 
     def run(self, table: pd.DataFrame, out: Path) -> ExperimentSummary:
-        """Every seed on the splits of `table`, in `out`."""
-        data = build_experiment(table, self.stores, self.task, self.label_column, self.modalities, level=self.level,
-                                frame_level=self.frame_level, class_names=self.classes, normalize=self.normalize,
+        """Every seed of the recipe on the splits of `table`, in `out`."""
+        recipe = self.recipe.recipe
+        data = build_experiment(table, self.stores, self.task, self.label_column, self.modalities, level=recipe.level,
+                                frame_level=recipe.frame_level, class_names=self.classes, normalize=self.normalize,
                                 missing_entries=self.missing_entries)
-        return run_experiment(self.model, self.hyperparameters, data, self.make_schedule, self.config, self.seeds,
-                              out, device=self.device, resume=self.resume)
+        return run_experiment(self.model, self.hyperparameters, data, self.make_schedule, self.config,
+                              list(recipe.seeds), out, device=self.device, resume=self.resume,
+                              recipe=self.recipe.describe(), test_protocol=recipe.evaluation)
 
 
 def train(manifest: str | Path | pd.DataFrame, features: str | Path | None, model: str, *,
           out: str | Path, task: str = "classification", label_column: str | None = None,
           classes: Sequence[str] | None = None, modalities: str | Sequence[str] | None = None,
-          level: str = "utterance", frame_level: bool = False, normalize: bool = True,
-          schedule: str = "full", condition: str | None = None, epochs: int = 20, batch_size: int = 32,
-          lr: float | None = None, weight_decay: float | None = None, optimizer: str | None = None,
-          patience: int | None = 5, select_metric: str | None = None, select_condition: str = "auto",
-          grad_clip: float | None = 1.0, seeds: Sequence[int] = (1,), fold: str | None = None,
-          valid_fraction: float = 0.1, device: str | torch.device = "auto", resume: bool = False,
-          tiny: bool = False, model_config: dict[str, Any] | None = None,
-          feature_overrides: dict[str, str | Path] | None = None, missing_entries: str = "error",
-          threads: int | None = None, progress: bool = True) -> ExperimentSummary | CrossFoldSummary:
+          recipe: str = "default", budget: float | None = None,
+          level: str | None = None, frame_level: bool | None = None, normalize: bool = True,
+          schedule: str | None = None, condition: str | None = None, epochs: int | None = None,
+          batch_size: int | None = None, lr: float | None = None, weight_decay: float | None = None,
+          optimizer: str | None = None, momentum: float | None = None, patience: int | None = None,
+          select_metric: str | None = None, select_condition: str | None = None,
+          select_rates: Sequence[float] | None = None, grad_clip: float | None = None,
+          seeds: Sequence[int] | None = None, fold: str | None = None, valid_fraction: float = 0.1,
+          device: str | torch.device = "auto", resume: bool = False, tiny: bool = False,
+          model_config: dict[str, Any] | None = None, feature_overrides: dict[str, str | Path] | None = None,
+          missing_entries: str = "error", threads: int | None = None, progress: bool = True,
+          on_recipe: Callable[[RecipeRun], None] | None = None) -> ExperimentSummary | CrossFoldSummary:
     """Train fusion model `model` once per seed on the manifest's splits (or leave-one-session-out folds),
-    select on validation only, score the test grid; see the module docstring for what is written.
+    select on validation only, score the test split; see the module docstring for what is written.
 
+    recipe: "default" (quick settings) or "paper" (the model's paper recipe, `affectflow.pipeline.train.
+    recipes`); every option left None comes from it, an explicit one overrides that item and is recorded.
+    budget (0 < F <= 1): every stage's epochs times F (at least 1). patience / grad_clip 0: off.
     fold: None (the manifest's split column), a session name (that session is test, a `valid_fraction`
     carve-out of the others' dialogues is valid) or "all" (every session in turn; a `CrossFoldSummary`).
-    patience / grad_clip None or 0: off. lr / weight_decay / optimizer None: the model's recommendation.
+    on_recipe: called with the resolved recipe before any data is read (the CLI prints it).
     """
     parameters = dict(locals())  # every argument, recorded in OUT/config.json
+    parameters.pop("on_recipe")
     apply_threads(threads)
-    fusion_class(model)  # fail on an unknown name before any data is read
-    make_schedule(schedule, condition=condition)
+    registered = registered_recipe(model, recipe)  # fails on an unknown model or recipe before any data is read
+    overrides = {"schedule": schedule, "condition": condition, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                 "weight_decay": weight_decay, "optimizer": optimizer, "momentum": momentum, "patience": patience,
+                 "select_metric": select_metric, "select_condition": select_condition, "grad_clip": grad_clip,
+                 "select_rates": tuple(float(r) for r in select_rates) if select_rates else None,
+                 "seeds": tuple(seeds) if seeds else None,
+                 "feature_level": feature_level_of(level, frame_level, registered.feature_level)}
+    run = resolve_recipe(model, recipe, overrides, budget)
+    make_schedule(run.recipe.schedule_name, condition=run.recipe.condition)
+    if on_recipe is not None:
+        on_recipe(run)
     table, stores = _table(manifest), feature_stores(features, feature_overrides)
     plan = _Plan(model=model, hyperparameters=model_config_for(model, model_config, tiny), stores=stores,
                  task=task, label_column=label_column or DEFAULT_LABEL_COLUMNS[task],
-                 modalities=_modalities(modalities, stores), level=level, frame_level=frame_level,
-                 classes=tuple(classes) if classes else None, normalize=normalize, missing_entries=missing_entries,
-                 schedule=schedule, condition=condition, seeds=[int(s) for s in seeds],
-                 device=resolve_device(device), resume=resume,
-                 config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                    optimizer=optimizer, patience=patience or None, select_metric=select_metric,
-                                    select_condition=select_condition, grad_clip=grad_clip or None,
-                                    progress=progress))
+                 modalities=_modalities(modalities, stores), classes=tuple(classes) if classes else None,
+                 normalize=normalize, missing_entries=missing_entries, recipe=run,
+                 config=run.config(progress=progress), device=resolve_device(device), resume=resume)
     out = Path(out)
     if fold == ALL_FOLDS:
         folds = {str(session): plan.run(leave_one_session_out(table, session, valid_fraction=valid_fraction),
@@ -162,7 +178,8 @@ def train(manifest: str | Path | pd.DataFrame, features: str | Path | None, mode
         result = plan.run(leave_one_session_out(table, fold, valid_fraction=valid_fraction), out)
     else:
         result = plan.run(table, out)
-    parameters.update(manifest="<DataFrame>" if isinstance(manifest, pd.DataFrame) else manifest, device=str(device))
+    parameters.update(manifest="<DataFrame>" if isinstance(manifest, pd.DataFrame) else manifest, device=str(device),
+                      recipe_run=run.describe())
     write_json(parameters, out / "config.json")
     write_test_grid(result, out)
     return result
@@ -181,7 +198,6 @@ def write_test_grid(summary: ExperimentSummary | CrossFoldSummary, out: str | Pa
 
 # --- evaluate ----------------------------------------------------------------------------------------
 PROTOCOLS = ("fixed", "random", "frame")
-FRAME_METRICS = {"classification": ("wa", "ua"), "regression": ("acc7", "acc2_has0", "mae")}
 
 
 @dataclass(frozen=True)
@@ -317,7 +333,9 @@ def evaluate_bundle(path: Path, name: str, source: _FeatureSource, settings: Pro
     kind = info.task_spec.kind
     result = BundleEvaluation(path, info.architecture, info.training)
     if "fixed" in settings.protocols:
-        result.fixed = evaluation.fixed_grid(model, loader, device)
+        # A bundle trained on DQF's frame path is scored on it (its training record says so).
+        removal = (info.training or {}).get("removal", "presence")
+        result.fixed = evaluation.fixed_grid(model, loader, device, removal=removal)
         complete = condition_name(info.task_spec.modalities)
         if kind == "classification":
             plot_confusion_matrix(result.fixed[complete]["confusion_matrix"], info.class_names,

@@ -4,7 +4,8 @@
   sequences [T, D]) or per dialogue (conversation level: the dialogue's utterance vectors [L, D],
   ordered by utterance_index, one label per utterance).
 - Real missingness comes from the stores (`FeatureSequence.is_missing`, `read_utterance`'s present
-  flag); simulated missingness is added later by `affectflow.pipeline.train.protocols`.
+  flag); simulated missingness is added later: training schedules mark it in `Batch.dropped` (the real
+  features stay available to auxiliary losses), evaluation protocols remove it from the inputs.
 - `FeatureNormalizer`: per-modality mean/std fitted on the TRAIN dataset only, saved in checkpoints.
 - `Item` is one segment or dialogue before batching; `collate` pads items to the longest sequence of the batch; `LengthBucketSampler` keeps padding small.
 """
@@ -276,20 +277,50 @@ class MultimodalDataset(Dataset):
 
 @dataclass
 class Batch:
-    """A collated batch: model inputs, targets ([B] or [B, L]; -100 / NaN = ignore) and sample ids."""
+    """A collated batch: model inputs, targets ([B] or [B, L]; -100 / NaN = ignore) and sample ids.
+
+    Real absence is `inputs.presence` False (or a False frame mask): the features are gone. A SIMULATED
+    drop (a training schedule hiding a modality that was recorded) is `dropped` True: `inputs` keep the
+    real features, so models that need them for auxiliary losses (CM-ARR's L_rec) can read them, while
+    the prediction sees only `visible_inputs()`. dropped: [B, M] (per sample) or [B, L, M] (per
+    utterance of a dialogue), in the order of `inputs.modalities`; None = nothing dropped.
+    """
 
     inputs: ModalityBatch
     targets: torch.Tensor
     ids: list[str]
     utterance_ids: list[list[str]]
+    dropped: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
-        """The batch with inputs and targets on `device`."""
-        return Batch(self.inputs.to(device), self.targets.to(device), self.ids, self.utterance_ids)
+        """The batch with inputs, targets and the drop mask on `device`."""
+        dropped = None if self.dropped is None else self.dropped.to(device)
+        return Batch(self.inputs.to(device), self.targets.to(device), self.ids, self.utterance_ids, dropped)
 
     def with_inputs(self, inputs: ModalityBatch) -> "Batch":
-        """The same targets and ids with other model inputs (e.g. after a protocol)."""
-        return Batch(inputs, self.targets, self.ids, self.utterance_ids)
+        """The same targets, ids and drop mask with other model inputs (e.g. after a protocol)."""
+        return Batch(inputs, self.targets, self.ids, self.utterance_ids, self.dropped)
+
+    def with_dropped(self, dropped: torch.Tensor | np.ndarray) -> "Batch":
+        """The batch with `dropped` ([B, M] or [B, L, M] bool) added to its simulated drops."""
+        dropped = torch.as_tensor(dropped, dtype=torch.bool, device=self.inputs.device)
+        if self.dropped is not None:
+            if self.dropped.shape != dropped.shape:
+                raise ValueError(f"drop masks of shapes {tuple(self.dropped.shape)} and {tuple(dropped.shape)} "
+                                 f"cannot be combined (samples {self.ids[:3]})")
+            dropped = dropped | self.dropped
+        return Batch(self.inputs, self.targets, self.ids, self.utterance_ids, dropped)
+
+    def visible_inputs(self) -> ModalityBatch:
+        """What the prediction may see: `inputs` without the simulated drops (presence or per-utterance
+        frame masks set False where `dropped`)."""
+        if self.dropped is None:
+            return self.inputs
+        keep = ~self.dropped
+        if keep.ndim == 2:
+            return self.inputs.with_presence(self.inputs.presence & keep)
+        masks = {m: self.inputs.masks[m] & keep[:, :, i] for i, m in enumerate(self.inputs.modalities)}
+        return ModalityBatch(dict(self.inputs.features), masks, self.inputs.presence, self.inputs.modalities)
 
 
 def collate(items: Sequence[Item], task: TaskSpec) -> Batch:

@@ -2,6 +2,10 @@
 
 Every runner takes a trained model, a DataLoader of collated `Batch`es and the task, and returns plain
 JSON-able dicts of metrics (see `affectflow.pipeline.train.metrics`). Nothing here trains or selects.
+
+How a fixed condition removes a modality (`REMOVALS`): "presence" sets its presence False (real
+absence, the default); "frames" zeroes every valid frame and keeps the masks, which is the path DQF
+trains on (its frame masking at rate 1.0), so a DQF model is scored on the inputs it learnt from.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from affectflow.pipeline.train.data import Batch
 from affectflow.pipeline.train.metrics import compute_metrics, mean_std
 
 BatchTransform = Callable[[Batch], Batch]
+REMOVALS = ("presence", "frames")
+FRAME_METRICS = {"classification": ("wa", "ua"), "regression": ("acc7", "acc2_has0", "mae")}
+"""The metrics the frame protocol reports per task kind (the DQF paper's WAR / UAR and Acc7 / Acc2 / MAE)."""
+AUILC_PREFIX = "auilc_"
 
 
 @dataclass
@@ -99,9 +107,22 @@ def evaluate(model, loader, device, transform: BatchTransform | None = None) -> 
     return score(predictions, model.task_spec), predictions
 
 
-def condition_transform(condition: str) -> BatchTransform:
-    """Batch transform keeping only the modalities of a fixed condition."""
-    return lambda batch: batch.with_inputs(protocols.apply_condition(batch.inputs, condition))
+def condition_transform(condition: str, removal: str = "presence") -> BatchTransform:
+    """Batch transform keeping only the modalities of a fixed condition; the others are removed by
+    `removal` ("presence": presence False; "frames": every frame zeroed, masks kept, as DQF trains)."""
+    if removal not in REMOVALS:
+        raise ValueError(f"unknown removal {removal!r}; choose from {list(REMOVALS)}")
+    if removal == "presence":
+        return lambda batch: batch.with_inputs(protocols.apply_condition(batch.inputs, condition))
+    kept = protocols.parse_condition(condition)
+
+    def transform(batch: Batch) -> Batch:
+        removed = [m for m in batch.inputs.modalities if m not in kept]
+        if not removed:
+            return batch
+        generator = np.random.default_rng(0)  # rate 1.0 masks every valid frame: nothing is drawn
+        return batch.with_inputs(protocols.mask_frames(batch.inputs, removed, 1.0, generator))
+    return transform
 
 
 def random_transform(level: str, seed: int = protocols.RANDOM_PROTOCOL_SEED,
@@ -128,11 +149,13 @@ def average_incomplete(grid: dict[str, dict]) -> dict:
     return {k: mean_std([grid[c][k] for c in names])[0] for k in keys if k != "num_samples"}
 
 
-def fixed_grid(model, loader, device, conditions: Iterable[str] | None = None) -> dict[str, dict]:
+def fixed_grid(model, loader, device, conditions: Iterable[str] | None = None,
+               removal: str = "presence") -> dict[str, dict]:
     """Metrics per fixed condition (default: every condition of the task's modalities) plus
-    `avg_incomplete`, the mean over the incomplete ones (the papers' "Average" column)."""
+    `avg_incomplete`, the mean over the incomplete ones (the papers' "Average" column); `removal` says
+    how a condition removes the other modalities (see the module docstring)."""
     conditions = list(conditions) if conditions is not None else protocols.conditions_for(model.task_spec.modalities)
-    grid = {c: evaluate(model, loader, device, condition_transform(c))[0] for c in conditions}
+    grid = {c: evaluate(model, loader, device, condition_transform(c, removal))[0] for c in conditions}
     average = average_incomplete(grid)
     if average and len(grid) > 1:
         grid[protocols.AVERAGE_COLUMN] = average
@@ -165,3 +188,12 @@ def frame_protocol(model, loader, device, metrics: Sequence[str], pattern: str =
                 for m in metrics} for c, curve in curves.items()}
     settings = {"pattern": pattern, "fill": fill, "rates": list(rates), "seed": seed, "mark_invalid": mark_invalid}
     return {"settings": settings, "curves": curves, "auilc": area}
+
+
+def auilc_scores(frame: dict, metrics: Sequence[str]) -> dict[str, dict]:
+    """A `frame_protocol` result as test-grid rows: {"auilc_<combination>": {metric: AUILC}} plus
+    "auilc_mean", the mean over the combinations (what selection on the frame protocol compares)."""
+    rows = {AUILC_PREFIX + combination: dict(values) for combination, values in frame["auilc"].items()}
+    rows[AUILC_PREFIX + "mean"] = {m: mean_std([values[m] for values in frame["auilc"].values()])[0]
+                                   for m in metrics}
+    return rows

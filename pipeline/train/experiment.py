@@ -92,17 +92,31 @@ def model_config_for(name: str, config: dict | None, tiny: bool) -> dict:
     return merged
 
 
-def test_grid(model, data: ExperimentData, device, batch_size: int = 256, conditions: list[str] | None = None) -> dict:
-    """Test metrics per fixed condition (default: every condition of the task, + the incomplete average)."""
+def test_grid(model, data: ExperimentData, device, batch_size: int = 256, conditions: list[str] | None = None,
+              removal: str = "presence", protocol: str = "fixed", seed: int = 0,
+              select_metric: str | None = None) -> dict:
+    """Test metrics per fixed condition (default: every condition of the task, + the incomplete average;
+    `removal` says how a condition removes modalities). protocol "frame" adds DQF's frame protocol as
+    rows "auilc_<combination>" and "auilc_mean" ({metric: AUILC}; masks drawn with `seed`)."""
     loader = make_loader(data.test, batch_size, shuffle=False)
-    return evaluation.fixed_grid(model, loader, device, conditions)
+    grid = evaluation.fixed_grid(model, loader, device, conditions, removal=removal)
+    if protocol == "frame":
+        metrics = tuple(dict.fromkeys((*evaluation.FRAME_METRICS[data.task.kind], *filter(None, [select_metric]))))
+        frame = evaluation.frame_protocol(model, loader, device, metrics, seed=seed)
+        grid.update(evaluation.auilc_scores(frame, metrics))
+    elif protocol != "fixed":
+        raise ValueError(f"unknown test protocol {protocol!r}; choose 'fixed' or 'frame'")
+    return grid
 
 
 def train_one(name: str, hyperparameters: dict, data: ExperimentData, schedule: TrainingSchedule,
               config: TrainConfig, device, run_dir: Path, resume: bool = False,
-              test_conditions: list[str] | None = None) -> SeedResult:
+              test_conditions: list[str] | None = None, recipe: dict | None = None,
+              test_protocol: str = "fixed") -> SeedResult:
     """Train one seed in `run_dir` (bundle at run_dir/best), then score its selected model on test
-    (in `test_conditions`, default every fixed condition); with `resume`, a finished seed is read back."""
+    (in `test_conditions`, default every fixed condition, + the frame protocol when `test_protocol` is
+    "frame"); with `resume`, a finished seed is read back. `recipe` (a `RecipeRun.describe()`) is recorded
+    in the bundle's `training`."""
     result_file = run_dir / "result.json"
     if resume and result_file.is_file():
         return SeedResult.from_dict(json.loads(result_file.read_text(encoding="utf-8")))
@@ -112,7 +126,10 @@ def train_one(name: str, hyperparameters: dict, data: ExperimentData, schedule: 
 
     def save_best(model, record):
         training = {"schedule": schedule.describe(), "seed": config.seed, "selected": to_jsonable(record),
-                    "select_metric": trainer.metric, "select_condition": trainer.valid_condition}
+                    "select_metric": trainer.metric, "select_condition": trainer.valid_condition,
+                    "removal": config.removal, "test_protocol": test_protocol}
+        if recipe is not None:
+            training["recipe"] = to_jsonable(recipe)
         save_bundle(bundle_dir, model, label_column=data.label_column, frame_level=data.frame_level,
                     extractor_specs=data.extractor_specs, normalizer=data.normalizer, training=training)
 
@@ -125,7 +142,8 @@ def train_one(name: str, hyperparameters: dict, data: ExperimentData, schedule: 
                         valid_score=fitted.selected_score, valid=fitted.valid_metrics,
                         select_condition=trainer.valid_condition, history=fitted.history)
     if data.test is not None:
-        result.test = test_grid(model, data, device, config.eval_batch_size, test_conditions)
+        result.test = test_grid(model, data, device, config.eval_batch_size, test_conditions, removal=config.removal,
+                                protocol=test_protocol, seed=config.seed, select_metric=trainer.metric)
     write_json(result.to_dict(), result_file)
     return result
 
@@ -133,15 +151,20 @@ def train_one(name: str, hyperparameters: dict, data: ExperimentData, schedule: 
 def run_experiment(name: str, hyperparameters: dict, data: ExperimentData,
                    schedule_factory: Callable[[], TrainingSchedule], config: TrainConfig, seeds: list[int],
                    out: str | Path, device="cpu", resume: bool = False,
-                   test_conditions: list[str] | None = None) -> ExperimentSummary:
-    """Train `name` once per seed; copy the best-validation seed's bundle to out/best; write summary.json."""
+                   test_conditions: list[str] | None = None, recipe: dict | None = None,
+                   test_protocol: str = "fixed") -> ExperimentSummary:
+    """Train `name` once per seed; copy the best-validation seed's bundle to out/best; write summary.json
+    (with `recipe`, the record of the recipe that ran; `test_protocol` "frame" adds DQF's AUILC rows)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in seeds:
         seed_config = replace(config, seed=seed)
-        results.append(train_one(name, hyperparameters, data, schedule_factory(), seed_config, device,
-                                 out / f"seed-{seed}", resume=resume, test_conditions=test_conditions))
+        schedule = schedule_factory()
+        schedule.seed_with(seed)
+        results.append(train_one(name, hyperparameters, data, schedule, seed_config, device,
+                                 out / f"seed-{seed}", resume=resume, test_conditions=test_conditions,
+                                 recipe=recipe, test_protocol=test_protocol))
     chosen = None
     for result in results:
         if chosen is None or is_better(result.select_metric, result.valid_score, chosen.valid_score):
@@ -152,6 +175,7 @@ def run_experiment(name: str, hyperparameters: dict, data: ExperimentData,
     summary = ExperimentSummary(
         model=name, hyperparameters=hyperparameters, task=data.task, schedule=schedule_factory().describe(),
         seeds=list(seeds), best_seed=chosen.seed, select_metric=chosen.select_metric,
-        select_condition=chosen.select_condition, runs=results, test_summary=summarize_seeds(results), out=out)
+        select_condition=chosen.select_condition, runs=results, test_summary=summarize_seeds(results), out=out,
+        recipe=recipe)
     write_json(summary.to_dict(), out / "summary.json")
     return summary

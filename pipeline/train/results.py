@@ -87,6 +87,8 @@ class ExperimentSummary:
     test_summary: TestSummary
     out: Path | None = None
     """The run folder (bundle at out/best); not part of summary.json."""
+    recipe: dict[str, Any] | None = None
+    """What `RecipeRun.describe()` recorded about the recipe that ran (None: not recorded)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of summary.json."""
@@ -94,7 +96,7 @@ class ExperimentSummary:
                 "schedule": self.schedule, "seeds": list(self.seeds), "best_seed": self.best_seed,
                 "select_metric": self.select_metric, "select_condition": self.select_condition,
                 "runs": [run.to_dict(with_history=False) for run in self.runs],
-                "test_summary": self.test_summary}
+                "test_summary": self.test_summary, **({"recipe": self.recipe} if self.recipe is not None else {})}
 
     @property
     def kind(self) -> str:

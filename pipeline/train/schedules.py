@@ -5,12 +5,18 @@ keep per-epoch state (MCULoRA's adaptive combination probabilities) and says und
 validation should select the checkpoint. The trainer runs every stage in `schedule.stages(model)`
 (default: `model.stages`), so any schedule works with multi-stage models.
 
+Dropping a modality in training is a SIMULATED drop: the schedules mark it in `Batch.dropped` and keep
+its real features, so the prediction does not see it (`Batch.visible_inputs()`) while a model that
+`accepts_dropped` (CM-ARR) can still compute its reconstruction loss against them. Real absence is the
+data's own presence False.
+
 - full:   the data as extracted (only real missingness).
 - fixed:  one fixed condition, e.g. {t} (train and select in that condition).
 - random: each sample keeps a uniformly drawn non-empty modality subset (complete included).
 - dqf:    DQF's frame-level masking (`affectflow.fusion.dqf.dqf_frame_masking`).
 - dpft:   MCULoRA's dynamic combination sampling (`affectflow.fusion.mculora.DPFTSampler`).
-- staged: MoMKE's recipe: the first stage on complete data, every later stage with random patterns.
+- staged: the first stage on complete data, every later stage with random patterns (one model for all).
+- momke_condition: MoMKE's paper protocol: one model per `condition`, applied from the second stage on.
 
 `SCHEDULES` is the registry of schedule classes (aliases: none = full, mculora / adaptive = dpft,
 momke = staged; case-insensitive); `make_schedule(name, condition, **options)` builds one through the
@@ -58,6 +64,9 @@ class TrainingSchedule:
             raise ValueError(f"training schedule {cls.name!r} does not take {sorted(arguments)}: {error}") from None
         return cls(**arguments)
 
+    def seed_with(self, seed: int) -> None:
+        """Called once per training run with the run's seed (schedules with their own randomness use it)."""
+
     def stages(self, model: FusionModel) -> tuple[str, ...]:
         """The stages to train, in order (the model's own)."""
         return tuple(model.stages)
@@ -104,14 +113,28 @@ class FixedConditionSchedule(TrainingSchedule):
         self.validation = self.condition
 
     def transform(self, batch, model, stage, generator):
-        return batch.with_inputs(protocols.apply_condition(batch.inputs, self.condition))
+        return condition_drop(batch, self.condition)
 
     def describe(self) -> dict:
         return {"name": self.name, "condition": self.condition}
 
 
+def condition_drop(batch: Batch, condition: str) -> Batch:
+    """Simulated drop of every modality outside the fixed `condition` (e.g. 't'), for every sample."""
+    kept = protocols.parse_condition(condition)
+    keep = torch.tensor([m in kept for m in batch.inputs.modalities], dtype=torch.bool, device=batch.inputs.device)
+    return batch.with_dropped(~keep.expand(batch.inputs.batch_size, -1))
+
+
+def pattern_drop(batch: Batch, patterns: np.ndarray | torch.Tensor) -> Batch:
+    """Simulated drops from keep patterns [B, M] (per sample) or [B, L, M] (per utterance)."""
+    keep = torch.as_tensor(patterns, dtype=torch.bool, device=batch.inputs.device)
+    return batch.with_dropped(~keep)
+
+
 def random_pattern_batch(batch: Batch, generator: np.random.Generator, include_complete: bool = True) -> Batch:
-    """Per-sample (utterance level) or per-utterance (conversation level) random keep patterns."""
+    """Per-sample (utterance level) or per-utterance (conversation level) random keep patterns, as
+    simulated drops."""
     inputs = batch.inputs
     m = len(inputs.modalities)
     if batch.targets.ndim == 1:
@@ -120,7 +143,7 @@ def random_pattern_batch(batch: Batch, generator: np.random.Generator, include_c
         length = batch.targets.shape[1]
         flat = protocols.random_patterns(inputs.batch_size * length, m, generator, include_complete)
         patterns = flat.reshape(inputs.batch_size, length, m)
-    return batch.with_inputs(protocols.apply_patterns(inputs, patterns))
+    return pattern_drop(batch, patterns)
 
 
 @SCHEDULES.register("random")
@@ -191,6 +214,10 @@ class DPFTSchedule(TrainingSchedule):
         self._pending: dict | None = None
         self._observed = 0
 
+    def seed_with(self, seed: int) -> None:
+        """DPFT breaks ranking ties at random: with the run's seed unless one was given explicitly."""
+        self.sampler_options.setdefault("seed", int(seed))
+
     def _ensure_sampler(self, modalities: tuple[str, ...]):
         if self.sampler is None:
             self.sampler = DPFTSampler(modality_combinations(modalities), modalities, **self.sampler_options)
@@ -213,7 +240,7 @@ class DPFTSchedule(TrainingSchedule):
         else:
             length = batch.targets.shape[1]
             patterns = sampler.sample(size * length, torch_generator).reshape(size, length, -1)
-        return batch.with_inputs(protocols.apply_patterns(batch.inputs, patterns))
+        return pattern_drop(batch, patterns)
 
     def after_step(self, model, batch, output):
         if "dpft_scores" in output.extras and "dpft_counts" in output.extras:
@@ -247,3 +274,45 @@ def make_schedule(name: str, condition: str | None = None, **options: Any) -> Tr
     """Build a registered schedule by name or alias ('mculora' = 'dpft', 'momke' = 'staged'); 'fixed'
     needs `condition`; `options` go to the schedule's constructor (e.g. DPFT's sampler options)."""
     return SCHEDULES.get(name).build(condition, **options)
+
+
+@SCHEDULES.register("momke_condition", "stage2_condition")
+class StageTwoConditionSchedule(TrainingSchedule):
+    """MoMKE as its authors train it: one model per test condition, the condition applied only in the
+    stages after the first (experts mixing); the first stage (unimodal experts) trains on the data as
+    extracted, so every expert sees its own modality. Validation selects under the same condition.
+
+    `make_schedule("momke_condition", condition="a")` -> stage 1 complete, stage 2 audio only. Works
+    with any multi-stage model; a single-stage model is refused (it would never see the condition: use
+    'fixed' there).
+    """
+
+    name = "momke_condition"
+
+    @classmethod
+    def build(cls, condition: str | None = None, **options: Any) -> "StageTwoConditionSchedule":
+        if condition is None:
+            raise ValueError("the 'momke_condition' schedule needs the test condition it trains for, "
+                             "e.g. condition='a' or 'at' (one model per condition, as the MoMKE authors)")
+        return cls._construct(condition=condition, **options)
+
+    def __init__(self, condition: str) -> None:
+        self.condition = protocols.condition_name(protocols.parse_condition(condition))
+        self.validation = self.condition
+        self._first_stage: str | None = None
+
+    def stages(self, model):
+        stages = super().stages(model)
+        if len(stages) < 2:
+            raise ValueError(f"schedule 'momke_condition' applies its condition after the first stage, but "
+                             f"{model.fusion_name} has only the stage(s) {stages}; use the 'fixed' schedule")
+        self._first_stage = stages[0]
+        return stages
+
+    def transform(self, batch, model, stage, generator):
+        if stage == (self._first_stage or model.stages[0]):
+            return batch
+        return condition_drop(batch, self.condition)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "condition": self.condition, "condition_from_stage": 2}

@@ -1,9 +1,11 @@
 """The training loop: task loss + weighted auxiliary losses, validation-only model selection,
-early stopping, per-stage optimisers, atomic per-epoch state for `--resume`, tqdm progress.
+early stopping, per-stage optimisers and epochs, atomic per-epoch state for `--resume`, tqdm progress.
 
 The trainer is only ever given the train and validation data: the test split cannot influence which
 epoch is selected. Selection compares one validation metric (default: weighted F1 / MAE) under one
-validation condition (default: the schedule's; e.g. 'random' patterns seeded per sample id).
+validation condition (default: the schedule's; e.g. 'random' patterns seeded per sample id; 'frame':
+the mean AUILC of DQF's frame protocol). Simulated drops of the schedule reach the model as
+`dropped=` when it `accepts_dropped` (real features kept for auxiliary losses), else as absence.
 
     trainer = Trainer(model, train_set, valid_set, make_schedule("random"), TrainConfig(epochs=20),
                       device="cpu", run_dir=run / "seed-1", on_best=lambda model, record: ...)
@@ -25,11 +27,13 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from affectflow.fusion.base import FusionModel
+from affectflow.fusion.contract import FusionOutput
 from affectflow.pipeline.core.io import atomic_dir, write_json, write_text
 from affectflow.pipeline.train import evaluation
-from affectflow.pipeline.train.data import MultimodalDataset, make_loader
+from affectflow.pipeline.train.data import Batch, MultimodalDataset, make_loader
 from affectflow.pipeline.train.metrics import default_selection_metric, is_better
 from affectflow.pipeline.train.optimizers import OPTIMIZERS
+from affectflow.pipeline.train.protocols import FRAME_RATES
 from affectflow.pipeline.train.schedules import TrainingSchedule
 
 STATE_DIR = "state"
@@ -39,15 +43,20 @@ LATEST_FILE = "LATEST"
 
 @dataclass
 class TrainConfig:
-    """Hyperparameters of the loop (not of the model). `epochs` and `patience` apply per stage.
+    """Hyperparameters of the loop (not of the model). `epochs` and `patience` apply per stage;
+    `stage_epochs` ({stage: epochs}) overrides `epochs` for the stages it names.
 
     optimizer / lr / weight_decay / momentum None: the model's `recommended_optimizer` (e.g. DQF's
     momentum SGD), else Adam with lr 1e-3.
     select_condition "auto": the schedule's validation condition; or "full", "random", "average"
-    (mean over the incomplete fixed conditions), or a condition such as "t".
+    (mean over the incomplete fixed conditions), "frame" (mean AUILC of the frame protocol over
+    `select_rates`, DQF's), or a condition such as "t".
+    removal: how a fixed validation condition removes modalities ("presence" or "frames", see
+    `affectflow.pipeline.train.evaluation`).
     """
 
     epochs: int = 20
+    stage_epochs: dict[str, int] = field(default_factory=dict)
     batch_size: int = 32
     lr: float | None = None
     weight_decay: float | None = None
@@ -61,6 +70,12 @@ class TrainConfig:
     progress: bool = True
     eval_batch_size: int = 256
     num_workers: int = 0
+    removal: str = "presence"
+    select_rates: tuple[float, ...] = FRAME_RATES
+
+    def epochs_for(self, stage: str) -> int:
+        """The number of epochs of `stage`."""
+        return int(self.stage_epochs.get(stage, self.epochs))
 
 
 @dataclass
@@ -97,6 +112,15 @@ def build_optimizer(model: FusionModel, config: TrainConfig) -> torch.optim.Opti
     factory = OPTIMIZERS.get(settings["name"])  # UnknownNameError (a ValueError) lists the registered ones
     return factory(parameters, lr=settings["lr"], weight_decay=settings["weight_decay"],
                    momentum=settings["momentum"])
+
+
+def forward_training(model: FusionModel, batch: Batch) -> FusionOutput:
+    """The model's output on a training batch. Simulated drops (`batch.dropped`) go to a model that
+    `accepts_dropped` as `dropped=` with the real features kept; any other model (and per-utterance
+    drops) sees `batch.visible_inputs()`, the dropped modalities absent."""
+    if batch.dropped is not None and model.accepts_dropped and batch.dropped.ndim == 2:
+        return model(batch.inputs, targets=batch.targets, dropped=batch.dropped)
+    return model(batch.visible_inputs(), targets=batch.targets)
 
 
 def training_loss(model: FusionModel, output, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -143,15 +167,29 @@ class Trainer:
             transform = evaluation.random_transform(level, include_complete=True)
             metrics = evaluation.evaluate(self.model, self.valid_loader, self.device, transform)[0]
         elif condition == "average":
-            grid = evaluation.fixed_grid(self.model, self.valid_loader, self.device)
+            grid = evaluation.fixed_grid(self.model, self.valid_loader, self.device, removal=self.config.removal)
             metrics = grid.get("avg_incomplete") or next(iter(grid.values()))
+        elif condition == "frame":
+            metrics = self._frame_validation()
         else:
             metrics = evaluation.evaluate(self.model, self.valid_loader, self.device,
-                                          evaluation.condition_transform(condition))[0]
+                                          evaluation.condition_transform(condition, self.config.removal))[0]
         metrics = evaluation.scalar_metrics(metrics)
         if self.metric not in metrics:
             raise ValueError(f"selection metric {self.metric!r} is not computed for this task; have {sorted(metrics)}")
         return metrics
+
+    def _frame_validation(self) -> dict:
+        """DQF's protocol on the validation split (fixed seed, so epochs compare on the same masks):
+        {metric: mean AUILC over the masked combinations, "auilc_<combination>_<metric>": AUILC}."""
+        kind = self.model.task_spec.kind
+        metrics = tuple(dict.fromkeys((self.metric, *evaluation.FRAME_METRICS[kind])))
+        frame = evaluation.frame_protocol(self.model, self.valid_loader, self.device, metrics,
+                                          rates=self.config.select_rates, seed=self.config.seed)
+        rows = evaluation.auilc_scores(frame, metrics)
+        scores = dict(rows.pop(evaluation.AUILC_PREFIX + "mean"))
+        scores.update({f"{name}_{m}": value for name, values in rows.items() for m, value in values.items()})
+        return scores
 
     # --- one epoch -------------------------------------------------------------------------------
     def _seed_epoch(self, stage_index: int, epoch: int) -> np.random.Generator:
@@ -172,7 +210,7 @@ class Trainer:
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         for batch in bar:
             batch = self.schedule.transform(batch.to(self.device), self.model, stage, generator)
-            output = self.model(batch.inputs, targets=batch.targets)
+            output = forward_training(self.model, batch)
             loss, parts = training_loss(self.model, output, batch.targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{self.model.fusion_name}: non-finite loss {parts} at epoch {epoch + 1}, "
@@ -208,7 +246,7 @@ class Trainer:
                 start_epoch, best, bad_epochs = state["next_epoch"], state["best"], state["bad_epochs"]
                 best_weights = self._restore(state, optimizer)
                 state = None
-            for epoch in range(start_epoch, self.config.epochs):
+            for epoch in range(start_epoch, self.config.epochs_for(stage)):
                 if self.config.patience is not None and bad_epochs >= self.config.patience:
                     break
                 losses = self.train_epoch(optimizer, stage, stage_index, epoch)
@@ -226,7 +264,8 @@ class Trainer:
             if best_weights is not None:
                 self.model.load_state_dict(best_weights)
         if best is None:
-            raise RuntimeError(f"{self.model.fusion_name}: no epoch was trained (epochs={self.config.epochs}) "
+            raise RuntimeError(f"{self.model.fusion_name}: no epoch was trained (epochs={self.config.epochs}, "
+                               f"per stage {self.config.stage_epochs}) "
                                f"or no validation score was finite")
         return TrainResult(best["stage"], best["epoch"], best["score"], self.metric, best["valid"], history)
 

@@ -11,7 +11,7 @@ import torch
 
 from affectflow.fusion import ModalityBatch, TaskSpec, create_fusion
 from affectflow.fusion.mculora import (MCULoRA, DPFTSampler, js_divergence, modality_combinations,
-                                       project_to_bounded_simplex, soft_orthogonality_loss)
+                                       project_to_bounded_simplex, rank_with_random_ties, soft_orthogonality_loss)
 
 DIMS = {"a": 6, "t": 5, "v": 4}
 PATTERNS = torch.tensor([p for p in itertools.product([False, True], repeat=3) if any(p)])
@@ -71,11 +71,59 @@ def test_orthogonality_loss_formula_and_masking():
     common = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
     private = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[-1.0, 0.0], [0.0, 1.0]]])
     pretrained = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
-    # Row 0: (1 - 0) + (0 - 0) = 1. Row 1: (-1 - 1/sqrt2) + (0 - 1/sqrt2) = -1 - sqrt2.
+    # Default (cos^2 on the private term). Row 0: (1 - 0) + (0 - 0) = 1. Row 1: (1 - 1/sqrt2) + (0 - 1/sqrt2).
     both = soft_orthogonality_loss(common, private, pretrained, torch.tensor([True, True]))
-    assert float(both) == pytest.approx((1 - 1 - math.sqrt(2)) / 2, abs=1e-6)
+    assert float(both) == pytest.approx((1 + 1 - math.sqrt(2)) / 2, abs=1e-6)
     first = soft_orthogonality_loss(common, private, pretrained, torch.tensor([True, False]))
     assert float(first) == pytest.approx(1.0, abs=1e-6)
+    # Eq. 3 as printed (signed): row 1 is (-1 - 1/sqrt2) + (0 - 1/sqrt2) = -1 - sqrt2.
+    signed = soft_orthogonality_loss(common, private, pretrained, torch.tensor([True, True]), "signed")
+    assert float(signed) == pytest.approx((1 - 1 - math.sqrt(2)) / 2, abs=1e-6)
+    absolute = soft_orthogonality_loss(common, private, pretrained, torch.tensor([True, True]), "absolute")
+    assert float(absolute) == pytest.approx(float(both), abs=1e-6)  # |cos| = cos^2 for cos in {-1, 0, 1}
+    with pytest.raises(ValueError, match="private_term"):
+        soft_orthogonality_loss(common, private, pretrained, torch.tensor([True, True]), "cosine")
+
+
+def _descend_private(private_term: str, steps: int = 300) -> float:
+    """cos(R_com, R_prt) after gradient descent on L_ort from a nearly anti-parallel private adapter."""
+    common = torch.tensor([[1.0, 0.0, 0.0]])
+    pretrained = torch.tensor([[1.0, 1.0, 0.0]])
+    private = torch.tensor([[[-1.0, 0.3, 0.2]]], requires_grad=True)
+    optimizer = torch.optim.SGD([private], lr=0.1)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        soft_orthogonality_loss(common, private, pretrained, torch.tensor([True]), private_term).backward()
+        optimizer.step()
+    return float(torch.nn.functional.cosine_similarity(common, private.detach()[:, 0], dim=-1))
+
+
+def test_orthogonality_drives_private_adapters_to_orthogonal_not_anti_parallel():
+    # "Soft orthogonality ... to reduce the information redundancy": the default drives cos(R_com, R_prt) to 0;
+    # the printed signed cosine drives it to -1 (anti-parallel = as redundant as parallel).
+    assert abs(_descend_private("squared")) < 0.05
+    assert _descend_private("signed") < -0.99
+    # The second term stays signed: a common adapter aligned with the pre-trained representation costs less.
+    private = torch.tensor([[[0.0, 0.0, 1.0]]])
+    common = torch.tensor([[1.0, 0.0, 0.0]])
+    aligned = soft_orthogonality_loss(common, private, torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([True]))
+    opposed = soft_orthogonality_loss(common, private, torch.tensor([[-1.0, 0.0, 0.0]]), torch.tensor([True]))
+    assert float(aligned) == pytest.approx(-1.0) and float(opposed) == pytest.approx(1.0)
+
+
+def test_model_uses_the_configured_orthogonality_term():
+    spec = TaskSpec(kind="classification", input_dims=DIMS, class_names=("neg", "neu", "pos"))
+    losses = {}
+    for term in ("squared", "signed"):
+        torch.manual_seed(0)
+        net = create_fusion("mculora", spec, **MCULoRA.tiny_config(), orthogonality=term).eval()
+        net.set_stage("mcla")
+        assert net.hyperparameters["orthogonality"] == term
+        losses[term] = float(net(make_batch(PATTERNS)).aux_losses["orthogonality"].detach())
+    assert losses["squared"] != pytest.approx(losses["signed"])
+    assert MCULoRA(TaskSpec(kind="regression", input_dims=DIMS)).hyperparameters["orthogonality"] == "squared"
+    with pytest.raises(ValueError, match="orthogonality must be one of"):
+        create_fusion("mculora", spec, **MCULoRA.tiny_config(), orthogonality="cosine")
 
 
 # --- Eq. 9-10: DPFT sampler ------------------------------------------------------------------------
@@ -125,6 +173,61 @@ def test_dpft_second_update_uses_score_change_not_score():
     sampler.update(nan_scores)  # nothing observed: every delta is zero, previous scores kept
     assert torch.count_nonzero(sampler.last_delta) == 0
     assert sampler.scores[3] == 5 + 3
+
+
+def _gainers(sampler: DPFTSampler, before: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(i) for i in torch.nonzero(sampler.probabilities - before > 1e-12).flatten())
+
+
+def test_dpft_ties_are_broken_at_random_with_the_seed_not_by_index():
+    # At init every combination scores about the same; with exact (or float-noise) ties the three combinations
+    # that gain probability must not be the first three by index ({a}, {t}, {v}) every time.
+    tied = torch.full((7,), 3e-4, dtype=torch.float64)
+    tied[4] += 1e-13  # float noise is a tie too (tie_tolerance 1e-9)
+    gainers = {}
+    for seed in range(12):
+        sampler = DPFTSampler(modality_combinations(), seed=seed)
+        before = sampler.probabilities.clone()
+        sampler.update(tied)
+        gainers[seed] = _gainers(sampler, before)
+        assert len(gainers[seed]) == 3  # ranks 1..3 gain, whatever the tie-break
+    assert len(set(gainers.values())) > 3 and set(gainers.values()) != {(0, 1, 2)}
+    # reproducible for a seed
+    again = DPFTSampler(modality_combinations(), seed=5)
+    before = again.probabilities.clone()
+    again.update(tied)
+    assert _gainers(again, before) == gainers[5]
+    # an explicit generator overrides the sampler's own
+    first, second = DPFTSampler(modality_combinations(), seed=1), DPFTSampler(modality_combinations(), seed=2)
+    first.update(tied, generator=torch.Generator().manual_seed(9))
+    second.update(tied, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(first.probabilities, second.probabilities)
+
+
+def test_dpft_distinct_score_changes_rank_the_same_for_every_seed():
+    delta = torch.tensor([0.3, 0.1, -0.2, 0.5, 0.2, 0.9, 0.4])
+    results = []
+    for seed in range(4):
+        sampler = DPFTSampler(modality_combinations(), seed=seed)
+        results.append(sampler.update(delta))
+    for other in results[1:]:
+        torch.testing.assert_close(other, results[0])
+    ranks = rank_with_random_ties(torch.tensor([2.0, 1.0, 1.0 + 1e-12, 0.5], dtype=torch.float64), 1e-9,
+                                  torch.Generator().manual_seed(0))
+    assert ranks[3] == 1 and ranks[0] == 4 and sorted(ranks[1:3].tolist()) == [2.0, 3.0]
+    with pytest.raises(ValueError, match="tie_tolerance"):
+        DPFTSampler(modality_combinations(), tie_tolerance=-1.0)
+
+
+def test_dpft_state_dict_replays_the_tie_breaks():
+    tied = torch.zeros(7, dtype=torch.float64)
+    sampler = DPFTSampler(modality_combinations(), seed=3)
+    sampler.update(tied + 1e-4)
+    restored = DPFTSampler(modality_combinations(), seed=99)
+    restored.load_state_dict(sampler.state_dict())
+    torch.testing.assert_close(restored.update(tied + 2e-4), sampler.update(tied + 2e-4))
+    legacy = {k: v for k, v in sampler.state_dict().items() if k not in ("tie_seed", "tie_breaks")}
+    DPFTSampler(modality_combinations()).load_state_dict(legacy)  # states saved before this still load
 
 
 def test_dpft_sampling_follows_probabilities():

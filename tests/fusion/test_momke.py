@@ -25,7 +25,8 @@ def mixed_batch(model: MoMKE, lengths=None, seed: int = 0) -> ModalityBatch:
 
 def test_paper_defaults():
     model = MoMKE(TaskSpec("regression", DIMS))
-    assert model.hyperparameters == {"dim": 256, "num_blocks": 4, "num_heads": 2, "ff_mult": 1.0, "dropout": 0.5}
+    assert model.hyperparameters == {"dim": 256, "num_blocks": 4, "num_heads": 2, "ff_mult": 1.0, "dropout": 0.5,
+                                     "attention_dropout": 0.0}
     assert len(model.experts["a"].blocks) == 4
     assert MoMKE.recommended_optimizer == {"name": "adam", "lr": 1e-4}
     assert model.stages == (UNIMODAL_STAGE, MIXING_STAGE) and model.stage == UNIMODAL_STAGE
@@ -145,3 +146,40 @@ def test_regression_task_loss_is_mse_in_both_stages():
     for stage in model.stages:
         model.set_stage(stage)
         assert float(model.task_loss(prediction, targets)) == pytest.approx((1.0 + 4.0) / 2)
+
+
+def test_attention_weights_get_no_dropout_the_rest_does():
+    # The authors' transformer drops nothing on the attention softmax; dropout 0.5 stays everywhere else.
+    model = MoMKE(TaskSpec("regression", DIMS), dim=16, num_blocks=2)
+    for expert in model.experts.values():
+        for block in expert.blocks:
+            assert block.attention.attention.dropout == 0.0
+            assert block.dropout.p == 0.5 and all(m.p == 0.5 for m in block.ff.net if isinstance(m, torch.nn.Dropout))
+    assert model.input_dropout.p == 0.5 and model.classifier[0].p == 0.5
+    legacy = MoMKE(TaskSpec("regression", DIMS), dim=16, num_blocks=1, attention_dropout=0.3)
+    assert legacy.experts["a"].blocks[0].attention.attention.dropout == 0.3
+
+
+def test_stage_one_experts_get_no_gradient_from_the_mean():
+    # Stage 1 trains each expert separately (Eq. 16-17): the harness's task loss on the experts' mean
+    # prediction must not reach any parameter; the per-expert losses alone train them.
+    model = tiny()
+    model.train()
+    batch = mixed_batch(model)
+    targets = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    output = model(batch, targets)
+    mean_loss = model.task_loss(output.prediction, targets)
+    assert not mean_loss.requires_grad
+    sum(output.aux_losses.values()).backward()  # the per-expert losses reach every expert and its FC layer
+    for m in ("a", "t", "v"):
+        for module in (model.experts[m], model.expert_heads[m]):
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters()), m
+    # the mean is still the readout the harness scores: the average of the available experts' outputs
+    logits = []
+    for m in ("a", "t", "v"):
+        _, h0 = model.embed(batch, m)
+        valid = batch.valid(m)
+        hidden = (model.experts[m](h0, valid) * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
+        logits.append(model.expert_heads[m](hidden) * batch.present(m)[:, None])
+    count = torch.stack([batch.present(m) for m in ("a", "t", "v")], 1).sum(1, keepdim=True).clamp(min=1)
+    torch.testing.assert_close(output.logits, sum(logits) / count)

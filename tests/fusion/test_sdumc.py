@@ -10,9 +10,9 @@ import torch
 
 from affectflow.fusion.contract import ModalityBatch, TaskSpec
 from affectflow.fusion.registry import create_fusion
-from affectflow.fusion.sdumc import (SDUMC, AudioToTextProjector, ModalityImaginationAutoencoder,
-                                     TanhKeyCrossAttention, TextSimulator, rank_n_contrast_loss,
-                                     root_mean_square_error)
+from affectflow.fusion.sdumc import (SDUMC, TEXT_SIMULATORS, AudioToTextProjector, MLPAudioToTextProjector,
+                                     ModalityImaginationAutoencoder, TanhKeyCrossAttention, TextSimulator,
+                                     TextSimulatorSpec, rank_n_contrast_loss, root_mean_square_error)
 
 DIMS = {"a": 6, "t": 5, "v": 4}
 LENGTHS = {"a": 7, "t": 3, "v": 5}
@@ -277,7 +277,8 @@ class VisionTextSimulator:
 def test_custom_simulator_plugs_in():
     assert isinstance(VisionTextSimulator(5, 1.0), TextSimulator)
     model = make_model(text_simulator=VisionTextSimulator(5, 1.0)).eval()
-    assert "text_simulator" not in model.hyperparameters
+    # an unregistered instance is recorded as such (a bundle of it refuses to load, see below)
+    assert model.hyperparameters["text_simulator"] == {"name": None, "external": f"{__name__}.VisionTextSimulator"}
     assert not any(name.startswith("text_simulator") for name, _ in model.named_parameters())
     presence = torch.tensor([[True, False, True], [True, True, True]])
     batch = make_batch(batch_size=2, presence=presence)
@@ -311,3 +312,59 @@ def test_training_defaults_follow_the_released_code():
     net = SDUMC(TaskSpec(kind="regression", input_dims=DIMS))
     assert (net.hyperparameters["hidden_dim"], net.hyperparameters["output_dim"], net.hyperparameters["dropout"]) == \
         (256, 128, 0.5)
+
+
+# --- registered text simulators: the spec is a hyperparameter ------------------------------------------
+def test_text_simulators_are_registered_components():
+    assert {"projector", "mlp_projector"} <= set(TEXT_SIMULATORS.names())
+    assert TEXT_SIMULATORS.get("slam_projector") is AudioToTextProjector
+    assert TEXT_SIMULATORS.get("MLP_Projector") is MLPAudioToTextProjector
+    with pytest.raises(ValueError, match="unknown SDUMC text simulator 'llm'"):
+        make_model(text_simulator="llm")
+
+
+def test_default_simulator_spec_is_recorded_with_its_options():
+    model = make_model()
+    assert model.hyperparameters["text_simulator"] == {"name": "projector", "options": {"hidden_dim": 16, "stack": 2}}
+    assert isinstance(model.text_simulator, AudioToTextProjector) and model.text_simulator.stack == 2
+    # rebuilding from the recorded hyperparameters gives the same architecture (same state_dict keys / shapes)
+    again = SDUMC(model.task_spec, **model.hyperparameters)
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+
+def test_non_default_simulator_from_a_spec():
+    model = make_model(text_simulator={"name": "mlp_projector", "options": {"num_layers": 3}})
+    # SDUMC's simulator_hidden_dim / simulator_stack fill the options the spec leaves out
+    assert model.hyperparameters["text_simulator"] == {
+        "name": "mlp_projector", "options": {"hidden_dim": 16, "stack": 2, "num_layers": 3}}
+    simulator = model.text_simulator
+    assert isinstance(simulator, MLPAudioToTextProjector)
+    assert sum(isinstance(layer, torch.nn.GELU) for layer in simulator.net) == 3
+    features, mask = simulator.simulate(make_batch())
+    assert features.shape == (4, 4, 5) and mask.shape == (4, 4)  # ceil(7 / 2) stacked frames, D_t = 5
+    targets = torch.tensor([-1.0, 0.0, 1.0, 2.0])
+    out = model(make_batch(presence=torch.tensor([[True, False, True]] * 2 + [[True] * 3] * 2)), targets)
+    (model.task_loss(out.value, targets) + sum(out.aux_losses.values())).backward()
+    assert all(p.grad is not None for p in simulator.parameters())  # trained with the model
+
+
+def test_set_text_simulator_updates_the_recorded_spec():
+    model = make_model()
+    model.set_text_simulator(TextSimulatorSpec("mlp_projector", {"num_layers": 1}))
+    assert model.hyperparameters["text_simulator"]["name"] == "mlp_projector"
+    assert any(name.startswith("text_simulator.net.") for name, _ in model.named_parameters())
+    model.set_text_simulator(AudioToTextProjector(6, 5, hidden_dim=4, stack=1))  # a registered class's instance
+    assert model.hyperparameters["text_simulator"] == {"name": "projector", "options": {"hidden_dim": 4, "stack": 1}}
+
+
+def test_bad_simulator_specs_name_the_problem():
+    message = "'projector' does not take option\\(s\\) \\['layers'\\] \\(it takes \\['hidden_dim', 'stack'\\]\\)"
+    with pytest.raises(ValueError, match=message):
+        make_model(text_simulator={"name": "projector", "options": {"layers": 2}})
+    with pytest.raises(ValueError, match="must be a name or"):
+        make_model(text_simulator={"simulator": "projector"})
+    external = make_model(text_simulator=VisionTextSimulator(5, 1.0))
+    with pytest.raises(ValueError, match="unregistered text simulator .*VisionTextSimulator.*register"):
+        SDUMC(external.task_spec, **external.hyperparameters)
+    with pytest.raises(ValueError, match="no modality 'a'"):
+        SDUMC(TaskSpec(kind="regression", input_dims={"t": 5, "v": 4}, modalities=("t", "v")), **SDUMC.tiny_config())

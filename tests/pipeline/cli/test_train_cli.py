@@ -148,3 +148,21 @@ def test_evaluate_protocol_all_from_the_cli(classification, tmp_path, capsys):
     assert _evaluate(classification, [tmp_path / "run"], report, "--protocol", "all", "--rates", "0.0", "1.0") == 0
     assert json.loads((report / "report.json").read_text())["protocols"] == ["fixed", "random", "frame"]
     assert "report written to" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["cmarr", "dqf", "mculora", "momke", "sdumc"])
+def test_paper_recipe_runs_end_to_end_with_a_budget(classification, tmp_path, capsys, name):
+    out = tmp_path / "run"
+    code = main(["train", "--manifest", str(classification.manifest), "--features", str(classification.features),
+                 "--model", name, "--recipe", "paper", "--budget", "0.02", "--tiny", "--seeds", "1", "--no-progress",
+                 "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"recipe 'paper' for {name}" in printed and "budget 0.02: epochs per stage scaled from" in printed
+    training = read_bundle_info(out / "best").training
+    recipe = training["recipe"]
+    assert recipe["name"] == "paper" and recipe["budget"] == 0.02 and recipe["overrides"] == {"seeds": [1]}
+    assert all(count == max(1, round(planned * 0.02)) for count, planned in
+               zip(recipe["items"]["epochs"].values(), recipe["planned_epochs"].values()))
+    history = json.loads((out / "seed-1" / "result.json").read_text())["history"]
+    assert len(history) == sum(recipe["items"]["epochs"].values())  # no early stopping in a paper recipe

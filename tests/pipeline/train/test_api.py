@@ -38,7 +38,8 @@ def test_train_returns_a_typed_summary_matching_summary_json(trained):
     written = json.loads((out / "summary.json").read_text())
     assert written == to_jsonable(summary.to_dict())
     assert set(written) == {"model", "hyperparameters", "task", "schedule", "seeds", "best_seed", "select_metric",
-                            "select_condition", "runs", "test_summary"}
+                            "select_condition", "runs", "test_summary", "recipe"}
+    assert written["recipe"]["name"] == "default" and written["recipe"]["budget"] is None
     seed_file = json.loads((out / "seed-1" / "result.json").read_text())
     assert SeedResult.from_dict(seed_file).to_dict(with_history=False) == written["runs"][0]
     assert [h["epoch"] for h in seed_file["history"]] == [1]

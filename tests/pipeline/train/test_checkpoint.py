@@ -145,3 +145,33 @@ def test_old_bundles_without_versions_load_without_warning(tmp_path, recwarn):
     _, info = load_bundle(path)
     assert info.versions == {}
     assert not [w for w in recwarn if "made with" in str(w.message)]
+
+
+def test_sdumc_with_a_non_default_text_simulator_round_trips(tmp_path):
+    # The simulator's spec is a hyperparameter: the bundle rebuilds it, its weights load strictly.
+    torch.manual_seed(0)
+    spec = TaskSpec("regression", {"a": 6, "t": 5, "v": 4})
+    simulator = {"name": "mlp_projector", "options": {"num_layers": 3, "hidden_dim": 12}}
+    model = create_fusion("sdumc.tiny", spec, text_simulator=simulator).eval()
+    batch = _batch()
+    batch.presence[:, 1] = False  # no text: the prediction comes from the simulated flow
+    batch.masks["t"][:] = False
+    path = save_bundle(tmp_path / "best", model)
+    loaded, info = load_bundle(path)
+    assert info.hyperparameters["text_simulator"] == {
+        "name": "mlp_projector", "options": {"hidden_dim": 12, "stack": 2, "num_layers": 3}}
+    assert type(loaded.text_simulator).__name__ == "MLPAudioToTextProjector"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch).value, model(batch).value, rtol=0, atol=0)
+        torch.testing.assert_close(loaded.text_simulator.simulate(batch)[0], model.text_simulator.simulate(batch)[0])
+
+
+def test_sdumc_with_an_unregistered_simulator_refuses_to_load_and_says_why(tmp_path):
+    class Silent:
+        def simulate(self, batch):
+            return torch.zeros(batch.batch_size, 1, 5), torch.zeros(batch.batch_size, 1, dtype=torch.bool)
+
+    spec = TaskSpec("regression", {"a": 6, "t": 5, "v": 4})
+    path = save_bundle(tmp_path / "best", create_fusion("sdumc.tiny", spec, text_simulator=Silent()))
+    with pytest.raises(ValueError, match="unregistered text simulator .*Silent.*TEXT_SIMULATORS"):
+        load_bundle(path)

@@ -142,14 +142,18 @@ def test_schedules_transform_batches():
     generator = np.random.default_rng(0)
     fixed = make_schedule("fixed", condition="t")
     assert fixed.validation == "t"
+    # Schedules drop by simulation: the prediction's view loses the modality, the real inputs keep it.
     out = fixed.transform(_collated(), None, "main", generator)
-    assert out.inputs.presence.tolist() == [[False, True, False]] * 6
+    assert out.visible_inputs().presence.tolist() == [[False, True, False]] * 6
+    assert out.inputs.presence.all() and out.dropped.tolist() == [[True, False, True]] * 6
     random = make_schedule("random")
     out = random.transform(_collated(50), None, "main", generator)
-    assert out.inputs.presence.any(dim=1).all() and not out.inputs.presence.all(dim=1).all()
+    visible = out.visible_inputs().presence
+    assert visible.any(dim=1).all() and not visible.all(dim=1).all()
     conversation = random_pattern_batch(_collated(3, conversation=True), generator)
-    assert torch.equal(conversation.inputs.presence, torch.ones(3, 3, dtype=torch.bool))
-    stacked = torch.stack([conversation.inputs.masks[m] for m in "atv"], dim=-1)
+    assert torch.equal(conversation.visible_inputs().presence, torch.ones(3, 3, dtype=torch.bool))
+    assert conversation.dropped.shape == (3, 4, 3)
+    stacked = torch.stack([conversation.visible_inputs().masks[m] for m in "atv"], dim=-1)
     assert stacked.any(dim=-1).all() and not stacked.all(dim=-1).all()
     with pytest.raises(ValueError, match="needs a condition"):
         make_schedule("fixed")
@@ -165,9 +169,9 @@ def test_staged_schedule_first_stage_is_complete():
     assert schedule.stages(TwoStage()) == ("experts", "mixing")
     generator = np.random.default_rng(0)
     first = schedule.transform(_collated(40), None, "experts", generator)
-    assert first.inputs.presence.all()
+    assert first.visible_inputs().presence.all()
     later = schedule.transform(_collated(40), None, "mixing", generator)
-    assert not later.inputs.presence.all()
+    assert not later.visible_inputs().presence.all()
 
 
 def test_dpft_schedule_updates_from_reported_scores_and_resumes():
@@ -180,7 +184,7 @@ def test_dpft_schedule_updates_from_reported_scores_and_resumes():
     schedule.begin_epoch(Reporting(), "mcla", 0)
     uniform = schedule.sampler.probabilities.clone()
     out = schedule.transform(_collated(20), Reporting(), "mcla", np.random.default_rng(0))
-    assert out.inputs.presence.any(dim=1).all()
+    assert out.visible_inputs().presence.any(dim=1).all()
     scores = torch.linspace(0.1, 0.7, 7)
     output = FusionOutput(embedding=torch.zeros(1), extras={"dpft_scores": scores, "dpft_counts": torch.ones(7)})
     schedule.after_step(Reporting(), out, output)

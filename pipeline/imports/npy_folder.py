@@ -1,0 +1,109 @@
+"""`npy-folder`: MERBench / GCNet-style feature folders, one `<segment_id>.npy` per segment and feature.
+
+Layout of `root`::
+
+    <feature folder>/<segment_id>.npy    [D] (utterance level) or [T, D] (frame level), one folder per
+                                         modality (e.g. "chinese-hubert-large-UTT"); file names may be
+                                         percent-escaped as `affectflow.extractors.store.export_npy`
+                                         writes them
+    <feature folder>/missing.txt         optional: ids whose file is a zero placeholder (export_npy)
+
+`sources` maps modalities to folder names (default: folders named audio / text / vision, or video,
+or a / t / v). `labels` (required: the folders hold no ids list, labels or splits) gives the
+segments, their splits and labels (see `affectflow.pipeline.imports.labels`). A labelled segment
+without a file in a modality's folder, or listed in missing.txt, is stored as missing for that
+modality (real missingness). Files that no label row names are skipped (counted in the notes).
+The folder's level is that of its arrays; a folder that mixes levels or widths is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from affectflow.extractors.store import decode_segment_id
+from affectflow.pipeline.core.names import MODALITY_NAMES
+from affectflow.pipeline.imports.labels import read_label_table
+from affectflow.pipeline.imports.records import ImportedCorpus, ImportedModality
+
+FORMAT = "npy-folder"
+FOLDER_GUESSES = {"a": ("audio", "a"), "t": ("text", "t"), "v": ("vision", "video", "v")}
+MISSING_LIST = "missing.txt"
+
+
+def default_sources(root: Path) -> dict[str, str]:
+    """{modality: folder} for the folders of `root` named like a modality; ValueError when none is."""
+    found = {m: next(name for name in names if (root / name).is_dir())
+             for m, names in FOLDER_GUESSES.items() if any((root / name).is_dir() for name in names)}
+    if not found:
+        folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise ValueError(f"{FORMAT}: no folder of {root} is named like a modality (audio, text, vision); "
+                         f"map them with sources / --source, e.g. a=<folder> (folders: {folders})")
+    return found
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """One feature file (allow_pickle=False: a .npy never runs code here)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(f"{path}: not a numeric .npy array ({error})") from None
+
+
+def _read_folder(m: str, folder: Path, wanted: set[str]) -> tuple[ImportedModality, int]:
+    """The labelled segments' arrays of one folder; (modality, files skipped for having no label row)."""
+    files = sorted(p for p in folder.glob("*.npy") if not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"{FORMAT}: no .npy files in {folder}")
+    listed = folder / MISSING_LIST
+    placeholders = set(listed.read_text(encoding="utf-8").split()) if listed.is_file() else set()
+    modality: ImportedModality | None = None
+    skipped = 0
+    for path in files:
+        segment_id = decode_segment_id(path.stem)
+        if segment_id not in wanted:
+            skipped += 1
+            continue
+        array = _load_npy(path)
+        level = "utterance" if array.ndim == 1 else "frame"
+        if modality is None:
+            modality = ImportedModality(m, folder.name, tuple(files) + ((listed,) if listed.is_file() else ()),
+                                        level, int(array.shape[-1]))
+        elif level != modality.level:
+            raise ValueError(f"{path}: a {level}-level array among {modality.level}-level ones in {folder}")
+        if segment_id in placeholders:
+            modality.missing[segment_id] = f"listed in {listed}"
+            continue
+        modality.add(segment_id, array, source=str(path))
+    if modality is None:
+        raise ValueError(f"{FORMAT}: none of the {len(files)} files in {folder} belongs to a labelled segment")
+    for segment_id in wanted - set(modality.values) - set(modality.missing):
+        modality.missing[segment_id] = f"no {segment_id}.npy in {folder}"
+    return modality, skipped
+
+
+def read_npy_folder(root: str | Path, labels: str | Path | None = None, sources: dict[str, str] | None = None,
+                    corpus: str | None = None) -> ImportedCorpus:
+    """Parse the layout above into rows (from `labels`) and per-modality features."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{FORMAT}: feature folder not found: {root}")
+    if labels is None:
+        raise ValueError(f"{FORMAT}: a labels CSV is required (segment ids, splits, labels)")
+    rows = read_label_table(labels)
+    if corpus:
+        rows["corpus"] = corpus
+    sources = dict(sources or default_sources(root))
+    wanted = set(rows["segment_id"])
+    modalities, notes = {}, []
+    for m, name in sources.items():
+        folder = root / name
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{FORMAT}: {MODALITY_NAMES[m]} folder not found: {folder}")
+        modalities[m], skipped = _read_folder(m, folder, wanted)
+        if skipped:
+            notes.append(f"{folder.name}: {skipped} files have no row in {Path(labels).name} and were skipped")
+        if modalities[m].missing:
+            notes.append(f"{folder.name}: {MODALITY_NAMES[m]} missing for {len(modalities[m].missing)} segments")
+    return ImportedCorpus(FORMAT, root, rows, modalities, notes)
