@@ -20,6 +20,7 @@ a CPU (int8) share a key, and differ slightly (frame cosine ~0.999 between int8 
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,9 @@ class WhisperEncoderExtractor(Extractor):
 
         self.model_folder = resolve_model_folder(config.model)
         self.compute_type = resolve_compute_type(config.compute_type, self.device)
+        # "auto" is recorded as what it resolved to (int8 on CPU, float16 on CUDA): their features differ,
+        # so they must not share a feature store's config hash.
+        self.config = dataclasses.replace(config, compute_type=self.compute_type)
         threads = torch.get_num_threads() if self.device.type == "cpu" else 0
         try:
             self.model = ctranslate2.models.Whisper(

