@@ -42,6 +42,11 @@ def test_shipped_head_files_and_provenance():
     assert len(info["data_sha256"]) == 64 and info["clips"] == 1200 and len(info["speakers"]) == 20
     assert info["command"].startswith("python scripts/train_default_audio_head.py")
     assert AUDIO_HEAD_INFO_PATH.is_file() and set(info["cv"]) >= {"whisper_meanstd_lr", "logmel_meanstd_lr"}
+    # Calibrated on held-out actors, with the prior it was trained under (balanced weights: uniform).
+    assert 0.25 <= float(head.tensors["temperature"][0]) <= 4.0
+    nll_before, nll_after = info["hyperparameters"]["out_of_fold_nll"]
+    assert nll_after <= nll_before
+    assert info["class_prior"] == {c: round(1 / len(CLASSES), 6) for c in CLASSES}
 
 
 def test_shipped_head_on_generated_speech(speech_samples):
