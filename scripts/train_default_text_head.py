@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -29,7 +28,9 @@ import numpy as np
 from affectflow.datasets.meld import read_meld_csv
 from affectflow.extractors.base import create_extractor
 from affectflow.pipeline.label.default_model import CLASSES, HEAD_PATH, TEXT_EXTRACTOR
-from affectflow.pipeline.label.text_head import TextEmotionHead, l2_normalize, softmax
+from affectflow.pipeline.label.calibration import (expected_calibration_error, fit_temperature,
+                                                   negative_log_likelihood, softmax)
+from affectflow.pipeline.label.text_head import TextEmotionHead, l2_normalize
 from affectflow.pipeline.train.metrics import classification_metrics
 
 SPLIT_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
@@ -84,29 +85,6 @@ class TextEmbedder:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.save(path, embeddings)
         return embeddings
-
-
-def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean -log p(true class): probs [N, C], labels [N]."""
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE of the top-class confidence over equal-width bins: probs [N, C], labels [N]."""
-    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    total = 0.0
-    for low, high in zip(edges[:-1], edges[1:]):
-        inside = (confidence > low) & (confidence <= high)
-        if inside.any():
-            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(total)
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The softmax temperature minimising NLL on (logits [N, C], labels [N]), by grid search."""
-    grid = np.exp(np.linspace(np.log(0.25), np.log(4.0), 61))
-    return float(min(grid, key=lambda t: negative_log_likelihood(softmax(logits / t), labels)))
 
 
 def fit_candidates(x_train, y_train, x_dev, y_dev) -> list[Candidate]:

@@ -1,15 +1,19 @@
-"""The offline default labeller: real pretrained components only, 7 MELD/FER classes.
+"""The offline default labeller: real pretrained components only, 7 MELD/FER classes, all three modalities.
 
-- Vision: the FER2013 mini-Xception port on MTCNN face crops; per-frame expression probabilities are
-  averaged over the face frames of the span (FER's angry/happy/sad map to anger/joy/sadness).
+- Audio: Whisper tiny.en encoder frames (CTranslate2, the bundled ASR model; `extractors/whisper.py`) ->
+  the speech-emotion head trained on RAVDESS by `scripts/train_default_audio_head.py`
+  (`audio_head.AudioEmotionHead`; CC BY-NC-SA 4.0: non-commercial use). Frames of the span are pooled.
 - Text: the real all-MiniLM-L6-v2 sentence embedding (mean of the last layer over tokens, L2-normalised by
   the head) -> a temperature-calibrated linear emotion head (`text_head.TextEmotionHead`) trained by
-  `scripts/train_default_text_head.py` on the real MELD train annotations and selected on MELD dev (the
-  head file and its provenance JSON, with the MELD train `class_prior`, ship with the package).
-- Audio: no pretrained speech-emotion weights can be had offline, so audio carries no emotion evidence;
-  it decides `has_audio` and feeds the ASR that produces the transcript.
-- Fusion of present modalities: weighted log-linear pooling,
-  p(c) ∝ Π_m p_m(c)^{w_m}, with w_text and w_vision stored in the head's JSON (see README for values).
+  `scripts/train_default_text_head.py` on the real MELD train annotations and selected on MELD dev.
+- Vision: the FER2013 mini-Xception port on MTCNN face crops; per-frame expression probabilities are
+  averaged over the face frames of the span (FER's angry/happy/sad map to anger/joy/sadness).
+- Fusion of the present modalities: a product of experts with the class prior counted once
+  (`experts.product_of_experts`): p(c | x) ∝ pi(c) Π_m [p_m(c | x_m) / pi_m(c)]^{w_m}, where pi_m is the
+  prior each expert was trained under (RAVDESS, MELD train, FER2013 train), the target prior pi is MELD
+  train's (the text head's), and w_m = 1 (stated, not fitted: no corpus here has all three modalities).
+  Each expert is calibrated on its own validation data (text: MELD dev temperature; audio: temperature on
+  the validation actors); FER's softmax is used as published. Missing modalities drop out of the product.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import torch
 
 from affectflow.extractors.base import create_extractor
 from affectflow.extractors.fer import FER_CLASSES, fer_probabilities, load_fer_model
+from affectflow.pipeline.label.audio_head import AUDIO_HEAD_PATH, AudioEmotionHead
 from affectflow.pipeline.label.evidence import ClipEvidence
+from affectflow.pipeline.label.experts import normalize_prior, product_of_experts
 from affectflow.pipeline.label.labeler import SpanPrediction
 from affectflow.pipeline.label.text_head import TextEmotionHead
 
@@ -32,16 +38,10 @@ FER_TO_CLASSES = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy
 HEAD_PATH = Path(__file__).with_name("default_text_head.safetensors")
 HEAD_INFO_PATH = Path(__file__).with_name("default_text_head.json")
 TEXT_EXTRACTOR = {"name": "hf_text", "config": {"model": "minilm", "layers": "last"}}
-
-
-def log_linear_pool(posteriors: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
-    """p(c) ∝ Π_m p_m(c)^{w_m} over the given modalities: posteriors {m: [C]} -> [C] summing to 1."""
-    if not posteriors:
-        raise ValueError("log_linear_pool needs at least one modality posterior")
-    log_total = sum(weights.get(m, 1.0) * np.log(np.clip(p, 1e-8, 1.0)) for m, p in posteriors.items())
-    log_total = log_total - log_total.max()
-    pooled = np.exp(log_total)
-    return (pooled / pooled.sum()).astype(np.float64)
+AUDIO_EXTRACTOR = {"name": "whisper", "config": {}}
+# FER2013's training split (Goodfellow et al. 2013), the prior the FER model's softmax was trained under:
+FER2013_TRAIN_COUNTS = {"anger": 3995, "disgust": 436, "fear": 4097, "joy": 7215, "neutral": 4965,
+                        "sadness": 4830, "surprise": 3171}
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,17 @@ class DefaultClipState:
     frames (rows follow `evidence.faces.crops`), None when the clip has no face."""
 
     vision_frame_probs: np.ndarray | None
+    audio_frames: np.ndarray | None = None
+    audio_times: np.ndarray | None = None
+
+    def audio_frames_between(self, start: float, end: float | None) -> np.ndarray | None:
+        """Whisper encoder frames [K, D] whose centre lies in [start, end); None without audio or frames."""
+        if self.audio_frames is None:
+            return None
+        keep = self.audio_times >= start - 1e-6
+        if end is not None:
+            keep &= self.audio_times < end
+        return self.audio_frames[keep] if keep.any() else None
 
     def frame_probs_between(self, evidence: ClipEvidence, start: float, end: float | None) -> np.ndarray | None:
         """The rows of the face frames in [start, end) ([K, C]; K may be 0), None without faces."""
@@ -59,18 +70,25 @@ class DefaultClipState:
 
 
 class DefaultLabeler:
-    """FER vision + MiniLM text head, fused by weighted log-linear pooling (see module docstring)."""
+    """Whisper speech head + MiniLM text head + FER vision, fused as a product of experts (module docstring)."""
 
     class_names = CLASSES
-    modalities = ("t", "v")
+    modalities = ("a", "t", "v")
     face_crop_size = 96
 
-    def __init__(self, device: torch.device | str = "cpu", head_path: str | Path = HEAD_PATH) -> None:
+    def __init__(self, device: torch.device | str = "cpu", head_path: str | Path = HEAD_PATH,
+                 audio_head_path: str | Path = AUDIO_HEAD_PATH, weights: dict[str, float] | None = None) -> None:
         self.device = torch.device(device)
         self.head = TextEmotionHead.load(head_path, expected_classes=CLASSES)
-        self.weights = {"t": float(self.head.info.get("weight_text", 1.0)),
-                        "v": float(self.head.info.get("weight_vision", 1.0))}
+        self.audio_head = AudioEmotionHead.load(audio_head_path)
+        if self.audio_head.classes != CLASSES:
+            raise ValueError(f"{audio_head_path}: audio head classes {self.audio_head.classes} differ from {CLASSES}")
+        self.weights = {"a": 1.0, "t": 1.0, "v": 1.0, **(weights or {})}
+        self.priors = {"a": audio_head_prior(self.audio_head), "t": normalize_prior(self.head.class_prior, "text prior"),
+                       "v": normalize_prior([FER2013_TRAIN_COUNTS[c] for c in CLASSES], "FER2013 prior")}
+        self.target_prior = self.priors["t"]
         self.text_extractor = create_extractor(TEXT_EXTRACTOR["name"], device=self.device, **TEXT_EXTRACTOR["config"])
+        self.audio_extractor = create_extractor(AUDIO_EXTRACTOR["name"], device=self.device, **AUDIO_EXTRACTOR["config"])
         self.fer_model = load_fer_model(device=self.device)
         self._fer_order = [FER_CLASSES.index(next(k for k, v in FER_TO_CLASSES.items() if v == c)) for c in CLASSES]
 
@@ -91,21 +109,47 @@ class DefaultLabeler:
             return np.zeros((0, len(CLASSES)), np.float32)
         return fer_probabilities(crops, model=self.fer_model)[:, self._fer_order]
 
+    def audio_posterior(self, frames: np.ndarray | None) -> np.ndarray | None:
+        """[C] class probabilities of a span's Whisper frames [K, D], or None without frames."""
+        if frames is None or len(frames) == 0:
+            return None
+        return self.audio_head.probabilities([frames])[0]
+
     def prepare(self, evidence: ClipEvidence) -> DefaultClipState:
-        """Once per clip: FER probabilities of every face frame, shared by the span predictions."""
-        if not evidence.has_vision:
-            return DefaultClipState(None)
-        return DefaultClipState(self.vision_frame_posteriors(evidence.faces.crops))
+        """Once per clip: FER probabilities of every face frame and the Whisper frames of the whole track."""
+        vision = self.vision_frame_posteriors(evidence.faces.crops) if evidence.has_vision else None
+        if not evidence.has_audio:
+            return DefaultClipState(vision)
+        sequence = self.audio_extractor.extract(evidence.audio.samples)
+        if sequence.is_missing:
+            return DefaultClipState(vision)
+        return DefaultClipState(vision, sequence.values[sequence.mask], sequence.times[sequence.mask])
 
     def predict(self, evidence: ClipEvidence, state: DefaultClipState, start: float,
                 end: float | None) -> SpanPrediction:
-        """Class probabilities for the span [start, end) of a clip's evidence, fused over text and vision."""
+        """Class probabilities for the span [start, end) of a clip's evidence, fused over the present modalities."""
         per_modality: dict[str, np.ndarray] = {}
+        audio_probs = self.audio_posterior(state.audio_frames_between(start, end))
+        if audio_probs is not None:
+            per_modality["a"] = audio_probs
         text_probs = self.text_posterior(evidence.text_between(start, end))
         if text_probs is not None:
             per_modality["t"] = text_probs
         frame_probs = state.frame_probs_between(evidence, start, end)
         if frame_probs is not None and len(frame_probs):
             per_modality["v"] = frame_probs.mean(axis=0)
-        fused = log_linear_pool(per_modality, self.weights) if per_modality else None
+        if not per_modality:
+            return SpanPrediction(None, per_modality)
+        fused = product_of_experts(per_modality, self.priors, self.target_prior, self.weights)
         return SpanPrediction(fused, per_modality)
+
+
+def audio_head_prior(head: AudioEmotionHead) -> np.ndarray:
+    """The class prior the speech head was trained under: its recorded `class_prior` (CLASSES order)."""
+    prior = head.info.get("class_prior")
+    if prior is None:
+        raise ValueError("the audio head's JSON records no class_prior; retrain it with "
+                         "scripts/train_default_audio_head.py")
+    if isinstance(prior, dict):
+        prior = [prior[c] for c in CLASSES]
+    return normalize_prior(prior, "audio head prior")

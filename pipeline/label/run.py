@@ -68,8 +68,8 @@ def make_collector(options: LabelingOptions, labeler: Labeler) -> EvidenceCollec
 def output_columns(class_names: tuple[str, ...], modalities: tuple[str, ...], per_modality: bool) -> list[str]:
     """Row columns: clip, label, prob_<class>..., flags, then window bounds (and per-modality probs)."""
     columns = ["clip", "label"] + [f"prob_{c}" for c in class_names]
-    columns += ["has_audio", "has_text", "has_vision", "face_frames_ratio", "transcript_source", "duration_s",
-                "error", "window_start", "window_end"]
+    columns += ["has_audio", "has_text", "has_vision", "face_frames_ratio", "transcript_source", "transcript",
+                "duration_s", "error", "window_start", "window_end"]
     if per_modality:
         columns += [f"prob_{MODALITY_NAMES[m]}_{c}" for m in modalities for c in class_names]
     return columns
@@ -78,7 +78,8 @@ def output_columns(class_names: tuple[str, ...], modalities: tuple[str, ...], pe
 def _prediction_row(clip: str, evidence: ClipEvidence, prediction: SpanPrediction, class_names: tuple[str, ...],
                     start: float | None, end: float | None) -> dict[str, Any]:
     """The output row of one span (start None = the file-level row): label, probabilities, error."""
-    row: dict[str, Any] = {"clip": clip, "window_start": start, "window_end": end}
+    row: dict[str, Any] = {"clip": clip, "window_start": start, "window_end": end,
+                           "transcript": evidence.text_between(start or 0.0, end) or ""}
     if prediction.probs is None:
         row["label"] = None
         row["error"] = "no usable modality in this span (no face, no speech/transcript)" if start is not None else \
@@ -123,7 +124,7 @@ def label_clip(path: Path, clip: str, collector: EvidenceCollector, labeler: Lab
         return rows
     except (MediaError, TranscriptError, AffectflowError, ValueError) as error:
         return [{"clip": clip, "label": None, "error": f"{type(error).__name__}: {error}", "transcript_source": "none",
-                 "has_audio": False, "has_text": False, "has_vision": False}]
+                 "transcript": "", "has_audio": False, "has_text": False, "has_vision": False}]
 
 
 def open_output(videos: Path, out: str | Path, class_names: tuple[str, ...], modalities: tuple[str, ...],

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from affectflow.pipeline.label.calibration import softmax
+
 INPUT_NORMALIZATIONS = ("none", "l2")
 
 
@@ -20,13 +22,6 @@ def l2_normalize(embeddings: np.ndarray) -> np.ndarray:
     """Rows scaled to unit Euclidean norm: [N, D] -> [N, D] (an all-zero row stays zero)."""
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
     return embeddings / np.maximum(norms, 1e-12)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax: [N, C] -> [N, C] probabilities."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 @dataclass

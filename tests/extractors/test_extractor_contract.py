@@ -28,6 +28,7 @@ FACTORIES: dict[str, Callable[[dict], Extractor]] = {
     "hf_text": lambda models: create_extractor("hf_text", model=str(models["bert"])),
     "hf_vision": lambda models: create_extractor("hf_vision", model=str(models["vit"])),
     "manet": lambda models: create_extractor("manet", checkpoint=str(_random_manet_checkpoint(models))),
+    "whisper": lambda models: create_extractor("whisper", model=str(_tiny_whisper_folder(models))),
 }
 NAMES = list_extractors()
 
@@ -42,6 +43,15 @@ def _random_manet_checkpoint(models: dict):
 
     torch.manual_seed(0)
     return save_manet_checkpoint(MANet(), Path(next(iter(models.values()))).parent / "manet_random.pth")
+
+
+def _tiny_whisper_folder(models: dict):
+    """A tiny random-weight Whisper in CTranslate2 format, converted beside the tiny models."""
+    from pathlib import Path
+
+    from affectflow.pipeline.testing.whisper import save_tiny_whisper_model
+
+    return save_tiny_whisper_model(Path(next(iter(models.values()))).parent / "whisper_tiny")
 
 
 BAD_INPUTS = {"a": [np.zeros((2, 800), np.float32), np.zeros(800, np.int16)], "t": [42],

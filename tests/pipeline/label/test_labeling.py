@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from affectflow.pipeline.label.default_model import CLASSES, log_linear_pool
+from affectflow.pipeline.label.default_model import CLASSES
 from affectflow.pipeline.label.report import plot_name
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -84,6 +84,21 @@ def test_flags_and_errors(labeled):
     assert no_face["face_frames_ratio"] == 0.0
     wav = rows.loc["speech.wav"]
     assert wav["has_audio"] and not wav["has_vision"] and wav["has_text"]
+    assert no_face["transcript"] == "I\u2019m furious \u2014 this is awful!"  # the text that was used
+    assert talking["transcript"].strip() and wav["transcript"].strip()  # ASR output
+    assert rows.loc["silent.mp4", "transcript"] in ("", None) or pd.isna(rows.loc["silent.mp4", "transcript"])
+
+
+def test_the_voice_is_heard(labeled):
+    """Audio is an expert of its own: per-modality audio probabilities wherever audio is usable, and the
+    audio-only file is labelled from its voice and transcript."""
+    table, _ = labeled
+    rows = table[table["window_start"].isna()].set_index("clip")
+    audio_columns = [f"prob_audio_{c}" for c in CLASSES]
+    for clip in ("talking_face.mp4", "speech.wav", "nested/deeper/no_face.mp4"):
+        np.testing.assert_allclose(rows.loc[clip, audio_columns].sum(), 1.0, atol=1e-4)
+    assert rows.loc[["no_audio.mp4", "silent.mp4"], audio_columns].isna().all().all()
+    assert rows.loc["speech.wav", "label"] in CLASSES
     for bad in ("truncated.mp4", "zero_bytes.mp4", "text_named.mp4"):
         assert "MediaError" in rows.loc[bad, "error"] and pd.isna(rows.loc[bad, "label"])
     assert "empty" in rows.loc["zero_bytes.mp4", "error"]
@@ -146,15 +161,6 @@ def test_bad_arguments_exit_2(tmp_path):
     folder.mkdir()
     result = _run(["--videos", str(folder), "--checkpoint", str(tmp_path / "no_bundle")])
     assert result.returncode == 2 and "checkpoint" in result.stderr
-
-
-def test_log_linear_pool():
-    pooled = log_linear_pool({"t": np.array([0.5, 0.5]), "v": np.array([0.9, 0.1])}, {"t": 1.0, "v": 1.0})
-    np.testing.assert_allclose(pooled, [0.9, 0.1])
-    weighted = log_linear_pool({"t": np.array([0.2, 0.8]), "v": np.array([0.8, 0.2])}, {"t": 2.0, "v": 1.0})
-    assert weighted[1] > weighted[0] and weighted.sum() == pytest.approx(1.0)
-    with pytest.raises(ValueError):
-        log_linear_pool({}, {})
 
 
 def test_engine_ray_from_the_command_line(tmp_path, media):

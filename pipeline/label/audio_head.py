@@ -1,0 +1,170 @@
+"""The speech-emotion head on Whisper encoder frames: pooling, the two head kinds, load / save / predict.
+
+Trained and written by `scripts/train_default_audio_head.py` (RAVDESS by default); the shipped head
+is `default_audio_head.safetensors` + its provenance JSON beside this module. Two kinds:
+
+- "linear": mean and standard deviation of the frames ([2D]) -> standardised with the training
+  statistics -> multinomial logistic regression (weight [C, 2D], bias [C]) -> softmax / temperature.
+- "attentive": frames averaged over runs of `frame_stride` (4 = 80 ms), standardised per dimension ->
+  `AttentiveStatsPooling` (attention-weighted mean and standard deviation) -> linear layer; its torch
+  state is stored under "model.*".
+
+The RAVDESS-trained default head inherits RAVDESS's CC BY-NC-SA 4.0 licence: non-commercial use only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from affectflow.pipeline.label.calibration import softmax
+
+AUDIO_HEAD_PATH = Path(__file__).with_name("default_audio_head.safetensors")
+AUDIO_HEAD_INFO_PATH = AUDIO_HEAD_PATH.with_suffix(".json")
+HEAD_KINDS: tuple[str, ...] = ("linear", "attentive")
+
+
+def mean_std_pool(values: np.ndarray) -> np.ndarray:
+    """Frames [T, D] -> [2D]: the mean then the (population) standard deviation over frames."""
+    if values.ndim != 2 or values.shape[0] == 0:
+        raise ValueError(f"mean_std_pool needs frames [T>0, D], got shape {values.shape}")
+    values = values.astype(np.float64)
+    return np.concatenate([values.mean(axis=0), values.std(axis=0)]).astype(np.float32)
+
+
+def average_frames(values: np.ndarray, stride: int) -> np.ndarray:
+    """Frames [T, D] -> [ceil(T / stride), D]: the mean of each run of `stride` frames (the last may be shorter)."""
+    if stride <= 1:
+        return values.astype(np.float32)
+    count = -(-values.shape[0] // stride)
+    padded = np.zeros((count * stride, values.shape[1]), np.float64)
+    padded[:values.shape[0]] = values
+    sizes = np.full(count, stride, np.float64)
+    sizes[-1] = values.shape[0] - (count - 1) * stride
+    return (padded.reshape(count, stride, -1).sum(axis=1) / sizes[:, None]).astype(np.float32)
+
+
+class AttentiveStatsPooling(nn.Module):
+    """Frames [B, T, D] + mask [B, T] -> logits [B, C] through attention-weighted mean and std.
+
+    Attention scores: Linear(D, hidden) -> tanh -> Linear(hidden, 1), softmax over the valid frames.
+    """
+
+    def __init__(self, input_dim: int, num_classes: int, hidden: int = 64, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.input_dim, self.num_classes, self.hidden, self.dropout_rate = input_dim, num_classes, hidden, dropout
+        self.score = nn.Sequential(nn.Linear(input_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(2 * input_dim, num_classes)
+
+    def pooled(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, T, D], [B, T] bool -> [B, 2D] attention-weighted mean and standard deviation."""
+        scores = self.score(frames).squeeze(-1).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=1).unsqueeze(-1)
+        mean = (weights * frames).sum(dim=1)
+        variance = (weights * (frames - mean.unsqueeze(1)) ** 2).sum(dim=1)
+        return torch.cat([mean, variance.clamp_min(1e-6).sqrt()], dim=-1)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.pooled(frames, mask)))
+
+
+def pad_frames(sequences: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame arrays [T_i, D] -> zero-padded [B, T_max, D] float32 and a [B, T_max] validity mask."""
+    longest = max(len(values) for values in sequences)
+    dim = sequences[0].shape[1]
+    frames = torch.zeros(len(sequences), longest, dim)
+    mask = torch.zeros(len(sequences), longest, dtype=torch.bool)
+    for row, values in enumerate(sequences):
+        frames[row, :len(values)] = torch.from_numpy(np.asarray(values, np.float32))
+        mask[row, :len(values)] = True
+    return frames, mask
+
+
+@dataclass
+class AudioEmotionHead:
+    """A trained head: `kind` ("linear" / "attentive"), its tensors, and the provenance `info` (classes...)."""
+
+    kind: str
+    tensors: dict[str, np.ndarray]
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEAD_KINDS:
+            raise ValueError(f"audio head kind must be one of {HEAD_KINDS}, got {self.kind!r}")
+        self._model: AttentiveStatsPooling | None = None
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names in output order (from the provenance info)."""
+        return tuple(self.info["classes"])
+
+    @property
+    def input_dim(self) -> int:
+        """Frame width D the head expects (384 for Whisper tiny.en)."""
+        return int(self.tensors["frame_mean"].shape[0])
+
+    @classmethod
+    def load(cls, path: str | Path = AUDIO_HEAD_PATH) -> "AudioEmotionHead":
+        """Load the head (safetensors) and its provenance JSON beside it (same stem, .json)."""
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        info_path = path.with_suffix(".json")
+        if not path.is_file() or not info_path.is_file():
+            raise FileNotFoundError(f"audio head {path} (+ {info_path.name}) not found; rebuild it with "
+                                    "scripts/train_default_audio_head.py")
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        head = cls(info["kind"], load_file(str(path)), info)
+        if len(head.classes) != head.tensors["bias"].shape[0]:
+            raise ValueError(f"{path}: {len(head.classes)} classes in the JSON, {head.tensors['bias'].shape[0]} outputs")
+        return head
+
+    def save(self, path: str | Path) -> None:
+        """Write the tensors as safetensors and `info` (+ kind) as the JSON beside them."""
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.tensors.items()}, str(path))
+        info = {**self.info, "kind": self.kind}
+        path.with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def logits(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Frame arrays [T_i, D] (one per clip) -> logits [N, C] (before the temperature)."""
+        for values in sequences:
+            if values.ndim != 2 or values.shape[1] != self.input_dim or values.shape[0] == 0:
+                raise ValueError(f"audio head expects frames [T>0, {self.input_dim}], got shape {values.shape}")
+        if self.kind == "linear":
+            pooled = np.stack([mean_std_pool(values) for values in sequences])
+            standard = (pooled - self.tensors["mean"]) / self.tensors["scale"]
+            return standard @ self.tensors["weight"].T + self.tensors["bias"]
+        frames, mask = pad_frames([self.standardise_frames(values) for values in sequences])
+        with torch.inference_mode():
+            return self.attentive_model()(frames, mask).numpy()
+
+    def probabilities(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Frame arrays [T_i, D] -> class probabilities [N, C] in `classes` order."""
+        temperature = float(self.tensors.get("temperature", np.ones(1))[0])
+        return softmax(self.logits(sequences) / temperature)
+
+    def standardise_frames(self, values: np.ndarray) -> np.ndarray:
+        """Frames [T, D] averaged over `frame_stride` and standardised with the training frames' statistics."""
+        stride = int(self.tensors.get("frame_stride", np.ones(1))[0])
+        return ((average_frames(values, stride) - self.tensors["frame_mean"]) / self.tensors["frame_scale"]).astype(np.float32)
+
+    def attentive_model(self) -> AttentiveStatsPooling:
+        """The attentive head as a torch module in eval mode (built once from the "model.*" tensors)."""
+        if self._model is None:
+            state = {k[len("model."):]: torch.from_numpy(v) for k, v in self.tensors.items() if k.startswith("model.")}
+            model = AttentiveStatsPooling(self.input_dim, int(state["classifier.bias"].shape[0]),
+                                          hidden=int(state["score.0.bias"].shape[0]))
+            model.load_state_dict(state)
+            self._model = model.eval()
+        return self._model

