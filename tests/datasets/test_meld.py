@@ -174,7 +174,8 @@ def test_cli_prepare_meld(meld_root, tmp_path, capsys):
     assert read_manifest(out / "manifest.parquet")["split"].tolist() == ["valid", "valid", "test"]
     assert (out / "manifest.csv").is_file() and (out / "report.json").is_file()
     assert affectflow_main(["prepare", "meld", "--root", str(meld_root), "--out", str(out), "--label-set", "6"]) == 2
-    assert "--label-set applies to iemocap only" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "--label-set applies to iemocap" in error and "not meld" in error
     assert affectflow_main(["prepare", "meld", "--root", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
 
 
