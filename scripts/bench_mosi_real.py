@@ -36,7 +36,7 @@ not one model per condition. SDUMC's paper schedule is "full" (its double flow d
 model), so it trains once. Baselines (late / early fusion, MulT): Adam 1e-3, 12 epochs, patience 4, the
 random schedule. Every model at its `tiny_config()` (dqf max_length 128 so a whole video fits), batch 32
 utterances / 4 videos unless the recipe says otherwise, one torch thread per job. The default run (8
-models x 2 levels x 2 arms x 3 seeds, --jobs 2) took about 30 minutes on 2 shared CPU cores.
+models x 2 levels x 2 arms x 3 seeds, --jobs 2) took 23 minutes on 2 shared CPU cores.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def overrides(model: str, level: str, budget: float) -> tuple[dict, list[str]]:
     if level == "conversation" and run.batch_size > CONVERSATION_BATCH:
         items["batch_size"] = CONVERSATION_BATCH
         reasons.append(f"batch {run.batch_size} -> {CONVERSATION_BATCH} videos: MOSI has 53 train videos, "
-                       f"batch {run.batch_size} would be {math.ceil(53 / run.batch_size)} steps per epoch")
+                       f"batch {run.batch_size} would be {math.ceil(53 / run.batch_size)} step(s) per epoch")
     return items, reasons
 
 
