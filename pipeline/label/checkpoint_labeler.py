@@ -32,9 +32,9 @@ def refuse_imported_features(bundle: str | Path, specs: dict) -> None:
     if imported:
         names = ", ".join(sorted(spec.name for spec in imported.values()))
         raise ImportedFeaturesError(
-            f"{bundle} was trained on imported features ({names}; `affectflow import-features`) and cannot label "
-            f"raw media: no extractor computes those features from a recording (use `affectflow evaluate` on "
-            f"imported features, or train on features from `affectflow extract`)")
+            f"the bundle {Path(bundle).name!r} was trained on imported features ({names}; `affectflow "
+            f"import-features`) and cannot label raw media: no extractor computes those features from a recording "
+            f"(use `affectflow evaluate` on imported features, or train on features from `affectflow extract`)")
 
 
 class CheckpointLabeler:
