@@ -9,8 +9,7 @@ Data: the declare-lab CSV features of ../shared/data/cmu-mosi-features (text 100
 video 100-d; published 1,447 / 752 speaker-independent split) and the continuous labels of
 ../shared/data/cmu-mosi/label.csv, imported once with `affectflow import-features` into --prepared
 (reused when there); validation = 15% of the train videos (seed 0, stratified by the binary label),
-never test. The 4 utterances
-without a continuous label (3 train, 1 test) are left out, so test has 751 utterances.
+never test. The 4 utterances without a continuous label (3 train, 1 test) are left out, so test has 751.
 
 Task: sentiment regression (L1, the MMSA convention). Binary accuracy and F1 (weighted) are "has-0"
 (>= 0 positive), which is exactly the published binary label of every scored utterance; Acc2 non-0,
