@@ -14,11 +14,27 @@ import numpy as np
 import torch
 
 from affectflow.extractors.base import extractor_from_spec
+from affectflow.pipeline.imports.writer import IMPORTED_PREFIX
 from affectflow.pipeline.core.names import IGNORE_INDEX
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.labeler import SpanPrediction
 from affectflow.pipeline.train.checkpoint import load_bundle
 from affectflow.pipeline.train.data import Item, collate
+
+
+class ImportedFeaturesError(ValueError):
+    """A bundle trained on imported (published) features: no extractor exists to compute them from media."""
+
+
+def refuse_imported_features(bundle: str | Path, specs: dict) -> None:
+    """Raise ImportedFeaturesError (one line) when any of the bundle's feature specs is an imported store."""
+    imported = {m: spec for m, spec in specs.items() if spec.name.startswith(f"{IMPORTED_PREFIX}:")}
+    if imported:
+        names = ", ".join(sorted(spec.name for spec in imported.values()))
+        raise ImportedFeaturesError(
+            f"the bundle {Path(bundle).name!r} was trained on imported features ({names}; `affectflow "
+            f"import-features`) and cannot label raw media: no extractor computes those features from a recording "
+            f"(use `affectflow evaluate` on imported features, or train on features from `affectflow extract`)")
 
 
 class CheckpointLabeler:
@@ -41,6 +57,7 @@ class CheckpointLabeler:
         self.model.eval()
         self.class_names = tuple(self.info.class_names)
         self.modalities = tuple(self.info.task_spec.modalities)
+        refuse_imported_features(bundle, self.info.extractor_specs)
         self.extractors = {}
         for modality in self.modalities:
             spec = self.info.extractor_specs.get(modality)

@@ -32,13 +32,23 @@ def test_rate_patterns_are_seeded_never_empty_and_near_the_rate(bench):
     assert (bench.rate_pattern("a_1", 0.5, 3) == bench.rate_pattern("a_1", 0.5, 3)).all()
 
 
-def test_every_recipe_names_a_registered_schedule(bench):
+def test_paper_models_run_their_paper_recipe_and_every_override_is_explained(bench):
     from affectflow.fusion.registry import list_fusions
+    from affectflow.pipeline.train.recipes import PAPER_RECIPES
     from affectflow.pipeline.train.schedules import make_schedule
 
     for model in list_fusions():
-        assert bench.recipe(model, "full", "utterance", 3)["schedule"] == "full"
-        make_schedule(bench.recipe(model, "missing", "conversation", 3)["schedule"])
+        assert bench.recipe(model, "full", "utterance", 0.1)["schedule"] == "full"
+        missing = bench.recipe(model, "missing", "conversation", 0.1)
+        if model in PAPER_RECIPES:
+            assert missing["recipe"] == "paper" and missing["budget"] == 0.1 and "schedule" not in missing
+            items, reasons = bench.overrides(model, "conversation", 0.1)
+            assert len(reasons) >= len(set(items) - {"optimizer"})  # one reason per replaced item
+        else:
+            make_schedule(missing["schedule"])
+    lines = "\n".join(bench.describe_recipes(["dqf", "cmarr", "momke", "sdumc"], ["utterance"], 0.1))
+    assert "optimizer SGD lr 1e-05 -> Adam lr 0.001" in lines and "lr 1e-05 -> 0.001" in lines
+    assert "no-condition recipe" in lines and "budget 0.1" in lines and "not run twice" in lines
 
 
 def test_a_short_run_on_a_generated_tree_prints_the_table(bench, tmp_path, capsys):
@@ -47,12 +57,15 @@ def test_a_short_run_on_a_generated_tree_prints_the_table(bench, tmp_path, capsy
     (data / "cmu-mosi").mkdir()
     shutil.move(data / "cmu-mosi-features" / "label.csv", data / "cmu-mosi" / "label.csv")
     code = bench.main(["--data", str(data), "--prepared", str(tmp_path / "prepared"), "--out", str(tmp_path / "runs"),
-                       "--models", "late_fusion", "--seeds", "1", "--budget", "1", "--jobs", "1"])
+                       "--models", "late_fusion", "sdumc", "--seeds", "1", "--budget", "0.01", "--jobs", "1",
+                       "--levels", "conversation"])
     assert code == 0
     output = capsys.readouterr().out
-    assert "| logistic regression (floor) | utterance | full |" in output
+    assert "| logistic regression (floor) | utterance | full |" in output and "lr 0.0001 -> 0.001" in output
     assert "| late_fusion | conversation | random |" in output and "η=0.7" in output
     results = json.loads((tmp_path / "runs" / "results.json").read_text())
-    assert [(u["level"], u["kind"]) for u in results["units"]] == [
-        ("utterance", "full"), ("utterance", "missing"), ("conversation", "full"), ("conversation", "missing")]
+    assert [(u["model"], u["kind"]) for u in results["units"]] == [
+        ("late_fusion", "full"), ("late_fusion", "missing"), ("sdumc", "missing")]
+    assert results["units"][2]["recipe"] == "paper" and results["units"][2]["epochs_per_stage"] == {"main": 1}
+    assert "| sdumc | conversation | full (text dropped inside the model) |" in output
     assert set(results["units"][0]["fixed"]) >= {"atv", "a", "avg_incomplete"}

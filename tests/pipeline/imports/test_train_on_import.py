@@ -27,6 +27,15 @@ def test_cli_import_then_train_and_evaluate_a_tiny_model(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--manifest", str(manifest), "--features",
                  str(features), "--no-progress", "--out", str(tmp_path / "report")]) == 0
     assert "atv" in json.loads((tmp_path / "report" / "report.json").read_text())["models"]["late_fusion"]["fixed"]
+    capsys.readouterr()
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    assert main(["label", "--videos", str(videos), "--checkpoint", str(tmp_path / "run" / "best"), "--out",
+                 str(tmp_path / "labels.csv"), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "trained on imported features" in error and "cannot label raw media" in error
+    assert "imported:declare-lab-csv" in error and "UnknownNameError" not in error
 
 
 def test_cli_refuses_a_malicious_pickle_with_exit_code_2(tmp_path, capsys):
