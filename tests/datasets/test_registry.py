@@ -9,7 +9,7 @@ from affectflow.datasets.meld import prepare_meld
 
 
 def test_builtin_recipes_are_registered_case_insensitively():
-    assert list_recipes() == ["iemocap", "meld", "mosei", "mosi"] == list(RECIPES)
+    assert list_recipes() == ["iemocap", "meld", "mosei", "mosi", "ravdess"] == list(RECIPES)
     assert get_recipe("MELD") is prepare_meld and " Meld " in RECIPES
 
 
@@ -21,7 +21,7 @@ def test_options_come_from_the_recipe_signatures():
 def test_unknown_corpus_and_foreign_options_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown corpus 'meldd' \\(did you mean 'meld'"):
         prepare_corpus("meldd", tmp_path)
-    with pytest.raises(ValueError, match="'label_set' applies to iemocap only, not meld"):
+    with pytest.raises(ValueError, match="'label_set' applies to iemocap, ravdess only, not meld"):
         prepare_corpus("meld", tmp_path, label_set="6")
     with pytest.raises(ValueError, match="'colour' is not a recipe option"):
         prepare_corpus("mosi", tmp_path, colour="red")
