@@ -28,7 +28,7 @@ class ImportedFeaturesError(ValueError):
 
 def refuse_imported_features(bundle: str | Path, specs: dict) -> None:
     """Raise ImportedFeaturesError (one line) when any of the bundle's feature specs is an imported store."""
-    imported = {m: spec for m, spec in specs.items() if spec.name.startswith(f"{IMPORTED_PREFIX}:")}
+    imported = {m: spec for m, spec in specs.items() if spec is not None and spec.name.startswith(f"{IMPORTED_PREFIX}:")}
     if imported:
         names = ", ".join(sorted(spec.name for spec in imported.values()))
         raise ImportedFeaturesError(
