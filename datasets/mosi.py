@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from affectflow.pipeline.core.errors import AffectflowError
 from affectflow.datasets.common import CorpusLayoutError, PreparedCorpus, finish_corpus, require_root, text_only_manifest
 from affectflow.datasets.labels import load_folds, read_csd, read_mmsa_rows
 from affectflow.datasets.text import decode_annotation_bytes
@@ -114,7 +115,12 @@ class _MosiMedia:
             return self.files[FULL_AUDIO_DIR][video_id], span, False
         if video_id in self.files[FULL_VIDEO_DIR]:
             return self.files[FULL_VIDEO_DIR][video_id], None, True
-        return self.root / SEGMENTED_VIDEO_DIR / f"{segment_name}.mp4", None, False
+        expected = self.root / SEGMENTED_VIDEO_DIR / f"{segment_name}.mp4"
+        if not expected.resolve().is_relative_to((self.root / SEGMENTED_VIDEO_DIR).resolve()):
+            # An id such as "../../outside/secret" or "/abs/path" must never point media outside the corpus.
+            raise AffectflowError(f"mosi: segment id {segment_name!r} would place its media at {expected}, outside "
+                                  f"{self.root / SEGMENTED_VIDEO_DIR}; fix the id in the labels file")
+        return expected, None, False
 
     def unannotated(self, segments: set[tuple[str, str]]) -> list[str]:
         """Media files that no labelled segment uses."""

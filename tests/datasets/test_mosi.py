@@ -12,6 +12,7 @@ from affectflow.datasets.mmsa import read_mmsa_label_csv
 from affectflow.datasets.mosi import prepare_mosi
 from affectflow.pipeline.testing.datasets import make_corpus_media, place, write_csd
 from affectflow.pipeline.cli.main import main as affectflow_main
+from affectflow.pipeline.core.errors import AffectflowError
 from affectflow.pipeline.core.manifest import read_manifest
 
 LABEL_CSV = """id,text,label,mode
@@ -119,3 +120,14 @@ def test_real_mosi_label_csv(shared_data, tmp_path, capsys):
     assert "mosi: 2195 segments" in capsys.readouterr().out
     prepared = prepare_corpus("mosi", path.parent, allow_missing_media=True, probe=False)
     assert prepared.report.counts["split"] == {"train": 1281, "valid": 229, "test": 685}
+
+
+@pytest.mark.parametrize("video_id", ["../../../../outside/secret", "/etc/secret"])
+def test_media_paths_cannot_leave_the_root(mosi_root, tmp_path, video_id):
+    """Issue 16 D7: an id that walks out of --root (or is absolute) is refused, naming the id."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    labels = tmp_path / "label.csv"
+    labels.write_text(f"video_id,clip_id,text,label,mode\n{video_id},1,words,1.0,train\n", encoding="utf-8")
+    with pytest.raises(AffectflowError, match="outside"):
+        prepare_mosi(mosi_root, tmp_path / "out", labels=labels)
