@@ -25,7 +25,7 @@ from affectflow.pipeline.core.devices import to_device
 from affectflow.pipeline.core.records import FeatureSequence
 
 from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
-from affectflow.extractors.hf_common import PretrainedEncoder, normalize_layers, select_layers, silence_reason, to_numpy
+from affectflow.extractors.hf_common import PretrainedEncoder, normalize_layers, select_layers, missing_audio, to_numpy
 
 
 PADDING_SENSITIVE = frozenset({"data2vec-audio"})
@@ -124,10 +124,8 @@ class HFAudioExtractor(PretrainedEncoder, Extractor):
         results: list[FeatureSequence | None] = [None] * len(items)
         chunk_samples = int(round(self.config.chunk_seconds * self.sample_rate))
         for index, item in enumerate(items):
-            self.check_input(item)
-            reason = silence_reason(item)
-            if reason is not None:
-                results[index] = FeatureSequence.missing(self.output_dim, self.extractor_id, reason)
+            results[index] = missing_audio(self, item)
+            if results[index] is not None:
                 continue
             for start, end in split_chunks(item.size, chunk_samples):
                 piece = item[start:end]

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from affectflow.pipeline.core.records import FeatureSequence
+
 LAYER_CHOICES: tuple[str, ...] = ("last", "last4", "mean")
 PRECISIONS: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SILENCE_PEAK = 1e-4
@@ -90,6 +92,14 @@ def silence_reason(samples: np.ndarray | None) -> str | None:
     if float(np.abs(samples).max()) < SILENCE_PEAK:
         return "silent audio"
     return None
+
+
+def missing_audio(extractor: Any, item: np.ndarray | None) -> FeatureSequence | None:
+    """Check `item` against `extractor`'s contract; the missing sequence for absent, empty or silent
+    audio (ValueError for NaN / inf samples), else None (the clip is usable)."""
+    extractor.check_input(item)
+    reason = silence_reason(item)
+    return None if reason is None else FeatureSequence.missing(extractor.output_dim, extractor.extractor_id, reason)
 
 
 class PretrainedEncoder:

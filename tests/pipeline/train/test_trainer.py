@@ -12,10 +12,8 @@ from safetensors.torch import load_file
 from affectflow.fusion.base import FusionModel
 from affectflow.fusion.contract import FusionOutput, TaskSpec, masked_mean
 from affectflow.fusion.registry import create_fusion
-from affectflow.pipeline.train import data
 from affectflow.pipeline.train import experiment
 from affectflow.pipeline.testing.features import make_feature_corpus
-from affectflow.pipeline.core.manifest import read_manifest
 from affectflow.pipeline.train.schedules import make_schedule
 from affectflow.pipeline.train.trainer import TrainConfig, Trainer, build_optimizer, training_loss
 
@@ -27,16 +25,6 @@ def corpus(tmp_path_factory):
     # noise 2.0 makes the task learnable but not in one epoch, so the selected epoch is informative
     return make_feature_corpus(tmp_path_factory.mktemp("corpus"), split_sizes={"train": 60, "valid": 30, "test": 30},
                                noise=2.0, seed=5)
-
-
-@pytest.fixture(scope="module")
-def table(corpus):
-    return read_manifest(corpus.manifest)
-
-
-@pytest.fixture(scope="module")
-def stores(corpus):
-    return data.open_feature_stores(corpus.features)
 
 
 @pytest.fixture(scope="module")
