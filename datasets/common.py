@@ -1,7 +1,8 @@
 """What every corpus recipe shares: the result type, layout errors, and the finishing steps.
 
 A recipe parses its raw annotations into rows (one dict per segment, manifest column names) and
-hands them to `finish_corpus`, which repairs transcripts, drops repeated ids, checks media, builds
+hands them to `finish_corpus`, which drops (and reports as `invalid_span`) rows whose time span is
+unusable, repairs transcripts, drops repeated ids, checks media, builds
 the manifest in the shared schema (`affectflow.pipeline.core.manifest`) and writes
 `manifest.parquet`, `manifest.csv` and `report.json` when an output folder is given.
 
@@ -21,6 +22,7 @@ from affectflow.pipeline.core.errors import AffectflowError
 from affectflow.pipeline.core.manifest import (
     CORE_COLUMNS, EXTRA_COLUMNS, normalize_manifest, read_manifest, write_manifest,
 )
+from affectflow.pipeline.core.spans import span_problem
 
 from affectflow.datasets.text import clean_transcript
 from affectflow.datasets.validation import MediaChecks, ProbeCache, ValidationReport, check_media
@@ -86,6 +88,20 @@ class PreparedCorpus:
     def summary(self) -> str:
         """The report's printed summary."""
         return self.report.summary()
+
+
+def drop_invalid_spans(rows: list[dict], report: ValidationReport) -> list[dict]:
+    """The rows whose (start, end) is usable; each other row is dropped and reported as `invalid_span`
+    (id and why), so one bad annotation never refuses the whole corpus."""
+    kept = []
+    for row in rows:
+        problem = span_problem(row.get("start", 0.0), row.get("end"))
+        if problem is None:
+            kept.append(row)
+        else:
+            source = row.get("_source")
+            report.add("invalid_span", row["segment_id"], problem + (f" ({source})" if source else ""))
+    return kept
 
 
 def dedupe_rows(rows: list[dict], report: ValidationReport) -> list[dict]:
@@ -169,13 +185,14 @@ def finish_corpus(corpus: str, rows: list[dict], report: ValidationReport, out: 
     """Drop repeated ids, repair text, check media, build the manifest and (with `out`) write it all.
 
     rows: one dict per segment with manifest column names; `media_path` absolute, `end` None = EOF.
+    A row whose span is unusable (`pipeline.core.spans`) is dropped and reported as `invalid_span`.
     """
     checks = checks or MediaChecks()
     if out is not None and checks.cache_path is None:
         checks = replace(checks, cache_path=Path(out) / "probe_cache.json")
     for row in rows:
         row.setdefault("corpus", corpus)
-    rows = dedupe_rows(rows, report)
+    rows = dedupe_rows(drop_invalid_spans(rows, report), report)
     clean_rows_text(rows, report)
     check_media(rows, report, checks, ProbeCache(checks.cache_path))
     rows = _drop(rows, report, checks.drop)
@@ -197,7 +214,7 @@ def text_only_manifest(corpus: str, rows: list[dict], report: ValidationReport, 
     checked for existence (no decoding), so `media_problem` says which files are absent."""
     for row in rows:
         row.setdefault("corpus", corpus)
-    rows = dedupe_rows(rows, report)
+    rows = dedupe_rows(drop_invalid_spans(rows, report), report)
     clean_rows_text(rows, report)
     check_media(rows, report, MediaChecks(probe=False))
     report.options.setdefault("checks", {"probe": False})

@@ -33,6 +33,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from affectflow.pipeline.core.spans import span_problem
+
 from affectflow.datasets.common import CorpusLayoutError, PreparedCorpus, finish_corpus, require_root
 from affectflow.datasets.validation import MediaChecks, ValidationReport
 from affectflow.datasets.registry import register_recipe
@@ -126,8 +128,9 @@ def _dialog_rows(folder: Path, session: int, label_path: Path, label_set: dict[s
         if item["code"] not in label_set:
             report.exclude("label_set", item["code"])
             continue
-        if item["end"] <= item["start"]:
-            report.add("invalid_span", name, f"end {item['end']} <= start {item['start']}")
+        problem = span_problem(item["start"], item["end"])
+        if problem is not None:  # checked on the annotation, also when media="wav" makes the row whole-file
+            report.add("invalid_span", name, problem)
             continue
         media_path, is_span = _media_of(folder, dialog, name, media)
         rows.append({

@@ -11,7 +11,9 @@ Labels come from the SDK's ``CMU_MOSEI_Labels.csd`` (HDF5; per video ``features`
 [sentiment, happy, sad, anger, surprise, disgust, fear] and ``intervals`` (n, 2)) or an MMSA
 ``label.csv`` (``video_id,clip_id,text,label,mode``). A label row is matched to its transcript
 segment by segment index (integer clip ids) or by start time (clip ids like ``82_7645`` = 82.7645 s,
-as in the MMSA-style file of ../shared/data/cmu-mosei); a .csd row by its interval.
+as in the MMSA-style file of ../shared/data/cmu-mosei); a .csd row by its interval. A row with no
+matching span is the whole video (`unknown_span`); one whose span is unusable (end <= start, inf,
+NaN, negative start) is dropped and reported as `invalid_span`.
 
 Manifest: segment id ``<vid>_<clip>`` (clip = the label file's clip id, or the transcript segment
 index for .csd labels), `video_id`/`clip_id` columns, `dialogue_id` = vid, `utterance_index` = rank
@@ -31,7 +33,8 @@ from pathlib import Path
 import pandas as pd
 
 from affectflow.datasets.common import (
-    CorpusLayoutError, PreparedCorpus, finish_corpus, first_existing, require_root, text_only_manifest,
+    CorpusLayoutError, PreparedCorpus, drop_invalid_spans, finish_corpus, first_existing, require_root,
+    text_only_manifest,
 )
 from affectflow.datasets.labels import MOSEI_EMOTIONS, LabelRow, load_folds, read_csd, read_mmsa_rows
 from affectflow.datasets.validation import MediaChecks, ValidationReport
@@ -131,11 +134,10 @@ def _base_row(video_id: str, clip_id: str, media: Path, segment: TranscriptSegme
     row = {"segment_id": segment_id, "media_path": str(media), "start": 0.0, "end": None, "speaker": video_id,
            "corpus": "mosei", "dialogue_id": video_id, "video_id": video_id, "clip_id": clip_id,
            "text": segment.text if segment is not None else None}
-    if span is not None and span[1] > span[0] >= 0:
+    if span is not None:  # an unusable span is dropped as `invalid_span` (drop_invalid_spans), not guessed
         row["start"], row["end"] = float(span[0]), float(span[1])
     else:
-        detail = "no transcript segment matches this label" if span is None else f"bad interval {span}"
-        report.add("unknown_span", segment_id, detail)
+        report.add("unknown_span", segment_id, "no transcript segment matches this label")
         row["media_problem"] = "unknown_span"
     return row
 
@@ -224,6 +226,7 @@ def _collect_rows(root: Path, label_path: Path, allow_missing_media: bool, folds
             report.exclude("no_label", "transcript_segment", unlabelled)
     labelled_videos = {row["video_id"] for row in rows}
     report.unannotated_media.extend(sorted(str(p) for vid, p in media.all_files().items() if vid not in labelled_videos))
+    rows = drop_invalid_spans(rows, report)  # before numbering, so utterance indices have no gaps
     _utterance_order(rows)
     return rows
 

@@ -18,13 +18,13 @@ import pandas as pd
 import torch
 
 from affectflow.pipeline.core.devices import resolve_device
-from affectflow.pipeline.core.manifest import read_manifest
+from affectflow.pipeline.core.manifest import read_manifest, split_unusable_spans
 from affectflow.pipeline.media.faces import FaceDetector
 
 from affectflow.extractors.base import Extractor
 from affectflow.extractors.choice import choose_extractors
 from affectflow.extractors.ray_engine import ray_extract
-from affectflow.extractors.run import ExtractionSummary, run_extraction
+from affectflow.extractors.run import ExtractionSummary, record_failure, run_extraction
 from affectflow.extractors.store import FeatureStore, export_npy
 
 ENGINES = ("local", "ray")
@@ -70,11 +70,13 @@ def extract(manifest: str | Path | pd.DataFrame, out: str | Path, *, audio: str 
     sampled for faces; workers: decoding processes (None: per modality; 0: a thread). export_npy: also
     write OUT/npy-<level>/<extractor_id>/<segment>.npy. engine "ray": a Ray Data pipeline (on
     `ray_address` or a local cluster, `actors` model actors). on_summary: called with each summary as
-    its extractor finishes. Returns {extractor_id: summary}; per-segment failures never raise.
+    its extractor finishes. Returns {extractor_id: summary}; per-segment failures never raise (a segment
+    whose time span is unusable, e.g. inf or negative, is one of them).
     """
     _check_options(engine, export_npy, batch_size)
     manifest_path = None if isinstance(manifest, pd.DataFrame) else Path(manifest)
-    table = manifest if manifest_path is None else read_manifest(manifest_path)
+    table = manifest if manifest_path is None else read_manifest(manifest_path, invalid_spans="keep")
+    table, bad_spans = _split_bad_spans(table)
     out = Path(out)
     choice = dict(audio=audio, text=text, vision=vision, audio_layers=audio_layers, text_layers=text_layers,
                   vision_layers=vision_layers, precision=precision, chunk_seconds=chunk_seconds)
@@ -83,18 +85,31 @@ def extract(manifest: str | Path | pd.DataFrame, out: str | Path, *, audio: str 
                                 batch_size=batch_size, face_fps=face_fps, device=device, actors=actors,
                                 address=ray_address, progress=progress)
         for summary in summaries:
-            _finish(summary, out, export_npy, on_summary)
+            _finish(summary, out, export_npy, on_summary, bad_spans)
     else:
         extractors = choose_extractors(**choice, device=resolve_device(device))
         summaries = _extract_locally(table, manifest_path, out, extractors, batch_size=batch_size, face_fps=face_fps,
                                      workers=workers, progress=progress,
-                                     finish=lambda summary: _finish(summary, out, export_npy, on_summary))
+                                     finish=lambda summary: _finish(summary, out, export_npy, on_summary, bad_spans))
     return {summary.extractor_id: summary for summary in summaries}
 
 
+def _split_bad_spans(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[str, str]]]:
+    """(the rows with a usable span, {segment id: (media path, reason)} for the others, which fail alone)."""
+    usable, bad = split_unusable_spans(table)
+    if not bad:
+        return usable, {}
+    rows = table[table["segment_id"].astype(str).isin(list(bad))]
+    media = dict(zip(rows["segment_id"].astype(str), rows["media_path"].astype(str)))
+    return usable, {segment_id: (media[segment_id], f"unusable time span: {problem}")
+                    for segment_id, problem in bad.items()}
+
+
 def _finish(summary: ExtractionSummary, out: Path, export_npy_level: str | None,
-            on_summary: Callable[[ExtractionSummary], None] | None) -> None:
-    """After an extractor's job: the optional .npy export, then the caller's callback."""
+            on_summary: Callable[[ExtractionSummary], None] | None, bad_spans: dict[str, tuple[str, str]]) -> None:
+    """After an extractor's job: the bad-span failures, the optional .npy export, then the caller's callback."""
+    for segment_id, (media_path, reason) in bad_spans.items():
+        record_failure(summary, segment_id, media_path, reason)
     if export_npy_level is not None:
         export_summary_npy(summary, out, export_npy_level)
     if on_summary is not None:

@@ -156,10 +156,15 @@ class MediaDecoder:
 
 
 def _record_failure(store: FeatureStore, summary: ExtractionSummary, segment: Segment, reason: str) -> None:
-    summary.failed[segment.id] = reason
-    entry = {"segment_id": segment.id, "media_path": segment.media_path, "extractor_id": store.extractor_id,
+    record_failure(summary, segment.id, segment.media_path, reason)
+
+
+def record_failure(summary: ExtractionSummary, segment_id: str, media_path: str, reason: str) -> None:
+    """Note one segment's failure in `summary` and append it to the store's failures.jsonl."""
+    summary.failed[segment_id] = reason
+    entry = {"segment_id": segment_id, "media_path": media_path, "extractor_id": summary.extractor_id,
              "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with open(store.root / FAILURES_FILE, "a", encoding="utf-8") as handle:
+    with open(Path(summary.store_root) / FAILURES_FILE, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 

@@ -3,7 +3,10 @@
 Core columns (always present, in this order): segment_id, media_path, start, end, speaker, text,
 emotion, sentiment, split. Known typed extras (corpus, dialogue_id, utterance_index, face_side,
 valence, arousal, dominance) and any corpus-specific columns (e.g. MOSEI emotion intensities) may
-follow. `end` empty (NaN) means "to the end of the file".
+follow. `end` empty (NaN) means "to the end of the file"; `start` empty is an unusable span, never
+0.0 (only a table without a start column at all starts every segment at 0). Spans are checked by
+`affectflow.pipeline.core.spans`: a bad one is refused naming the segment, or kept for the caller
+to fail per segment (`invalid_spans="keep"`, what `extract` does).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pandas as pd
 
 from affectflow.pipeline.core.io import atomic_path, write_text
 from affectflow.pipeline.core.records import Segment
+from affectflow.pipeline.core.spans import span_problem
 
 CORE_COLUMNS: tuple[str, ...] = (
     "segment_id", "media_path", "start", "end", "speaker", "text", "emotion", "sentiment", "split",
@@ -29,6 +33,7 @@ _STRING_COLUMNS = {"segment_id", "media_path", "speaker", "text", "emotion", "sp
                    "corpus", "dialogue_id", "face_side"}
 _FLOAT_COLUMNS = {"start", "end", "sentiment", "valence", "arousal", "dominance"}
 _INT_COLUMNS = {"utterance_index"}
+INVALID_SPAN_POLICIES = ("raise", "keep")
 
 
 class ManifestError(ValueError):
@@ -67,11 +72,14 @@ def _numeric_extras(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def normalize_manifest(table: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
+def normalize_manifest(table: pd.DataFrame, source: str = "manifest", *, invalid_spans: str = "raise") -> pd.DataFrame:
     """Return `table` with every core column present, typed, and core columns first.
 
-    Raises ManifestError naming `source` for a missing id/media column, duplicate ids or bad times.
+    Raises ManifestError naming `source` for a missing id/media column or duplicate ids, and (with
+    invalid_spans="raise") naming each segment whose span is unusable; "keep" leaves those rows in.
     """
+    if invalid_spans not in INVALID_SPAN_POLICIES:
+        raise ValueError(f"invalid_spans must be one of {INVALID_SPAN_POLICIES}, got {invalid_spans!r}")
     table = table.copy()
     for required in ("segment_id", "media_path"):
         if required not in table.columns:
@@ -86,21 +94,48 @@ def normalize_manifest(table: pd.DataFrame, source: str = "manifest") -> pd.Data
                 table[column] = _convert(table[column], dtype)
             except (TypeError, ValueError) as error:
                 raise ManifestError(f"{source}: column {column!r} cannot be read as {dtype}: {error}") from None
-    table["start"] = table["start"].fillna(0.0)
     if table["segment_id"].isna().any():
         raise ManifestError(f"{source}: {int(table['segment_id'].isna().sum())} rows have no segment_id")
     duplicated = table["segment_id"][table["segment_id"].duplicated()].unique().tolist()
     if duplicated:
         raise ManifestError(f"{source}: duplicate segment_id values: {duplicated[:5]}")
-    bad = table[(table["end"].notna()) & (table["end"] <= table["start"])]
-    if len(bad):
-        raise ManifestError(f"{source}: end <= start for segments {bad['segment_id'].tolist()[:5]}")
+    bad = unusable_spans(table)
+    if bad and invalid_spans == "raise":
+        listed = "; ".join(f"{segment_id}: {problem}" for segment_id, problem in list(bad.items())[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise ManifestError(f"{source}: unusable time spans (end <= start, negative, NaN or infinite) for "
+                            f"{len(bad)} segment(s): {listed}{more}")
     ordered = list(CORE_COLUMNS) + [c for c in table.columns if c not in CORE_COLUMNS]
     return table[ordered].reset_index(drop=True)
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read a manifest from .parquet, .csv or .jsonl, typed by the schema."""
+def unusable_spans(table: pd.DataFrame) -> dict[str, str]:
+    """Segment id -> why its (start, end) is unusable, for every such row (empty `end` = to the end of
+    the file; a table without a `start` column starts at 0)."""
+    starts = table["start"].tolist() if "start" in table.columns else [0.0] * len(table)
+    ends = table["end"].tolist() if "end" in table.columns else [None] * len(table)
+    problems = {}
+    for segment_id, start, end in zip(table["segment_id"].tolist(), starts, ends):
+        problem = span_problem(start, None if end is None or end is pd.NA or end != end else end)
+        if problem is not None:
+            problems[str(segment_id)] = problem
+    return problems
+
+
+def split_unusable_spans(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(the rows whose span is usable, {segment id: why} for the others)."""
+    bad = unusable_spans(table)
+    if not bad:
+        return table, bad
+    keep = ~table["segment_id"].astype(str).isin(list(bad))
+    return table[keep].reset_index(drop=True), bad
+
+
+def read_manifest(path: str | Path, *, invalid_spans: str = "raise") -> pd.DataFrame:
+    """Read a manifest from .parquet, .csv or .jsonl, typed by the schema.
+
+    invalid_spans: "raise" (ManifestError naming each segment with an unusable span) or "keep".
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
@@ -116,7 +151,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
             table = pd.DataFrame([json.loads(line) for line in handle if line.strip()])
     else:
         raise ManifestError(f"{path}: unknown manifest format {suffix!r} (use .parquet, .csv or .jsonl)")
-    return normalize_manifest(table, source=str(path))
+    return normalize_manifest(table, source=str(path), invalid_spans=invalid_spans)
 
 
 def write_manifest(table: pd.DataFrame, path: str | Path) -> Path:
@@ -159,7 +194,9 @@ def iter_segments(table: pd.DataFrame) -> Iterator[Segment]:
         kwargs = {key: value for key, value in values.items() if key in names}
         kwargs["id"] = str(values["segment_id"])
         kwargs["media_path"] = str(values["media_path"])
-        kwargs["start"] = float(values.get("start") or 0.0)
+        # An empty start stays NaN so Segment refuses it (naming the segment); it never becomes 0.0.
+        start = values.get("start", 0.0)
+        kwargs["start"] = math.nan if start is None else float(start)
         yield Segment(**kwargs)
 
 

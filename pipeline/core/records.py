@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from affectflow.pipeline.core.names import MODALITIES, MODALITY_NAMES  # noqa: F401  (kept importable from here)
+from affectflow.pipeline.core.spans import check_span
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class Recording:
 class Segment:
     """A labelled time span inside one media file (never a pre-cut clip).
 
-    `end=None` means "to the end of the file". Times are in seconds.
+    `end=None` means "to the end of the file". Times are in seconds: a finite start >= 0 and a finite
+    end after it (`affectflow.pipeline.core.spans`); anything else raises SpanError naming the segment.
     Corpus-specific typed extras (dialogue position, face side, V/A/D) are optional fields.
     """
 
@@ -58,10 +60,7 @@ class Segment:
     def __post_init__(self) -> None:
         if not self.id:
             raise ValueError("Segment id must be a non-empty string")
-        if self.start < 0:
-            raise ValueError(f"segment {self.id}: start {self.start} < 0")
-        if self.end is not None and self.end <= self.start:
-            raise ValueError(f"segment {self.id}: end {self.end} <= start {self.start}")
+        check_span(self.id, self.start, self.end)  # SpanError (a ValueError) naming the segment
         if self.face_side not in (None, "left", "right"):
             raise ValueError(f"segment {self.id}: face_side must be 'left', 'right' or None, got {self.face_side!r}")
 

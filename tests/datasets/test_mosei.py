@@ -175,3 +175,18 @@ def test_real_mosei_label_csv(shared_data, tmp_path):
     assert prepared.report.counts["split"] == {"train": 16274, "valid": 1861, "test": 4653}
     csv = read_manifest(prepared.write(tmp_path / "out")["csv"])
     assert csv["segment_id"].tolist() == table["segment_id"].tolist()
+
+
+def test_csd_intervals_with_bad_spans_are_dropped_and_reported(mosei_root, tmp_path):
+    """Issue 16 D6: the shared span validator drops (and reports) a MOSEI segment whose interval is
+    unusable; the other segments are kept."""
+    intervals = {"-3g5yACwYnA": [(0.0, 1.2, 1.0, 0, 0, 0, 0, 0, 0), (3.0, 1.0, 0.5, 0, 0, 0, 0, 0, 0),
+                                 (float("inf"), 2.0, 0.5, 0, 0, 0, 0, 0, 0), (float("nan"), 2.0, 0.5, 0, 0, 0, 0, 0, 0),
+                                 (-3.0, 1.0, 0.5, 0, 0, 0, 0, 0, 0)]}
+    write_csd(tmp_path / "bad.csd", intervals)
+    prepared = prepare_mosei(mosei_root, labels=tmp_path / "bad.csd", folds={}, probe=False)
+    assert prepared.manifest["segment_id"].tolist() == ["-3g5yACwYnA_0"]
+    dropped = prepared.report.problems["invalid_span"]
+    assert sorted(item["segment_id"] for item in dropped) == ["-3g5yACwYnA_1", "-3g5yACwYnA_2", "-3g5yACwYnA_3",
+                                                              "-3g5yACwYnA_4"]
+    assert all(item["detail"] for item in dropped)

@@ -4,6 +4,8 @@ segment; plus the real ../shared/data/cmu-mosi/label.csv in full."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -131,3 +133,22 @@ def test_media_paths_cannot_leave_the_root(mosi_root, tmp_path, video_id):
     labels.write_text(f"video_id,clip_id,text,label,mode\n{video_id},1,words,1.0,train\n", encoding="utf-8")
     with pytest.raises(AffectflowError, match="outside"):
         prepare_mosi(mosi_root, tmp_path / "out", labels=labels)
+
+
+@pytest.mark.parametrize("start,end,reason", [("3.0", "1.0", "<= start"), ("inf", "2.0", "start"),
+                                              ("nan", "2.0", "start"), ("-3", "1.0", "start")])
+def test_a_bad_span_drops_that_segment_only(mosi_root, tmp_path, capsys, start, end, reason):
+    """Issue 16 D6: start > end, inf or NaN start, start < 0: that row is dropped and reported
+    (`invalid_span`, naming the id and why); the corpus is still prepared."""
+    times = tmp_path / "times.csv"
+    times.write_text(f"id,start,end\nfullOnly_1,{start},{end}\nfullOnly_2,2.0,3.0\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code = affectflow_main(["prepare", "mosi", "--root", str(mosi_root), "--out", str(out),
+                            "--segment-times", str(times), "--no-probe"])
+    assert code == 0, capsys.readouterr().err
+    table = read_manifest(out / "manifest.parquet").set_index("segment_id")
+    assert "fullOnly_1" not in table.index and table.loc["fullOnly_2", "start"] == 2.0
+    assert len(table) == len(EXPECTED) - 1 and (table["start"] >= 0).all()
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    (problem,) = report["problems"]["invalid_span"]
+    assert problem["segment_id"] == "fullOnly_1" and reason in problem["detail"]

@@ -186,3 +186,27 @@ def test_a_corrupt_stored_file_is_extracted_again(tmp_path, damage):
     assert summary.extracted == 1 and summary.skipped == 2
     assert store.usable_segment_ids() == ["s0", "s1", "s2"]
     store.verify("s1")
+
+
+def test_a_bad_span_in_a_hand_written_manifest_fails_that_segment_only(media, tmp_path, capsys):
+    """Issue 16 D6: inf / NaN / negative / reversed spans are per-segment failures naming the segment,
+    never an OverflowError or ValueError that stops the job."""
+    clip = media["talking_face"]
+    bad = {"inf_start": ("inf", ""), "inf_end": ("0", "inf"), "inf_both": ("inf", "inf"), "negative": ("-3", "1"),
+           "reversed": ("0.8", "0.2"), "empty_start": ("", "1")}
+    lines = ["segment_id,media_path,start,end", f"good,{clip},0,1"]
+    lines += [f"{name},{clip},{start},{end}" for name, (start, end) in bad.items()]
+    manifest = tmp_path / "hand.csv"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "features"
+    assert main(["extract", "--manifest", str(manifest), "--out", str(out), "--audio", "logmel", "--text", "none",
+                 "--vision", "none", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    (store,) = open_stores(out).values()
+    assert store.segment_ids() == ["good"]
+    logged = {json.loads(line)["segment_id"]: json.loads(line)["reason"]
+              for line in (store.root / "failures.jsonl").read_text().splitlines()}
+    assert sorted(logged) == sorted(bad) and all("span" in reason for reason in logged.values())
+    assert "extracted 1" in printed and f"failed {len(bad)}" in printed and "inf_start" in printed
+    (summary,) = extract(manifest, tmp_path / "features", audio="logmel", progress=False).values()
+    assert summary.skipped == 1 and sorted(summary.failed) == sorted(bad)  # a re-run says the same
