@@ -16,7 +16,9 @@ utterance, so each segment is the whole clip (start 0, end None); the episode ti
 
 Manifest: segment ids ``{train|dev|test}_dia{D}_utt{U}`` (dialogue ids ``{split}_dia{D}``, so both are
 unique across splits), `split` train/valid/test, `emotion` one of the 7 MELD emotions, `sentiment`
--1/0/1 with the original word in `sentiment_label`, `utterance_index` = Utterance_ID.
+-1/0/1 with the original word in `sentiment_label`, `utterance_index` = Utterance_ID. D and U are
+the CSV text as written (never read as numbers: "0_0" stays "0_0"); an id that is not a plain
+number is noted in the report and `utterance_index` left empty.
 
 Known defects handled and reported: cp1252 bytes, curly quotes and mojibake in older CSVs
 (`encoding_repair`); train dia125_utt3 is a corrupt clip (`unreadable_media`), dev dia110_utt7 is
@@ -52,6 +54,7 @@ KNOWN_DEFECTS: dict[str, tuple[str, str]] = {
     "train_dia125_utt3": ("unreadable_media", "known corrupt clip in MELD.Raw"),
     "dev_dia110_utt7": ("missing_media", "known missing clip in MELD.Raw"),
 }
+_PLAIN_INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: int() would also take "0_0" and "٣"
 _TIME = re.compile(r"^\s*(\d+):(\d{1,2}):(\d{1,2})(?:[,.](\d{1,3}))?\s*$")
 
 
@@ -103,13 +106,16 @@ def _times(record: dict, segment_id: str, report: ValidationReport | None) -> tu
 
 def _row(record: dict, meld_split: str, media_dir: Path, location: str,
          report: ValidationReport | None) -> dict | None:
-    try:
-        dialogue, utterance = int(record["Dialogue_ID"]), int(record["Utterance_ID"])
-    except ValueError:
+    # Ids are text: int() would silently read "0_0" as 0 and Arabic-Indic digits as numbers.
+    dialogue, utterance = record["Dialogue_ID"].strip(), record["Utterance_ID"].strip()
+    if not dialogue or not utterance:
         if report is not None:
-            report.add_issue(location, f"Dialogue_ID/Utterance_ID not integers: {record['Dialogue_ID']!r}, "
+            report.add_issue(location, f"Dialogue_ID/Utterance_ID empty: {record['Dialogue_ID']!r}, "
                                        f"{record['Utterance_ID']!r}; row skipped")
         return None
+    if report is not None and not (_PLAIN_INTEGER.fullmatch(dialogue) and _PLAIN_INTEGER.fullmatch(utterance)):
+        report.add_issue(location, f"Dialogue_ID/Utterance_ID {dialogue!r}/{utterance!r} are not plain numbers; "
+                                   "kept as text in the segment id")
     segment_id = f"{meld_split}_dia{dialogue}_utt{utterance}"
     emotion, sentiment = record["Emotion"].strip().lower(), record["Sentiment"].strip().lower()
     if report is not None and (emotion not in EMOTIONS or sentiment not in SENTIMENTS):
@@ -120,7 +126,7 @@ def _row(record: dict, meld_split: str, media_dir: Path, location: str,
         "start": 0.0, "end": None, "speaker": record["Speaker"], "text": record["Utterance"],
         "emotion": emotion if emotion in EMOTIONS else None, "sentiment": SENTIMENTS.get(sentiment),
         "split": MELD_SPLITS[meld_split][0], "corpus": "meld", "dialogue_id": f"{meld_split}_dia{dialogue}",
-        "utterance_index": utterance, "sentiment_label": sentiment if sentiment in SENTIMENTS else None,
+        "utterance_index": _int_or_none(utterance), "sentiment_label": sentiment if sentiment in SENTIMENTS else None,
         "season": _int_or_none(record["Season"]), "episode": _int_or_none(record["Episode"]),
         "episode_start": start, "episode_end": end, "sr_no": _int_or_none(record["Sr No."]),
         "_source": location,
@@ -128,10 +134,9 @@ def _row(record: dict, meld_split: str, media_dir: Path, location: str,
 
 
 def _int_or_none(value: str) -> int | None:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        return None
+    """A plain ASCII integer's value, else None."""
+    text = str(value).strip()
+    return int(text) if _PLAIN_INTEGER.fullmatch(text) else None
 
 
 def read_meld_rows(path: str | Path, split: str | None = None, media_dir: str | Path | None = None,

@@ -11,6 +11,7 @@ import pytest
 from affectflow.datasets import CorpusLayoutError, prepare_corpus
 from affectflow.datasets.common import type_corpus_columns
 from affectflow.datasets.meld import parse_episode_time, prepare_meld, read_meld_csv
+from affectflow.datasets.validation import ValidationReport
 from affectflow.pipeline.testing.datasets import make_corpus_media, place
 from affectflow.pipeline.cli.main import main as affectflow_main
 from affectflow.pipeline.core.manifest import iter_segments, read_manifest, write_manifest
@@ -233,3 +234,21 @@ def test_probe_cache_is_reused(prepared, meld_root, monkeypatch):
     monkeypatch.setattr(media, "read_audio", never)
     again = prepare_meld(meld_root, None, max_duration=2.0, cache_path=cache_path)
     pd.testing.assert_frame_equal(again.manifest, prepared.manifest)
+
+
+def test_ids_are_read_as_text_not_numbers(tmp_path):
+    """Issue 16 minor: Dialogue_ID "0_0" or Arabic-Indic digits are not silently read as the numbers
+    0 / 3 (Python's int() accepts both), which made them collide with other segments or lose their name."""
+    path = tmp_path / "train_sent_emo.csv"
+    path.write_text(HEADER + _line(1, "Underscored.", "Ross", "joy", "positive", "0_0", 1)
+                    + _line(2, "Plain.", "Ross", "joy", "positive", 0, 1)
+                    + _line(3, "Arabic digits.", "Monica", "anger", "negative", "٣", "٠"), encoding="utf-8")
+    report = ValidationReport(corpus="meld", root=str(tmp_path))
+    rows = read_meld_csv(path, media_dir=tmp_path / "clips", report=report).set_index("segment_id")
+    assert sorted(rows.index) == sorted(["train_dia0_0_utt1", "train_dia0_utt1", "train_dia٣_utt٠"])
+    assert rows.loc["train_dia0_0_utt1", "dialogue_id"] == "train_dia0_0"
+    assert rows.loc["train_dia0_0_utt1", "media_path"].endswith("dia0_0_utt1.mp4")
+    assert rows.loc["train_dia0_utt1", "utterance_index"] == 1
+    assert pd.isna(rows.loc["train_dia٣_utt٠", "utterance_index"])
+    noted = [issue["detail"] for issue in report.annotation_issues if "not plain numbers" in issue["detail"]]
+    assert len(noted) == 2 and "'0_0'" in noted[0]
