@@ -151,17 +151,24 @@ def replace_dir(staging: str | Path, final: str | Path) -> None:
     """Move a fully written `staging` folder to `final`, replacing any previous one.
 
     The old folder is renamed aside first, so a crash leaves either the old or the new version
-    (plus a stray `.old` folder), never a half-written `final`.
+    (plus a stray `.old` folder), never a half-written `final`. A `final` (or stray `.old`) that is a
+    symlink or a file is replaced itself; a link's target is never touched.
     """
     staging, final = Path(staging), Path(final)
     old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
+    _remove_entry(old)
+    if os.path.lexists(final):  # also a symlink (dangling or not) or a file: moved aside, then removed itself
         os.replace(final, old)
     os.replace(staging, final)
-    if old.exists():
-        shutil.rmtree(old)
+    _remove_entry(old)
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove `path` if present: a symlink or file is unlinked (never what a link points at), a folder removed."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 @contextmanager

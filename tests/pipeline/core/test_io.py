@@ -138,3 +138,28 @@ def test_read_json_names_the_file_on_invalid_content(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="bad.json: invalid JSON"):
         read_json(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("kind", ["symlink_to_dir", "dangling_symlink", "stale_old_symlink", "file"])
+def test_atomic_dir_replaces_a_symlink_itself_never_its_target(tmp_path, kind):
+    """Issue 16 minor: `train --out` whose `best` is a symlink failed forever (rmtree on a symlink).
+    The link (or file) is replaced by the new folder; what it pointed at is left untouched."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep me", encoding="utf-8")
+    best = tmp_path / "out" / "best"
+    best.parent.mkdir()
+    if kind == "symlink_to_dir":
+        best.symlink_to(elsewhere, target_is_directory=True)
+    elif kind == "dangling_symlink":
+        best.symlink_to(tmp_path / "nowhere")
+    elif kind == "stale_old_symlink":  # what the failing run left behind
+        best.with_name("best.old").symlink_to(elsewhere, target_is_directory=True)
+    else:
+        best.write_text("not a folder", encoding="utf-8")
+    for round_ in range(2):  # and again: it must not fail "forever"
+        with atomic_dir(best) as staging:
+            (staging / "bundle.json").write_text(str(round_), encoding="utf-8")
+        assert best.is_dir() and not best.is_symlink() and (best / "bundle.json").read_text() == str(round_)
+    assert (elsewhere / "precious.txt").read_text(encoding="utf-8") == "keep me"
+    assert sorted(p.name for p in best.parent.iterdir()) == ["best"]
