@@ -260,10 +260,11 @@ class FeatureStore:
     def read_utterance(self, segment_id: str) -> tuple[np.ndarray, bool]:
         """The utterance-level vector [D] (mean over valid frames; zeros when missing) and presence.
 
-        Reads only the utterance tensor (checked for finiteness; a file whose header or size is broken
-        raises CorruptSegmentError like `read`).
+        Reads the utterance tensor and the frame values, both checked for finiteness: a file whose frame
+        values were damaged (e.g. a NaN tail) is refused even though its utterance vector looks fine. A
+        file whose header or size is broken raises CorruptSegmentError like `read`.
         """
-        metadata, arrays = self._load(segment_id, ("utterance",))
+        metadata, arrays = self._load(segment_id, ("utterance", "values"))
         return arrays["utterance"], metadata.get("present") == "1"
 
     def missing_reason(self, segment_id: str) -> str | None:

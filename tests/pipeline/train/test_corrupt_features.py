@@ -11,9 +11,7 @@ from affectflow.pipeline.testing.features import make_feature_corpus
 @pytest.mark.parametrize("damage", ["truncate", "empty", "nan_tail"])
 @pytest.mark.parametrize("frame_level", [False, True], ids=["utterance", "frames"])
 def test_train_names_the_damaged_segment_and_file_and_exits_2(tmp_path, capsys, damage, frame_level):
-    if damage == "nan_tail" and not frame_level:
-        pytest.skip("utterance-level training reads only the utterance vector (lazily), which a NaN tail of the "
-                    "frame values does not reach; `extract` still rewrites such a file (test_store, test_run)")
+    # nan_tail damages only the frame values (the file's last tensor): utterance-level training must refuse it too
     corpus = make_feature_corpus(tmp_path / "corpus", split_sizes={"train": 8, "valid": 4, "test": 4}, max_frames=3,
                                  missing_rate=0.0, seed=5)
     path = sorted((corpus.stores["a"] / "segments").glob("*.safetensors"))[0]
