@@ -23,11 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from affectflow.fusion.registry import list_fusions
 
 from affectflow.pipeline.train.api import train
+from affectflow.pipeline.train.experiment import AbsentModalityWarning
 from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from affectflow.pipeline.train.results import CrossFoldSummary, ExperimentSummary, format_mean_std
 from affectflow.pipeline.train.optimizers import OPTIMIZERS
@@ -117,23 +119,39 @@ def _model_config(text: str | None) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Train per seed (and per fold with --fold all), write bundles and summaries; print the test grid."""
     try:
-        summary = train(
-            args.manifest, args.features, args.model, out=args.out, task=args.task, label_column=args.label_column,
-            classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
-            modalities=args.modalities, recipe=args.recipe, budget=args.budget, level=args.level,
-            frame_level=args.frame_level, normalize=not args.no_normalize, schedule=args.schedule,
-            condition=args.condition, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=args.weight_decay, optimizer=args.optimizer, momentum=args.momentum, patience=args.patience,
-            select_metric=args.select_metric, select_condition=args.select_condition, select_rates=args.select_rates,
-            grad_clip=args.grad_clip, seeds=args.seeds, fold=args.fold, valid_fraction=args.valid_fraction,
-            device=args.device, resume=args.resume, tiny=args.tiny, model_config=_model_config(args.model_config),
-            feature_overrides=feature_overrides(args), missing_entries=args.missing_entries, threads=args.threads,
-            progress=not args.no_progress, on_recipe=_announce)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", AbsentModalityWarning)  # once per training run, never deduplicated away
+            warnings.showwarning = _print_warning
+            summary = _train(args)
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"affectflow train: error: {error}", file=sys.stderr)
         return 2
     _report(summary, args.out)
     return 0
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """affectflow's own warnings as one line on stderr, as they happen (others in Python's format)."""
+    if issubclass(category, AbsentModalityWarning):
+        print(f"affectflow train: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _train(args: argparse.Namespace) -> ExperimentSummary | CrossFoldSummary:
+    """`train` called with the parsed arguments."""
+    return train(
+        args.manifest, args.features, args.model, out=args.out, task=args.task, label_column=args.label_column,
+        classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+        modalities=args.modalities, recipe=args.recipe, budget=args.budget, level=args.level,
+        frame_level=args.frame_level, normalize=not args.no_normalize, schedule=args.schedule,
+        condition=args.condition, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, optimizer=args.optimizer, momentum=args.momentum, patience=args.patience,
+        select_metric=args.select_metric, select_condition=args.select_condition, select_rates=args.select_rates,
+        grad_clip=args.grad_clip, seeds=args.seeds, fold=args.fold, valid_fraction=args.valid_fraction,
+        device=args.device, resume=args.resume, tiny=args.tiny, model_config=_model_config(args.model_config),
+        feature_overrides=feature_overrides(args), missing_entries=args.missing_entries, threads=args.threads,
+        progress=not args.no_progress, on_recipe=_announce)
 
 
 def _announce(run: RecipeRun) -> None:

@@ -211,6 +211,15 @@ class MultimodalDataset(Dataset):
             loaded[m] = (values, present)
         return loaded
 
+    def has_modality(self, m: str) -> bool:
+        """True when at least one row of this split has modality `m` (stops at the first such row)."""
+        if self.stores.get(m) is None:
+            return False
+        if self._utterances is not None:
+            return bool(self._utterances[m][1].any())
+        return any(self._read_frames(m, segment_id)[1].any() for segment_id in self.segment_ids
+                   if segment_id in self._known[m])
+
     def _dialogue_groups(self) -> list[np.ndarray]:
         for column in ("dialogue_id", "utterance_index"):
             if column not in self.table.columns or self.table[column].isna().any():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +27,7 @@ from affectflow.fusion.registry import create_fusion, fusion_class
 from affectflow.extractors.spec import ExtractorSpec
 
 from affectflow.pipeline.core.io import atomic_dir, to_jsonable, write_json
+from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.train import evaluation
 from affectflow.pipeline.train.checkpoint import read_bundle_info, save_bundle
 from affectflow.pipeline.train.data import FeatureNormalizer, MultimodalDataset, class_names_from, make_loader, split_rows
@@ -33,6 +35,10 @@ from affectflow.pipeline.train.metrics import is_better
 from affectflow.pipeline.train.results import ExperimentSummary, SeedResult, summarize_seeds
 from affectflow.pipeline.train.schedules import TrainingSchedule
 from affectflow.pipeline.train.trainer import TrainConfig, Trainer
+
+
+class AbsentModalityWarning(UserWarning):
+    """A modality the run was asked to use is missing in every training row (the model never sees it)."""
 
 
 @dataclass
@@ -71,6 +77,7 @@ def build_experiment(table: pd.DataFrame, stores: dict, kind: str, label_column:
     task = build_task(kind, stores, modalities, class_names or (), level)
     options = {"frame_level": frame_level, "missing_entries": missing_entries}
     train = MultimodalDataset(train_rows, stores, task, label_column, **options)
+    warn_absent_modalities(train)
     normalizer = FeatureNormalizer.fit(train) if normalize else None
     train.normalizer = normalizer
     valid = MultimodalDataset(valid_rows, stores, task, label_column, normalizer=normalizer, **options)
@@ -81,6 +88,21 @@ def build_experiment(table: pd.DataFrame, stores: dict, kind: str, label_column:
             if not test_rows.empty else None
     specs = {m: (stores[m].spec if stores.get(m) is not None else None) for m in modalities}
     return ExperimentData(task, train, valid, test, normalizer, label_column, frame_level, specs)
+
+
+def warn_absent_modalities(train: MultimodalDataset) -> list[str]:
+    """Warn (AbsentModalityWarning, naming it) for each modality that no training row has; returns them.
+
+    Training goes on (the other modalities still learn), but its test scores say nothing about that modality.
+    """
+    absent = [m for m in train.task.modalities if not train.has_modality(m)]
+    for m in absent:
+        store = train.stores.get(m)
+        where = "no feature store" if store is None else f"store {store.root}"
+        warnings.warn(AbsentModalityWarning(
+            f"modality {m!r} ({MODALITY_NAMES.get(m, m)}) is missing in every one of the {len(train.segment_ids)} "
+            f"training rows ({where}): the model never sees it, and test scores do not reflect it"), stacklevel=3)
+    return absent
 
 
 def model_config_for(name: str, config: dict | None, tiny: bool) -> dict:

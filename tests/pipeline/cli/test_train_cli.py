@@ -166,3 +166,23 @@ def test_paper_recipe_runs_end_to_end_with_a_budget(classification, tmp_path, ca
                zip(recipe["items"]["epochs"].values(), recipe["planned_epochs"].values()))
     history = json.loads((out / "seed-1" / "result.json").read_text())["history"]
     assert len(history) == sum(recipe["items"]["epochs"].values())  # no early stopping in a paper recipe
+
+
+@pytest.mark.parametrize("frame_level", [False, True], ids=["utterance", "frames"])
+def test_a_modality_missing_in_every_row_is_warned_about(tmp_path, capsys, frame_level):
+    """Issue 16 minor: training on a modality that no row has (here vision) reports test scores, but
+    first warns, naming the modality."""
+    from affectflow.extractors.store import FeatureStore
+    from affectflow.pipeline.core.records import FeatureSequence
+
+    corpus = make_feature_corpus(tmp_path / "corpus", split_sizes={"train": 8, "valid": 4, "test": 4}, max_frames=3,
+                                 missing_rate=0.0, seed=3)
+    vision = FeatureStore.open(corpus.stores["v"])
+    for segment_id in vision.segment_ids():
+        vision.write(segment_id, FeatureSequence.missing(vision.output_dim, vision.extractor_id, "no face"))
+    assert _train(corpus, tmp_path / "run", "--model", "late_fusion", *(["--frame-level"] if frame_level else [])) == 0
+    captured = capsys.readouterr()
+    warned = [line for line in captured.err.splitlines() if "warning" in line and "'v'" in line]
+    assert len(warned) == 1 and "vision" in warned[0] and "every" in warned[0], captured.err
+    assert "'a'" not in captured.err and "'t'" not in captured.err
+    assert "test" in captured.out
