@@ -26,6 +26,7 @@ import torch
 
 from affectflow.extractors.base import create_extractor
 from affectflow.extractors.fer import FER_CLASSES, fer_probabilities, load_fer_model
+from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.label.audio_head import AUDIO_HEAD_PATH, AudioEmotionHead
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.experts import normalize_prior, product_of_experts
@@ -75,6 +76,8 @@ class DefaultLabeler:
     class_names = CLASSES
     modalities = ("a", "t", "v")
     face_crop_size = 96
+    timer: StageTimer | None = None
+    """When set, the seconds of the "vision model", "text model" and "audio model" stages are added to it."""
 
     def __init__(self, device: torch.device | str = "cpu", head_path: str | Path = HEAD_PATH,
                  audio_head_path: str | Path = AUDIO_HEAD_PATH, weights: dict[str, float] | None = None) -> None:
@@ -101,26 +104,30 @@ class DefaultLabeler:
         """[C] class probabilities of a transcript, or None when it is empty."""
         if text is None or not text.strip():
             return None
-        return self.head.probabilities(self.text_embeddings([text]))[0]
+        with timed(self.timer, "text model"):
+            return self.head.probabilities(self.text_embeddings([text]))[0]
 
     def vision_frame_posteriors(self, crops: np.ndarray) -> np.ndarray:
         """Face crops uint8 [N, S, S, 3] -> per-frame class probabilities [N, C] in CLASSES order."""
         if len(crops) == 0:
             return np.zeros((0, len(CLASSES)), np.float32)
-        return fer_probabilities(crops, model=self.fer_model)[:, self._fer_order]
+        with timed(self.timer, "vision model"):
+            return fer_probabilities(crops, model=self.fer_model)[:, self._fer_order]
 
     def audio_posterior(self, frames: np.ndarray | None) -> np.ndarray | None:
         """[C] class probabilities of a span's Whisper frames [K, D], or None without frames."""
         if frames is None or len(frames) == 0:
             return None
-        return self.audio_head.probabilities([frames])[0]
+        with timed(self.timer, "audio model"):
+            return self.audio_head.probabilities([frames])[0]
 
     def prepare(self, evidence: ClipEvidence) -> DefaultClipState:
         """Once per clip: FER probabilities of every face frame and the Whisper frames of the whole track."""
         vision = self.vision_frame_posteriors(evidence.faces.crops) if evidence.has_vision else None
         if not evidence.has_audio:
             return DefaultClipState(vision)
-        sequence = self.audio_extractor.extract(evidence.audio.samples)
+        with timed(self.timer, "audio model"):
+            sequence = self.audio_extractor.extract(evidence.audio.samples)
         if sequence.is_missing:
             return DefaultClipState(vision)
         return DefaultClipState(vision, sequence.values[sequence.mask], sequence.times[sequence.mask])

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from affectflow.pipeline.core.records import Recording
+from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.media.decode import AudioClip, probe, read_audio
 from affectflow.pipeline.media.faces import FaceDetector, FaceTrack, track_faces
 from affectflow.pipeline.media.transcripts import (
@@ -151,12 +152,20 @@ class EvidenceCollector:
             return (timed, "asr", None) if not timed.is_empty else (None, "none", None)
         return None, "none", None
 
-    def collect(self, path: Path, clip: str) -> ClipEvidence:
-        """Probe and decode `path`; MediaError propagates to the caller's row; a bad sidecar is noted."""
-        recording = probe(path)
-        audio = read_audio(path) if recording.has_audio else None
+    def collect(self, path: Path, clip: str, timer: StageTimer | None = None) -> ClipEvidence:
+        """Probe and decode `path`; MediaError propagates to the caller's row; a bad sidecar is noted.
+
+        timer: when given, the seconds of each stage (probe, decode audio, VAD, ASR, frame decode, face
+        detection) are added to it.
+        """
+        with timed(timer, "probe"):
+            recording = probe(path)
+        with timed(timer, "decode audio"):
+            audio = read_audio(path) if recording.has_audio else None
         usable_audio = audio is not None and not audio.is_missing and not audio.silent
-        has_speech = usable_audio and speech_seconds(audio.samples, audio.sample_rate) >= MIN_SPEECH_SECONDS
-        transcript, source, problem = self._transcript(path, clip, audio if usable_audio else None, has_speech)
-        faces = track_faces(path, self.detector, fps=self.face_fps) if recording.has_video else None
+        with timed(timer, "VAD"):
+            has_speech = usable_audio and speech_seconds(audio.samples, audio.sample_rate) >= MIN_SPEECH_SECONDS
+        with timed(timer, "ASR"):
+            transcript, source, problem = self._transcript(path, clip, audio if usable_audio else None, has_speech)
+        faces = track_faces(path, self.detector, fps=self.face_fps, timer=timer) if recording.has_video else None
         return ClipEvidence(recording, audio, usable_audio, transcript, source, faces, problem)

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from affectflow.pipeline.core.errors import AffectflowError, MediaError
+from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector, find_media
 from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.label.labeler import Labeler, SpanPrediction
@@ -103,10 +104,13 @@ def _flags(evidence: ClipEvidence) -> dict[str, Any]:
 
 
 def label_clip(path: Path, clip: str, collector: EvidenceCollector, labeler: Labeler,
-               options: LabelingOptions) -> list[dict]:
-    """All rows of one file: window rows (when asked), then the file-level row; errors become a row."""
+               options: LabelingOptions, timer: StageTimer | None = None) -> list[dict]:
+    """All rows of one file: window rows (when asked), then the file-level row; errors become a row.
+
+    timer: when given, the collector's stages are added to it (the labeller times its own models).
+    """
     try:
-        evidence = collector.collect(path, clip)
+        evidence = collector.collect(path, clip, timer=timer)
         state = labeler.prepare(evidence)
         flags = _flags(evidence)
         duration = evidence.recording.duration
@@ -140,20 +144,25 @@ def open_output(videos: Path, out: str | Path, class_names: tuple[str, ...], mod
 
 
 def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options: LabelingOptions,
-                 file_format: str = "csv", progress: bool = True) -> LabelingSummary:
-    """Label every media file under `videos` into `out`, skipping files finished by an earlier run."""
+                 file_format: str = "csv", progress: bool = True, timer: StageTimer | None = None) -> LabelingSummary:
+    """Label every media file under `videos` into `out`, skipping files finished by an earlier run.
+
+    timer: when given, gets the seconds of the evidence stages and of "writing" (see `label_clip`).
+    """
     videos = Path(videos)
     writer, files, todo = open_output(videos, out, labeler.class_names, labeler.modalities, file_format)
     with writer:
         summary = LabelingSummary(skipped=len(files) - len(todo))
         if not todo:
             return summary
-        collector = make_collector(options, labeler)
+        with timed(timer, "model loading"):
+            collector = make_collector(options, labeler)
         started = time.perf_counter()
         for path in tqdm(todo, desc="labelling", unit="file", disable=not progress):
             clip = path.relative_to(videos).as_posix()
-            rows = label_clip(path, clip, collector, labeler, options)
-            writer.append_clip(clip, rows)
+            rows = label_clip(path, clip, collector, labeler, options, timer=timer)
+            with timed(timer, "writing"):
+                writer.append_clip(clip, rows)
             summary.record(rows)
         summary.seconds = time.perf_counter() - started
     return summary

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.media.decode import iter_frame_chunks
 from affectflow.pipeline.media.mtcnn import detect_batch, prepare_mtcnn
 
@@ -192,8 +193,19 @@ class FaceDetector:
 
 
 def track_faces(path: str | Path, detector: FaceDetector, start: float = 0.0, end: float | None = None,
-                fps: float | None = 5.0, side: str | None = None, chunk_size: int = 64) -> FaceTrack:
-    """Faces of a video segment sampled at `fps`, decoded and detected chunk by chunk (bounded memory)."""
-    tracks = [detector.detect(chunk.frames, chunk.times, side=side)
-              for chunk in iter_frame_chunks(path, start, end, fps=fps, chunk_size=chunk_size)]
+                fps: float | None = 5.0, side: str | None = None, chunk_size: int = 64,
+                timer: StageTimer | None = None) -> FaceTrack:
+    """Faces of a video segment sampled at `fps`, decoded and detected chunk by chunk (bounded memory).
+
+    timer: when given, decoding is added to its "frame decode" stage and detection to "face detection".
+    """
+    chunks = iter_frame_chunks(path, start, end, fps=fps, chunk_size=chunk_size)
+    tracks = []
+    while True:
+        with timed(timer, "frame decode"):
+            chunk = next(chunks, None)
+        if chunk is None:
+            break
+        with timed(timer, "face detection"):
+            tracks.append(detector.detect(chunk.frames, chunk.times, side=side))
     return FaceTrack.concatenate(tracks, detector.crop_size)

@@ -1,0 +1,167 @@
+#!/usr/bin/env python
+"""Labelling speed: seconds per stage and x real time of the default labeller on talking-face clips.
+
+    python scripts/bench_label.py                          # 12 generated clips of 5-10 s (90 s of media)
+    python scripts/bench_label.py --compare-serial         # the old serial path and the fast path, same run
+    python scripts/bench_label.py --videos DIR --workers 2 --threads 1
+    python scripts/bench_label.py --device cuda
+
+The clips are generated once (real face photo + espeak-ng speech, `pipeline/testing/media.py`) into
+`--clip-dir` and reused. Each run builds the default labeller (model loading is timed and included in the
+wall time), labels every clip with `run_labeling` into a fresh CSV, and prints the seconds per stage
+(probe, audio decoding, VAD, ASR, frame decoding, face detection, vision / text / audio models, writing),
+the wall time and x real time = media seconds / wall seconds (loading included). Stages that ran in
+worker processes are summed over the workers, so with workers their sum exceeds the wall time: the wall
+time and x real time are what a user waits. `--compare-serial` runs the serial path (one process, faces
+detected on full-resolution frames, Whisper encoder run for ASR and for the speech head separately)
+and the fast path in the same run, in alternating order over `--rounds`, and prints the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+SENTENCES = ("I am so happy to see you today, this is wonderful news.",
+             "I can't believe you did that again, I am really angry with you.",
+             "Well, I suppose we could try it tomorrow, if you really want to.",
+             "Oh no, that is terrible, I am so sorry to hear about your loss.")
+STAGES = ("model loading", "probe", "decode audio", "VAD", "ASR", "frame decode", "face detection", "vision model",
+          "text model", "audio model", "writing")
+
+
+def make_clips(folder: Path, count: int, min_seconds: float, max_seconds: float, size: tuple[int, int]) -> Path:
+    """Generate (or reuse) `count` talking-face clips with durations spread over [min, max] seconds."""
+    from affectflow.pipeline.testing.media import make_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        seconds = min_seconds + (max_seconds - min_seconds) * (index % 6) / 5.0 if count > 1 else min_seconds
+        text = SENTENCES[index % len(SENTENCES)]
+        if seconds > 7:
+            text += " " + SENTENCES[(index + 1) % len(SENTENCES)]
+        path = folder / f"clip{index:03d}-{seconds:.1f}s-{size[0]}x{size[1]}.mp4"
+        if not path.is_file():
+            make_video(path, seconds=seconds, size=size, text=text)
+    return folder
+
+
+def media_seconds(folder: Path) -> float:
+    """Total duration of the media files under `folder` (probe)."""
+    from affectflow.pipeline.label.evidence import find_media
+    from affectflow.pipeline.media.decode import probe
+
+    return sum(probe(path).duration for path in find_media(folder))
+
+
+@dataclass
+class BenchResult:
+    """One labelling run: its mode name, stage timer, wall seconds and the file-level rows."""
+
+    name: str
+    timer: object
+    wall: float
+    rows: list
+
+
+def run_once(name: str, videos: Path, fast: bool, args: argparse.Namespace) -> BenchResult:
+    """Build the default labeller and label `videos` (fast: workers, downscaled detection, shared encoder)."""
+    from affectflow.pipeline.core.timing import StageTimer, timed
+    from affectflow.pipeline.label.default_model import DefaultLabeler
+    from affectflow.pipeline.label.run import LabelingOptions, run_labeling
+
+    timer = StageTimer()
+    out = Path(tempfile.mkdtemp(prefix="bench-label-")) / "labels.csv"
+    started = time.perf_counter()
+    with timed(timer, "model loading"):
+        labeler = DefaultLabeler(device=args.device)
+    labeler.timer = timer
+    options = LabelingOptions(face_fps=args.face_fps, device=args.device, **fast_options(fast, args))
+    summary = run_labeling(videos, out, labeler, options, progress=False, timer=timer)
+    wall = time.perf_counter() - started
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return BenchResult(name, timer, wall, summary.rows)
+
+
+def fast_options(fast: bool, args: argparse.Namespace) -> dict:
+    """LabelingOptions fields of the fast path (empty for the serial path: the options' defaults)."""
+    return {}
+
+
+def print_table(results: list[BenchResult], seconds: float) -> None:
+    """Stage seconds per run side by side, then wall seconds and x real time."""
+    names = [r.name for r in results]
+    print(f"{'stage (s)':<18}" + "".join(f"{n:>14}" for n in names))
+    stages = list(STAGES) + sorted({s for r in results for s in r.timer.seconds} - set(STAGES))
+    for stage in stages:
+        print(f"{stage:<18}" + "".join(f"{r.timer.seconds.get(stage, 0.0):>14.2f}" for r in results))
+    print(f"{'sum of stages':<18}" + "".join(f"{r.timer.total:>14.2f}" for r in results))
+    print(f"{'wall':<18}" + "".join(f"{r.wall:>14.2f}" for r in results))
+    print(f"{'x real time':<18}" + "".join(f"{seconds / r.wall:>13.2f}x" for r in results))
+
+
+def compare_labels(serial: BenchResult, fast: BenchResult) -> None:
+    """How many file-level labels agree, and the largest probability difference."""
+    import numpy as np
+
+    by_clip = {row["clip"]: row for row in serial.rows}
+    same, largest = 0, 0.0
+    for row in fast.rows:
+        other = by_clip[row["clip"]]
+        same += row.get("label") == other.get("label")
+        probs = [k for k in row if k.startswith("prob_")]
+        if probs and all(other.get(k) is not None and row.get(k) is not None for k in probs):
+            largest = max(largest, float(np.max(np.abs([row[k] - other[k] for k in probs]))))
+    print(f"labels equal: {same}/{len(fast.rows)}; largest probability difference {largest:.4f}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--videos", type=Path, default=None, help="label this folder instead of generated clips")
+    parser.add_argument("--clip-dir", type=Path, default=Path(tempfile.gettempdir()) / "affectflow-bench-label")
+    parser.add_argument("--clips", type=int, default=12)
+    parser.add_argument("--min-seconds", type=float, default=5.0)
+    parser.add_argument("--max-seconds", type=float, default=10.0)
+    parser.add_argument("--size", default="640x360", help="generated frame size WxH")
+    parser.add_argument("--face-fps", type=float, default=2.0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
+    parser.add_argument("--workers", type=int, default=None, help="evidence worker processes (default: from cores)")
+    parser.add_argument("--compare-serial", action="store_true", help="also time the old serial path")
+    parser.add_argument("--serial-only", action="store_true", help="time only the old serial path")
+    parser.add_argument("--rounds", type=int, default=1, help="with --compare-serial: alternating rounds")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    videos = args.videos or make_clips(args.clip_dir, args.clips, args.min_seconds, args.max_seconds, (width, height))
+    seconds = media_seconds(videos)
+    print(f"{videos}: {seconds:.1f} s of media; device {args.device}; torch threads {torch.get_num_threads()}")
+    modes = [("serial", False)] if args.serial_only else \
+        ([("serial", False), ("fast", True)] if args.compare_serial else [("fast", True)])
+    results: dict[str, list[BenchResult]] = {name: [] for name, _ in modes}
+    for round_index in range(args.rounds):
+        order = modes if round_index % 2 == 0 else modes[::-1]
+        for name, fast in order:
+            results[name].append(run_once(name, videos, fast, args))
+    best = [min(runs, key=lambda r: r.wall) for runs in results.values()]
+    print_table(best, seconds)
+    if len(best) == 2:
+        print(f"ratio fast / serial (same run): {best[0].wall / best[1].wall:.2f}x wall")
+        compare_labels(best[0], best[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
