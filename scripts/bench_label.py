@@ -91,8 +91,15 @@ def run_once(name: str, videos: Path, fast: bool, args: argparse.Namespace) -> B
 
 
 def fast_options(fast: bool, args: argparse.Namespace) -> dict:
-    """LabelingOptions fields of the fast path (empty for the serial path: the options' defaults)."""
-    return {}
+    """LabelingOptions fields of the fast path, or of the old serial path (one process, full-resolution
+    face detection, Whisper encoder run separately for ASR and for the speech head)."""
+    from affectflow.pipeline.core.devices import default_worker_count
+    from affectflow.pipeline.media.faces import MIN_FACE_FRACTION
+
+    if not fast:
+        return {"workers": 0, "min_face_fraction": None, "share_audio_encoder": False}
+    workers = default_worker_count() if args.workers is None else args.workers
+    return {"workers": workers, "min_face_fraction": args.min_face_fraction, "share_audio_encoder": True}
 
 
 def print_table(results: list[BenchResult], seconds: float) -> None:
@@ -134,6 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
     parser.add_argument("--workers", type=int, default=None, help="evidence worker processes (default: from cores)")
+    parser.add_argument("--min-face-fraction", type=float, default=0.1,
+                        help="fast path: smallest face as a fraction of the shorter side (faces.MIN_FACE_FRACTION)")
     parser.add_argument("--compare-serial", action="store_true", help="also time the old serial path")
     parser.add_argument("--serial-only", action="store_true", help="time only the old serial path")
     parser.add_argument("--rounds", type=int, default=1, help="with --compare-serial: alternating rounds")
@@ -147,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     videos = args.videos or make_clips(args.clip_dir, args.clips, args.min_seconds, args.max_seconds, (width, height))
     seconds = media_seconds(videos)
-    print(f"{videos}: {seconds:.1f} s of media; device {args.device}; torch threads {torch.get_num_threads()}")
+    print(f"{videos}: {seconds:.1f} s of media; device {args.device}; torch threads {torch.get_num_threads()}; "
+          f"fast path: {fast_options(True, args)}")
     modes = [("serial", False)] if args.serial_only else \
         ([("serial", False), ("fast", True)] if args.compare_serial else [("fast", True)])
     results: dict[str, list[BenchResult]] = {name: [] for name, _ in modes}

@@ -76,6 +76,9 @@ class DefaultLabeler:
     class_names = CLASSES
     modalities = ("a", "t", "v")
     face_crop_size = 96
+    evidence_audio_features = AUDIO_EXTRACTOR
+    """The audio extractor an EvidenceCollector may run for this labeller (its frames are used when their
+    extractor id equals this labeller's own Whisper extractor's)."""
     timer: StageTimer | None = None
     """When set, the seconds of the "vision model", "text model" and "audio model" stages are added to it."""
 
@@ -126,8 +129,10 @@ class DefaultLabeler:
         vision = self.vision_frame_posteriors(evidence.faces.crops) if evidence.has_vision else None
         if not evidence.has_audio:
             return DefaultClipState(vision)
-        with timed(self.timer, "audio model"):
-            sequence = self.audio_extractor.extract(evidence.audio.samples)
+        sequence = evidence.audio_features
+        if sequence is None or sequence.extractor_id != self.audio_extractor.extractor_id:
+            with timed(self.timer, "audio model"):
+                sequence = self.audio_extractor.extract(evidence.audio.samples)
         if sequence.is_missing:
             return DefaultClipState(vision)
         return DefaultClipState(vision, sequence.values[sequence.mask], sequence.times[sequence.mask])

@@ -1,0 +1,127 @@
+"""Collecting clips' evidence ahead of the labeller: in the main process, or in a pool of worker processes.
+
+`iter_collected` yields one `CollectedClip` per (path, clip) in input order. With `workers` > 0 the
+probe, decoding, VAD, ASR, audio features and face detection of the next clips run in worker processes
+(a `ProcessPoolExecutor` on a forkserver context; each worker builds its own `EvidenceCollector` once,
+with its math libraries capped at `threads` threads) while the main process runs the labeller's models
+on the clips already collected and writes their rows. At most `in_flight` clips are submitted and not yet
+consumed, so memory stays flat however many clips a batch has. A clip whose media cannot be read gets its
+error rows (from the worker); a worker that dies costs the clip it held an error row, and the pool is
+rebuilt for the rest.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from affectflow.pipeline.core.errors import AffectflowError, MediaError
+from affectflow.pipeline.core.timing import StageTimer, timed
+from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector
+from affectflow.pipeline.media.transcripts import TranscriptError
+
+CollectorFactory = Callable[[], EvidenceCollector]
+"""Builds an EvidenceCollector (picklable, e.g. a functools.partial of EvidenceCollector)."""
+ITEM_ERRORS = (MediaError, TranscriptError, AffectflowError, ValueError)
+"""Errors that belong to one clip (its row says so); anything else stops the run."""
+_PRELOAD = ["affectflow.pipeline.label.evidence"]  # imported once by the forkserver, shared by every worker
+
+
+@dataclass
+class CollectedClip:
+    """One clip's evidence (None when it failed), its error rows (None when it did not), stage seconds."""
+
+    path: Path
+    clip: str
+    evidence: ClipEvidence | None
+    error_rows: list[dict[str, Any]] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def error_rows(clip: str, error: BaseException | str) -> list[dict[str, Any]]:
+    """The single row of a clip that could not be labelled: label None and the error's type and text."""
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return [{"clip": clip, "label": None, "error": message, "transcript_source": "none", "transcript": "",
+             "has_audio": False, "has_text": False, "has_vision": False}]
+
+
+def collect_clip(path: Path, clip: str, collector: EvidenceCollector, timer: StageTimer | None = None) -> CollectedClip:
+    """The evidence of one clip, or its error rows when its media or sidecar cannot be used."""
+    try:
+        return CollectedClip(path, clip, collector.collect(path, clip, timer=timer))
+    except ITEM_ERRORS as error:
+        return CollectedClip(path, clip, None, error_rows(clip, error))
+
+
+# Each worker process holds its own collector (built once by the pool's initializer, used by every task).
+_worker_state: dict[str, EvidenceCollector] = {}
+
+
+def _start_worker(make_collector: CollectorFactory, threads: int) -> None:
+    """Pool initializer: cap torch (and so CTranslate2, which follows it) threads, build the collector."""
+    torch.set_num_threads(threads)
+    _worker_state["collector"] = make_collector()
+
+
+def _collect_in_worker(path: Path, clip: str) -> CollectedClip:
+    """A pool task: `collect_clip` with the worker's collector, its stage seconds attached."""
+    timer = StageTimer()
+    collected = collect_clip(path, clip, _worker_state["collector"], timer)
+    collected.seconds = dict(timer.seconds)
+    return collected
+
+
+def _new_pool(make_collector: CollectorFactory, workers: int, threads: int) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                               initargs=(make_collector, threads))
+
+
+def iter_collected(items: list[tuple[Path, str]], make_collector: CollectorFactory, workers: int = 0,
+                   threads: int = 1, in_flight: int | None = None,
+                   timer: StageTimer | None = None) -> Iterator[CollectedClip]:
+    """CollectedClip of each (path, clip) in `items`, in order (see the module docstring).
+
+    workers: 0 = collect in this process (the collector is built here, timed as "model loading");
+    threads: math threads per worker; in_flight: most clips submitted ahead (default 2 x workers);
+    timer: gets every clip's stage seconds (summed over the workers).
+    """
+    if workers <= 0:
+        with timed(timer, "model loading"):
+            collector = make_collector()
+        for path, clip in items:
+            yield collect_clip(path, clip, collector, timer)
+        return
+    limit = max(1, in_flight or 2 * workers)
+    todo = deque(items)
+    pending: deque[tuple[Path, str, Future]] = deque()
+    pool = _new_pool(make_collector, workers, threads)
+    try:
+        while todo or pending:
+            while todo and len(pending) < limit:
+                path, clip = todo.popleft()
+                pending.append((path, clip, pool.submit(_collect_in_worker, path, clip)))
+            path, clip, future = pending.popleft()
+            try:
+                collected = future.result()
+            except BrokenProcessPool:
+                collected = CollectedClip(path, clip, None, error_rows(clip, "worker process died while collecting "
+                                                                        "this clip's evidence"))
+                pool.shutdown(wait=True, cancel_futures=True)
+                todo.extendleft(reversed([(p, c) for p, c, _ in pending]))  # resubmitted to a fresh pool
+                pending.clear()
+                pool = _new_pool(make_collector, workers, threads)
+            if timer is not None:
+                timer.add(collected.seconds)
+            yield collected
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
