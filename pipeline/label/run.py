@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from affectflow.pipeline.core.devices import threads_per_worker
+from affectflow.pipeline.core.devices import default_worker_count, threads_per_worker
 from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector, find_media
@@ -33,7 +33,7 @@ from affectflow.pipeline.media.faces import MIN_FACE_FRACTION
 class LabelingOptions:
     """Knobs of a labelling run: window length (None = file-level rows only), face sampling rate,
     transcripts table (clip -> text), offline ASR on/off, device ("cpu", "cuda[:N]"), evidence worker
-    processes (0 = in this process), the smallest face searched for as a fraction of the frame's shorter
+    processes (0 = in this process; None = `auto_workers`), the smallest face searched for as a fraction of the frame's shorter
     side (None = 20 px on full-resolution frames), and whether the collector runs the labeller's audio
     extractor (Whisper: one encoder pass shared with ASR)."""
 
@@ -42,7 +42,7 @@ class LabelingOptions:
     transcripts: dict[str, str] | None = None
     use_asr: bool = True
     device: str = "cpu"
-    workers: int = 0
+    workers: int | None = 0
     min_face_fraction: float | None = MIN_FACE_FRACTION
     share_audio_encoder: bool = True
 
@@ -82,6 +82,12 @@ def collector_factory(options: LabelingOptions, labeler: Labeler) -> CollectorFa
 def make_collector(options: LabelingOptions, labeler: Labeler) -> EvidenceCollector:
     """The EvidenceCollector of a run (see `collector_factory`)."""
     return collector_factory(options, labeler)()
+
+
+def auto_workers(clips: int, cpu_count: int | None = None) -> int:
+    """Evidence workers for `clips` files: `default_worker_count()` (one per core from two cores on), but at
+    most one per two clips, since every worker first loads its own face detector and ASR."""
+    return max(0, min(default_worker_count(cpu_count), clips // 2))
 
 
 def output_columns(class_names: tuple[str, ...], modalities: tuple[str, ...], per_modality: bool) -> list[str]:
@@ -181,8 +187,9 @@ def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options:
             return summary
         started = time.perf_counter()
         items = [(path, path.relative_to(videos).as_posix()) for path in todo]
-        collected_clips = iter_collected(items, collector_factory(options, labeler), workers=options.workers,
-                                         threads=threads_per_worker(options.workers), timer=timer)
+        workers = auto_workers(len(items)) if options.workers is None else options.workers
+        collected_clips = iter_collected(items, collector_factory(options, labeler), workers=workers,
+                                         threads=threads_per_worker(workers), timer=timer)
         for collected in tqdm(collected_clips, total=len(items), desc="labelling", unit="file", disable=not progress):
             rows = collected.error_rows if collected.evidence is None else \
                 rows_for_evidence(collected.clip, collected.evidence, labeler, options)

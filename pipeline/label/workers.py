@@ -6,12 +6,13 @@ probe, decoding, VAD, ASR, audio features and face detection of the next clips r
 with its math libraries capped at `threads` threads) while the main process runs the labeller's models
 on the clips already collected and writes their rows. At most `in_flight` clips are submitted and not yet
 consumed, so memory stays flat however many clips a batch has. A clip whose media cannot be read gets its
-error rows (from the worker); a worker that dies costs the clip it held an error row, and the pool is
-rebuilt for the rest.
+error rows (from the worker); when a worker dies, the pool is rebuilt and the clips that were in flight
+are collected again one at a time, so only the clip that kills a worker again gets an error row.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -32,7 +33,8 @@ CollectorFactory = Callable[[], EvidenceCollector]
 """Builds an EvidenceCollector (picklable, e.g. a functools.partial of EvidenceCollector)."""
 ITEM_ERRORS = (MediaError, TranscriptError, AffectflowError, ValueError)
 """Errors that belong to one clip (its row says so); anything else stops the run."""
-_PRELOAD = ["affectflow.pipeline.label.evidence"]  # imported once by the forkserver, shared by every worker
+# Imported once by the forkserver and so shared by every worker it forks (each import costs seconds)
+_PRELOAD = ["affectflow.pipeline.label.evidence", "facenet_pytorch", "faster_whisper", "ctranslate2"]
 
 
 @dataclass
@@ -81,7 +83,7 @@ def _collect_in_worker(path: Path, clip: str) -> CollectedClip:
 
 def _new_pool(make_collector: CollectorFactory, workers: int, threads: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(_PRELOAD)
+    context.set_forkserver_preload([name for name in _PRELOAD if importlib.util.find_spec(name) is not None])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
                                initargs=(make_collector, threads))
 
@@ -93,7 +95,8 @@ def iter_collected(items: list[tuple[Path, str]], make_collector: CollectorFacto
 
     workers: 0 = collect in this process (the collector is built here, timed as "model loading");
     threads: math threads per worker; in_flight: most clips submitted ahead (default 2 x workers);
-    timer: gets every clip's stage seconds (summed over the workers).
+    timer: gets every clip's stage seconds (summed over the workers) and, with workers, the seconds this
+    process waited for them ("waiting for workers": the main process was starved while it grew).
     """
     if workers <= 0:
         with timed(timer, "model loading"):
@@ -104,22 +107,29 @@ def iter_collected(items: list[tuple[Path, str]], make_collector: CollectorFacto
     limit = max(1, in_flight or 2 * workers)
     todo = deque(items)
     pending: deque[tuple[Path, str, Future]] = deque()
+    careful = 0  # after a worker died: clips to collect one at a time, so a death names its clip
     pool = _new_pool(make_collector, workers, threads)
     try:
         while todo or pending:
-            while todo and len(pending) < limit:
+            while todo and len(pending) < (1 if careful else limit):
                 path, clip = todo.popleft()
                 pending.append((path, clip, pool.submit(_collect_in_worker, path, clip)))
             path, clip, future = pending.popleft()
             try:
-                collected = future.result()
+                with timed(timer, "waiting for workers"):
+                    collected = future.result()
             except BrokenProcessPool:
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = _new_pool(make_collector, workers, threads)
+                if not careful:  # any clip in flight may have killed it: retry them one by one
+                    retry = [(path, clip)] + [(p, c) for p, c, _ in pending]
+                    pending.clear()
+                    todo.extendleft(reversed(retry))
+                    careful = len(retry)
+                    continue
                 collected = CollectedClip(path, clip, None, error_rows(clip, "worker process died while collecting "
                                                                         "this clip's evidence"))
-                pool.shutdown(wait=True, cancel_futures=True)
-                todo.extendleft(reversed([(p, c) for p, c, _ in pending]))  # resubmitted to a fresh pool
-                pending.clear()
-                pool = _new_pool(make_collector, workers, threads)
+            careful = max(0, careful - 1)
             if timer is not None:
                 timer.add(collected.seconds)
             yield collected
