@@ -76,10 +76,13 @@ def run_once(name: str, videos: Path, fast: bool, args: argparse.Namespace) -> B
     from affectflow.pipeline.core.timing import StageTimer, timed
     from affectflow.pipeline.label.default_model import DefaultLabeler
     from affectflow.pipeline.label.run import LabelingOptions, run_labeling
+    from affectflow.pipeline.label.workers import start_worker_server
 
     timer = StageTimer()
     out = Path(tempfile.mkdtemp(prefix="bench-label-")) / "labels.csv"
     started = time.perf_counter()
+    if fast:
+        start_worker_server()  # as label() does: the workers' imports overlap the labeller's loading
     with timed(timer, "model loading"):
         labeler = DefaultLabeler(device=args.device)
     labeler.timer = timer

@@ -140,11 +140,27 @@ class DefaultLabeler:
     def predict(self, evidence: ClipEvidence, state: DefaultClipState, start: float,
                 end: float | None) -> SpanPrediction:
         """Class probabilities for the span [start, end) of a clip's evidence, fused over the present modalities."""
+        return self._fuse(evidence, state, start, end, self.text_posterior(evidence.text_between(start, end)))
+
+    def predict_spans(self, evidence: ClipEvidence, state: DefaultClipState,
+                      spans: list[tuple[float, float | None]]) -> list[SpanPrediction]:
+        """`predict` of several spans of a clip, their distinct transcripts embedded in one MiniLM batch."""
+        texts = [evidence.text_between(start, end) for start, end in spans]
+        distinct = [text for text in dict.fromkeys(texts) if text is not None and text.strip()]
+        posteriors: dict[str, np.ndarray] = {}
+        if distinct:
+            with timed(self.timer, "text model"):
+                posteriors = dict(zip(distinct, self.head.probabilities(self.text_embeddings(distinct))))
+        return [self._fuse(evidence, state, start, end, posteriors.get(text) if text is not None else None)
+                for (start, end), text in zip(spans, texts)]
+
+    def _fuse(self, evidence: ClipEvidence, state: DefaultClipState, start: float, end: float | None,
+              text_probs: np.ndarray | None) -> SpanPrediction:
+        """The span's audio and vision posteriors with the given text posterior, as a product of experts."""
         per_modality: dict[str, np.ndarray] = {}
         audio_probs = self.audio_posterior(state.audio_frames_between(start, end))
         if audio_probs is not None:
             per_modality["a"] = audio_probs
-        text_probs = self.text_posterior(evidence.text_between(start, end))
         if text_probs is not None:
             per_modality["t"] = text_probs
         frame_probs = state.frame_probs_between(evidence, start, end)

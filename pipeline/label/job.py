@@ -22,6 +22,7 @@ from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
 from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, run_labeling
+from affectflow.pipeline.label.workers import start_worker_server
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 
 ENGINES = ("local", "ray")
@@ -138,6 +139,8 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     table = _transcript_table(transcripts)
     if engine == "ray" and labeler is not None:
         raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
+    if engine == "local" and workers != 0:
+        start_worker_server()  # the workers' imports run while the labeller loads
     labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
     options = LabelingOptions(segment_seconds=segment_seconds or (PLOT_SEGMENT_SECONDS if plot else None),
                               face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved, workers=workers)

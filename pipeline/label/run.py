@@ -127,23 +127,32 @@ def _flags(evidence: ClipEvidence) -> dict[str, Any]:
             "transcript_source": evidence.transcript_source, "duration_s": round(evidence.recording.duration, 3)}
 
 
+def _predict_spans(labeler: Labeler, evidence: ClipEvidence, state: Any,
+                   spans: list[tuple[float, float | None]]) -> list[SpanPrediction]:
+    """The labeller's predictions of the spans: one `predict_spans` call when it has one (it may batch its
+    models over the spans), else `predict` per span."""
+    if hasattr(labeler, "predict_spans"):
+        return labeler.predict_spans(evidence, state, spans)
+    return [labeler.predict(evidence, state, start, end) for start, end in spans]
+
+
 def rows_for_evidence(clip: str, evidence: ClipEvidence, labeler: Labeler, options: LabelingOptions) -> list[dict]:
     """All rows of one collected clip: window rows (when asked), then the file-level row; errors become a row."""
     try:
         state = labeler.prepare(evidence)
         flags = _flags(evidence)
         duration = evidence.recording.duration
-        rows = []
+        spans: list[tuple[float | None, float | None]] = []
         if options.segment_seconds:
             step = float(options.segment_seconds)
-            for start in np.arange(0.0, max(duration, 1e-9), step):
-                end = min(float(start) + step, duration)
-                prediction = labeler.predict(evidence, state, float(start), end)
-                row = _prediction_row(clip, evidence, prediction, labeler.class_names, round(float(start), 3),
-                                      round(end, 3))
-                rows.append({**flags, **row})
-        whole = labeler.predict(evidence, state, 0.0, None)
-        rows.append({**flags, **_prediction_row(clip, evidence, whole, labeler.class_names, None, None)})
+            spans = [(float(start), min(float(start) + step, duration))
+                     for start in np.arange(0.0, max(duration, 1e-9), step)]
+        predictions = _predict_spans(labeler, evidence, state, spans + [(0.0, None)])
+        rows = []
+        for (start, end), prediction in zip(spans, predictions):
+            row = _prediction_row(clip, evidence, prediction, labeler.class_names, round(start, 3), round(end, 3))
+            rows.append({**flags, **row})
+        rows.append({**flags, **_prediction_row(clip, evidence, predictions[-1], labeler.class_names, None, None)})
         return rows
     except ITEM_ERRORS as error:
         return error_rows(clip, error)

@@ -81,9 +81,20 @@ def _collect_in_worker(path: Path, clip: str) -> CollectedClip:
     return collected
 
 
-def _new_pool(make_collector: CollectorFactory, workers: int, threads: int) -> ProcessPoolExecutor:
+def start_worker_server() -> multiprocessing.context.BaseContext:
+    """Start the forkserver that worker processes are forked from (if not running), importing the heavy
+    modules in the background: call it before loading the labeller so both happen at once. Returns the
+    forkserver context (the server is reused by every later pool of this process)."""
+    from multiprocessing import forkserver
+
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([name for name in _PRELOAD if importlib.util.find_spec(name) is not None])
+    forkserver.ensure_running()
+    return context
+
+
+def _new_pool(make_collector: CollectorFactory, workers: int, threads: int) -> ProcessPoolExecutor:
+    context = start_worker_server()
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
                                initargs=(make_collector, threads))
 
