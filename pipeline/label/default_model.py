@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 
 from affectflow.extractors.base import create_extractor
 from affectflow.extractors.fer import FER_CLASSES, fer_probabilities, load_fer_model
+from affectflow.extractors.whisper import WhisperEncoderConfig, resolve_compute_type, resolve_model_folder
 from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.label.audio_head import AUDIO_HEAD_PATH, AudioEmotionHead
 from affectflow.pipeline.label.evidence import ClipEvidence
@@ -94,9 +96,18 @@ class DefaultLabeler:
                        "v": normalize_prior([FER2013_TRAIN_COUNTS[c] for c in CLASSES], "FER2013 prior")}
         self.target_prior = self.priors["t"]
         self.text_extractor = create_extractor(TEXT_EXTRACTOR["name"], device=self.device, **TEXT_EXTRACTOR["config"])
-        self.audio_extractor = create_extractor(AUDIO_EXTRACTOR["name"], device=self.device, **AUDIO_EXTRACTOR["config"])
+        self.audio_features_id = whisper_features_id(self.device)  # checks the model folder now
+        self._audio_extractor = None  # built on first use: with a collector that runs it, never here
         self.fer_model = load_fer_model(device=self.device)
         self._fer_order = [FER_CLASSES.index(next(k for k, v in FER_TO_CLASSES.items() if v == c)) for c in CLASSES]
+
+    @property
+    def audio_extractor(self):
+        """The Whisper encoder extractor (loaded on first use)."""
+        if self._audio_extractor is None:
+            self._audio_extractor = create_extractor(AUDIO_EXTRACTOR["name"], device=self.device,
+                                                     **AUDIO_EXTRACTOR["config"])
+        return self._audio_extractor
 
     def text_embeddings(self, texts: list[str]) -> np.ndarray:
         """MiniLM sentence embeddings [N, 384] (mean of the last layer over tokens)."""
@@ -130,7 +141,7 @@ class DefaultLabeler:
         if not evidence.has_audio:
             return DefaultClipState(vision)
         sequence = evidence.audio_features
-        if sequence is None or sequence.extractor_id != self.audio_extractor.extractor_id:
+        if sequence is None or sequence.extractor_id != self.audio_features_id:
             with timed(self.timer, "audio model"):
                 sequence = self.audio_extractor.extract(evidence.audio.samples)
         if sequence.is_missing:
@@ -170,6 +181,16 @@ class DefaultLabeler:
             return SpanPrediction(None, per_modality)
         fused = product_of_experts(per_modality, self.priors, self.target_prior, self.weights)
         return SpanPrediction(fused, per_modality)
+
+
+def whisper_features_id(device: torch.device) -> str:
+    """The extractor id of AUDIO_EXTRACTOR's frames on `device` (what `audio_extractor.extractor_id` will be),
+    without loading the model; ValueError when its model folder is unusable."""
+    name = AUDIO_EXTRACTOR["name"]
+    config = WhisperEncoderConfig(**AUDIO_EXTRACTOR["config"])
+    resolve_model_folder(config.model)
+    config = dataclasses.replace(config, compute_type=resolve_compute_type(config.compute_type, device))
+    return f"{name}-{config.config_hash(name)}"
 
 
 def audio_head_prior(head: AudioEmotionHead) -> np.ndarray:

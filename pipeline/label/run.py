@@ -10,13 +10,16 @@ labeller and writes the rows, in the folder's order.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from affectflow.pipeline.core.devices import default_worker_count, threads_per_worker
@@ -182,6 +185,22 @@ def open_output(videos: Path, out: str | Path, class_names: tuple[str, ...], mod
     return writer, files, todo
 
 
+@contextlib.contextmanager
+def main_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` inside the block (restored after; None = unchanged).
+
+    With evidence workers busy on every core, the labeller's models here must not spin more threads:
+    OpenMP threads waiting for a busy core made FER ~30x slower in bench_label.py.
+    """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options: LabelingOptions,
                  file_format: str = "csv", progress: bool = True, timer: StageTimer | None = None) -> LabelingSummary:
     """Label every media file under `videos` into `out`, skipping files finished by an earlier run.
@@ -199,11 +218,13 @@ def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options:
         workers = auto_workers(len(items)) if options.workers is None else options.workers
         collected_clips = iter_collected(items, collector_factory(options, labeler), workers=workers,
                                          threads=threads_per_worker(workers), timer=timer)
-        for collected in tqdm(collected_clips, total=len(items), desc="labelling", unit="file", disable=not progress):
-            rows = collected.error_rows if collected.evidence is None else \
-                rows_for_evidence(collected.clip, collected.evidence, labeler, options)
-            with timed(timer, "writing"):
-                writer.append_clip(collected.clip, rows)
-            summary.record(rows)
+        with main_threads(1 if workers and options.device == "cpu" else None):
+            for collected in tqdm(collected_clips, total=len(items), desc="labelling", unit="file",
+                                  disable=not progress):
+                rows = collected.error_rows if collected.evidence is None else \
+                    rows_for_evidence(collected.clip, collected.evidence, labeler, options)
+                with timed(timer, "writing"):
+                    writer.append_clip(collected.clip, rows)
+                summary.record(rows)
         summary.seconds = time.perf_counter() - started
     return summary

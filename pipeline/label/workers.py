@@ -34,7 +34,8 @@ CollectorFactory = Callable[[], EvidenceCollector]
 ITEM_ERRORS = (MediaError, TranscriptError, AffectflowError, ValueError)
 """Errors that belong to one clip (its row says so); anything else stops the run."""
 # Imported once by the forkserver and so shared by every worker it forks (each import costs seconds)
-_PRELOAD = ["affectflow.pipeline.label.evidence", "facenet_pytorch", "faster_whisper", "ctranslate2"]
+_PRELOAD = ["affectflow.pipeline.label.evidence", "facenet_pytorch", "faster_whisper", "faster_whisper.vad",
+            "ctranslate2", "decord", "torchcodec.decoders"]
 
 
 @dataclass

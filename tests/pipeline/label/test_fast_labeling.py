@@ -69,6 +69,11 @@ def test_fast_path_gives_the_serial_labels(large_clips, labeler, tmp_path):
     assert broken["label"] is None and broken["error"].startswith("MediaError")
 
 
+def test_the_labeller_knows_its_whisper_features_id_without_loading_whisper(labeler):
+    assert labeler._audio_extractor is None or labeler.audio_features_id == labeler.audio_extractor.extractor_id
+    assert labeler.audio_features_id == labeler.audio_extractor.extractor_id
+
+
 def test_auto_workers_leave_small_batches_in_process():
     assert auto_workers(1, cpu_count=2) == 0
     assert auto_workers(3, cpu_count=2) == 1
