@@ -13,7 +13,9 @@ wall time), labels every clip with `run_labeling` into a fresh CSV, and prints t
 the wall time and x real time = media seconds / wall seconds (loading included), and the CPU seconds of
 the run (this process and its worker processes, Linux /proc; loading included). Stages that ran in
 worker processes are summed over the workers, so with workers their sum exceeds the wall time: the wall
-time and x real time are what a user waits. `--compare-serial` runs the serial path (one process, faces
+time and x real time are what a user waits. Every run is a fresh Python process (imports and model loading
+included, as in a user's `affectflow label`); with rounds the table shows each mode's fastest run.
+`--compare-serial` runs the serial path (one process, faces
 detected on full-resolution frames, Whisper encoder run for ASR and for the speech head separately)
 and the fast path in the same run, in alternating order over `--rounds`, and prints the ratio.
 """
@@ -96,20 +98,22 @@ def cpu_now() -> float:
 
 
 def run_once(name: str, videos: Path, fast: bool, args: argparse.Namespace) -> BenchResult:
-    """Build the default labeller and label `videos` (fast: workers, downscaled detection, shared encoder)."""
+    """Import and build the default labeller, label `videos` (fast: workers, downscaled detection, shared
+    encoder): all of it timed, as a user's `affectflow label` run would be in a fresh process."""
+    started, cpu_started = time.perf_counter(), cpu_now()
     from affectflow.pipeline.core.timing import StageTimer, timed
-    from affectflow.pipeline.label.default_model import DefaultLabeler
-    from affectflow.pipeline.label.run import LabelingOptions, run_labeling
-    from affectflow.pipeline.label.workers import start_worker_server
 
     timer = StageTimer()
-    out = Path(tempfile.mkdtemp(prefix="bench-label-")) / "labels.csv"
-    started, cpu_started = time.perf_counter(), cpu_now()
-    if fast:
-        start_worker_server()  # as label() does: the workers' imports overlap the labeller's loading
     with timed(timer, "model loading"):
+        from affectflow.pipeline.label.default_model import DefaultLabeler
+        from affectflow.pipeline.label.run import LabelingOptions, run_labeling
+        from affectflow.pipeline.label.workers import start_worker_server
+
+        if fast:
+            start_worker_server()  # as label() does: the workers' imports overlap the labeller's loading
         labeler = DefaultLabeler(device=args.device)
     labeler.timer = timer
+    out = Path(tempfile.mkdtemp(prefix="bench-label-")) / "labels.csv"
     options = LabelingOptions(face_fps=args.face_fps, device=args.device, **fast_options(fast, args))
     summary = run_labeling(videos, out, labeler, options, progress=False, timer=timer)
     wall = time.perf_counter() - started
@@ -117,6 +121,37 @@ def run_once(name: str, videos: Path, fast: bool, args: argparse.Namespace) -> B
     cpu = cpu_now() - cpu_started
     shutil.rmtree(out.parent, ignore_errors=True)
     return BenchResult(name, timer, wall, summary.rows, cpu)
+
+
+def run_in_fresh_process(name: str, videos: Path, args: argparse.Namespace) -> BenchResult:
+    """`run_once` in a new Python process (cold imports and model loading, like a user's run)."""
+    import json
+    import subprocess
+
+    from affectflow.pipeline.core.timing import StageTimer
+
+    with tempfile.TemporaryDirectory() as folder:
+        result_path = Path(folder) / "result.json"
+        command = [sys.executable, __file__, "--videos", str(videos), "--face-fps", str(args.face_fps), "--device",
+                   args.device, "--min-face-fraction", str(args.min_face_fraction), "--mode", name,
+                   "--json-out", str(result_path)]
+        command += ["--threads", str(args.threads)] if args.threads else []
+        command += ["--workers", str(args.workers)] if args.workers is not None else []
+        completed = subprocess.run(command, capture_output=True, text=True)
+        if completed.returncode != 0:
+            raise RuntimeError(f"{name} run failed:\n{completed.stderr[-3000:]}")
+        data = json.loads(result_path.read_text())
+    timer = StageTimer()
+    timer.add(data["seconds"])
+    return BenchResult(name, timer, data["wall"], data["rows"], data["cpu"])
+
+
+def write_result(result: BenchResult, path: Path) -> None:
+    """A run as JSON (what `run_in_fresh_process` reads back)."""
+    import json
+
+    payload = {"seconds": result.timer.seconds, "wall": result.wall, "cpu": result.cpu, "rows": result.rows}
+    path.write_text(json.dumps(payload, default=lambda value: value.item() if hasattr(value, "item") else str(value)))
 
 
 def fast_options(fast: bool, args: argparse.Namespace) -> dict:
@@ -176,6 +211,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compare-serial", action="store_true", help="also time the old serial path")
     parser.add_argument("--serial-only", action="store_true", help="time only the old serial path")
     parser.add_argument("--rounds", type=int, default=1, help="with --compare-serial: alternating rounds")
+    parser.add_argument("--mode", choices=("serial", "fast"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--json-out", type=Path, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -183,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.mode is not None:  # one run in this (fresh) process, for run_in_fresh_process
+        write_result(run_once(args.mode, args.videos, args.mode == "fast", args), args.json_out)
+        return 0
     width, height = (int(v) for v in args.size.lower().split("x"))
     videos = args.videos or make_clips(args.clip_dir, args.clips, args.min_seconds, args.max_seconds, (width, height))
     seconds = media_seconds(videos)
@@ -194,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     for round_index in range(args.rounds):
         order = modes if round_index % 2 == 0 else modes[::-1]
         for name, fast in order:
-            results[name].append(run_once(name, videos, fast, args))
+            results[name].append(run_in_fresh_process(name, videos, args))
+            last = results[name][-1]
+            print(f"round {round_index + 1} {name}: {last.wall:.2f} s wall, {last.cpu:.2f} s CPU", flush=True)
     best = [min(runs, key=lambda r: r.wall) for runs in results.values()]
     print_table(best, seconds)
     if len(best) == 2:
