@@ -166,11 +166,25 @@ class WhisperEncoderExtractor(Extractor):
         for (index, _, keep), frames in zip(windows, encoded):
             per_item.setdefault(index, []).append(frames[:keep])
         for index, parts in per_item.items():
-            values = np.concatenate(parts, axis=0)
-            times = ((np.arange(values.shape[0]) + 0.5) * SAMPLES_PER_FRAME / SAMPLE_RATE).astype(np.float32)
-            results[index] = FeatureSequence(values=values, times=times, mask=np.ones(len(times), dtype=bool),
-                                             extractor_id=self.extractor_id)
+            results[index] = self._sequence(np.concatenate(parts, axis=0))
         return results  # type: ignore[return-value]
+
+    def extract_with_first_window(self, samples: np.ndarray | None) -> tuple[FeatureSequence, np.ndarray | None]:
+        """`extract` of one clip, plus the encoder output of its whole first 30 s window [1500, D] (None
+        when the audio is missing): a Whisper decoder (ASR) can start from it instead of encoding again."""
+        missing = missing_audio(self, samples)
+        if missing is not None:
+            return missing, None
+        windows = self.windows(samples)
+        encoded = self._encode([window for window, _ in windows])
+        values = np.concatenate([frames[:keep] for frames, (_, keep) in zip(encoded, windows)], axis=0)
+        return self._sequence(values), encoded[0]
+
+    def _sequence(self, values: np.ndarray) -> FeatureSequence:
+        """The FeatureSequence of a clip's kept encoder frames [T, D] (times at frame centres, all valid)."""
+        times = ((np.arange(values.shape[0]) + 0.5) * SAMPLES_PER_FRAME / SAMPLE_RATE).astype(np.float32)
+        return FeatureSequence(values=values, times=times, mask=np.ones(len(times), dtype=bool),
+                               extractor_id=self.extractor_id)
 
     def _encode(self, windows: list[np.ndarray]) -> list[np.ndarray]:
         """Encoder outputs [frames, D] float32 of mel windows [n_mels, F], `window_batch_size` per call."""

@@ -34,6 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="let --checkpoint's extractors run code from their model folders when their recorded "
                              "config asks for it (never enabled by a checkpoint alone)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local engine: processes decoding, transcribing and detecting faces in the next clips "
+                             "while the models run (0 = one process; default: one per CPU core, at most one per "
+                             "two clips)")
     parser.add_argument("--actors", type=int, default=None, help="Ray actor pool size (default: GPUs, else CPUs / 2)")
 
 
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                         transcripts=args.transcripts, device=args.device, segment_seconds=args.segment_seconds,
                         plot=args.plot, face_fps=args.face_fps, asr=not args.no_asr, engine=args.engine,
                         ray_address=args.ray_address, actors=args.actors, progress=not args.quiet,
-                        trust_remote_code=args.trust_remote_code)
+                        trust_remote_code=args.trust_remote_code, workers=args.workers)
     except (LabelingSetupError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

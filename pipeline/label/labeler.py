@@ -12,6 +12,10 @@
             ...
 
 `DefaultLabeler` (default_model.py) and `CheckpointLabeler` (checkpoint_labeler.py) implement it.
+Optional members the labelling loop uses when present: `predict_spans(evidence, state, spans)` -> one
+SpanPrediction per (start, end) (so a labeller can batch its models over a clip's windows), and
+`evidence_audio_features` ({"name", "config"} of an audio extractor the evidence collector runs for it,
+see `EvidenceCollector`).
 """
 
 from __future__ import annotations

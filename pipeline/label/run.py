@@ -3,37 +3,51 @@
 For each media file: collect its evidence (evidence.py), let the labeller prepare its per-clip state, then
 ask it for class probabilities of the whole clip and, with `segment_seconds`, of each window. A file that
 cannot be read gets a row with its error and the batch goes on. Rows are appended with
-`ResumableRowWriter`, so a re-run skips the files an earlier run finished.
+`ResumableRowWriter`, so a re-run skips the files an earlier run finished. With `options.workers` > 0 the
+evidence of the next clips is collected in worker processes (workers.py) while this process runs the
+labeller and writes the rows, in the folder's order.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from affectflow.pipeline.core.errors import AffectflowError, MediaError
-from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector, find_media
+from affectflow.pipeline.core.devices import default_worker_count, threads_per_worker
 from affectflow.pipeline.core.names import MODALITY_NAMES
+from affectflow.pipeline.core.timing import StageTimer, timed
+from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector, find_media
 from affectflow.pipeline.label.labeler import Labeler, SpanPrediction
 from affectflow.pipeline.label.output import ResumableRowWriter
-from affectflow.pipeline.media.transcripts import TranscriptError
+from affectflow.pipeline.label.workers import ITEM_ERRORS, CollectorFactory, collect_clip, error_rows, iter_collected
+from affectflow.pipeline.media.faces import MIN_FACE_FRACTION
 
 
 @dataclass
 class LabelingOptions:
     """Knobs of a labelling run: window length (None = file-level rows only), face sampling rate,
-    transcripts table (clip -> text), offline ASR on/off, device ("cpu", "cuda[:N]")."""
+    transcripts table (clip -> text), offline ASR on/off, device ("cpu", "cuda[:N]"), evidence worker
+    processes (0 = in this process; None = `auto_workers`), the smallest face searched for as a fraction of the frame's shorter
+    side (None = 20 px on full-resolution frames), and whether the collector runs the labeller's audio
+    extractor (Whisper: one encoder pass shared with ASR)."""
 
     segment_seconds: float | None = None
     face_fps: float = 2.0
     transcripts: dict[str, str] | None = None
     use_asr: bool = True
     device: str = "cpu"
+    workers: int | None = 0
+    min_face_fraction: float | None = MIN_FACE_FRACTION
+    share_audio_encoder: bool = True
 
 
 @dataclass
@@ -59,10 +73,24 @@ class LabelingSummary:
             self.labeled += 1
 
 
+def collector_factory(options: LabelingOptions, labeler: Labeler) -> CollectorFactory:
+    """A picklable builder of the run's EvidenceCollector (what worker processes call): the options'
+    sampling, transcripts, ASR, device and face scale; the labeller's crop size and audio extractor."""
+    audio_features = getattr(labeler, "evidence_audio_features", None) if options.share_audio_encoder else None
+    return functools.partial(EvidenceCollector, face_crop_size=labeler.face_crop_size, face_fps=options.face_fps,
+                             transcripts=options.transcripts, use_asr=options.use_asr, device=options.device,
+                             min_face_fraction=options.min_face_fraction, audio_features=audio_features)
+
+
 def make_collector(options: LabelingOptions, labeler: Labeler) -> EvidenceCollector:
-    """The EvidenceCollector of a run: the options' sampling, transcripts, ASR and device; the labeller's crops."""
-    return EvidenceCollector(face_crop_size=labeler.face_crop_size, face_fps=options.face_fps,
-                             transcripts=options.transcripts, use_asr=options.use_asr, device=options.device)
+    """The EvidenceCollector of a run (see `collector_factory`)."""
+    return collector_factory(options, labeler)()
+
+
+def auto_workers(clips: int, cpu_count: int | None = None) -> int:
+    """Evidence workers for `clips` files: `default_worker_count()` (one per core from two cores on), but at
+    most one per two clips, since every worker first loads its own face detector and ASR."""
+    return max(0, min(default_worker_count(cpu_count), clips // 2))
 
 
 def output_columns(class_names: tuple[str, ...], modalities: tuple[str, ...], per_modality: bool) -> list[str]:
@@ -102,29 +130,47 @@ def _flags(evidence: ClipEvidence) -> dict[str, Any]:
             "transcript_source": evidence.transcript_source, "duration_s": round(evidence.recording.duration, 3)}
 
 
-def label_clip(path: Path, clip: str, collector: EvidenceCollector, labeler: Labeler,
-               options: LabelingOptions) -> list[dict]:
-    """All rows of one file: window rows (when asked), then the file-level row; errors become a row."""
+def _predict_spans(labeler: Labeler, evidence: ClipEvidence, state: Any,
+                   spans: list[tuple[float, float | None]]) -> list[SpanPrediction]:
+    """The labeller's predictions of the spans: one `predict_spans` call when it has one (it may batch its
+    models over the spans), else `predict` per span."""
+    if hasattr(labeler, "predict_spans"):
+        return labeler.predict_spans(evidence, state, spans)
+    return [labeler.predict(evidence, state, start, end) for start, end in spans]
+
+
+def rows_for_evidence(clip: str, evidence: ClipEvidence, labeler: Labeler, options: LabelingOptions) -> list[dict]:
+    """All rows of one collected clip: window rows (when asked), then the file-level row; errors become a row."""
     try:
-        evidence = collector.collect(path, clip)
         state = labeler.prepare(evidence)
         flags = _flags(evidence)
         duration = evidence.recording.duration
-        rows = []
+        spans: list[tuple[float | None, float | None]] = []
         if options.segment_seconds:
             step = float(options.segment_seconds)
-            for start in np.arange(0.0, max(duration, 1e-9), step):
-                end = min(float(start) + step, duration)
-                prediction = labeler.predict(evidence, state, float(start), end)
-                row = _prediction_row(clip, evidence, prediction, labeler.class_names, round(float(start), 3),
-                                      round(end, 3))
-                rows.append({**flags, **row})
-        whole = labeler.predict(evidence, state, 0.0, None)
-        rows.append({**flags, **_prediction_row(clip, evidence, whole, labeler.class_names, None, None)})
+            spans = [(float(start), min(float(start) + step, duration))
+                     for start in np.arange(0.0, max(duration, 1e-9), step)]
+        predictions = _predict_spans(labeler, evidence, state, spans + [(0.0, None)])
+        rows = []
+        for (start, end), prediction in zip(spans, predictions):
+            row = _prediction_row(clip, evidence, prediction, labeler.class_names, round(start, 3), round(end, 3))
+            rows.append({**flags, **row})
+        rows.append({**flags, **_prediction_row(clip, evidence, predictions[-1], labeler.class_names, None, None)})
         return rows
-    except (MediaError, TranscriptError, AffectflowError, ValueError) as error:
-        return [{"clip": clip, "label": None, "error": f"{type(error).__name__}: {error}", "transcript_source": "none",
-                 "transcript": "", "has_audio": False, "has_text": False, "has_vision": False}]
+    except ITEM_ERRORS as error:
+        return error_rows(clip, error)
+
+
+def label_clip(path: Path, clip: str, collector: EvidenceCollector, labeler: Labeler,
+               options: LabelingOptions, timer: StageTimer | None = None) -> list[dict]:
+    """All rows of one file: window rows (when asked), then the file-level row; errors become a row.
+
+    timer: when given, the collector's stages are added to it (the labeller times its own models).
+    """
+    collected = collect_clip(path, clip, collector, timer)
+    if collected.evidence is None:
+        return collected.error_rows
+    return rows_for_evidence(clip, collected.evidence, labeler, options)
 
 
 def open_output(videos: Path, out: str | Path, class_names: tuple[str, ...], modalities: tuple[str, ...],
@@ -139,21 +185,46 @@ def open_output(videos: Path, out: str | Path, class_names: tuple[str, ...], mod
     return writer, files, todo
 
 
+@contextlib.contextmanager
+def main_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` inside the block (restored after; None = unchanged).
+
+    With evidence workers busy on every core, the labeller's models here must not spin more threads:
+    OpenMP threads waiting for a busy core made FER ~30x slower in bench_label.py.
+    """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options: LabelingOptions,
-                 file_format: str = "csv", progress: bool = True) -> LabelingSummary:
-    """Label every media file under `videos` into `out`, skipping files finished by an earlier run."""
+                 file_format: str = "csv", progress: bool = True, timer: StageTimer | None = None) -> LabelingSummary:
+    """Label every media file under `videos` into `out`, skipping files finished by an earlier run.
+
+    timer: when given, gets the seconds of the evidence stages (summed over worker processes) and "writing".
+    """
     videos = Path(videos)
     writer, files, todo = open_output(videos, out, labeler.class_names, labeler.modalities, file_format)
     with writer:
         summary = LabelingSummary(skipped=len(files) - len(todo))
         if not todo:
             return summary
-        collector = make_collector(options, labeler)
         started = time.perf_counter()
-        for path in tqdm(todo, desc="labelling", unit="file", disable=not progress):
-            clip = path.relative_to(videos).as_posix()
-            rows = label_clip(path, clip, collector, labeler, options)
-            writer.append_clip(clip, rows)
-            summary.record(rows)
+        items = [(path, path.relative_to(videos).as_posix()) for path in todo]
+        workers = auto_workers(len(items)) if options.workers is None else options.workers
+        collected_clips = iter_collected(items, collector_factory(options, labeler), workers=workers,
+                                         threads=threads_per_worker(workers), timer=timer)
+        with main_threads(1 if workers and options.device == "cpu" else None):
+            for collected in tqdm(collected_clips, total=len(items), desc="labelling", unit="file",
+                                  disable=not progress):
+                rows = collected.error_rows if collected.evidence is None else \
+                    rows_for_evidence(collected.clip, collected.evidence, labeler, options)
+                with timed(timer, "writing"):
+                    writer.append_clip(collected.clip, rows)
+                summary.record(rows)
         summary.seconds = time.perf_counter() - started
     return summary

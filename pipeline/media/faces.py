@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.media.decode import iter_frame_chunks
 from affectflow.pipeline.media.mtcnn import detect_batch, prepare_mtcnn
 
@@ -24,6 +25,44 @@ _TEMPLATE_112 = np.array(
     dtype=np.float32,
 )
 SIDES = (None, "left", "right")
+MIN_FACE_FRACTION = 0.1
+"""The smallest face worth labelling, as a fraction of the frame's shorter side (36 px in 640x360): with
+`FaceDetector(min_face_fraction=...)` frames are downscaled so such a face spans MTCNN's `min_face_size`
+(20 px), boxes and landmarks are mapped back, and crops are cut from the full-resolution frame."""
+
+
+def detection_scale(height: int, width: int, min_face_size: int, min_face_fraction: float | None) -> float:
+    """Factor (<= 1) frames of [height, width] are resized by before MTCNN: the smallest face that matters
+    (`min_face_fraction` of the shorter side) becomes `min_face_size` pixels; 1 when None or already small."""
+    if min_face_fraction is None:
+        return 1.0
+    if not 0 < min_face_fraction <= 1:
+        raise ValueError(f"min_face_fraction must be in (0, 1], got {min_face_fraction}")
+    return min(1.0, min_face_size / (min_face_fraction * min(height, width)))
+
+
+def downscale_frames(frames: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+    """(frames uint8 [T, h, w, 3] area-resized by `scale`, x factor w / W, y factor h / H).
+
+    The exact per-axis factors (after rounding the size) map small-frame pixels back: x_full = x / fx.
+    """
+    height, width = frames.shape[1:3]
+    if scale >= 1.0:
+        return frames, 1.0, 1.0
+    small_w, small_h = max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+    small = np.stack([cv2.resize(frame, (small_w, small_h), interpolation=cv2.INTER_AREA) for frame in frames])
+    return small, small_w / width, small_h / height
+
+
+def map_detections_back(detections: list[tuple[np.ndarray, np.ndarray, np.ndarray]], x_factor: float,
+                        y_factor: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Boxes [K, 4] (x1, y1, x2, y2) and landmarks [K, 5, 2] (x, y) found on downscaled frames, in
+    full-resolution pixels (divided by the per-axis factors); probabilities unchanged."""
+    if x_factor == 1.0 and y_factor == 1.0:
+        return detections
+    box_scale = np.array([x_factor, y_factor, x_factor, y_factor], np.float32)
+    point_scale = np.array([x_factor, y_factor], np.float32)
+    return [(boxes / box_scale, probs, points / point_scale) for boxes, probs, points in detections]
 
 
 @dataclass(frozen=True)
@@ -111,13 +150,16 @@ class FaceDetector:
     lies in the `side` half given to `detect`).
 
     batch_size: frames per MTCNN pass (None: 8 on CPU, where small batches stay in cache, 32 on CUDA);
+    min_face_fraction: None = search faces down to `min_face_size` pixels on full-resolution frames; a
+    fraction (e.g. MIN_FACE_FRACTION) = detect on frames downscaled so a face of that fraction of the
+    shorter side spans `min_face_size` pixels (far cheaper on large frames), crops still cut at full size;
     precision: "float32", or "float16" / "bfloat16" for the three networks on CUDA (box arithmetic
     stays float32). Inference goes through `affectflow.pipeline.media.mtcnn.detect_batch` (no per-box loop).
     """
 
     def __init__(self, device: str | torch.device = "cpu", crop_size: int = 224, min_probability: float = 0.9,
                  batch_size: int | None = None, min_face_size: int = 20, margin: float = 0.2,
-                 precision: str = "float32") -> None:
+                 precision: str = "float32", min_face_fraction: float | None = None) -> None:
         from facenet_pytorch import MTCNN
 
         self.device = torch.device(device)
@@ -129,14 +171,20 @@ class FaceDetector:
         self.min_probability = min_probability
         self.batch_size = batch_size or (32 if self.device.type == "cuda" else 8)
         self.margin = margin
+        self.min_face_size = min_face_size
+        detection_scale(100, 100, min_face_size, min_face_fraction)  # validates the fraction
+        self.min_face_fraction = min_face_fraction
         self._mtcnn = prepare_mtcnn(MTCNN(keep_all=True, device=self.device, min_face_size=min_face_size))
         self._mtcnn.to(dtypes[precision])
 
     def _detect_frames(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per frame (boxes [K, 4], probabilities [K], landmarks [K, 5, 2]) of frames uint8 [T, H, W, 3]."""
+        """Per frame (boxes [K, 4], probabilities [K], landmarks [K, 5, 2]) of frames uint8 [T, H, W, 3],
+        in full-resolution pixels (detected on downscaled frames when `min_face_fraction` is set)."""
+        scale = detection_scale(frames.shape[1], frames.shape[2], self.min_face_size, self.min_face_fraction)
         found = []
         for offset in range(0, frames.shape[0], self.batch_size):
-            found.extend(detect_batch(self._mtcnn, frames[offset: offset + self.batch_size]))
+            small, x_factor, y_factor = downscale_frames(frames[offset: offset + self.batch_size], scale)
+            found.extend(map_detections_back(detect_batch(self._mtcnn, small), x_factor, y_factor))
         return found
 
     def _track(self, frames: np.ndarray, times: np.ndarray, detections: list, side: str | None) -> FaceTrack:
@@ -192,8 +240,19 @@ class FaceDetector:
 
 
 def track_faces(path: str | Path, detector: FaceDetector, start: float = 0.0, end: float | None = None,
-                fps: float | None = 5.0, side: str | None = None, chunk_size: int = 64) -> FaceTrack:
-    """Faces of a video segment sampled at `fps`, decoded and detected chunk by chunk (bounded memory)."""
-    tracks = [detector.detect(chunk.frames, chunk.times, side=side)
-              for chunk in iter_frame_chunks(path, start, end, fps=fps, chunk_size=chunk_size)]
+                fps: float | None = 5.0, side: str | None = None, chunk_size: int = 64,
+                timer: StageTimer | None = None) -> FaceTrack:
+    """Faces of a video segment sampled at `fps`, decoded and detected chunk by chunk (bounded memory).
+
+    timer: when given, decoding is added to its "frame decode" stage and detection to "face detection".
+    """
+    chunks = iter_frame_chunks(path, start, end, fps=fps, chunk_size=chunk_size)
+    tracks = []
+    while True:
+        with timed(timer, "frame decode"):
+            chunk = next(chunks, None)
+        if chunk is None:
+            break
+        with timed(timer, "face detection"):
+            tracks.append(detector.detect(chunk.frames, chunk.times, side=side))
     return FaceTrack.concatenate(tracks, detector.crop_size)

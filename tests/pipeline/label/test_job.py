@@ -105,6 +105,8 @@ def test_bad_arguments_raise_setup_errors(clips, tmp_path):
         label(clips, tmp_path / "x.csv", labeler=fake, segment_seconds=0)
     with pytest.raises(LabelingSetupError, match="format"):
         label(clips, tmp_path / "x.csv", labeler=fake, format="xml")
+    with pytest.raises(LabelingSetupError, match="workers"):
+        label(clips, tmp_path / "x.csv", labeler=fake, workers=-1)
     with pytest.raises(LabelingSetupError, match="at most one"):
         label(clips, tmp_path / "x.csv", labeler=fake, checkpoint=tmp_path)
     with pytest.raises(LabelingSetupError, match="make_labeler"):

@@ -46,7 +46,8 @@ def _run(args, **kwargs):
 @pytest.fixture(scope="module")
 def labeled(clips, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "labels.jsonl"
-    result = _run(["--videos", str(clips), "--out", str(out), "--segment-seconds", "1", "--device", "cpu", "--plot"])
+    result = _run(["--videos", str(clips), "--out", str(out), "--segment-seconds", "1", "--device", "cpu", "--plot",
+                   "--workers", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_json(out, lines=True, dtype={"clip": str})
     table.attrs["out"] = str(out)

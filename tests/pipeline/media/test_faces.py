@@ -1,7 +1,10 @@
 import numpy as np
 import pytest
 
-from affectflow.pipeline.media.faces import FaceDetector, FaceTrack, choose_face, track_faces
+from affectflow.pipeline.media.faces import (
+    MIN_FACE_FRACTION, FaceDetector, FaceTrack, choose_face, detection_scale, downscale_frames, map_detections_back,
+    track_faces,
+)
 from affectflow.pipeline.media.decode import read_frames
 
 
@@ -62,3 +65,50 @@ def test_detect_rejects_bad_frames(detector):
 def test_empty_track():
     track = FaceTrack.concatenate([], 64)
     assert track.is_missing and track.crops.shape == (0, 64, 64, 3)
+
+
+# --- detection on downscaled frames (min_face_fraction) -------------------------------------------
+
+
+def test_detection_scale_makes_the_smallest_face_twenty_pixels():
+    assert detection_scale(360, 640, 20, MIN_FACE_FRACTION) == pytest.approx(20 / 36)
+    assert detection_scale(1080, 1920, 20, 0.1) == pytest.approx(20 / 108)
+    assert detection_scale(120, 160, 20, 0.1) == 1.0  # a 12 px face is below what MTCNN sees anyway
+    assert detection_scale(360, 640, 20, None) == 1.0
+    with pytest.raises(ValueError, match="min_face_fraction"):
+        detection_scale(360, 640, 20, 0.0)
+
+
+def test_downscaled_detections_map_back_to_full_resolution():
+    frames = np.zeros((2, 360, 640, 3), np.uint8)
+    small, x_factor, y_factor = downscale_frames(frames, 20 / 36)
+    assert small.shape == (2, 200, 356, 3)
+    assert x_factor == pytest.approx(356 / 640) and y_factor == pytest.approx(200 / 360)
+    boxes = np.array([[10.0, 20.0, 110.0, 140.0]], np.float32)
+    points = np.array([[[30.0, 50.0], [70.0, 50.0], [50.0, 80.0], [35.0, 110.0], [65.0, 110.0]]], np.float32)
+    [(full_boxes, probs, full_points)] = map_detections_back([(boxes, np.ones(1, np.float32), points)],
+                                                              x_factor, y_factor)
+    np.testing.assert_allclose(full_boxes, [[10 / x_factor, 20 / y_factor, 110 / x_factor, 140 / y_factor]], rtol=1e-6)
+    np.testing.assert_allclose(full_points[..., 0], points[..., 0] / x_factor, rtol=1e-6)
+    np.testing.assert_allclose(full_points[..., 1], points[..., 1] / y_factor, rtol=1e-6)
+    assert probs[0] == 1.0
+    assert downscale_frames(frames, 1.0)[0] is frames
+
+
+def test_downscaled_detection_finds_the_full_resolution_face():
+    import cv2
+
+    from affectflow.pipeline.testing.media import face_image
+
+    face = cv2.resize(face_image(), (200, 200))  # the face proper spans ~110 px of a 720-line frame
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    frame[300:500, 700:900] = face
+    frames = frame[None]
+    full = FaceDetector(crop_size=112).detect(frames, np.zeros(1))
+    fast = FaceDetector(crop_size=112, min_face_fraction=MIN_FACE_FRACTION).detect(frames, np.zeros(1))
+    assert full.mask.all() and fast.mask.all() and fast.crops.shape == (1, 112, 112, 3)
+    width = full.boxes[0, 2] - full.boxes[0, 0]
+    # boxes and landmarks in full-resolution pixels, within a few percent of the face's width
+    assert np.abs(fast.boxes - full.boxes).max() < 0.08 * width
+    assert np.abs(fast.landmarks - full.landmarks).max() < 0.05 * width
+    assert fast.boxes[0, 0] > 650 and fast.boxes[0, 2] < 950  # not left in the small frame's coordinates

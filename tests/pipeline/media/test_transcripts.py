@@ -74,3 +74,21 @@ def test_vad_hears_speech_not_silence(media):
     assert speech_seconds(read_audio(media["talking_face"]).samples) > 0.5
     assert speech_seconds(read_audio(media["silent"]).samples) == 0.0
     assert speech_seconds(np.zeros(0, np.float32)) == 0.0
+
+
+def test_asr_from_the_shared_encoder_pass_reads_the_same_words(media):
+    from affectflow.extractors.base import create_extractor
+    from affectflow.pipeline.media.decode import read_audio
+    from affectflow.pipeline.media.transcripts import SpeechRecognizer
+
+    samples = read_audio(media["talking_face"]).samples
+    extractor = create_extractor("whisper")
+    sequence, first_window = extractor.extract_with_first_window(samples)
+    np.testing.assert_array_equal(sequence.values, extractor.extract(samples).values)  # the same frames
+    assert first_window.shape == (1500, extractor.output_dim)
+    recognizer = SpeechRecognizer()
+    alone, shared = recognizer.transcribe(samples), recognizer.transcribe(samples, first_window)
+    # the 2 s clip cuts the sentence after "today": the word cut off may come out differently (padding differs)
+    assert "happy to see you today" in shared.text.lower() and "happy to see you today" in alone.text.lower()
+    assert shared.cues and 0.0 <= shared.cues[0][0] < shared.cues[-1][1]
+    assert recognizer.transcribe(samples).text == alone.text  # the shared window was used once only

@@ -1,0 +1,149 @@
+"""Collecting clips' evidence ahead of the labeller: in the main process, or in a pool of worker processes.
+
+`iter_collected` yields one `CollectedClip` per (path, clip) in input order. With `workers` > 0 the
+probe, decoding, VAD, ASR, audio features and face detection of the next clips run in worker processes
+(a `ProcessPoolExecutor` on a forkserver context; each worker builds its own `EvidenceCollector` once,
+with its math libraries capped at `threads` threads) while the main process runs the labeller's models
+on the clips already collected and writes their rows. At most `in_flight` clips are submitted and not yet
+consumed, so memory stays flat however many clips a batch has. A clip whose media cannot be read gets its
+error rows (from the worker); when a worker dies, the pool is rebuilt and the clips that were in flight
+are collected again one at a time, so only the clip that kills a worker again gets an error row.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from affectflow.pipeline.core.errors import AffectflowError, MediaError
+from affectflow.pipeline.core.timing import StageTimer, timed
+from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector
+from affectflow.pipeline.media.transcripts import TranscriptError
+
+CollectorFactory = Callable[[], EvidenceCollector]
+"""Builds an EvidenceCollector (picklable, e.g. a functools.partial of EvidenceCollector)."""
+ITEM_ERRORS = (MediaError, TranscriptError, AffectflowError, ValueError)
+"""Errors that belong to one clip (its row says so); anything else stops the run."""
+# Imported once by the forkserver and so shared by every worker it forks (each import costs seconds)
+_PRELOAD = ["affectflow.pipeline.label.evidence", "facenet_pytorch", "faster_whisper", "faster_whisper.vad",
+            "ctranslate2", "decord", "torchcodec.decoders"]
+
+
+@dataclass
+class CollectedClip:
+    """One clip's evidence (None when it failed), its error rows (None when it did not), stage seconds."""
+
+    path: Path
+    clip: str
+    evidence: ClipEvidence | None
+    error_rows: list[dict[str, Any]] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def error_rows(clip: str, error: BaseException | str) -> list[dict[str, Any]]:
+    """The single row of a clip that could not be labelled: label None and the error's type and text."""
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return [{"clip": clip, "label": None, "error": message, "transcript_source": "none", "transcript": "",
+             "has_audio": False, "has_text": False, "has_vision": False}]
+
+
+def collect_clip(path: Path, clip: str, collector: EvidenceCollector, timer: StageTimer | None = None) -> CollectedClip:
+    """The evidence of one clip, or its error rows when its media or sidecar cannot be used."""
+    try:
+        return CollectedClip(path, clip, collector.collect(path, clip, timer=timer))
+    except ITEM_ERRORS as error:
+        return CollectedClip(path, clip, None, error_rows(clip, error))
+
+
+# Each worker process holds its own collector (built once by the pool's initializer, used by every task).
+_worker_state: dict[str, EvidenceCollector] = {}
+
+
+def _start_worker(make_collector: CollectorFactory, threads: int) -> None:
+    """Pool initializer: cap torch (and so CTranslate2, which follows it) threads, build the collector."""
+    torch.set_num_threads(threads)
+    _worker_state["collector"] = make_collector()
+
+
+def _collect_in_worker(path: Path, clip: str) -> CollectedClip:
+    """A pool task: `collect_clip` with the worker's collector, its stage seconds attached."""
+    timer = StageTimer()
+    collected = collect_clip(path, clip, _worker_state["collector"], timer)
+    collected.seconds = dict(timer.seconds)
+    return collected
+
+
+def start_worker_server() -> multiprocessing.context.BaseContext:
+    """Start the forkserver that worker processes are forked from (if not running), importing the heavy
+    modules in the background: call it before loading the labeller so both happen at once. Returns the
+    forkserver context (the server is reused by every later pool of this process)."""
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([name for name in _PRELOAD if importlib.util.find_spec(name) is not None])
+    forkserver.ensure_running()
+    return context
+
+
+def _new_pool(make_collector: CollectorFactory, workers: int, threads: int) -> ProcessPoolExecutor:
+    context = start_worker_server()
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                               initargs=(make_collector, threads))
+
+
+def iter_collected(items: list[tuple[Path, str]], make_collector: CollectorFactory, workers: int = 0,
+                   threads: int = 1, in_flight: int | None = None,
+                   timer: StageTimer | None = None) -> Iterator[CollectedClip]:
+    """CollectedClip of each (path, clip) in `items`, in order (see the module docstring).
+
+    workers: 0 = collect in this process (the collector is built here, timed as "model loading");
+    threads: math threads per worker; in_flight: most clips submitted ahead (default 2 x workers);
+    timer: gets every clip's stage seconds (summed over the workers) and, with workers, the seconds this
+    process waited for them ("waiting for workers": the main process was starved while it grew).
+    """
+    if workers <= 0:
+        with timed(timer, "model loading"):
+            collector = make_collector()
+        for path, clip in items:
+            yield collect_clip(path, clip, collector, timer)
+        return
+    limit = max(1, in_flight or 2 * workers)
+    todo = deque(items)
+    pending: deque[tuple[Path, str, Future]] = deque()
+    careful = 0  # after a worker died: clips to collect one at a time, so a death names its clip
+    pool = _new_pool(make_collector, workers, threads)
+    try:
+        while todo or pending:
+            while todo and len(pending) < (1 if careful else limit):
+                path, clip = todo.popleft()
+                pending.append((path, clip, pool.submit(_collect_in_worker, path, clip)))
+            path, clip, future = pending.popleft()
+            try:
+                with timed(timer, "waiting for workers"):
+                    collected = future.result()
+            except BrokenProcessPool:
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = _new_pool(make_collector, workers, threads)
+                if not careful:  # any clip in flight may have killed it: retry them one by one
+                    retry = [(path, clip)] + [(p, c) for p, c, _ in pending]
+                    pending.clear()
+                    todo.extendleft(reversed(retry))
+                    careful = len(retry)
+                    continue
+                collected = CollectedClip(path, clip, None, error_rows(clip, "worker process died while collecting "
+                                                                        "this clip's evidence"))
+            careful = max(0, careful - 1)
+            if timer is not None:
+                timer.add(collected.seconds)
+            yield collected
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,114 @@
+"""The fast labelling path (evidence workers, downscaled face detection, one shared Whisper encoder pass)
+against the serial path, and the worker pool's order and error handling."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectflow.pipeline.label.run import LabelingOptions, auto_workers, run_labeling
+from affectflow.pipeline.label.workers import CollectedClip, iter_collected
+
+EXPERT_TOLERANCE = {"audio": 0.0, "text": 0.0, "vision": 0.01}
+"""Largest absolute difference allowed between a fast-path and a serial-path expert probability (file
+level). Whisper frames and transcripts are the same (one encoder pass, same model), so audio and text are
+exact; faces found on downscaled frames sit a few pixels from the full-resolution ones, which moves the
+aligned crops and so FER's probabilities slightly."""
+FUSED_TOLERANCE = 0.25
+"""The same for the fused probabilities. The product of experts multiplies the vision expert's odds, and
+FER is nearly certain on these smiling faces (joy ~1, others ~1e-5): a 2e-5 change of a ruled-out class
+changes its odds by a factor of ~2, which moves the fused probability of a runner-up class by up to
+~0.15 (seen: 0.14) although every expert agrees to 1e-4. The labels must be the same."""
+SERIAL = {"workers": 0, "min_face_fraction": None, "share_audio_encoder": False}
+FAST = {"workers": 2, "min_face_fraction": 0.1, "share_audio_encoder": True}
+
+
+@pytest.fixture(scope="module")
+def large_clips(tmp_path_factory) -> Path:
+    """Three 640x360 talking-face clips (large enough that detection really runs downscaled) and a broken file."""
+    from affectflow.pipeline.testing.media import make_video
+
+    folder = tmp_path_factory.mktemp("large_clips")
+    # short sentences that end inside the clip: a word cut off by the clip's end may be transcribed
+    # differently by the two paths (they pad the audio differently)
+    sentences = ("I am so happy today.", "I am really angry with you.", "I am so sorry for your loss.")
+    for index, text in enumerate(sentences):
+        make_video(folder / f"clip{index}.mp4", seconds=2.5, size=(640, 360), text=text)
+    (folder / "broken.mp4").write_text("not a video\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def labeler():
+    from affectflow.pipeline.label.default_model import DefaultLabeler
+
+    return DefaultLabeler(device="cpu")
+
+
+def _label(folder: Path, out: Path, labeler, **fields) -> list[dict]:
+    summary = run_labeling(folder, out, labeler, LabelingOptions(**fields), progress=False)
+    return summary.rows
+
+
+def test_fast_path_gives_the_serial_labels(large_clips, labeler, tmp_path):
+    serial = _label(large_clips, tmp_path / "serial.csv", labeler, **SERIAL)
+    fast = _label(large_clips, tmp_path / "fast.csv", labeler, **FAST)
+    assert [row["clip"] for row in fast] == [row["clip"] for row in serial]  # input order kept
+    for before, after in zip(serial, fast):
+        assert after["label"] == before["label"], after["clip"]
+        assert after["transcript"] == before["transcript"]
+        assert after.get("face_frames_ratio") == before.get("face_frames_ratio")
+        if before["label"] is None:
+            continue
+        assert before["transcript_source"] == "asr" and before["transcript"]  # ASR ran on both paths
+        for prefix, tolerance in [("prob_", FUSED_TOLERANCE)] + [(f"prob_{m}_", t) for m, t in EXPERT_TOLERANCE.items()]:
+            keys = [f"{prefix}{c}" for c in labeler.class_names]
+            difference = np.abs(np.array([after[k] for k in keys]) - np.array([before[k] for k in keys]))
+            assert difference.max() <= tolerance, (after["clip"], prefix, difference)
+    broken = next(row for row in fast if row["clip"] == "broken.mp4")
+    assert broken["label"] is None and broken["error"].startswith("MediaError")
+
+
+def test_the_labeller_knows_its_whisper_features_id_without_loading_whisper(labeler):
+    assert labeler._audio_extractor is None or labeler.audio_features_id == labeler.audio_extractor.extractor_id
+    assert labeler.audio_features_id == labeler.audio_extractor.extractor_id
+
+
+def test_auto_workers_leave_small_batches_in_process():
+    assert auto_workers(1, cpu_count=2) == 0
+    assert auto_workers(3, cpu_count=2) == 1
+    assert auto_workers(100, cpu_count=2) == 2
+    assert auto_workers(100, cpu_count=1) == 0
+
+
+class ScriptedCollector:
+    """A collector without models: 'bad*' raises a MediaError, 'crash*' kills its worker process."""
+
+    def collect(self, path: Path, clip: str, timer=None):
+        from affectflow.pipeline.core.errors import MediaError
+
+        if clip.startswith("bad"):
+            raise MediaError(path, "not a readable audio or video file")
+        if clip.startswith("crash"):
+            os._exit(3)
+        return f"evidence of {clip}"
+
+
+def test_workers_keep_order_and_give_errors_their_rows(tmp_path):
+    items = [(tmp_path / name, name) for name in ("a.mp4", "bad.mp4", "b.mp4", "c.mp4", "d.mp4")]
+    collected = list(iter_collected(items, ScriptedCollector, workers=2, in_flight=2))
+    assert [c.clip for c in collected] == [name for _, name in items]
+    assert [c.evidence for c in collected if c.clip != "bad.mp4"] == [
+        "evidence of a.mp4", "evidence of b.mp4", "evidence of c.mp4", "evidence of d.mp4"]
+    bad = collected[1]
+    assert bad.evidence is None and bad.error_rows[0]["clip"] == "bad.mp4"
+    assert bad.error_rows[0]["error"].startswith("MediaError") and bad.error_rows[0]["label"] is None
+
+
+def test_a_dying_worker_costs_only_its_clip(tmp_path):
+    items = [(tmp_path / name, name) for name in ("a.mp4", "crash.mp4", "b.mp4", "c.mp4")]
+    collected: list[CollectedClip] = list(iter_collected(items, ScriptedCollector, workers=2, in_flight=3))
+    assert [c.clip for c in collected] == ["a.mp4", "crash.mp4", "b.mp4", "c.mp4"]
+    assert collected[1].evidence is None and "worker process died" in collected[1].error_rows[0]["error"]
+    assert [c.evidence for c in collected[2:]] == ["evidence of b.mp4", "evidence of c.mp4"]
