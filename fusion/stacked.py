@@ -158,9 +158,12 @@ def stacked_attention(attentions: Sequence[nn.MultiheadAttention], query: torch.
 
 
 def stacked_cross_modal(blocks: Sequence[CrossModalBlock], x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor,
-                        y_mask: torch.Tensor, training: bool) -> torch.Tensor:
-    """CrossModalBlock.forward of every block: x [M, B, Tx, D] attends to y [M, B, Ty, D] -> [M, B, Tx, D]."""
-    x = stack_masked(x, x_mask)
+                        y_mask: torch.Tensor, training: bool, input_is_masked: bool = False) -> torch.Tensor:
+    """CrossModalBlock.forward of every block: x [M, B, Tx, D] attends to y [M, B, Ty, D] -> [M, B, Tx, D].
+
+    `input_is_masked`: x is already zero where x_mask is False (skips re-zeroing it)."""
+    if not input_is_masked:
+        x = stack_masked(x, x_mask)
     source = stacked_layer_norm(y, [b.norm_source for b in blocks])
     attended = stacked_attention([b.attention.attention for b in blocks], stacked_layer_norm(x, [b.norm_query for b in blocks]),
                                  source, y_mask, x_mask, training)
@@ -169,9 +172,12 @@ def stacked_cross_modal(blocks: Sequence[CrossModalBlock], x: torch.Tensor, y: t
     return stack_masked(x, x_mask)
 
 
-def transformer_block(block: PreLNTransformerBlock, x: torch.Tensor, mask: torch.Tensor, training: bool) -> torch.Tensor:
-    """PreLNTransformerBlock.forward with packed q/k/v and fused attention: x [B, T, D], mask [B, T] -> [B, T, D]."""
-    x, mask = stack_masked(x, mask).unsqueeze(0), mask.unsqueeze(0)
+def transformer_block(block: PreLNTransformerBlock, x: torch.Tensor, mask: torch.Tensor, training: bool,
+                      input_is_masked: bool = False) -> torch.Tensor:
+    """PreLNTransformerBlock.forward with packed q/k/v and fused attention: x [B, T, D], mask [B, T] -> [B, T, D].
+
+    `input_is_masked`: x is already zero where mask is False (skips re-zeroing it)."""
+    x, mask = (x if input_is_masked else stack_masked(x, mask)).unsqueeze(0), mask.unsqueeze(0)
     h = stacked_layer_norm(x, [block.norm_attention])
     x = x + F.dropout(stacked_attention([block.attention.attention], h, None, mask, mask, training), block.dropout.p, training)
     x = x + stacked_feed_forward(stacked_layer_norm(x, [block.norm_ff]), [block.ff], training)
