@@ -57,10 +57,19 @@ Deliberate differences (the paper leaves them open or they would break the fusio
 - Weights: Sec. 4.2 sets alpha = 1, beta = 0.1, lambda = 10 (our defaults); Sec. 4.5 calls 0.5 the best
   L_spcl weight. Optimiser (Sec. 4.2): lr 1e-5, batch size 16, 100 epochs; the paper does not name the
   optimiser, `recommended_optimizer` assumes Adam.
+
+Speed (issue 15; same mathematics, pinned by tests/fusion/test_cmarr_equivalence.py against the frozen
+previous implementation): `forward` runs every per-modality stage once on modality-stacked [M, B, P, d]
+tensors with the modules' own parameters (`affectflow.fusion.stacked`: batched matmuls, packed q/k/v and
+`scaled_dot_product_attention`, Conv1d as an unfolded matmul); a modality with fewer frames than
+positions is projected before it is resampled (the projection is affine, the resampling convex); the
+flows' stacked weights serve both Eq. 6 and Eq. 8, and their unused log-determinant is not computed;
+L_udcl treats all modality pairs at once with masks instead of per-pair indexing and host syncs.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -69,9 +78,13 @@ import torch.nn.functional as F
 
 from affectflow.fusion.base import FusionModel
 from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, masked_mean, zero_masked
-from affectflow.fusion.layers import (CrossModalBlock, FeedForward, MaskedConv1d, MaskedMultiheadAttention, PreLNTransformerBlock,
-                     SinusoidalPositionalEmbedding)
+from affectflow.fusion.cmarr_blocks import (AffineCoupling, NormalizingFlow, ReconstructionModule,
+                                            ResidualChannelAttentionBlock, UncertaintyModule, resample_valid_frames)
+from affectflow.fusion.layers import CrossModalBlock, MaskedConv1d, PreLNTransformerBlock, sinusoidal_positions
 from affectflow.fusion.registry import register_fusion
+from affectflow.fusion.stacked import (batched_affine, stack_linears, stack_masked as zero_masked_stack, stacked_affine, stacked_attention,
+                                       stacked_cross_modal, stacked_feed_forward, stacked_layer_norm, stacked_linear,
+                                       stacked_masked_conv1d, transformer_block)
 from affectflow.pipeline.core.names import IGNORE_INDEX
 
 
@@ -114,143 +127,6 @@ def supervised_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, te
         return features.sum() * 0.0
     per_anchor = -torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(1) / count.clamp(min=1)
     return per_anchor[has_positive].mean()
-
-
-def resample_valid_frames(x: torch.Tensor, valid: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Linearly resample each sample's valid frames (in order) onto `length` evenly spaced positions.
-
-    x [B, T, D], valid [B, T] bool -> (resampled [B, length, D], present [B] bool); samples without
-    valid frames give zeros. Invalid frames never influence the result.
-    """
-    batch, _, dim = x.shape
-    x = zero_masked(x, valid)
-    order = torch.argsort((~valid).long(), dim=1, stable=True)  # valid frames first, in time order
-    compact = torch.gather(x, 1, order.unsqueeze(-1).expand(-1, -1, dim))
-    count = valid.sum(1)
-    last = (count.clamp(min=1) - 1).unsqueeze(1)  # [B, 1]
-    grid = (torch.arange(length, device=x.device, dtype=x.dtype) + 0.5) / length
-    position = (grid.unsqueeze(0) * count.clamp(min=1).unsqueeze(1).to(x.dtype) - 0.5).clamp(min=0.0)
-    position = torch.minimum(position, last.to(x.dtype))
-    low = position.floor().long()
-    high = torch.minimum(low + 1, last)
-    frac = (position - low.to(x.dtype)).unsqueeze(-1)
-    pick = lambda index: torch.gather(compact, 1, index.unsqueeze(-1).expand(-1, -1, dim))  # noqa: E731
-    present = count > 0
-    return zero_masked((1 - frac) * pick(low) + frac * pick(high), present.unsqueeze(1).expand(-1, length)), present
-
-
-class UncertaintyModule(nn.Module):
-    """UMC (CM-ARR Fig. 3): projection, MHA (sequence level) and GELU MLP (feature level) -> mu, Sigma.
-
-    x [B, P, D_in], mask [B, P] -> (mu [B, P, d], variance [B, P, d] > 0), zero / one at invalid positions.
-    """
-
-    def __init__(self, in_dim: int, dim: int, num_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.project = nn.Linear(in_dim, dim)
-        self.positions = SinusoidalPositionalEmbedding(dim)
-        self.attention = MaskedMultiheadAttention(dim, num_heads, dropout=dropout)
-        self.norm_attention = nn.LayerNorm(dim)
-        self.mlp = FeedForward(dim, 4 * dim, dropout)
-        self.norm_mlp = nn.LayerNorm(dim)
-        self.mean = nn.Linear(dim, dim)
-        self.log_variance = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """See class docstring."""
-        h = zero_masked(self.positions(self.project(zero_masked(x, mask))), mask)
-        h = self.norm_attention(h + self.attention(h, h, h, key_mask=mask, query_mask=mask))
-        h = self.norm_mlp(h + self.mlp(h))
-        mu = zero_masked(self.mean(h), mask)
-        variance = torch.where(mask.unsqueeze(-1), self.log_variance(h).clamp(-10.0, 10.0).exp(), torch.ones_like(mu))
-        return mu, variance
-
-
-class AffineCoupling(nn.Module):
-    """RealNVP affine coupling on [..., d]: y2 = x2 * exp(s(x1)) + t(x1), y1 = x1 (s bounded by tanh)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.split = dim // 2
-        self.net = nn.Sequential(nn.Linear(self.split, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 2 * (dim - self.split)))
-        nn.init.normal_(self.net[-1].weight, std=1e-3)  # near-identity start, but every layer gets gradients
-        nn.init.zeros_(self.net[-1].bias)
-
-    def _scale_shift(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_scale, shift = self.net(x1).chunk(2, dim=-1)
-        return torch.tanh(log_scale), shift
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [..., d] -> (y [..., d], log|det J| [...])."""
-        x1, x2 = x[..., : self.split], x[..., self.split:]
-        log_scale, shift = self._scale_shift(x1)
-        return torch.cat([x1, x2 * log_scale.exp() + shift], dim=-1), log_scale.sum(-1)
-
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        """Exact inverse: y [..., d] -> x [..., d]."""
-        y1, y2 = y[..., : self.split], y[..., self.split:]
-        log_scale, shift = self._scale_shift(y1)
-        return torch.cat([y1, (y2 - shift) * (-log_scale).exp()], dim=-1)
-
-
-class NormalizingFlow(nn.Module):
-    """CM-ARR Eq. 6/8: a stack of affine couplings with feature reversal between them (F_n and F_n^-1)."""
-
-    def __init__(self, dim: int, hidden: int, num_layers: int) -> None:
-        super().__init__()
-        if dim < 2:
-            raise ValueError(f"NormalizingFlow needs a width of at least 2, got {dim}")
-        self.layers = nn.ModuleList(AffineCoupling(dim, hidden) for _ in range(num_layers))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Z = F(X): x [..., d] -> (z [..., d], log|det dz/dx| [...])."""
-        log_det = x.new_zeros(x.shape[:-1])
-        for layer in self.layers:
-            x, layer_log_det = layer(x)
-            x = x.flip(-1)  # permutation (|det| = 1) so every feature gets transformed
-            log_det = log_det + layer_log_det
-        return x, log_det
-
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        """X = F^-1(Z): z [..., d] -> x [..., d]."""
-        for layer in reversed(self.layers):
-            z = layer.inverse(z.flip(-1))
-        return z
-
-
-class ResidualChannelAttentionBlock(nn.Module):
-    """RCAB with Conv1d: x + CA(conv(relu(conv(x)))), CA = sigmoid(MLP(masked mean over positions))."""
-
-    def __init__(self, dim: int, reduction: int, kernel_size: int) -> None:
-        super().__init__()
-        self.conv1 = MaskedConv1d(dim, dim, kernel_size)
-        self.conv2 = MaskedConv1d(dim, dim, kernel_size)
-        squeezed = max(1, dim // reduction)
-        # GELU rather than RCAN's ReLU: with few squeezed channels a ReLU unit can die for a whole batch.
-        self.channel_attention = nn.Sequential(nn.Linear(dim, squeezed), nn.GELU(), nn.Linear(squeezed, dim), nn.Sigmoid())
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x [B, P, d], mask [B, P] -> [B, P, d] (zero at invalid positions)."""
-        h = self.conv2(F.relu(self.conv1(x, mask)), mask)
-        weights = self.channel_attention(masked_mean(h, mask)).unsqueeze(1)
-        return zero_masked(x + h * weights, mask)
-
-
-class ReconstructionModule(nn.Module):
-    """CM-ARR Sec. 3.2: RCAB stack + Conv1d with a long skip: X~ [B, P, d] -> X^ [B, P, d]."""
-
-    def __init__(self, dim: int, num_blocks: int, reduction: int, kernel_size: int) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(ResidualChannelAttentionBlock(dim, reduction, kernel_size) for _ in range(num_blocks))
-        self.out = MaskedConv1d(dim, dim, kernel_size)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """See class docstring; invalid positions come out as zeros."""
-        h = x
-        for block in self.blocks:
-            h = block(h, mask)
-        return zero_masked(x + self.out(h, mask), mask)
 
 
 @register_fusion("cmarr")
@@ -328,97 +204,199 @@ class CMARR(FusionModel):
 
     def forward(self, batch: ModalityBatch, targets: torch.Tensor | None = None,
                 dropped: torch.Tensor | None = None) -> FusionOutput:
-        """Align (UMC), project, flow, reconstruct what is missing, fuse; see the module docstring."""
+        """Align (UMC), project, flow, reconstruct what is missing, fuse; see the module docstring.
+
+        Every per-modality stage runs once on a modality-stacked [M, B, P, d] tensor (`fusion.stacked`).
+        """
         self._check(batch, dropped)
-        mods = self.task_spec.modalities
-        mu, var, real, avail, features = {}, {}, {}, {}, {}
-        for m in mods:
-            real_valid = batch.valid(m)
-            x, real[m] = self._positions(batch, m, real_valid)
-            if dropped is not None:  # simulated missingness: hidden from the prediction, kept for L_rec
-                real[m] = real[m] & batch.present(m).unsqueeze(1)
-                avail[m] = real[m] & ~dropped[:, batch.modalities.index(m)].to(torch.bool).unsqueeze(1)
-            else:
-                avail[m] = real[m]
-            mu[m], var[m] = self.uncertainty[m](x, real[m])
-            features[m] = self.projections[m](mu[m], real[m])  # X_m (Eq. 6 input)
-        latents = {m: self.flows[m](features[m])[0] for m in mods}  # Z_m = F_m(X_m), Eq. 6
-        final, rec_error, rec_count = {}, features[mods[0]].new_zeros(()), 0.0
-        any_avail = torch.stack([avail[m] for m in mods]).any(0)  # [B, P]
-        for m in mods:
-            reconstructed, has_other = self._reconstruct(m, latents, avail)
-            final[m] = torch.where(avail[m].unsqueeze(-1), features[m], reconstructed)
-            target_valid = real[m] & has_other
-            # The real features are the target, not a trainable end: without the stop-gradient, lambda = 10
-            # pulls every modality's UMC/projection towards easily reconstructed (shrunken) features.
-            error = (reconstructed - features[m].detach()).pow(2).mean(-1)
-            rec_error = rec_error + (error * target_valid.to(error.dtype)).sum()
-            rec_count = rec_count + target_valid.sum()
-        aux = {"rec": rec_error / torch.as_tensor(rec_count).clamp(min=1.0),
-               "udcl": self._alignment_loss(mu, var, avail)}
+        hidden, real, avail = self._inputs(batch, dropped)  # [M, B, P, d], [M, B, P], [M, B, P]
+        mu, var = self._uncertainty(hidden, real)
+        features = stacked_masked_conv1d(mu, real, self._each(self.projections), input_is_masked=True)  # X_m
+        flow_parameters = self._flow_parameters()
+        latents = self._flow_forward(features, flow_parameters)  # Z_m = F_m(X_m), Eq. 6
+        estimate, has_other = self._missing_estimates(latents, avail, flow_parameters)  # X~_m, Eq. 7-8
+        reconstructed = self._reconstruction_modules(estimate, has_other)
+        final = torch.where(avail.unsqueeze(-1), features, reconstructed)
+        # The real features are the target, not a trainable end: without the stop-gradient, lambda = 10
+        # pulls every modality's UMC/projection towards easily reconstructed (shrunken) features.
+        target_valid = real & has_other
+        error = (reconstructed - features.detach()).pow(2).mean(-1)
+        rec = (error * target_valid.to(error.dtype)).sum() / target_valid.sum().to(error.dtype).clamp(min=1.0)
+        any_avail = avail.any(0)  # [B, P]
+        aux = {"rec": rec, "udcl": self._alignment_loss(mu, var, avail)}
         fused = self._fuse(final, any_avail)
         if targets is not None:
             aux["spcl"] = self._refinement_loss(final, any_avail, targets)
         embedding = fused if self.per_position else masked_mean(fused, any_avail)
-        variance = torch.stack([masked_mean(var[m], avail[m]).mean(-1) * avail[m].any(1) for m in mods], dim=1)
-        return self.package(self.head(embedding), embedding, aux, {"variance": variance.detach()})
+        variance = masked_mean(var, avail, dim=2).mean(-1) * avail.any(2)  # [M, B]
+        return self.package(self.head(embedding), embedding, aux, {"variance": variance.T.detach()})
 
-    def _reconstruct(self, m: str, latents: dict[str, torch.Tensor],
-                     avail: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 7-8 + RCAB: X^_m from the mean Z of the available modalities other than m -> ([B, P, d], [B, P])."""
-        others = [n for n in self.task_spec.modalities if n != m]
-        if not others:
-            z = latents[m]
-            return torch.zeros_like(z), torch.zeros(z.shape[:2], dtype=torch.bool, device=z.device)
-        weights = torch.stack([avail[n] for n in others]).to(latents[m].dtype).unsqueeze(-1)  # [O, B, P, 1]
-        count = weights.sum(0)
-        z_mean = (torch.stack([zero_masked(latents[n], avail[n]) for n in others]) * weights).sum(0) / count.clamp(min=1.0)
-        has_other = count.squeeze(-1) > 0
-        estimate = zero_masked(self.flows[m].inverse(z_mean), has_other)  # X~_m = F_m^-1(Z~_m)
-        return self.reconstructors[m](estimate, has_other), has_other
+    def _each(self, modules: nn.ModuleDict) -> list[nn.Module]:
+        """The per-modality modules in the task's modality order (the stacking order)."""
+        return [modules[m] for m in self.task_spec.modalities]
+
+    def _inputs(self, batch: ModalityBatch, dropped: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """UMC input projection on the shared position axis: (h [M, B, P, d] with positions, real, avail [M, B, P]).
+
+        The projection is affine and the resampling a convex combination of frames, so projecting before
+        or after resampling is the same; whichever has fewer rows goes first (utterance vectors: before).
+        """
+        projected, real, avail = [], [], []
+        for index, m in enumerate(self.task_spec.modalities):
+            valid, project = batch.valid(m), self.uncertainty[m].project
+            x = zero_masked(batch.features[m], valid)
+            if self.per_position:
+                h, mask = project(x), valid
+            elif x.shape[1] < self.num_positions:
+                h, present = resample_valid_frames(project(x), valid, self.num_positions)
+                mask = present.unsqueeze(1).expand(-1, self.num_positions)
+            else:
+                grid, present = resample_valid_frames(x, valid, self.num_positions)
+                h, mask = project(grid), present.unsqueeze(1).expand(-1, self.num_positions)
+            if dropped is not None:  # simulated missingness: hidden from the prediction, kept for L_rec
+                mask = mask & batch.present(m).unsqueeze(1)
+                avail.append(mask & ~dropped[:, batch.modalities.index(m)].to(torch.bool).unsqueeze(1))
+            else:
+                avail.append(mask)
+            projected.append(h)
+            real.append(mask)
+        real = torch.stack(real)
+        hidden = torch.stack(projected) + sinusoidal_positions(real.shape[2], projected[0].shape[-1], real.device,
+                                                                projected[0].dtype)
+        return zero_masked_stack(hidden, real), real, torch.stack(avail)
+
+    def _uncertainty(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """UncertaintyModule.forward after the projection, all modalities at once -> (mu, variance) [M, B, P, d]."""
+        modules = self._each(self.uncertainty)
+        attended = stacked_attention([u.attention.attention for u in modules], h, None, mask, mask, self.training)
+        h = stacked_layer_norm(h + attended, [u.norm_attention for u in modules])
+        h = stacked_layer_norm(h + stacked_feed_forward(h, [u.mlp for u in modules], self.training),
+                               [u.norm_mlp for u in modules])
+        weights = [torch.cat([u.mean.weight, u.log_variance.weight]) for u in modules]
+        biases = [torch.cat([u.mean.bias, u.log_variance.bias]) for u in modules]
+        mean, log_variance = stacked_affine(h, weights, biases).chunk(2, dim=-1)
+        variance = torch.where(mask.unsqueeze(-1), log_variance.clamp(-10.0, 10.0).exp(), torch.ones_like(mean))
+        return zero_masked_stack(mean, mask), variance
+
+    def _flow_parameters(self) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Per coupling layer, the stacked (weight, bias) of its three linears over the modalities' flows;
+        stacked once per forward because Eq. 6 and Eq. 8 both use them."""
+        flows = self._each(self.flows)
+        return [[stack_linears([flow.layers[index].net[at] for flow in flows]) for at in (0, 2, 4)]
+                for index in range(len(flows[0].layers))]
+
+    @staticmethod
+    def _coupling(x1: torch.Tensor, linears: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """AffineCoupling._scale_shift of one layer of every modality's flow: x1 [M, ...] -> (tanh s, t)."""
+        h = F.relu(batched_affine(x1, *linears[0]))
+        h = F.relu(batched_affine(h, *linears[1]))
+        log_scale, shift = batched_affine(h, *linears[2]).chunk(2, dim=-1)
+        return torch.tanh(log_scale), shift
+
+    def _flow_forward(self, x: torch.Tensor, parameters: list) -> torch.Tensor:
+        """NormalizingFlow.forward of every modality (Eq. 6) without the unused log-det: [M, ..., d] -> Z."""
+        split = self.flows[self.query_modality].layers[0].split
+        for linears in parameters:
+            x1, x2 = x.split([split, x.shape[-1] - split], dim=-1)
+            log_scale, shift = self._coupling(x1, linears)
+            x = torch.cat([x1, x2 * log_scale.exp() + shift], dim=-1).flip(-1)
+        return x
+
+    def _flow_inverse(self, z: torch.Tensor, parameters: list) -> torch.Tensor:
+        """NormalizingFlow.inverse of every modality (Eq. 8): Z [M, ..., d] -> X."""
+        split = self.flows[self.query_modality].layers[0].split
+        for linears in reversed(parameters):
+            y1, y2 = z.flip(-1).split([split, z.shape[-1] - split], dim=-1)
+            log_scale, shift = self._coupling(y1, linears)
+            z = torch.cat([y1, (y2 - shift) * (-log_scale).exp()], dim=-1)
+        return z
+
+    def _missing_estimates(self, latents: torch.Tensor, avail: torch.Tensor,
+                           flow_parameters: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 7-8: X~_m = F_m^-1(mean of the available Z_n, n != m) -> (X~ [M, B, P, d], has_other [M, B, P])."""
+        count = len(self.task_spec.modalities)
+        others = 1.0 - torch.eye(count, dtype=latents.dtype, device=latents.device)  # [m, n]: n is another modality
+        weights = avail.to(latents.dtype)
+        total = torch.einsum("mn,n...->m...", others, zero_masked_stack(latents, avail))
+        number = torch.einsum("mn,n...->m...", others, weights)  # [M, B, P]
+        has_other = number > 0
+        z_mean = total / number.clamp(min=1.0).unsqueeze(-1)
+        return zero_masked_stack(self._flow_inverse(z_mean, flow_parameters), has_other), has_other
+
+    def _reconstruction_modules(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ReconstructionModule.forward (RCAB stack + conv, long skip) of every modality: [M, B, P, d]."""
+        modules = self._each(self.reconstructors)
+        h = x
+        for index in range(len(modules[0].blocks)):
+            blocks = [r.blocks[index] for r in modules]
+            c = stacked_masked_conv1d(h, mask, [b.conv1 for b in blocks], input_is_masked=True)
+            c = stacked_masked_conv1d(F.relu(c), mask, [b.conv2 for b in blocks], input_is_masked=True)
+            attention = [b.channel_attention for b in blocks]
+            pooled = c.sum(2) / mask.sum(2, keepdim=True).to(c.dtype).clamp(min=1.0)  # masked mean: c is 0 there
+            squeezed = F.gelu(stacked_linear(pooled, [a[0] for a in attention]))
+            weights = torch.sigmoid(stacked_linear(squeezed, [a[2] for a in attention])).unsqueeze(2)
+            h = h + c * weights  # zero where masked: h and c are
+        out = stacked_masked_conv1d(h, mask, [r.out for r in modules], input_is_masked=True)
+        return x + out  # zero where masked: x and out are
 
     def _instances(self, x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-instance vectors: utterance level pools positions ([B, d], [B]); conversation flattens ([B*T, d], [B*T])."""
+        """Per-instance vectors of x [M, B, P, d]: utterance level pools positions ([M, B, d], [M, B]);
+        conversation level flattens ([M, B*T, d], [M, B*T])."""
         if self.per_position:
-            return x.flatten(0, 1), valid.flatten()
-        return masked_mean(x, valid), valid.any(1)
+            return x.flatten(1, 2), valid.flatten(1, 2)
+        return masked_mean(x, valid, dim=2), valid.any(2)
 
-    def _alignment_loss(self, mu: dict, var: dict, avail: dict) -> torch.Tensor:
-        """Eq. 2: L_udcl summed over modality pairs, over instances where both modalities are available."""
-        mods = self.task_spec.modalities
-        scale, temperature = -self.log_neg_scale.exp(), self.log_temperature.exp()
-        total = mu[mods[0]].new_zeros(())
-        for i, a in enumerate(mods):
-            for b in mods[i + 1:]:
-                mu_a, ok_a = self._instances(mu[a], avail[a])
-                mu_b, ok_b = self._instances(mu[b], avail[b])
-                var_a, var_b = self._instances(var[a], avail[a])[0], self._instances(var[b], avail[b])[0]
-                both = ok_a & ok_b
-                if int(both.sum()) >= 2:
-                    total = total + distribution_infonce(mu_a[both], var_a[both], mu_b[both], var_b[both],
-                                                         scale, self.shift, temperature)
-        return total
+    def _alignment_loss(self, mu: torch.Tensor, var: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+        """Eq. 2: L_udcl summed over modality pairs, over instances where both modalities are available.
 
-    def _refinement_loss(self, final: dict, any_avail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        All pairs at once: unavailable instances are masked out of both softmaxes (as if removed), and a
+        pair with fewer than two shared instances contributes nothing.
+        """
+        pairs = list(itertools.combinations(range(len(self.task_spec.modalities)), 2))
+        if not pairs:
+            return mu.new_zeros(())
+        first, second = [a for a, _ in pairs], [b for _, b in pairs]
+        mean, ok = self._instances(mu, avail)
+        # unavailable instances: variance 1 rather than 0, so sqrt's gradient stays finite where it is masked
+        variance = torch.where(ok.unsqueeze(-1), self._instances(var, avail)[0], torch.ones_like(mean))
+        both = ok[first] & ok[second]  # [Q, N]
+        distance = wasserstein2_squared(mean[first].unsqueeze(2), variance[first].unsqueeze(2),
+                                        mean[second].unsqueeze(1), variance[second].unsqueeze(1))  # [Q, N, N]
+        logits = (-self.log_neg_scale.exp() * distance + self.shift) / self.log_temperature.exp()
+        both_valid = both.unsqueeze(2) & both.unsqueeze(1)
+        # invalid columns of a valid row: -inf (no weight); invalid rows: finite filler, dropped below
+        filler = torch.where(both.unsqueeze(2), float("-inf"), 0.0).to(logits.dtype)
+        anchors = both.sum(1)  # [Q]
+        loss = torch.zeros_like(logits[:, 0, 0])
+        for direction in (logits, logits.transpose(1, 2)):
+            direction = torch.where(both_valid, direction, filler)
+            per_anchor = torch.logsumexp(direction, dim=2) - torch.diagonal(direction, dim1=1, dim2=2)
+            loss = loss + torch.where(both, per_anchor, 0.0).sum(1) / anchors.clamp(min=1)
+        return torch.where(anchors >= 2, loss, 0.0).sum()
+
+    def _refinement_loss(self, final: torch.Tensor, any_avail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """L_spcl: supervised contrastive loss over every (instance, modality) view with a usable label."""
         targets = targets.reshape(-1)
         if self.task_spec.kind == "classification":
             labels, usable = targets.long(), targets.long() != IGNORE_INDEX
         else:
             labels, usable = (targets >= 0).long(), ~torch.isnan(targets)
-        views, view_labels = [], []
-        for m in self.task_spec.modalities:
-            vectors, ok = self._instances(final[m], any_avail)
-            keep = ok & usable
-            views.append(vectors[keep])
-            view_labels.append(labels[keep])
-        return supervised_contrastive_loss(torch.cat(views), torch.cat(view_labels), self.contrastive_temperature)
+        vectors, ok = self._instances(final, any_avail.expand(final.shape[0], -1, -1))
+        keep = ok & usable
+        return supervised_contrastive_loss(vectors[keep], labels.expand_as(keep)[keep], self.contrastive_temperature)
 
-    def _fuse(self, final: dict, valid: torch.Tensor) -> torch.Tensor:
+    def _fuse(self, final: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Eq. 10-13: query modality cross-attends to each other one, concat, self-attention -> [B, P, d * S]."""
-        query = final[self.query_modality]
-        streams = [self.cross[m](query, final[m], valid, valid) for m in self.sources] or [query]
-        fused = self.self_attention(torch.cat(streams, dim=-1), valid)
+        mods = self.task_spec.modalities
+        query = final[mods.index(self.query_modality)]
+        if self.sources:
+            sources = final[[mods.index(m) for m in self.sources]]  # [S, B, P, d]
+            count, masks = len(self.sources), valid.expand(len(self.sources), -1, -1)
+            # final is zero wherever no modality is available (features and reconstructions are)
+            streams = stacked_cross_modal([self.cross[m] for m in self.sources], query.expand(count, -1, -1, -1),
+                                          sources, masks, masks, self.training, input_is_masked=True)
+            query = streams.permute(1, 2, 0, 3).flatten(2)  # concatenation of the streams along features
+        fused = transformer_block(self.self_attention, query, valid, self.training, input_is_masked=True)
         return zero_masked(self.norm(fused), valid)
 
 

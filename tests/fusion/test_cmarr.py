@@ -13,6 +13,7 @@ import torch
 from scipy.linalg import sqrtm
 
 from affectflow.fusion import ModalityBatch, TaskSpec, create_fusion
+from affectflow.fusion.contract import zero_masked
 from affectflow.fusion.cmarr import (CMARR, NormalizingFlow, distribution_infonce, resample_valid_frames,
                                      supervised_contrastive_loss, wasserstein2_squared)
 
@@ -118,23 +119,26 @@ def test_flow_log_det_matches_jacobian(flow):
 # --- Eq. 7-9: missing Z estimate and reconstruction -----------------------------------------------------
 def test_missing_latent_is_mean_of_available_then_inverted(model):
     generator = torch.Generator().manual_seed(1)
-    latents = {m: torch.randn(2, 4, 16, generator=generator) for m in "atv"}
-    avail = {"a": torch.tensor([[True] * 4, [False] * 4]), "t": torch.zeros(2, 4, dtype=torch.bool),
-             "v": torch.ones(2, 4, dtype=torch.bool)}
-    captured = {}
-
-    def capture(_module, args):
-        captured["x"] = args[0]
-
-    handle = model.reconstructors["t"].register_forward_pre_hook(capture)
-    try:
-        with torch.no_grad():
-            model._reconstruct("t", latents, avail)
-    finally:
-        handle.remove()
-    expected_z = torch.stack([(latents["a"][0] + latents["v"][0]) / 2, latents["v"][1]])  # Eq. 7
+    latents = torch.randn(3, 2, 4, 16, generator=generator)  # modalities a, t, v stacked
+    avail = torch.stack([torch.tensor([[True] * 4, [False] * 4]), torch.zeros(2, 4, dtype=torch.bool),
+                         torch.ones(2, 4, dtype=torch.bool)])
     with torch.no_grad():
-        torch.testing.assert_close(captured["x"], model.flows["t"].inverse(expected_z))  # Eq. 8
+        estimate, has_other = model._missing_estimates(latents, avail, model._flow_parameters())
+        expected_z = torch.stack([(latents[0, 0] + latents[2, 0]) / 2, latents[2, 1]])  # Eq. 7 for text
+        torch.testing.assert_close(estimate[1], model.flows["t"].inverse(expected_z))  # Eq. 8
+        torch.testing.assert_close(estimate[0], model.flows["a"].inverse(latents[2]))  # audio: only video is there
+        assert not bool(has_other[2, 1].any()) and bool(has_other[:2].all()) and bool(has_other[2, 0].all())
+        assert bool((estimate[2, 1] == 0).all())  # video of sample 1 has no other modality: nothing to invert
+        # the stacked flows and reconstruction modules are each modality's own modules
+        features = torch.randn(3, 2, 4, 16, generator=generator)
+        latents = model._flow_forward(features, model._flow_parameters())
+        mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+        mask = torch.stack([mask, mask, torch.zeros_like(mask)])
+        from_modules = [model.reconstructors[m](zero_masked(features[i], mask[i]), mask[i]) for i, m in enumerate("atv")]
+        stacked = model._reconstruction_modules(zero_masked(features.flatten(0, 1), mask.flatten(0, 1)).view_as(features), mask)
+        for i, m in enumerate("atv"):
+            torch.testing.assert_close(latents[i], model.flows[m](features[i])[0])
+            torch.testing.assert_close(stacked[i], from_modules[i])
 
 
 def test_dropped_modality_only_feeds_reconstruction_loss(model):

@@ -1,0 +1,531 @@
+"""Test-only frozen copy of CM-ARR as it was before the issue 15 speed-up (main at e49d3d7).
+
+Never imported by the package: tests/fusion/test_cmarr_equivalence.py loads it by path and checks that
+the optimised `affectflow.fusion.cmarr.CMARR` gives the same losses and gradients on the same weights.
+The shared layers it used (fusion/layers.py at that commit) are copied in as well, so later edits of
+`fusion/layers.py` cannot move the reference. The class is not registered (`ReferenceCMARR`); parameter
+names are those of the registered model, so one state dict loads into both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from affectflow.fusion.base import FusionModel
+from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, masked_mean, zero_masked  # noqa: F401
+from affectflow.pipeline.core.names import IGNORE_INDEX
+
+
+# --- fusion/layers.py (frozen) ------------------------------------------------------------------------
+def safe_key_mask(key_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Make a key mask usable by softmax attention.
+
+    key_mask: [B, Tk] bool (True = valid). Returns (usable [B, Tk], has_key [B]): rows without any valid
+    key get their first position unmasked (its output is discarded later via `has_key`).
+    """
+    has_key = key_mask.any(dim=1)
+    usable = key_mask.clone()
+    usable[:, 0] = usable[:, 0] | ~has_key
+    return usable, has_key
+
+
+class MaskedMultiheadAttention(nn.Module):
+    """Multi-head attention with boolean key/query masks and NaN-free all-masked rows.
+
+    Wraps `nn.MultiheadAttention(batch_first=True)`; `key_dim`/`value_dim` allow cross-modal attention
+    between modalities of different widths.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0,
+                 key_dim: int | None = None, value_dim: int | None = None) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"attention dim {dim} is not divisible by num_heads {num_heads}")
+        self.attention = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True,
+                                               kdim=key_dim, vdim=value_dim)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor | None = None,
+                key_mask: torch.Tensor | None = None, query_mask: torch.Tensor | None = None,
+                return_weights: bool = False):
+        """Attend query [B, Tq, D] over key [B, Tk, Dk] / value [B, Tk, Dv] (value defaults to key).
+
+        key_mask: [B, Tk] bool (True = attend), query_mask: [B, Tq] bool (False rows are zeroed).
+        Returns [B, Tq, D] (and head-averaged weights [B, Tq, Tk] if `return_weights`).
+        """
+        value = key if value is None else value
+        if key_mask is None:
+            key_mask = torch.ones(key.shape[:2], dtype=torch.bool, device=key.device)
+        usable, has_key = safe_key_mask(key_mask)
+        # Zero invalid keys/values too: masking already removes them from softmax, zeroing also makes the
+        # result bit-identical whatever sat there (no 0 * inf, no tiny float differences).
+        key = zero_masked(key, usable)
+        value = zero_masked(value, usable)
+        out, weights = self.attention(query, key, value, key_padding_mask=~usable,
+                                      need_weights=return_weights, average_attn_weights=True)
+        row_valid = has_key[:, None].expand(-1, query.shape[1])
+        if query_mask is not None:
+            row_valid = row_valid & query_mask
+        out = zero_masked(out, row_valid)
+        if return_weights:
+            weights = weights * row_valid.unsqueeze(-1).to(weights.dtype)
+            return out, weights
+        return out
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Fixed sinusoidal position table (Vaswani et al.) of shape [length, dim]; works for any length."""
+    position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    frequencies = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device, dtype=torch.float32)
+    table[:, 0::2] = torch.sin(position * frequencies)
+    table[:, 1::2] = torch.cos(position * frequencies[: dim // 2])
+    return table.to(dtype)
+
+
+class SinusoidalPositionalEmbedding(nn.Module):
+    """Adds fixed sinusoidal positions to x [B, T, D] (no parameters, any T)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, D] -> x + PE[:T] (same shape)."""
+        return x + sinusoidal_positions(x.shape[1], self.dim, x.device, x.dtype).unsqueeze(0)
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP D -> hidden -> D with GELU and dropout."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., D] -> [..., D]."""
+        return self.net(x)
+
+
+class PreLNTransformerBlock(nn.Module):
+    """Pre-LayerNorm transformer block: x + MHSA(LN(x)), then x + FFN(LN(x)), with a key padding mask.
+
+    Invalid positions come out as exact zeros and never influence valid ones. `attention_dropout` is the
+    dropout on the attention weights (None: the same as `dropout`, which also drops the residual branches).
+    """
+
+    def __init__(self, dim: int, num_heads: int, ff_mult: float = 4.0, dropout: float = 0.0,
+                 attention_dropout: float | None = None) -> None:
+        super().__init__()
+        self.norm_attention = nn.LayerNorm(dim)
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
+        self.attention = MaskedMultiheadAttention(dim, num_heads, dropout=attention_dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, int(dim * ff_mult), dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, D], mask [B, T] bool (True = valid) -> [B, T, D]."""
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        x = zero_masked(x, mask)
+        h = self.norm_attention(x)
+        x = x + self.dropout(self.attention(h, h, h, key_mask=mask, query_mask=mask))
+        x = x + self.ff(self.norm_ff(x))
+        return zero_masked(x, mask)
+
+
+class CrossModalBlock(nn.Module):
+    """MulT-style cross-modal block: target x attends to source y (pre-LN on both), then an FFN.
+
+    x: [B, Tx, D] target (queries), y: [B, Ty, D] source (keys/values).
+    """
+
+    def __init__(self, dim: int, num_heads: int, ff_mult: float = 4.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm_query = nn.LayerNorm(dim)
+        self.norm_source = nn.LayerNorm(dim)
+        self.attention = MaskedMultiheadAttention(dim, num_heads, dropout=dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, int(dim * ff_mult), dropout)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
+        """x [B, Tx, D] (mask [B, Tx]), y [B, Ty, D] (mask [B, Ty]) -> [B, Tx, D]; zero where x_mask is False."""
+        x = zero_masked(x, x_mask)
+        source = self.norm_source(y)
+        x = x + self.dropout(self.attention(self.norm_query(x), source, source, key_mask=y_mask, query_mask=x_mask))
+        x = x + self.ff(self.norm_ff(x))
+        return zero_masked(x, x_mask)
+
+
+class MaskedConv1d(nn.Module):
+    """Temporal Conv1d over x [B, T, D_in] -> [B, T, D_out] ('same' padding) that ignores invalid frames.
+
+    Invalid frames are zeroed before the convolution (so their values cannot leak into neighbours) and
+    after it (so padding stays zero).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"MaskedConv1d needs an odd kernel_size for 'same' padding, got {kernel_size}")
+        self.conv = nn.Conv1d(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x [B, T, D_in], mask [B, T] bool -> [B, T, D_out] with invalid frames zero."""
+        h = self.conv(rearrange(zero_masked(x, mask), "b t d -> b d t"))
+        return zero_masked(rearrange(h, "b d t -> b t d"), mask)
+
+
+# --- fusion/cmarr.py (frozen) -------------------------------------------------------------------------
+def wasserstein2_squared(mu_a: torch.Tensor, var_a: torch.Tensor, mu_b: torch.Tensor, var_b: torch.Tensor) -> torch.Tensor:
+    """CM-ARR Eq. 1: squared 2-Wasserstein distance between diagonal Gaussians, broadcasting over leading dims.
+
+    mu_*, var_* [..., d] (variances > 0) -> [...]: ||mu_a - mu_b||^2 + ||sqrt(var_a) - sqrt(var_b)||^2.
+    """
+    return (mu_a - mu_b).pow(2).sum(-1) + (var_a.sqrt() - var_b.sqrt()).pow(2).sum(-1)
+
+
+def distribution_infonce(mu_a: torch.Tensor, var_a: torch.Tensor, mu_b: torch.Tensor, var_b: torch.Tensor,
+                         scale: torch.Tensor, shift: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """CM-ARR Eq. 2-5: L^{a2b} + L^{b2a} with S = scale * D_2W + shift, logits S / temperature.
+
+    mu_*, var_*: [N, d], row i of a and row i of b come from the same instance (positives).
+    scale (negative), shift, temperature (> 0): scalars. Returns the mean over anchors (a scalar).
+    """
+    distance = wasserstein2_squared(mu_a[:, None], var_a[:, None], mu_b[None], var_b[None])  # [N, N]
+    logits = (scale * distance + shift) / temperature
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
+
+
+def supervised_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, L_out) on L2-normalised features.
+
+    features: [N, E]; labels: [N] int (same label = positive). Anchors without positives are skipped;
+    returns 0 (with a graph) when no anchor has a positive.
+    """
+    z = F.normalize(features, dim=-1)
+    logits = z @ z.T / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    count = positives.sum(1)
+    has_positive = count > 0
+    if not bool(has_positive.any()):
+        return features.sum() * 0.0
+    per_anchor = -torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(1) / count.clamp(min=1)
+    return per_anchor[has_positive].mean()
+
+
+def resample_valid_frames(x: torch.Tensor, valid: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linearly resample each sample's valid frames (in order) onto `length` evenly spaced positions.
+
+    x [B, T, D], valid [B, T] bool -> (resampled [B, length, D], present [B] bool); samples without
+    valid frames give zeros. Invalid frames never influence the result.
+    """
+    batch, _, dim = x.shape
+    x = zero_masked(x, valid)
+    order = torch.argsort((~valid).long(), dim=1, stable=True)  # valid frames first, in time order
+    compact = torch.gather(x, 1, order.unsqueeze(-1).expand(-1, -1, dim))
+    count = valid.sum(1)
+    last = (count.clamp(min=1) - 1).unsqueeze(1)  # [B, 1]
+    grid = (torch.arange(length, device=x.device, dtype=x.dtype) + 0.5) / length
+    position = (grid.unsqueeze(0) * count.clamp(min=1).unsqueeze(1).to(x.dtype) - 0.5).clamp(min=0.0)
+    position = torch.minimum(position, last.to(x.dtype))
+    low = position.floor().long()
+    high = torch.minimum(low + 1, last)
+    frac = (position - low.to(x.dtype)).unsqueeze(-1)
+    pick = lambda index: torch.gather(compact, 1, index.unsqueeze(-1).expand(-1, -1, dim))  # noqa: E731
+    present = count > 0
+    return zero_masked((1 - frac) * pick(low) + frac * pick(high), present.unsqueeze(1).expand(-1, length)), present
+
+
+class UncertaintyModule(nn.Module):
+    """UMC (CM-ARR Fig. 3): projection, MHA (sequence level) and GELU MLP (feature level) -> mu, Sigma.
+
+    x [B, P, D_in], mask [B, P] -> (mu [B, P, d], variance [B, P, d] > 0), zero / one at invalid positions.
+    """
+
+    def __init__(self, in_dim: int, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.project = nn.Linear(in_dim, dim)
+        self.positions = SinusoidalPositionalEmbedding(dim)
+        self.attention = MaskedMultiheadAttention(dim, num_heads, dropout=dropout)
+        self.norm_attention = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, 4 * dim, dropout)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mean = nn.Linear(dim, dim)
+        self.log_variance = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """See class docstring."""
+        h = zero_masked(self.positions(self.project(zero_masked(x, mask))), mask)
+        h = self.norm_attention(h + self.attention(h, h, h, key_mask=mask, query_mask=mask))
+        h = self.norm_mlp(h + self.mlp(h))
+        mu = zero_masked(self.mean(h), mask)
+        variance = torch.where(mask.unsqueeze(-1), self.log_variance(h).clamp(-10.0, 10.0).exp(), torch.ones_like(mu))
+        return mu, variance
+
+
+class AffineCoupling(nn.Module):
+    """RealNVP affine coupling on [..., d]: y2 = x2 * exp(s(x1)) + t(x1), y1 = x1 (s bounded by tanh)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.split = dim // 2
+        self.net = nn.Sequential(nn.Linear(self.split, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 2 * (dim - self.split)))
+        nn.init.normal_(self.net[-1].weight, std=1e-3)  # near-identity start, but every layer gets gradients
+        nn.init.zeros_(self.net[-1].bias)
+
+    def _scale_shift(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_scale, shift = self.net(x1).chunk(2, dim=-1)
+        return torch.tanh(log_scale), shift
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [..., d] -> (y [..., d], log|det J| [...])."""
+        x1, x2 = x[..., : self.split], x[..., self.split:]
+        log_scale, shift = self._scale_shift(x1)
+        return torch.cat([x1, x2 * log_scale.exp() + shift], dim=-1), log_scale.sum(-1)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Exact inverse: y [..., d] -> x [..., d]."""
+        y1, y2 = y[..., : self.split], y[..., self.split:]
+        log_scale, shift = self._scale_shift(y1)
+        return torch.cat([y1, (y2 - shift) * (-log_scale).exp()], dim=-1)
+
+
+class NormalizingFlow(nn.Module):
+    """CM-ARR Eq. 6/8: a stack of affine couplings with feature reversal between them (F_n and F_n^-1)."""
+
+    def __init__(self, dim: int, hidden: int, num_layers: int) -> None:
+        super().__init__()
+        if dim < 2:
+            raise ValueError(f"NormalizingFlow needs a width of at least 2, got {dim}")
+        self.layers = nn.ModuleList(AffineCoupling(dim, hidden) for _ in range(num_layers))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Z = F(X): x [..., d] -> (z [..., d], log|det dz/dx| [...])."""
+        log_det = x.new_zeros(x.shape[:-1])
+        for layer in self.layers:
+            x, layer_log_det = layer(x)
+            x = x.flip(-1)  # permutation (|det| = 1) so every feature gets transformed
+            log_det = log_det + layer_log_det
+        return x, log_det
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        """X = F^-1(Z): z [..., d] -> x [..., d]."""
+        for layer in reversed(self.layers):
+            z = layer.inverse(z.flip(-1))
+        return z
+
+
+class ResidualChannelAttentionBlock(nn.Module):
+    """RCAB with Conv1d: x + CA(conv(relu(conv(x)))), CA = sigmoid(MLP(masked mean over positions))."""
+
+    def __init__(self, dim: int, reduction: int, kernel_size: int) -> None:
+        super().__init__()
+        self.conv1 = MaskedConv1d(dim, dim, kernel_size)
+        self.conv2 = MaskedConv1d(dim, dim, kernel_size)
+        squeezed = max(1, dim // reduction)
+        # GELU rather than RCAN's ReLU: with few squeezed channels a ReLU unit can die for a whole batch.
+        self.channel_attention = nn.Sequential(nn.Linear(dim, squeezed), nn.GELU(), nn.Linear(squeezed, dim), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x [B, P, d], mask [B, P] -> [B, P, d] (zero at invalid positions)."""
+        h = self.conv2(F.relu(self.conv1(x, mask)), mask)
+        weights = self.channel_attention(masked_mean(h, mask)).unsqueeze(1)
+        return zero_masked(x + h * weights, mask)
+
+
+class ReconstructionModule(nn.Module):
+    """CM-ARR Sec. 3.2: RCAB stack + Conv1d with a long skip: X~ [B, P, d] -> X^ [B, P, d]."""
+
+    def __init__(self, dim: int, num_blocks: int, reduction: int, kernel_size: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(ResidualChannelAttentionBlock(dim, reduction, kernel_size) for _ in range(num_blocks))
+        self.out = MaskedConv1d(dim, dim, kernel_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """See class docstring; invalid positions come out as zeros."""
+        h = x
+        for block in self.blocks:
+            h = block(h, mask)
+        return zero_masked(x + self.out(h, mask), mask)
+
+
+class ReferenceCMARR(FusionModel):
+    """CM-ARR: UMC alignment, flow-based reconstruction of missing modalities, refinement and fusion.
+
+    Input: ModalityBatch (frame level: any T_m; conversation level: shared T). Optional `dropped` [B, M]
+    bool marks present modalities to treat as missing (simulated missingness; used only by L_rec).
+    Output: logits [B, C] / value [B] (or [B, T, ...]); embedding [B, 2d] (or [B, T, 2d]).
+    Aux losses (unweighted; `loss_weights` holds alpha, beta, lambda of Eq. 14): "udcl", "rec" (always),
+    "spcl" (with targets). Extras: "variance" [B, M] mean predicted variance per modality (0 if absent).
+    """
+
+    loss_weights = {"udcl": 1.0, "spcl": 0.1, "rec": 10.0}
+    accepts_dropped = True
+    recommended_optimizer = {"name": "adam", "lr": 1e-5, "batch_size": 16, "epochs": 100}
+
+    def __init__(self, task_spec: TaskSpec, hidden_dim: int = 256, num_heads: int = 4, num_positions: int = 16,
+                 conv_kernel: int = 3, flow_layers: int = 4, flow_hidden: int = 256, rcab_blocks: int = 2,
+                 rcab_reduction: int = 4, dropout: float = 0.1, query_modality: str = "t",
+                 alignment_temperature: float = 0.07, contrastive_temperature: float = 0.07, shift: float = 0.0) -> None:
+        super().__init__(task_spec, hidden_dim=hidden_dim, num_heads=num_heads, num_positions=num_positions,
+                         conv_kernel=conv_kernel, flow_layers=flow_layers, flow_hidden=flow_hidden,
+                         rcab_blocks=rcab_blocks, rcab_reduction=rcab_reduction, dropout=dropout,
+                         query_modality=query_modality, alignment_temperature=alignment_temperature,
+                         contrastive_temperature=contrastive_temperature, shift=shift)
+        mods, d = task_spec.modalities, hidden_dim
+        if query_modality not in mods:
+            raise ValueError(f"CM-ARR: query_modality {query_modality!r} is not one of the task's modalities {mods}")
+        if num_positions < 1:
+            raise ValueError(f"CM-ARR: num_positions must be >= 1, got {num_positions}")
+        self.num_positions, self.query_modality = num_positions, query_modality
+        self.contrastive_temperature = contrastive_temperature
+        self.uncertainty = nn.ModuleDict({m: UncertaintyModule(task_spec.input_dims[m], d, num_heads, dropout) for m in mods})
+        self.log_neg_scale = nn.Parameter(torch.tensor(-math.log(d)))  # a = -exp(.) < 0, starts at -1/d
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(alignment_temperature)))
+        self.register_buffer("shift", torch.tensor(float(shift)))
+        self.projections = nn.ModuleDict({m: MaskedConv1d(d, d, conv_kernel) for m in mods})
+        self.flows = nn.ModuleDict({m: NormalizingFlow(d, flow_hidden, flow_layers) for m in mods})
+        self.reconstructors = nn.ModuleDict({m: ReconstructionModule(d, rcab_blocks, rcab_reduction, conv_kernel)
+                                             for m in mods})
+        self.sources = [m for m in mods if m != query_modality]
+        self.cross = nn.ModuleDict({m: CrossModalBlock(d, num_heads, 4.0, dropout) for m in self.sources})
+        fused_dim = d * max(1, len(self.sources))
+        self.self_attention = PreLNTransformerBlock(fused_dim, num_heads, 4.0, dropout)
+        self.norm = nn.LayerNorm(fused_dim)
+        self.head = self.make_head(fused_dim, hidden=d, dropout=dropout)
+
+    @classmethod
+    def tiny_config(cls) -> dict:
+        """Small hyperparameters for tests."""
+        return {"hidden_dim": 16, "num_heads": 2, "num_positions": 4, "flow_layers": 2, "flow_hidden": 16,
+                "rcab_blocks": 1, "dropout": 0.0}
+
+    @property
+    def per_position(self) -> bool:
+        """True at conversation level (one prediction per position of T)."""
+        return self.task_spec.level == "conversation"
+
+    def _positions(self, batch: ModalityBatch, m: str, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Modality m on the shared position axis: ([B, P, D_m], valid [B, P])."""
+        x = batch.features[m]
+        if self.per_position:
+            return zero_masked(x, valid), valid
+        grid, present = resample_valid_frames(x, valid, self.num_positions)
+        return grid, present.unsqueeze(1).expand(-1, self.num_positions)
+
+    def _check(self, batch: ModalityBatch, dropped: torch.Tensor | None) -> None:
+        mods = self.task_spec.modalities
+        if self.per_position and len({batch.features[m].shape[1] for m in mods}) > 1:
+            raise ValueError(f"conversation-level batch: modalities must share T, got "
+                             f"{ {m: batch.features[m].shape[1] for m in mods} }")
+        if dropped is not None and tuple(dropped.shape) != (batch.batch_size, len(batch.modalities)):
+            raise ValueError(f"dropped must be [B, M] = {(batch.batch_size, len(batch.modalities))}, got {tuple(dropped.shape)}")
+
+    def forward(self, batch: ModalityBatch, targets: torch.Tensor | None = None,
+                dropped: torch.Tensor | None = None) -> FusionOutput:
+        """Align (UMC), project, flow, reconstruct what is missing, fuse; see the module docstring."""
+        self._check(batch, dropped)
+        mods = self.task_spec.modalities
+        mu, var, real, avail, features = {}, {}, {}, {}, {}
+        for m in mods:
+            real_valid = batch.valid(m)
+            x, real[m] = self._positions(batch, m, real_valid)
+            if dropped is not None:  # simulated missingness: hidden from the prediction, kept for L_rec
+                real[m] = real[m] & batch.present(m).unsqueeze(1)
+                avail[m] = real[m] & ~dropped[:, batch.modalities.index(m)].to(torch.bool).unsqueeze(1)
+            else:
+                avail[m] = real[m]
+            mu[m], var[m] = self.uncertainty[m](x, real[m])
+            features[m] = self.projections[m](mu[m], real[m])  # X_m (Eq. 6 input)
+        latents = {m: self.flows[m](features[m])[0] for m in mods}  # Z_m = F_m(X_m), Eq. 6
+        final, rec_error, rec_count = {}, features[mods[0]].new_zeros(()), 0.0
+        any_avail = torch.stack([avail[m] for m in mods]).any(0)  # [B, P]
+        for m in mods:
+            reconstructed, has_other = self._reconstruct(m, latents, avail)
+            final[m] = torch.where(avail[m].unsqueeze(-1), features[m], reconstructed)
+            target_valid = real[m] & has_other
+            # The real features are the target, not a trainable end: without the stop-gradient, lambda = 10
+            # pulls every modality's UMC/projection towards easily reconstructed (shrunken) features.
+            error = (reconstructed - features[m].detach()).pow(2).mean(-1)
+            rec_error = rec_error + (error * target_valid.to(error.dtype)).sum()
+            rec_count = rec_count + target_valid.sum()
+        aux = {"rec": rec_error / torch.as_tensor(rec_count).clamp(min=1.0),
+               "udcl": self._alignment_loss(mu, var, avail)}
+        fused = self._fuse(final, any_avail)
+        if targets is not None:
+            aux["spcl"] = self._refinement_loss(final, any_avail, targets)
+        embedding = fused if self.per_position else masked_mean(fused, any_avail)
+        variance = torch.stack([masked_mean(var[m], avail[m]).mean(-1) * avail[m].any(1) for m in mods], dim=1)
+        return self.package(self.head(embedding), embedding, aux, {"variance": variance.detach()})
+
+    def _reconstruct(self, m: str, latents: dict[str, torch.Tensor],
+                     avail: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 7-8 + RCAB: X^_m from the mean Z of the available modalities other than m -> ([B, P, d], [B, P])."""
+        others = [n for n in self.task_spec.modalities if n != m]
+        if not others:
+            z = latents[m]
+            return torch.zeros_like(z), torch.zeros(z.shape[:2], dtype=torch.bool, device=z.device)
+        weights = torch.stack([avail[n] for n in others]).to(latents[m].dtype).unsqueeze(-1)  # [O, B, P, 1]
+        count = weights.sum(0)
+        z_mean = (torch.stack([zero_masked(latents[n], avail[n]) for n in others]) * weights).sum(0) / count.clamp(min=1.0)
+        has_other = count.squeeze(-1) > 0
+        estimate = zero_masked(self.flows[m].inverse(z_mean), has_other)  # X~_m = F_m^-1(Z~_m)
+        return self.reconstructors[m](estimate, has_other), has_other
+
+    def _instances(self, x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-instance vectors: utterance level pools positions ([B, d], [B]); conversation flattens ([B*T, d], [B*T])."""
+        if self.per_position:
+            return x.flatten(0, 1), valid.flatten()
+        return masked_mean(x, valid), valid.any(1)
+
+    def _alignment_loss(self, mu: dict, var: dict, avail: dict) -> torch.Tensor:
+        """Eq. 2: L_udcl summed over modality pairs, over instances where both modalities are available."""
+        mods = self.task_spec.modalities
+        scale, temperature = -self.log_neg_scale.exp(), self.log_temperature.exp()
+        total = mu[mods[0]].new_zeros(())
+        for i, a in enumerate(mods):
+            for b in mods[i + 1:]:
+                mu_a, ok_a = self._instances(mu[a], avail[a])
+                mu_b, ok_b = self._instances(mu[b], avail[b])
+                var_a, var_b = self._instances(var[a], avail[a])[0], self._instances(var[b], avail[b])[0]
+                both = ok_a & ok_b
+                if int(both.sum()) >= 2:
+                    total = total + distribution_infonce(mu_a[both], var_a[both], mu_b[both], var_b[both],
+                                                         scale, self.shift, temperature)
+        return total
+
+    def _refinement_loss(self, final: dict, any_avail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """L_spcl: supervised contrastive loss over every (instance, modality) view with a usable label."""
+        targets = targets.reshape(-1)
+        if self.task_spec.kind == "classification":
+            labels, usable = targets.long(), targets.long() != IGNORE_INDEX
+        else:
+            labels, usable = (targets >= 0).long(), ~torch.isnan(targets)
+        views, view_labels = [], []
+        for m in self.task_spec.modalities:
+            vectors, ok = self._instances(final[m], any_avail)
+            keep = ok & usable
+            views.append(vectors[keep])
+            view_labels.append(labels[keep])
+        return supervised_contrastive_loss(torch.cat(views), torch.cat(view_labels), self.contrastive_temperature)
+
+    def _fuse(self, final: dict, valid: torch.Tensor) -> torch.Tensor:
+        """Eq. 10-13: query modality cross-attends to each other one, concat, self-attention -> [B, P, d * S]."""
+        query = final[self.query_modality]
+        streams = [self.cross[m](query, final[m], valid, valid) for m in self.sources] or [query]
+        fused = self.self_attention(torch.cat(streams, dim=-1), valid)
+        return zero_masked(self.norm(fused), valid)

@@ -1,0 +1,86 @@
+"""fusion/stacked.py: each modality-stacked op equals the modules' own forward, masks included."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from affectflow.fusion.layers import CrossModalBlock, FeedForward, MaskedConv1d, MaskedMultiheadAttention, PreLNTransformerBlock
+from affectflow.fusion.stacked import (stacked_attention, stacked_cross_modal, stacked_feed_forward, stacked_layer_norm,
+                                       stacked_linear, stacked_masked_conv1d, transformer_block)
+
+M, B, T, D = 3, 4, 5, 8
+
+
+@pytest.fixture()
+def data():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(M, B, T, D, generator=generator)
+    y = torch.randn(M, B, T + 2, D, generator=generator)
+    mask = torch.rand(M, B, T, generator=generator) > 0.3
+    mask[:, 0] = False  # a sample with no valid position at all (no keys: output must be exactly zero)
+    y_mask = torch.rand(M, B, T + 2, generator=generator) > 0.3
+    y_mask[1, 2] = False
+    return x, y, mask, y_mask
+
+
+def test_linear_layer_norm_feed_forward(data):
+    x = data[0]
+    torch.manual_seed(0)
+    linears = [torch.nn.Linear(D, 6) for _ in range(M)]
+    norms = [torch.nn.LayerNorm(D) for _ in range(M)]
+    for norm in norms:
+        torch.nn.init.normal_(norm.weight)
+        torch.nn.init.normal_(norm.bias)
+    blocks = [FeedForward(D, 16) for _ in range(M)]
+    torch.testing.assert_close(stacked_linear(x, linears), torch.stack([f(x[i]) for i, f in enumerate(linears)]))
+    torch.testing.assert_close(stacked_layer_norm(x, norms), torch.stack([f(x[i]) for i, f in enumerate(norms)]))
+    torch.testing.assert_close(stacked_feed_forward(x, blocks, False), torch.stack([f(x[i]) for i, f in enumerate(blocks)]))
+
+
+def test_masked_conv1d_as_unfolded_matmul(data):
+    x, _, mask, _ = data
+    torch.manual_seed(0)
+    convs = [MaskedConv1d(D, 6, kernel_size=k) for k in (3, 3, 3)]
+    x = x.clone()
+    x[~mask] = float("nan")  # invalid frames never leak
+    expected = torch.stack([c(x[i], mask[i]) for i, c in enumerate(convs)])
+    torch.testing.assert_close(stacked_masked_conv1d(x, mask, convs), expected)
+    five = [MaskedConv1d(D, D, kernel_size=5)]
+    torch.testing.assert_close(stacked_masked_conv1d(x[:1], mask[:1], five)[0], five[0](x[0], mask[0]))
+
+
+def test_attention_self_and_cross_match_masked_multihead_attention(data):
+    x, y, mask, y_mask = data
+    torch.manual_seed(0)
+    modules = [MaskedMultiheadAttention(D, 2) for _ in range(M)]
+    self_expected = torch.stack([a(x[i], x[i], x[i], key_mask=mask[i], query_mask=mask[i]) for i, a in enumerate(modules)])
+    got = stacked_attention([a.attention for a in modules], x, None, mask, mask, training=False)
+    torch.testing.assert_close(got, self_expected)
+    assert bool((got[:, 0] == 0).all())
+    cross_expected = torch.stack([a(x[i], y[i], y[i], key_mask=y_mask[i], query_mask=mask[i]) for i, a in enumerate(modules)])
+    torch.testing.assert_close(stacked_attention([a.attention for a in modules], x, y, y_mask, mask, training=False),
+                               cross_expected)
+
+
+def test_cross_modal_and_transformer_blocks(data):
+    x, y, mask, y_mask = data
+    torch.manual_seed(0)
+    blocks = [CrossModalBlock(D, 2) for _ in range(M)]
+    expected = torch.stack([b(x[i], y[i], mask[i], y_mask[i]) for i, b in enumerate(blocks)])
+    torch.testing.assert_close(stacked_cross_modal(blocks, x, y, mask, y_mask, training=False), expected)
+    block = PreLNTransformerBlock(D, 2)
+    torch.testing.assert_close(transformer_block(block, x[0], mask[0], training=False), block(x[0], mask[0]))
+
+
+def test_gradients_match(data):
+    x, _, mask, _ = data
+    torch.manual_seed(0)
+    convs = [MaskedConv1d(D, D, 3) for _ in range(M)]
+    stacked_masked_conv1d(x, mask, convs).pow(2).sum().backward()
+    stacked_grads = [c.conv.weight.grad.clone() for c in convs]
+    for c in convs:
+        c.zero_grad()
+    sum(c(x[i], mask[i]).pow(2).sum() for i, c in enumerate(convs)).backward()
+    for c, grad in zip(convs, stacked_grads):
+        torch.testing.assert_close(grad, c.conv.weight.grad)
