@@ -34,6 +34,12 @@ Deliberate differences / choices the paper leaves open (say so when reporting re
   0.9 here). The [CLS]/pair tokens whose modalities are both absent are masked out of Eq. 9.
 - At conversation level nothing is pooled over T: heads predict per position.
 
+Speed (issue 15): `DQF.forward` runs layer i of the M Q-UA encoders as one group and layer i of the 2P Q-CA
+directions as another (`affectflow.fusion.dqf_grouped`: parameters stacked per forward, attention through
+`scaled_dot_product_attention`, an exact single-key shortcut when T_k = 1, as for utterance-level vectors).
+The modules and their parameter names are those of the per-module classes below, whose own `forward`s give
+the same values; tests/fusion/test_speed_equivalence.py pins losses and gradients to the previous forward.
+
 On the real CMU-MOSI features (scripts/bench_mosi_real.py, README "Real tri-modal benchmark"): DQF at
 conversation level with its dqf schedule is the best model (79.4 +- 0.3 Acc2, above the 76.8 logistic
 floor), but under {a} alone it is below the floor (37.9 at utterance level, every seed): with text and

@@ -54,6 +54,10 @@ Deliberate differences from the paper (and its released code):
   32, 100 epochs (`recommended_optimizer`). The code's 5-epoch warm-up + step decay is not reproduced.
 - Conversation level: SDUMC has no dialogue context, so each utterance (position of T) is processed as
   its own sample with T = 1.
+
+Speed (issue 15): both flows run as one batch of 2B rows with the modalities' and views' modules grouped
+(`affectflow.fusion.sdumc_flow.double_flow`); audio and vision are projected once for both flows. Parameter
+names are unchanged; tests/fusion/test_speed_equivalence.py pins losses and gradients to the previous forward.
 """
 
 from __future__ import annotations
