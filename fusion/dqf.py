@@ -34,6 +34,12 @@ Deliberate differences / choices the paper leaves open (say so when reporting re
   0.9 here). The [CLS]/pair tokens whose modalities are both absent are masked out of Eq. 9.
 - At conversation level nothing is pooled over T: heads predict per position.
 
+Speed (issue 15): `DQF.forward` runs layer i of the M Q-UA encoders as one group and layer i of the 2P Q-CA
+directions as another (`affectflow.fusion.dqf_grouped`: parameters stacked per forward, attention through
+`scaled_dot_product_attention`, an exact single-key shortcut when T_k = 1, as for utterance-level vectors).
+The modules and their parameter names are those of the per-module classes below, whose own `forward`s give
+the same values; tests/fusion/test_speed_equivalence.py pins losses and gradients to the previous forward.
+
 On the real CMU-MOSI features (scripts/bench_mosi_real.py, README "Real tri-modal benchmark"): DQF at
 conversation level with its dqf schedule is the best model (79.4 +- 0.3 Acc2, above the 76.8 logistic
 floor), but under {a} alone it is below the floor (37.9 at utterance level, every seed): with text and
@@ -56,6 +62,7 @@ from einops import rearrange, repeat
 
 from affectflow.fusion.base import FusionModel
 from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, masked_mean, zero_masked
+from affectflow.fusion.dqf_grouped import cross_grouped, encode_grouped
 from affectflow.fusion.layers import FeedForward, MaskedMultiheadAttention, PreLNTransformerBlock, TransformerEncoder
 from affectflow.fusion.registry import register_fusion
 
@@ -143,10 +150,17 @@ class QueryUnimodalEncoder(nn.Module):
         self.layers = nn.ModuleList(PreLNTransformerBlock(dim, num_heads, dropout=dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
-        """x [B, T, D_m], valid/span [B, T] bool -> H [B, T, dim] (zero outside span)."""
+    def embed(self, x: torch.Tensor, valid: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+        """Eq. 2: x [B, T, D_m] -> Conv1D features [B, T, dim] (missing frames in, zero outside span out)."""
         x = zero_masked(x, valid)  # missing frames are zero vectors, as in the paper
-        h = zero_masked(rearrange(self.conv(rearrange(x, "b t d -> b d t")), "b d t -> b t d"), span)
+        return zero_masked(rearrange(self.conv(rearrange(x, "b t d -> b d t")), "b d t -> b t d"), span)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+        """x [B, T, D_m], valid/span [B, T] bool -> H [B, T, dim] (zero outside span).
+
+        One modality at a time; `DQF.forward` runs all modalities' encoders as one group (`encode_grouped`).
+        """
+        h = self.embed(x, valid, span)
         query = self.queries.take(x.shape[0], x.shape[1])
         for update, layer in zip(self.updates, self.layers):
             query = update(query, span)
@@ -263,18 +277,19 @@ class DQF(FusionModel):
         return self.fusion(tokens, valid)[:, -1]
 
     def forward(self, batch: ModalityBatch, targets: torch.Tensor | None = None) -> FusionOutput:
-        """Predict from all granularities: logits [B, C] / value [B] (or per position [B, T, ...])."""
+        """Predict from all granularities: logits [B, C] / value [B] (or per position [B, T, ...]).
+
+        The modalities' encoders run as one group and the pairs' Q-CA directions as another
+        (`affectflow.fusion.dqf_grouped`), on sequences zero-padded to the longest modality; padding lies
+        outside every span, so the result is that of running each module on its own.
+        """
         per_position = self.task_spec.level == "conversation"
-        spans, hidden, features = {}, {}, {}
-        for m in self.task_spec.modalities:
-            valid = batch.valid(m)
-            spans[m] = sequence_span(valid)
-            hidden[m] = self.encoders[m](batch.features[m], valid, spans[m])
-            features[m] = span_readout(hidden[m], spans[m], per_position)
-        pair_valid = []
-        for a, b in self.pairs:
-            features[a + b] = self.cross[a + b](hidden[a], spans[a], hidden[b], spans[b], per_position)
-            pair_valid.append(spans[a] | spans[b] if per_position else spans[a].any(1) | spans[b].any(1))
+        modalities = self.task_spec.modalities
+        spans = {m: sequence_span(batch.valid(m)) for m in modalities}
+        hidden, span = encode_grouped(self, batch, spans)
+        features = {m: span_readout(hidden[i], span[i], per_position) for i, m in enumerate(modalities)}
+        features.update(cross_grouped(self, hidden, span, per_position))
+        pair_valid = [spans[a] | spans[b] if per_position else spans[a].any(1) | spans[b].any(1) for a, b in self.pairs]
         fused = self.fuse_pairs([features[a + b] for a, b in self.pairs], pair_valid)
         if per_position:
             fused = zero_masked(fused, torch.stack(pair_valid, dim=-1).any(-1))

@@ -54,6 +54,10 @@ Deliberate differences from the paper (and its released code):
   32, 100 epochs (`recommended_optimizer`). The code's 5-epoch warm-up + step decay is not reproduced.
 - Conversation level: SDUMC has no dialogue context, so each utterance (position of T) is processed as
   its own sample with T = 1.
+
+Speed (issue 15): both flows run as one batch of 2B rows with the modalities' and views' modules grouped
+(`affectflow.fusion.sdumc_flow.double_flow`); audio and vision are projected once for both flows. Parameter
+names are unchanged; tests/fusion/test_speed_equivalence.py pins losses and gradients to the previous forward.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from affectflow.fusion.base import FusionModel
 from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec, zero_masked
 from affectflow.fusion.layers import safe_key_mask
 from affectflow.fusion.registry import register_fusion
+from affectflow.fusion.sdumc_flow import FlowOutput, double_flow
 from affectflow.fusion.sdumc_simulators import (TEXT_SIMULATORS, AudioToTextProjector, MLPAudioToTextProjector,
                                                 TextSimulator, TextSimulatorSpec, external_simulator_record)
 from affectflow.pipeline.core.names import IGNORE_INDEX
@@ -186,6 +191,12 @@ class _Flow:
     modality_weights: torch.Tensor
     view_weights: torch.Tensor
 
+    @classmethod
+    def halves(cls, both: FlowOutput, half: int) -> tuple["_Flow", "_Flow"]:
+        """(real flow, simulated flow) from `double_flow`'s rows [real B; simulated B]."""
+        fields = (both.representation, both.text_stage1, both.text_stage2, both.modality_weights, both.view_weights)
+        return cls(*(x[:half] for x in fields)), cls(*(x[half:] for x in fields))
+
 
 @register_fusion("sdumc")
 class SDUMC(FusionModel):
@@ -265,14 +276,11 @@ class SDUMC(FusionModel):
         valid = {m: batch.valid(m) for m in modalities}
         features = {m: zero_masked(batch.features[m], valid[m]) for m in modalities}
         present = torch.stack([valid[m].any(dim=1) for m in modalities], dim=1)
-        real = self._flow(features, valid, present, imagine_text=False)
         simulated_text, simulated_mask = self._simulate_text(batch, valid)
-        valid_sim = dict(valid, t=simulated_mask)
-        features_sim = dict(features, t=simulated_text)
-        present_sim = torch.stack([valid_sim[m].any(dim=1) for m in modalities], dim=1)
-        simulated = self._flow(features_sim, valid_sim, present_sim, imagine_text=True)
+        both = double_flow(self, features, valid, simulated_text, simulated_mask)  # rows: [real B; simulated B]
+        real, simulated = _Flow.halves(both, batch.batch_size)
         text_present = present[:, modalities.index("t")]
-        head_real, head_sim = self.head(real.representation), self.head(simulated.representation)
+        head_real, head_sim = self.head(both.representation).split(batch.batch_size)
         use_real = text_present[:, None]
         prediction = torch.where(use_real, head_real, head_sim)
         embedding = torch.where(use_real, real.representation, simulated.representation)
@@ -334,41 +342,6 @@ class SDUMC(FusionModel):
         mask = mask.to(device=features.device, dtype=torch.bool)
         return zero_masked(features, mask), mask
 
-    def _flow(self, features: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], present: torch.Tensor,
-              imagine_text: bool) -> _Flow:
-        """One UMCA pass (stage 1, AFG, stage 2, AFG) with MIA-1/MIA-2 when `imagine_text`.
-
-        features[m] [B, T_m, D_m] (zero behind valid), valid[m] [B, T_m], present [B, M] -> _Flow.
-        """
-        modalities = self.task_spec.modalities
-        text_index = modalities.index("t")
-        keep = present.to(features["t"].dtype)
-        embedded = {m: zero_masked(self.input_projection[m](features[m]), valid[m]) for m in modalities}
-        stage1 = []
-        for i, m in enumerate(modalities):
-            query = self.modality_queries[m].expand(present.shape[0], 1, -1)
-            attended, _ = self.stage1_attention[m](query, embedded[m], valid[m])
-            stage1.append(self.stage1_mlp[m](attended.squeeze(1)) * keep[:, i:i + 1])
-        if imagine_text:
-            stage1[text_index] = self.mia_stage1(_others(stage1, text_index), stage1[text_index])
-            present = present.clone()
-            present[:, text_index] = True
-            keep = present.to(keep.dtype)
-        stage1_stack = torch.stack(stage1, dim=1)
-        modality_weights = self.modality_gathering(stage1_stack, present)
-        gathered = torch.einsum("bm,km,bmd->bkd", modality_weights, self.combination_mask.to(keep.dtype), stage1_stack)
-        view_queries = torch.stack([mlp(gathered[:, k]) for k, mlp in enumerate(self.view_query_mlp)], dim=1)
-        stage2 = []
-        for i, m in enumerate(modalities):
-            attended, _ = self.stage2_attention[m](view_queries, embedded[m], valid[m])
-            stage2.append(self.stage2_mlp[m](attended) * keep[:, i, None, None])
-        if imagine_text:
-            stage2[text_index] = self.mia_stage2(_others(stage2, text_index), stage2[text_index])
-        views = torch.einsum("bm,bmkd->bkd", modality_weights, torch.stack(stage2, dim=1))
-        view_weights = self.view_gathering(views, torch.ones(views.shape[:2], dtype=torch.bool, device=views.device))
-        representation = torch.einsum("bk,bkd->bd", view_weights, views)
-        return _Flow(representation, stage1[text_index], stage2[text_index], modality_weights, view_weights)
-
     # --- losses -----------------------------------------------------------------------------------
     def _distillation_losses(self, real: _Flow, simulated: _Flow, text_present: torch.Tensor) -> dict[str, torch.Tensor]:
         """Eq. 9 (mkd1, mkd2 against detached real text) and Eq. 10 (rs) over samples with real text."""
@@ -423,12 +396,6 @@ def _mlp(in_dim: int, hidden_dim: int, out_dim: int | None, dropout: float) -> n
     if out_dim is not None:
         layers += [nn.Linear(hidden_dim, out_dim), nn.ReLU(), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
-
-
-def _others(items: list[torch.Tensor], text_index: int) -> torch.Tensor:
-    """cat of every modality's representation except text, along the last axis (the MIA input)."""
-    others = [x for i, x in enumerate(items) if i != text_index]
-    return torch.cat(others[::-1], dim=-1)  # (v, a) order as in Eq. 5
 
 
 __all__ = ["SDUMC", "TEXT_SIMULATORS", "TextSimulator", "TextSimulatorSpec", "AudioToTextProjector",

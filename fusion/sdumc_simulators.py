@@ -175,6 +175,23 @@ class AudioToTextProjector(StackedAudioProjector):
         self.spec = TextSimulatorSpec("projector", {"hidden_dim": hidden_dim, "stack": stack})
         self.net = nn.Sequential(nn.Linear(audio_dim * stack, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, text_dim))
 
+    def simulate(self, batch: ModalityBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project the batch's valid audio frames: -> (features [B, T_s, D_t], mask [B, T_s]).
+
+        With fewer audio frames than `stack` (utterance-level vectors: T_a = 1) the one stacked frame is mostly
+        zero padding: only the first T_a * D_a input columns of the first Linear meet non-zero values, so only
+        they are multiplied (the same result; the other columns get the zero gradient they got before).
+        """
+        length = batch.features["a"].shape[1] if "a" in batch.modalities else self.stack
+        if length >= self.stack:
+            return super().simulate(batch)
+        valid = batch.valid("a")
+        audio = rearrange(zero_masked(batch.features["a"], valid), "b t d -> b 1 (t d)")
+        first = self.net[0]
+        hidden = F.linear(audio, first.weight[:, :audio.shape[-1]], first.bias)
+        mask = valid.any(dim=1, keepdim=True)
+        return zero_masked(self.net[2](self.net[1](hidden)), mask), mask
+
     @classmethod
     def for_task(cls, task_spec: TaskSpec, hidden_dim: int = 2048, stack: int = 5) -> "AudioToTextProjector":
         """The projector from the task's audio dim to its text dim."""

@@ -13,6 +13,8 @@ Each model is built with its default (paper) hyperparameters and trained by the 
 (`pipeline/trainer.py`: task loss + weighted auxiliary losses, gradient clipping) under its paper's
 training schedule (MCULoRA: dpft, MoMKE: staged, DQF: dqf, others: full), with the batch size its
 `recommended_optimizer` names (else 32). A multi-stage model is timed for one epoch of every stage.
+Besides wall seconds it prints the process's CPU seconds: on a shared machine, with `--threads 1`, the CPU
+seconds are the steadier figure for comparing two implementations (run them back to back).
 """
 
 from __future__ import annotations
@@ -97,20 +99,21 @@ def time_model(name: str, task, train, valid, args: argparse.Namespace) -> dict:
     batches = len(trainer.train_loader)
     if args.max_batches:
         trainer.train_loader = _truncated(trainer.train_loader, args.max_batches)
-    stages = {}
+    stages, cpu = {}, {}
     for index, stage in enumerate(trainer.schedule.stages(model)):
         model.set_stage(stage)
         optimizer = build_optimizer(model, config)
         _synchronize(args.device)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         trainer.train_epoch(optimizer, stage, index, 0)
         _synchronize(args.device)
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         timed = min(batches, args.max_batches or batches)
         stages[stage] = seconds * batches / timed
+        cpu[stage] = cpu_seconds * batches / timed
     parameters = sum(p.numel() for p in model.parameters())
     return {"batch_size": batch_size, "batches_per_epoch": batches, "parameters": parameters,
-            "schedule": PAPER_SCHEDULES.get(name, "full"), "seconds_per_epoch": stages,
+            "schedule": PAPER_SCHEDULES.get(name, "full"), "seconds_per_epoch": stages, "cpu_seconds_per_epoch": cpu,
             "extrapolated": bool(args.max_batches and args.max_batches < batches)}
 
 
@@ -166,10 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in names:
         results[name] = result = time_model(name, task, train, valid, args)
-        total = sum(result["seconds_per_epoch"].values())
+        total, cpu_total = sum(result["seconds_per_epoch"].values()), sum(result["cpu_seconds_per_epoch"].values())
         stages = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result["seconds_per_epoch"].items())
         note = " (extrapolated)" if result["extrapolated"] else ""
-        print(f"{name:13s} {total:8.1f} s/epoch{note}  [{stages}]  batch {result['batch_size']}, "
+        print(f"{name:13s} {total:8.1f} s/epoch{note} (process CPU {cpu_total:.1f} s)  [{stages}]  "
+              f"batch {result['batch_size']}, "
               f"{result['batches_per_epoch']} batches, {result['parameters'] / 1e6:.2f} M parameters, "
               f"schedule {result['schedule']}", flush=True)
     if args.json:

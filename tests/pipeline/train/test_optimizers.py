@@ -26,3 +26,24 @@ def test_schedule_names_and_aliases():
     assert isinstance(make_schedule("MoMKE"), StagedSchedule) and isinstance(make_schedule("adaptive"), DPFTSchedule)
     with pytest.raises(ValueError, match="'staged' does not take"):
         make_schedule("staged", include_complete=False)
+
+
+@pytest.mark.parametrize("name, reference", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                             ("sgd", torch.optim.SGD)])
+def test_fused_optimizers_take_the_same_steps_as_the_default_loops(name, reference):
+    generator = torch.Generator().manual_seed(0)
+    start = [torch.randn(5, 3, generator=generator), torch.randn(7, generator=generator)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(3)]
+    fused_parameters = [torch.nn.Parameter(p.clone()) for p in start]
+    loop_parameters = [torch.nn.Parameter(p.clone()) for p in start]
+    fused = OPTIMIZERS.get(name)(fused_parameters, lr=0.1, weight_decay=0.01, momentum=0.9)
+    assert fused.defaults.get("fused") is True  # CPU float parameters get torch's fused kernels
+    settings = {"momentum": 0.9} if name == "sgd" else {}
+    loop = reference(loop_parameters, lr=0.1, weight_decay=0.01, foreach=False, **settings)
+    for step in grads:
+        for parameters, optimizer in ((fused_parameters, fused), (loop_parameters, loop)):
+            for parameter, grad in zip(parameters, step):
+                parameter.grad = grad.clone()
+            optimizer.step()
+    for a, b in zip(fused_parameters, loop_parameters):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
