@@ -26,6 +26,7 @@ from einops import rearrange
 
 from affectflow.fusion.contract import zero_masked
 from affectflow.fusion.layers import safe_key_mask
+from affectflow.fusion.stacked import batched_affine as grouped_linear  # one batched Linear for both stacking modules
 
 
 class StackedParameters:
@@ -49,16 +50,6 @@ class StackedParameters:
     def module(self, layer: int, name: str) -> nn.Module:
         """The first group's sub-module `name` at `layer` (for its settings: heads, dropout, eps...)."""
         return self.grid[layer][0].get_submodule(name)
-
-
-def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Per-group Linear: x [G, ..., D_in], weight [G, D_out, D_in], bias [G, D_out] -> [G, ..., D_out]."""
-    flat = x.reshape(x.shape[0], -1, x.shape[-1])
-    if bias is None:
-        out = torch.bmm(flat, weight.transpose(1, 2))
-    else:
-        out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
-    return out.reshape(*x.shape[:-1], weight.shape[1])
 
 
 def bank_linear(bank: StackedParameters, layer: int, name: str, x: torch.Tensor) -> torch.Tensor:
