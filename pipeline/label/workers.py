@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -68,8 +71,35 @@ def collect_clip(path: Path, clip: str, collector: EvidenceCollector, timer: Sta
 _worker_state: dict[str, EvidenceCollector] = {}
 
 
-def _start_worker(make_collector: CollectorFactory, threads: int) -> None:
-    """Pool initializer: cap torch (and so CTranslate2, which follows it) threads, build the collector."""
+def _process_gone(pid: int) -> bool:
+    """True when process `pid` no longer runs (absent, or a zombie waiting to be reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _exit_with(owner: int, poll_seconds: float = 1.0) -> None:
+    """Worker watchdog: end this process once the labelling process `owner` is gone.
+
+    A pool worker is a child of the forkserver, not of the labelling process, and blocks on a queue whose
+    pipe it holds itself, so without this a SIGKILLed (or OOM-killed) run would leave its workers behind."""
+    while not _process_gone(owner):
+        time.sleep(poll_seconds)
+    os._exit(1)
+
+
+def _start_worker(make_collector: CollectorFactory, threads: int, owner: int | None = None) -> None:
+    """Pool initializer: exit with the process `owner`, cap torch (and so CTranslate2, which follows it)
+    threads, build the collector."""
+    if owner is not None:
+        threading.Thread(target=_exit_with, args=(owner,), daemon=True, name="exit-with-owner").start()
     torch.set_num_threads(threads)
     _worker_state["collector"] = make_collector()
 
@@ -97,7 +127,7 @@ def start_worker_server() -> multiprocessing.context.BaseContext:
 def _new_pool(make_collector: CollectorFactory, workers: int, threads: int) -> ProcessPoolExecutor:
     context = start_worker_server()
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                               initargs=(make_collector, threads))
+                               initargs=(make_collector, threads, os.getpid()))
 
 
 def iter_collected(items: list[tuple[Path, str]], make_collector: CollectorFactory, workers: int = 0,

@@ -129,6 +129,39 @@ def test_timeline_windows(labeled):
     assert list(windows["window_end"]) == [1.0, 2.0]
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every live descendant process of `pid` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _assert_gone(pids: set[int], seconds: float) -> None:
+    """Every process in `pids` ends (or is a zombie) within `seconds`."""
+    deadline = time.time() + seconds
+    alive = set(pids)
+    while alive and time.time() < deadline:
+        for pid in list(alive):
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                state = "X"
+            if state in ("Z", "X"):
+                alive.discard(pid)
+        time.sleep(0.2)
+    assert not alive, f"processes of the killed run still running: {sorted(alive)}"
+
+
 def test_resume_after_kill_leaves_no_torn_or_duplicate_rows(tmp_path, media):
     folder = tmp_path / "many"
     folder.mkdir()
@@ -143,8 +176,10 @@ def test_resume_after_kill_leaves_no_torn_or_duplicate_rows(tmp_path, media):
         if out.exists() and out.read_text(encoding="utf-8").count("\n") >= 3:  # header + 2 rows
             break
         time.sleep(0.05)
+    helpers = _descendants(process.pid)  # the worker server and its worker processes
     process.send_signal(signal.SIGKILL)
     process.wait()
+    _assert_gone(helpers, seconds=30)
     before = pd.read_csv(out, dtype={"clip": str})
     assert 2 <= len(before) < 6
     result = _run(["--videos", str(folder), "--out", str(out), "--quiet", "--no-asr"])
