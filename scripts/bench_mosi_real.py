@@ -34,9 +34,14 @@ or on MOSI are overridden and the reason printed (`overrides`): a paper lr below
 (53 train videos), DQF validates on 4 frame-masking rates. MoMKE runs its no-condition recipe ("staged"),
 not one model per condition. SDUMC's paper schedule is "full" (its double flow drops text inside the
 model), so it trains once. Baselines (late / early fusion, MulT): Adam 1e-3, 12 epochs, patience 4, the
-random schedule. Every model at its `tiny_config()` (dqf max_length 128 so a whole video fits), batch 32
-utterances / 4 videos unless the recipe says otherwise, one torch thread per job. The default run (8
-models x 2 levels x 2 arms x 3 seeds, --jobs 2) took 23 minutes on 2 shared CPU cores.
+random schedule. Every model at its `tiny_config()` (--config tiny, the default) or at its default
+constructor config, the paper's sizes (--config full; 3-17 M parameters per paper model); dqf max_length
+128 either way so a whole video fits; batch 32 utterances / 4 videos unless the recipe says otherwise, one
+torch thread per job. The default run (8 models x 2 levels x 2 arms x 3 seeds, --jobs 2) took 23 minutes on
+2 shared CPU cores; at --config full one seed of one unit at utterance level took 1.3 min (SDUMC) to
+21 min (CM-ARR) on a shared core (README). --arms picks the arms; --paper-lr keeps each paper's optimiser
+and lr (for checking on validation whether they work at the budget; run folders get a '-paper-lr' suffix,
+full-config ones a '-full' suffix). Units record their validation score and curve per seed.
 """
 
 from __future__ import annotations
@@ -285,7 +290,8 @@ def run_unit(model: str, level: str, kind: str, manifest: str, features: str, se
               "recipe": run.recipe.name, "epochs_per_stage": run.epochs, "fixed": fixed,
               "rates": {r: {m: [scores[r][m] for scores in rates] for m in HEADLINE} for r in map(str, RATES)},
               "frame_auilc": auilc, "epochs": [seed_run.selected_epoch for seed_run in summary.runs],
-              "config": config, "paper_lr": paper_lr, "lr": run.recipe.lr, "optimizer": run.recipe.optimizer,
+              "config": config, "paper_lr": paper_lr, "lr": run.recipe.lr or fusion_class(model).recommended_optimizer.get("lr"),
+              "optimizer": run.recipe.optimizer or fusion_class(model).recommended_optimizer.get("name"),
               "select_metric": summary.select_metric, "select_condition": summary.select_condition,
               "valid_scores": [seed_run.valid_score for seed_run in summary.runs],
               "valid_curves": [valid_curve(seed_run.history, summary.select_metric) for seed_run in summary.runs],
