@@ -200,7 +200,20 @@ class _Flow:
 
 @register_fusion("sdumc")
 class SDUMC(FusionModel):
-    """SDUMC: UMCA fusion + MIA + double-flow self-distillation (see the module docstring)."""
+    """SDUMC: UMCA fusion + MIA + double-flow self-distillation (see the module docstring).
+
+    On real CMU-MOSI (README, "Real tri-modal benchmark", full config) this model stays below the linear
+    floor at utterance level. Measured (`python scripts/bench_mosi_real.py --config full --levels utterance
+    --seeds 1 --jobs 1 --models sdumc`; default sizes, 3.0 M parameters, paper recipe at --budget 0.08 with
+    lr raised to 1e-3; one seed): complete-input test Acc2 68.3 against the logistic-regression floor's
+    76.8 (`tiny_config()`: 72.2 ± 2.6, 3 seeds), while text alone scores 75.2: the audio and video
+    branches cost 7 points on test. Why, from what was measured: the published train features come out of
+    unimodal networks trained on the train split (a logistic regression: train 99.5 %, carved-out validation
+    98.5 %, test 76.8 %; video alone 93.0 / 87.7 / 53.5 %), and this model's validation Acc2 is 99.2 % after
+    its first epoch and 97-99 % in every epoch, so selection cannot tell a model that transfers from one
+    that fits these train-fitted features. The paper lr 1e-4 reaches the same validation MAE in the budget
+    (0.839 vs 0.840 at 1e-3; `--paper-lr`).
+    """
 
     loss_weights = {"task_simulated": 1.0, "mkd1": 0.2, "mkd2": 1.4, "rs": 0.2, "rnc": 1.6}
     regression_loss = "mse"  # L_task of Eq. 8

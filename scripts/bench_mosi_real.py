@@ -34,15 +34,21 @@ or on MOSI are overridden and the reason printed (`overrides`): a paper lr below
 (53 train videos), DQF validates on 4 frame-masking rates. MoMKE runs its no-condition recipe ("staged"),
 not one model per condition. SDUMC's paper schedule is "full" (its double flow drops text inside the
 model), so it trains once. Baselines (late / early fusion, MulT): Adam 1e-3, 12 epochs, patience 4, the
-random schedule. Every model at its `tiny_config()` (dqf max_length 128 so a whole video fits), batch 32
-utterances / 4 videos unless the recipe says otherwise, one torch thread per job. The default run (8
-models x 2 levels x 2 arms x 3 seeds, --jobs 2) took 23 minutes on 2 shared CPU cores.
+random schedule. Every model at its `tiny_config()` (--config tiny, the default) or at its default
+constructor config, the paper's sizes (--config full; 3-17 M parameters per paper model); dqf max_length
+128 either way so a whole video fits; batch 32 utterances / 4 videos unless the recipe says otherwise, one
+torch thread per job. The default run (8 models x 2 levels x 2 arms x 3 seeds, --jobs 2) took 23 minutes on
+2 shared CPU cores; at --config full one seed of one unit at utterance level took 1.3 min (SDUMC) to
+21 min (CM-ARR) on a shared core (README). --arms picks the arms; --paper-lr keeps each paper's optimiser
+and lr (for checking on validation whether they work at the budget; run folders get a '-paper-lr' suffix,
+full-config ones a '-full' suffix). Units record their validation score and curve per seed.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import math
 import time
@@ -63,6 +69,7 @@ from affectflow.pipeline.imports import import_features
 from affectflow.pipeline.train import train
 from affectflow.pipeline.train import evaluation
 from affectflow.pipeline.train.checkpoint import load_bundle
+from affectflow.pipeline.train.experiment import model_config_for
 from affectflow.pipeline.train.data import MultimodalDataset, make_loader, open_feature_stores, split_rows
 from affectflow.pipeline.train.metrics import mean_std
 from affectflow.pipeline.train.protocols import CONDITIONS, INCOMPLETE_CONDITIONS, apply_patterns
@@ -76,6 +83,7 @@ RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 RATE_SEED = 66
 DEFAULT_BUDGET = 0.08
 BATCH_SIZE = {"utterance": 32, "conversation": 4}
+CONFIGS = ("tiny", "full")
 HEADLINE = ("acc2_has0", "f1_has0", "acc2_non0", "acc7", "mae", "corr")
 
 
@@ -93,14 +101,17 @@ SELECT_RATES = (0.0, 0.3, 0.6, 0.9)  # frame-protocol selection rates (DQF), 4 o
 PAPER_DROPS_INSIDE = {"sdumc"}  # its paper schedule is "full": the double flow drops text inside the model
 
 
-def overrides(model: str, level: str, budget: float) -> tuple[dict, list[str]]:
-    """(recipe items replaced for `model` at `level`, one reason per replaced item)."""
+def overrides(model: str, level: str, budget: float, paper_lr: bool = False) -> tuple[dict, list[str]]:
+    """(recipe items replaced for `model` at `level`, one reason per replaced item); `paper_lr` keeps the
+    paper's optimiser and lr (--paper-lr: to check on validation whether they work at this budget)."""
     run = resolve_recipe(model, "paper", budget=budget)
     recommended = dict(fusion_class(model).recommended_optimizer)
     items, reasons = {}, []
     lr = run.recipe.lr if run.recipe.lr is not None else recommended.get("lr", 1e-3)
     name = (run.recipe.optimizer or recommended.get("name") or "adam").lower()
-    if name == "sgd":
+    if paper_lr:
+        pass
+    elif name == "sgd":
         items.update(optimizer="adam", lr=MIN_LR)
         reasons.append(f"optimizer SGD lr {lr:g} -> Adam lr {MIN_LR:g}: momentum SGD at {lr:g} barely moves a "
                        f"randomly initialised model in {sum(run.epochs.values())} epochs (paper: "
@@ -121,35 +132,52 @@ def overrides(model: str, level: str, budget: float) -> tuple[dict, list[str]]:
     return items, reasons
 
 
-def recipe(model: str, kind: str, level: str, budget: float) -> dict:
-    """`train()` keyword arguments of one model trained on complete data ("full") or with missingness."""
-    config = {"max_length": 128} if model == "dqf" else {}  # a whole video (up to 63 utterances) fits
-    options = {"tiny": True, "model_config": config, "level": level}
+def recipe(model: str, kind: str, level: str, budget: float, config: str = "tiny", paper_lr: bool = False) -> dict:
+    """`train()` keyword arguments of one model trained on complete data ("full") or with missingness, at
+    its `tiny_config()` (config "tiny") or its constructor defaults, the paper's sizes (config "full")."""
+    if config not in CONFIGS:
+        raise ValueError(f"unknown model config {config!r}; choose one of {CONFIGS}")
+    sizes = {"max_length": 128} if model == "dqf" else {}  # a whole video (up to 63 utterances) fits
+    options = {"tiny": config == "tiny", "model_config": sizes, "level": level}
     if level == "utterance":
         options["frame_level"] = False  # the imported MOSI features are utterance vectors
     if model not in PAPER_RECIPES:
         batch = BATCH_SIZE[level]
         return {**options, **BASELINE, "batch_size": batch,
                 "schedule": "full" if kind == "full" else BASELINE_SCHEDULE}
-    options.update(recipe="paper", budget=budget, **overrides(model, level, budget)[0])
+    options.update(recipe="paper", budget=budget, **overrides(model, level, budget, paper_lr)[0])
     if kind == "full":
         options["schedule"] = "full"
     return options
 
 
-def describe_recipes(models: list[str], levels: list[str], budget: float) -> list[str]:
+def describe_config(model: str, config: str) -> str:
+    """'dqf: dim=128, ...' : the hyperparameters `model` is built with under `config`."""
+    built = model_config_for(model, recipe(model, "full", "utterance", 1.0, config)["model_config"], config == "tiny")
+    defaults = {name: p.default for name, p in inspect.signature(fusion_class(model).__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    merged = {**defaults, **built}
+    return f"{model}: " + ", ".join(f"{k}={v}" for k, v in merged.items() if isinstance(v, (int, float, str)))
+
+
+def describe_recipes(models: list[str], levels: list[str], budget: float, config: str = "tiny",
+                     paper_lr: bool = False) -> list[str]:
     """Lines saying what each model runs with (printed at the start of the run)."""
-    lines = [f"budget {budget:g}: every paper recipe's epochs per stage times {budget:g} (at least 1); "
-             f"baselines: {BASELINE} with batch {BATCH_SIZE}, schedule {BASELINE_SCHEDULE!r}; every model "
-             f"at tiny_config(); the full arm = the same recipe with schedule 'full'"]
+    sizes = "tiny_config()" if config == "tiny" else "its default constructor config (the paper's sizes)"
+    lines = [f"model config {config!r}: every model at {sizes}" + (", dqf max_length 128" if "dqf" in models else ""),
+             f"budget {budget:g}: every paper recipe's epochs per stage times {budget:g} (at least 1); "
+             f"baselines: {BASELINE} with batch {BATCH_SIZE}, schedule {BASELINE_SCHEDULE!r}; "
+             f"the full arm = the same recipe with schedule 'full'"
+             + ("; --paper-lr: paper optimisers and lrs kept" if paper_lr else "")]
+    lines += [f"    {describe_config(model, config)}" for model in models]
     for model in models:
         if model not in PAPER_RECIPES:
             continue
         for level in levels:
-            items = {**overrides(model, level, budget)[0], "feature_level": level}
+            items = {**overrides(model, level, budget, paper_lr)[0], "feature_level": level}
             run = resolve_recipe(model, "paper", items, budget)
             lines.append(f"{level}: {run.summary_line()}")
-            lines += [f"    override: {reason}" for reason in overrides(model, level, budget)[1]]
+            lines += [f"    override: {reason}" for reason in overrides(model, level, budget, paper_lr)[1]]
     if "momke" in models:
         lines.append("momke: the paper trains one model per test condition (--condition, schedule "
                      "momke_condition); this benchmark uses its no-condition recipe ('staged': stage 1 complete, "
@@ -226,11 +254,24 @@ def rate_scores(bundle: Path, table: pd.DataFrame, features: Path, level: str) -
 
 
 # --- one training unit (a process of the pool) ------------------------------------------------------
+def valid_curve(history: list[dict], metric: str) -> list[list]:
+    """[[stage, epoch, selection score, valid Acc2 has-0], ...] of one seed's epochs (validation only)."""
+    def number(value):
+        return round(float(value), 4) if isinstance(value, (int, float)) else None
+    return [[record["stage"], record["epoch"], number(record["valid"].get(metric)),
+             number(record["valid"].get("acc2_has0"))] for record in history]
+
+
+def unit_name(model: str, kind: str, config: str, paper_lr: bool) -> str:
+    """Folder of one unit under OUT/<level>/ ('dqf-missing', 'dqf-missing-full', ...-paper-lr)."""
+    return f"{model}-{kind}" + ("" if config == "tiny" else f"-{config}") + ("-paper-lr" if paper_lr else "")
+
+
 def run_unit(model: str, level: str, kind: str, manifest: str, features: str, seeds: list[int], budget: float,
-             out: str) -> dict:
+             out: str, config: str = "tiny", paper_lr: bool = False) -> dict:
     """Train one (model, level, kind) on every seed, score it; returns (and caches) its JSON result."""
     torch.set_num_threads(1)
-    unit_dir = Path(out) / level / f"{model}-{kind}"
+    unit_dir = Path(out) / level / unit_name(model, kind, config, paper_lr)
     cached = unit_dir / "bench.json"
     if cached.is_file():
         return json.loads(cached.read_text(encoding="utf-8"))
@@ -239,7 +280,7 @@ def run_unit(model: str, level: str, kind: str, manifest: str, features: str, se
     resolved = []
     summary = train(table, features_dir, model, out=unit_dir, task="regression", label_column="sentiment",
                     seeds=seeds, threads=1, progress=False, on_recipe=resolved.append,
-                    **recipe(model, kind, level, budget))
+                    **recipe(model, kind, level, budget, config, paper_lr))
     fixed = {c: {m: v["values"] for m, v in metrics.items()} for c, metrics in summary.test_summary.items()}
     rates = [rate_scores(unit_dir / f"seed-{seed}" / "best", table, features_dir, level) for seed in seeds]
     # DQF's paper recipe scores its frame protocol on test: AUILC of Acc2 (has-0), mean over the combinations
@@ -249,16 +290,21 @@ def run_unit(model: str, level: str, kind: str, manifest: str, features: str, se
               "recipe": run.recipe.name, "epochs_per_stage": run.epochs, "fixed": fixed,
               "rates": {r: {m: [scores[r][m] for scores in rates] for m in HEADLINE} for r in map(str, RATES)},
               "frame_auilc": auilc, "epochs": [seed_run.selected_epoch for seed_run in summary.runs],
+              "config": config, "paper_lr": paper_lr, "lr": run.recipe.lr or fusion_class(model).recommended_optimizer.get("lr"),
+              "optimizer": run.recipe.optimizer or fusion_class(model).recommended_optimizer.get("name"),
+              "select_metric": summary.select_metric, "select_condition": summary.select_condition,
+              "valid_scores": [seed_run.valid_score for seed_run in summary.runs],
+              "valid_curves": [valid_curve(seed_run.history, summary.select_metric) for seed_run in summary.runs],
               "seconds": round(time.perf_counter() - started, 1)}
     cached.write_text(json.dumps(result, indent=1), encoding="utf-8")
     return result
 
 
-def bench_units(models: list[str], levels: list[str]) -> list[tuple[str, str, str]]:
+def bench_units(models: list[str], levels: list[str], kinds: list[str] = KINDS) -> list[tuple[str, str, str]]:
     """(model, level, kind) to train; a model whose paper schedule is "full" trains once (see
     PAPER_DROPS_INSIDE) and its row says so."""
     return [(m, level, kind) for level in levels for m in models for kind in KINDS
-            if not (kind == "full" and m in PAPER_DROPS_INSIDE)]
+            if kind in kinds and not (kind == "full" and m in PAPER_DROPS_INSIDE)]
 
 
 # --- the logistic-regression floor -------------------------------------------------------------------
@@ -359,7 +405,8 @@ def markdown(rows: list[list[str]]) -> str:
 def report_unit(result: dict) -> dict:
     """Print one finished unit's time and selected epochs; returns it."""
     print(f"  {result['level']:>12} {result['model']:>12} {result['kind']:>7}: {result['seconds']} s, "
-          f"selected epochs {result['epochs']}", flush=True)
+          f"selected epochs {result['epochs']}, validation {result.get('select_metric')} "
+          f"{[round(v, 4) for v in result.get('valid_scores', [])]}", flush=True)
     return result
 
 
@@ -424,10 +471,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run folders; finished units are reused (delete to retrain)")
     parser.add_argument("--models", nargs="+", default=None, help="default: every registered fusion model")
     parser.add_argument("--levels", nargs="+", choices=LEVELS, default=list(LEVELS))
+    parser.add_argument("--arms", nargs="+", choices=KINDS, default=list(KINDS),
+                        help="train on complete data (full), with the missing schedule (missing), or both")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET,
                         help="share of each paper recipe's epochs per stage (0 < F <= 1)")
     parser.add_argument("--jobs", type=int, default=2, help="trainings run in parallel processes")
+    parser.add_argument("--config", choices=CONFIGS, default="tiny",
+                        help="model sizes: tiny_config() or the default constructor config (the paper's)")
+    parser.add_argument("--paper-lr", action="store_true",
+                        help="keep each paper's optimiser and lr (no raise to 1e-3); compare on validation only")
     return parser.parse_args(argv)
 
 
@@ -440,16 +493,17 @@ def main(argv: list[str] | None = None) -> int:
     manifest = prepared_features(args.data, args.prepared)
     features = args.prepared / "features"
     models = args.models or list_fusions()
-    units = bench_units(models, args.levels)
-    print("\n".join(describe_recipes(models, args.levels, args.budget)), flush=True)
-    common = (str(manifest), str(features), list(args.seeds), args.budget, str(args.out))
+    units = bench_units(models, args.levels, args.arms)
+    print("\n".join(describe_recipes(models, args.levels, args.budget, args.config, args.paper_lr)), flush=True)
+    common = (str(manifest), str(features), list(args.seeds), args.budget, str(args.out), args.config, args.paper_lr)
     results = run_units(units, common, args.jobs)
     floor = floor_results(labelled_table(manifest), features)
     table = markdown([floor_row(floor)] + [unit_row(result) for result in results])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table + "\n", encoding="utf-8")
     (args.out / "results.json").write_text(json.dumps({"floor": floor, "units": results}, indent=1), encoding="utf-8")
-    print(f"\nCMU-MOSI, real features, test (751 utterances), seeds {args.seeds}; condition / rate columns: "
+    print(f"\nCMU-MOSI, real features, test (751 utterances), model config {args.config!r}"
+          f"{' (paper lr)' if args.paper_lr else ''}, budget {args.budget:g}, seeds {args.seeds}; condition / rate columns: "
           f"Acc2 (has-0) %; {time.perf_counter() - started:.0f} s\n")
     print(table)
     print("\nTargets (issue 14; seed means, Acc2 has-0):\n" + "\n".join(target_lines(results, floor)))

@@ -58,7 +58,7 @@ def test_a_short_run_on_a_generated_tree_prints_the_table(bench, tmp_path, capsy
     shutil.move(data / "cmu-mosi-features" / "label.csv", data / "cmu-mosi" / "label.csv")
     code = bench.main(["--data", str(data), "--prepared", str(tmp_path / "prepared"), "--out", str(tmp_path / "runs"),
                        "--models", "late_fusion", "sdumc", "--seeds", "1", "--budget", "0.01", "--jobs", "1",
-                       "--levels", "conversation"])
+                       "--levels", "conversation", "--config", "tiny"])
     assert code == 0
     output = capsys.readouterr().out
     assert "| logistic regression (floor) | utterance | full |" in output and "lr 0.0001 -> 0.001" in output
@@ -68,4 +68,30 @@ def test_a_short_run_on_a_generated_tree_prints_the_table(bench, tmp_path, capsy
         ("late_fusion", "full"), ("late_fusion", "missing"), ("sdumc", "missing")]
     assert results["units"][2]["recipe"] == "paper" and results["units"][2]["epochs_per_stage"] == {"main": 1}
     assert "| sdumc | conversation | full (text dropped inside the model) |" in output
+    assert "model config 'tiny'" in output and results["units"][0]["config"] == "tiny"
+    assert results["units"][2]["valid_curves"][0][0][:2] == ["main", 1]  # validation curve per seed, by epoch
     assert set(results["units"][0]["fixed"]) >= {"atv", "a", "avg_incomplete"}
+
+
+def test_full_config_builds_the_default_sizes_and_says_so(bench):
+    from affectflow.fusion.registry import list_fusions
+
+    for model in list_fusions():
+        tiny, full = bench.recipe(model, "missing", "utterance", 0.1), bench.recipe(model, "missing", "utterance", 0.1, "full")
+        assert tiny["tiny"] is True and full["tiny"] is False
+        assert full["model_config"] == ({"max_length": 128} if model == "dqf" else {})  # a whole video still fits
+    with pytest.raises(ValueError, match="unknown model config"):
+        bench.recipe("dqf", "full", "utterance", 0.1, "huge")
+    lines = "\n".join(bench.describe_recipes(["dqf", "cmarr"], ["utterance"], 0.1, "full"))
+    assert "model config 'full'" in lines and "dqf: dim=128" in lines and "num_layers=6" in lines
+    assert "max_length=128" in lines and "cmarr: hidden_dim=256" in lines
+    assert "dqf: dim=16" in "\n".join(bench.describe_recipes(["dqf"], ["utterance"], 0.1))
+    assert bench.unit_name("dqf", "missing", "full", False) == "dqf-missing-full"
+    assert bench.unit_name("dqf", "missing", "tiny", False) == "dqf-missing"  # tiny runs keep their folders
+
+
+def test_paper_lr_keeps_the_paper_optimiser(bench):
+    assert "lr" not in bench.recipe("cmarr", "missing", "utterance", 0.1, "full", paper_lr=True)
+    assert bench.recipe("cmarr", "missing", "utterance", 0.1, "full")["lr"] == bench.MIN_LR
+    items, reasons = bench.overrides("dqf", "utterance", 0.1, paper_lr=True)
+    assert "optimizer" not in items and "lr" not in items and len(reasons) == len(items)
