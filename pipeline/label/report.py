@@ -7,8 +7,6 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from affectflow.pipeline.label.run import LabelingSummary
 
@@ -57,6 +55,9 @@ def write_plots(out: str | Path, file_format: str, class_names: tuple[str, ...])
 
 def _plot_clip(rows: pd.DataFrame, clip: str, class_names: tuple[str, ...], path: Path) -> None:
     """One clip's window rows -> a PNG of each class's probability at the window centres."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: only runs that plot pay the import
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(8, 3))
     FigureCanvasAgg(figure)
     axis = figure.add_subplot()

@@ -13,7 +13,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
 CLASSIFICATION_METRICS: tuple[str, ...] = ("wa", "ua", "weighted_f1", "macro_f1")
 REGRESSION_METRICS: tuple[str, ...] = (
@@ -48,6 +47,8 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_cla
     for name, values in (("y_true", y_true), ("y_pred", y_pred)):
         if values.min() < 0 or values.max() >= num_classes:
             raise ValueError(f"{name} holds class indices outside [0, {num_classes})")
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score  # lazy: ~1 s to import
+
     labels = list(range(num_classes))
     return {
         "wa": float(accuracy_score(y_true, y_pred)),
@@ -85,6 +86,8 @@ def regression_metrics(y_true: Sequence[float], y_pred: Sequence[float]) -> dict
     _check_pair(y_true, y_pred)
     if not (np.isfinite(y_true).all() and np.isfinite(y_pred).all()):
         raise ValueError("regression targets and predictions must be finite (found NaN or inf)")
+    from sklearn.metrics import accuracy_score, f1_score  # lazy: ~1 s to import
+
     truth_has0, prediction_has0 = y_true >= 0, y_pred >= 0
     non_zero = y_true != 0
     if non_zero.any():

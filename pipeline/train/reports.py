@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from affectflow.pipeline.core.io import atomic_path, write_json, write_text  # write_json: also used by the CLIs
 from affectflow.pipeline.train.protocols import AVERAGE_COLUMN, CONDITIONS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def grid_table(grids: dict[str, dict[str, dict]], metric: str, scale: float = 1.0) -> pd.DataFrame:
@@ -73,6 +75,8 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
         raise ValueError(f"confusion matrix {counts.shape} does not match {len(class_names)} class names")
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.6 * len(class_names)
+    from matplotlib.figure import Figure  # lazy: importing matplotlib costs a labelling run ~0.3 s
+
     figure = Figure(figsize=(size + 1.5, size))
     axis = figure.subplots()
     image = axis.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -91,6 +95,8 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
 
 def plot_auilc_curves(frame_result: dict, metrics: Sequence[str], path: str | Path, title: str = "") -> Path:
     """PNG with one panel per metric: metric vs missing rate, one line per masked combination."""
+    from matplotlib.figure import Figure  # lazy (see plot_confusion_matrix)
+
     figure = Figure(figsize=(5 * len(metrics), 4))
     axes = figure.subplots(1, len(metrics), squeeze=False)
     for axis, metric in zip(axes[0], metrics):
