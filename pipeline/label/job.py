@@ -21,7 +21,7 @@ from affectflow.pipeline.label.default_model import DefaultLabeler
 from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
-from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, run_labeling
+from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, run_labeling, start_early_pool
 from affectflow.pipeline.label.workers import start_worker_server
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 
@@ -139,16 +139,24 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     table = _transcript_table(transcripts)
     if engine == "ray" and labeler is not None:
         raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
-    if engine == "local" and workers != 0:
-        start_worker_server()  # the workers' imports run while the labeller loads
-    labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
     options = LabelingOptions(segment_seconds=segment_seconds or (PLOT_SEGMENT_SECONDS if plot else None),
                               face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved, workers=workers)
+    early_pool = None
+    if engine == "local" and workers != 0:
+        start_worker_server()  # the workers' imports run while the labeller loads
+        if labeler is None:  # the workers build their face detector and ASR while the labeller loads, too
+            early_pool = start_early_pool(videos, options, make_labeler or default_labeler_factory(checkpoint))
+    try:
+        labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
+    except BaseException:
+        if early_pool is not None:
+            early_pool.pool.shutdown(wait=False, cancel_futures=True)
+        raise
     if engine == "ray":
         summary = ray_label(videos, out, make_labeler, options, file_format, actors=actors, address=ray_address,
                             progress=progress, labeler_columns=(tuple(labeler.class_names), tuple(labeler.modalities)))
     else:
-        summary = run_labeling(videos, out, labeler, options, file_format, progress=progress)
+        summary = run_labeling(videos, out, labeler, options, file_format, progress=progress, early_pool=early_pool)
     summary.out = out
     if plot:
         summary.plots = write_plots(out, file_format, labeler.class_names)

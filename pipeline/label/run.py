@@ -14,6 +14,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector, find_media
 from affectflow.pipeline.label.labeler import Labeler, SpanPrediction
 from affectflow.pipeline.label.output import ResumableRowWriter
-from affectflow.pipeline.label.workers import ITEM_ERRORS, CollectorFactory, collect_clip, error_rows, iter_collected
+from affectflow.pipeline.label.workers import (
+    ITEM_ERRORS, CollectorFactory, collect_clip, error_rows, iter_collected, start_pool,
+)
 from affectflow.pipeline.media.faces import MIN_FACE_FRACTION
 
 
@@ -48,6 +51,16 @@ class LabelingOptions:
     workers: int | None = 0
     min_face_fraction: float | None = MIN_FACE_FRACTION
     share_audio_encoder: bool = True
+
+
+@dataclass(frozen=True)
+class EarlyPool:
+    """Evidence workers started before the labeller was built (`start_early_pool`): the collector builder
+    they were given, their number and the pool."""
+
+    make_collector: CollectorFactory
+    workers: int
+    pool: ProcessPoolExecutor
 
 
 @dataclass
@@ -80,6 +93,13 @@ def collector_factory(options: LabelingOptions, labeler: Labeler) -> CollectorFa
     return functools.partial(EvidenceCollector, face_crop_size=labeler.face_crop_size, face_fps=options.face_fps,
                              transcripts=options.transcripts, use_asr=options.use_asr, device=options.device,
                              min_face_fraction=options.min_face_fraction, audio_features=audio_features)
+
+
+def same_factory(first: CollectorFactory, second: CollectorFactory) -> bool:
+    """True when two `collector_factory` results build the same collector (partials compare by identity)."""
+    if isinstance(first, functools.partial) and isinstance(second, functools.partial):
+        return (first.func, first.args, first.keywords) == (second.func, second.args, second.keywords)
+    return first == second
 
 
 def make_collector(options: LabelingOptions, labeler: Labeler) -> EvidenceCollector:
@@ -201,23 +221,51 @@ def main_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def start_early_pool(videos: str | Path, options: LabelingOptions, labeler_class: type) -> EarlyPool | None:
+    """Evidence workers started before the labeller loads, when its evidence needs are known from its class
+    alone (`face_crop_size`, `evidence_audio_features` class attributes, as the default model's): they
+    build their face detectors and ASR while this process loads the models. None when the run has no workers
+    or the class cannot say."""
+    if not isinstance(labeler_class, type) or not isinstance(getattr(labeler_class, "face_crop_size", None), int):
+        return None
+    workers = auto_workers(len(find_media(videos))) if options.workers is None else options.workers
+    if workers <= 0:
+        return None
+    make = collector_factory(options, labeler_class)
+    return EarlyPool(make, workers, start_pool(make, workers, threads_per_worker(workers)))
+
+
 def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options: LabelingOptions,
-                 file_format: str = "csv", progress: bool = True, timer: StageTimer | None = None) -> LabelingSummary:
+                 file_format: str = "csv", progress: bool = True, timer: StageTimer | None = None,
+                 early_pool: EarlyPool | None = None) -> LabelingSummary:
     """Label every media file under `videos` into `out`, skipping files finished by an earlier run.
 
-    timer: when given, gets the seconds of the evidence stages (summed over worker processes) and "writing".
+    timer: when given, gets the seconds of the evidence stages (summed over worker processes) and "writing";
+    early_pool: workers from `start_early_pool` (used when they collect what this labeller needs; always
+    shut down).
     """
     videos = Path(videos)
-    writer, files, todo = open_output(videos, out, labeler.class_names, labeler.modalities, file_format)
+    try:
+        writer, files, todo = open_output(videos, out, labeler.class_names, labeler.modalities, file_format)
+    except BaseException:
+        if early_pool is not None:
+            early_pool.pool.shutdown(wait=False, cancel_futures=True)
+        raise
     with writer:
         summary = LabelingSummary(skipped=len(files) - len(todo))
+        make = collector_factory(options, labeler)
+        if early_pool is not None and (not todo or not same_factory(early_pool.make_collector, make)):
+            early_pool.pool.shutdown(wait=False, cancel_futures=True)
+            early_pool = None
         if not todo:
             return summary
         started = time.perf_counter()
         items = [(path, path.relative_to(videos).as_posix()) for path in todo]
         workers = auto_workers(len(items)) if options.workers is None else options.workers
-        collected_clips = iter_collected(items, collector_factory(options, labeler), workers=workers,
-                                         threads=threads_per_worker(workers), timer=timer)
+        if early_pool is not None:
+            workers = early_pool.workers
+        collected_clips = iter_collected(items, make, workers=workers, threads=threads_per_worker(workers),
+                                         timer=timer, pool=early_pool.pool if early_pool is not None else None)
         with main_threads(1 if workers and options.device == "cpu" else None):
             for collected in tqdm(collected_clips, total=len(items), desc="labelling", unit="file",
                                   disable=not progress):

@@ -130,15 +130,30 @@ def _new_pool(make_collector: CollectorFactory, workers: int, threads: int) -> P
                                initargs=(make_collector, threads, os.getpid()))
 
 
+def _ready() -> None:
+    """A no-op pool task: submitting one per worker makes the pool start every process now."""
+
+
+def start_pool(make_collector: CollectorFactory, workers: int, threads: int) -> ProcessPoolExecutor:
+    """A pool of `workers` evidence processes started now: each builds its collector (face detector, ASR,
+    audio extractor) in the background, e.g. while the caller loads its labeller. Pass it to
+    `iter_collected(pool=...)`, which shuts it down."""
+    pool = _new_pool(make_collector, workers, threads)
+    for _ in range(workers):
+        pool.submit(_ready)
+    return pool
+
+
 def iter_collected(items: list[tuple[Path, str]], make_collector: CollectorFactory, workers: int = 0,
-                   threads: int = 1, in_flight: int | None = None,
-                   timer: StageTimer | None = None) -> Iterator[CollectedClip]:
+                   threads: int = 1, in_flight: int | None = None, timer: StageTimer | None = None,
+                   pool: ProcessPoolExecutor | None = None) -> Iterator[CollectedClip]:
     """CollectedClip of each (path, clip) in `items`, in order (see the module docstring).
 
     workers: 0 = collect in this process (the collector is built here, timed as "model loading");
     threads: math threads per worker; in_flight: most clips submitted ahead (default 2 x workers);
     timer: gets every clip's stage seconds (summed over the workers) and, with workers, the seconds this
-    process waited for them ("waiting for workers": the main process was starved while it grew).
+    process waited for them ("waiting for workers": the main process was starved while it grew);
+    pool: a pool from `start_pool(make_collector, workers, threads)` to use (and shut down) instead of a new one.
     """
     if workers <= 0:
         with timed(timer, "model loading"):
@@ -150,7 +165,7 @@ def iter_collected(items: list[tuple[Path, str]], make_collector: CollectorFacto
     todo = deque(items)
     pending: deque[tuple[Path, str, Future]] = deque()
     careful = 0  # after a worker died: clips to collect one at a time, so a death names its clip
-    pool = _new_pool(make_collector, workers, threads)
+    pool = pool or _new_pool(make_collector, workers, threads)
     try:
         while todo or pending:
             while todo and len(pending) < (1 if careful else limit):

@@ -127,3 +127,50 @@ def test_an_output_file_of_another_class_set_is_refused(clips, tmp_path):
 
     with pytest.raises(OutputMismatchError, match="header"):
         label(clips, out, labeler=ThreeClasses(), device="cpu", asr=False, progress=False)
+
+
+class FaceCountingFactory(FaceCountingLabeler):
+    """FaceCountingLabeler as a `make_labeler` factory (a class: its evidence needs are class attributes)."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__()
+
+
+class ResizingFactory(FaceCountingFactory):
+    """A factory whose instances want other crops than its class says: an early pool must not be used."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__()
+        self.face_crop_size = 32
+
+    def predict(self, evidence: ClipEvidence, state: FaceCount, start: float, end: float | None) -> SpanPrediction:
+        faces = evidence.faces_between(start, end)
+        if faces is None or faces.is_missing:
+            return SpanPrediction.nothing()
+        assert faces.crops.shape[1:] == (32, 32, 3)
+        return SpanPrediction(np.array([0.5, 0.5]), {"v": np.array([0.5, 0.5])})
+
+
+@pytest.mark.parametrize("factory", [FaceCountingFactory, ResizingFactory])
+def test_workers_start_while_the_labeller_loads_and_are_used_only_when_they_fit(factory, clips, tmp_path,
+                                                                                 monkeypatch):
+    import affectflow.pipeline.label.run as run_module
+    import affectflow.pipeline.label.workers as workers_module
+
+    started, pools = [], []
+    new_pool = workers_module._new_pool
+    monkeypatch.setattr(workers_module, "_new_pool", lambda *args: pools.append(new_pool(*args)) or pools[-1])
+
+    def recording_start_pool(*args):
+        started.append(run_module.start_pool.__wrapped__(*args))
+        return started[-1]
+
+    recording_start_pool.__wrapped__ = run_module.start_pool
+    monkeypatch.setattr(run_module, "start_pool", recording_start_pool)
+    summary = label(clips, tmp_path / "labels.csv", make_labeler=factory, device="cpu", asr=False, workers=2,
+                    progress=False)
+    assert (summary.labeled, summary.failed) == (1, 2)
+    assert len(started) == 1 and started[0]._shutdown_thread  # started before the labeller, always shut down
+    assert len(pools) == (1 if factory is FaceCountingFactory else 2)  # the early pool did the work when it fit
+    face = next(row for row in summary.rows if row["clip"] == "face.mp4")
+    assert face["label"] == ("excited" if factory is FaceCountingFactory else "calm")
