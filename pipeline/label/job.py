@@ -150,7 +150,7 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
         labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
     except BaseException:
         if early_pool is not None:
-            early_pool.pool.shutdown(wait=False, cancel_futures=True)
+            early_pool.shutdown()
         raise
     if engine == "ray":
         summary = ray_label(videos, out, make_labeler, options, file_format, actors=actors, address=ray_address,

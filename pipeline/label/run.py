@@ -14,7 +14,6 @@ import contextlib
 import functools
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector, 
 from affectflow.pipeline.label.labeler import Labeler, SpanPrediction
 from affectflow.pipeline.label.output import ResumableRowWriter
 from affectflow.pipeline.label.workers import (
-    ITEM_ERRORS, CollectorFactory, collect_clip, error_rows, iter_collected, start_pool,
+    ITEM_ERRORS, CollectorFactory, StartedPool, collect_clip, error_rows, iter_collected, start_pool,
 )
 from affectflow.pipeline.media.faces import MIN_FACE_FRACTION
 
@@ -51,16 +50,6 @@ class LabelingOptions:
     workers: int | None = 0
     min_face_fraction: float | None = MIN_FACE_FRACTION
     share_audio_encoder: bool = True
-
-
-@dataclass(frozen=True)
-class EarlyPool:
-    """Evidence workers started before the labeller was built (`start_early_pool`): the collector builder
-    they were given, their number and the pool."""
-
-    make_collector: CollectorFactory
-    workers: int
-    pool: ProcessPoolExecutor
 
 
 @dataclass
@@ -221,23 +210,27 @@ def main_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def start_early_pool(videos: str | Path, options: LabelingOptions, labeler_class: type) -> EarlyPool | None:
+def start_early_pool(videos: str | Path, options: LabelingOptions, labeler_class: type) -> StartedPool | None:
     """Evidence workers started before the labeller loads, when its evidence needs are known from its class
     alone (`face_crop_size`, `evidence_audio_features` class attributes, as the default model's): they
-    build their face detectors and ASR while this process loads the models. None when the run has no workers
-    or the class cannot say."""
+    build their face detectors and ASR while this process loads the models, then collect the folder's first
+    clips (two per worker; a clip an earlier run finished is collected in vain). None when the run has no
+    workers or the class cannot say."""
     if not isinstance(labeler_class, type) or not isinstance(getattr(labeler_class, "face_crop_size", None), int):
         return None
-    workers = auto_workers(len(find_media(videos))) if options.workers is None else options.workers
+    videos = Path(videos)
+    files = find_media(videos)
+    workers = auto_workers(len(files)) if options.workers is None else options.workers
     if workers <= 0:
         return None
     make = collector_factory(options, labeler_class)
-    return EarlyPool(make, workers, start_pool(make, workers, threads_per_worker(workers)))
+    ahead = [(path, path.relative_to(videos).as_posix()) for path in files[:2 * workers]]
+    return start_pool(make, workers, threads_per_worker(workers), ahead)
 
 
 def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options: LabelingOptions,
                  file_format: str = "csv", progress: bool = True, timer: StageTimer | None = None,
-                 early_pool: EarlyPool | None = None) -> LabelingSummary:
+                 early_pool: StartedPool | None = None) -> LabelingSummary:
     """Label every media file under `videos` into `out`, skipping files finished by an earlier run.
 
     timer: when given, gets the seconds of the evidence stages (summed over worker processes) and "writing";
@@ -249,13 +242,13 @@ def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options:
         writer, files, todo = open_output(videos, out, labeler.class_names, labeler.modalities, file_format)
     except BaseException:
         if early_pool is not None:
-            early_pool.pool.shutdown(wait=False, cancel_futures=True)
+            early_pool.shutdown()
         raise
     with writer:
         summary = LabelingSummary(skipped=len(files) - len(todo))
         make = collector_factory(options, labeler)
         if early_pool is not None and (not todo or not same_factory(early_pool.make_collector, make)):
-            early_pool.pool.shutdown(wait=False, cancel_futures=True)
+            early_pool.shutdown()
             early_pool = None
         if not todo:
             return summary
@@ -265,7 +258,7 @@ def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options:
         if early_pool is not None:
             workers = early_pool.workers
         collected_clips = iter_collected(items, make, workers=workers, threads=threads_per_worker(workers),
-                                         timer=timer, pool=early_pool.pool if early_pool is not None else None)
+                                         timer=timer, pool=early_pool)
         with main_threads(1 if workers and options.device == "cpu" else None):
             for collected in tqdm(collected_clips, total=len(items), desc="labelling", unit="file",
                                   disable=not progress):

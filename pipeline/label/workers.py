@@ -134,26 +134,44 @@ def _ready() -> None:
     """A no-op pool task: submitting one per worker makes the pool start every process now."""
 
 
-def start_pool(make_collector: CollectorFactory, workers: int, threads: int) -> ProcessPoolExecutor:
+@dataclass
+class StartedPool:
+    """A pool from `start_pool`: the collector builder and number of its workers, the pool, and the
+    collections it was given ahead ((path, clip) -> future)."""
+
+    make_collector: CollectorFactory
+    workers: int
+    pool: ProcessPoolExecutor
+    ahead: dict[tuple[Path, str], Future] = field(default_factory=dict)
+
+    def shutdown(self) -> None:
+        """Stop the workers without waiting (collections not started are cancelled)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def start_pool(make_collector: CollectorFactory, workers: int, threads: int,
+               ahead: list[tuple[Path, str]] = ()) -> StartedPool:
     """A pool of `workers` evidence processes started now: each builds its collector (face detector, ASR,
-    audio extractor) in the background, e.g. while the caller loads its labeller. Pass it to
-    `iter_collected(pool=...)`, which shuts it down."""
+    audio extractor) in the background, e.g. while the caller loads its labeller, then collects the
+    `ahead` clips. Pass it to `iter_collected(pool=...)`, which uses those collections and shuts it down."""
     pool = _new_pool(make_collector, workers, threads)
     for _ in range(workers):
         pool.submit(_ready)
-    return pool
+    return StartedPool(make_collector, workers, pool,
+                       {(path, clip): pool.submit(_collect_in_worker, path, clip) for path, clip in ahead})
 
 
 def iter_collected(items: list[tuple[Path, str]], make_collector: CollectorFactory, workers: int = 0,
                    threads: int = 1, in_flight: int | None = None, timer: StageTimer | None = None,
-                   pool: ProcessPoolExecutor | None = None) -> Iterator[CollectedClip]:
+                   pool: StartedPool | None = None) -> Iterator[CollectedClip]:
     """CollectedClip of each (path, clip) in `items`, in order (see the module docstring).
 
     workers: 0 = collect in this process (the collector is built here, timed as "model loading");
     threads: math threads per worker; in_flight: most clips submitted ahead (default 2 x workers);
     timer: gets every clip's stage seconds (summed over the workers) and, with workers, the seconds this
     process waited for them ("waiting for workers": the main process was starved while it grew);
-    pool: a pool from `start_pool(make_collector, workers, threads)` to use (and shut down) instead of a new one.
+    pool: a pool from `start_pool(make_collector, workers, threads, ahead)` to use (and shut down) instead of a
+    new one; the clips it collected ahead are taken from it (those not in `items` are dropped).
     """
     if workers <= 0:
         with timed(timer, "model loading"):
@@ -165,17 +183,20 @@ def iter_collected(items: list[tuple[Path, str]], make_collector: CollectorFacto
     todo = deque(items)
     pending: deque[tuple[Path, str, Future]] = deque()
     careful = 0  # after a worker died: clips to collect one at a time, so a death names its clip
-    pool = pool or _new_pool(make_collector, workers, threads)
+    ahead = pool.ahead if pool is not None else {}
+    pool = pool.pool if pool is not None else _new_pool(make_collector, workers, threads)
     try:
         while todo or pending:
             while todo and len(pending) < (1 if careful else limit):
                 path, clip = todo.popleft()
-                pending.append((path, clip, pool.submit(_collect_in_worker, path, clip)))
+                future = ahead.pop((path, clip), None) or pool.submit(_collect_in_worker, path, clip)
+                pending.append((path, clip, future))
             path, clip, future = pending.popleft()
             try:
                 with timed(timer, "waiting for workers"):
                     collected = future.result()
             except BrokenProcessPool:
+                ahead.clear()  # their pool is gone
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = _new_pool(make_collector, workers, threads)
                 if not careful:  # any clip in flight may have killed it: retry them one by one

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from affectflow.pipeline.label.run import LabelingOptions, auto_workers, run_labeling
-from affectflow.pipeline.label.workers import CollectedClip, iter_collected
+from affectflow.pipeline.label.workers import CollectedClip, iter_collected, start_pool
 
 EXPERT_TOLERANCE = {"audio": 0.0, "text": 0.0, "vision": 0.01}
 """Largest absolute difference allowed between a fast-path and a serial-path expert probability (file
@@ -112,3 +112,19 @@ def test_a_dying_worker_costs_only_its_clip(tmp_path):
     assert [c.clip for c in collected] == ["a.mp4", "crash.mp4", "b.mp4", "c.mp4"]
     assert collected[1].evidence is None and "worker process died" in collected[1].error_rows[0]["error"]
     assert [c.evidence for c in collected[2:]] == ["evidence of b.mp4", "evidence of c.mp4"]
+
+
+def test_a_started_pool_collects_ahead_and_its_collections_are_used(tmp_path):
+    items = [(tmp_path / name, name) for name in ("a.mp4", "crash.mp4", "b.mp4", "c.mp4")]
+    done = (tmp_path / "done.mp4", "done.mp4")  # e.g. finished by an earlier run: collected in vain
+    started = start_pool(ScriptedCollector, 2, 1, ahead=[items[0], done])
+    assert started.ahead[items[0]].result().evidence == "evidence of a.mp4"  # collected before iteration
+    iterator = iter_collected(items, ScriptedCollector, workers=2, in_flight=3, pool=started)
+    collected = [next(iterator)]
+    assert list(started.ahead) == [done]  # a.mp4's collection was taken, not redone
+    collected += list(iterator)
+    assert [c.clip for c in collected] == ["a.mp4", "crash.mp4", "b.mp4", "c.mp4"]
+    assert collected[0].evidence == "evidence of a.mp4"
+    assert collected[1].evidence is None and "worker process died" in collected[1].error_rows[0]["error"]
+    assert [c.evidence for c in collected[2:]] == ["evidence of b.mp4", "evidence of c.mp4"]
+    assert started.pool._shutdown_thread  # iter_collected shut the started pool down
