@@ -11,8 +11,8 @@ The clips are generated once (real face photo + espeak-ng speech, `pipeline/test
 `--clip-dir` and reused. Each run builds the default labeller (model loading is timed and included in the
 wall time), labels every clip with `run_labeling` into a fresh CSV, and prints the seconds per stage
 (probe, audio decoding, VAD, ASR, frame decoding, face detection, vision / text / audio models, writing),
-the wall time and x real time = media seconds / wall seconds (loading included; "after loading" divides by
-the wall time less this process's model loading, the rate a long batch approaches), and the CPU seconds of
+the wall time and x real time = media seconds / wall seconds (loading included; `--clips 48` shows the rate
+a longer batch approaches), and the CPU seconds of
 the run (this process and its worker processes, Linux /proc; loading included). Stages that ran in
 worker processes are summed over the workers, so with workers their sum exceeds the wall time: the wall
 time and x real time are what a user waits. Every run is a fresh Python process (imports and model loading
@@ -180,8 +180,6 @@ def print_table(results: list[BenchResult], seconds: float) -> None:
     print(f"{'sum of stages':<18}" + "".join(f"{r.timer.total:>14.2f}" for r in results))
     print(f"{'wall':<18}" + "".join(f"{r.wall:>14.2f}" for r in results))
     print(f"{'x real time':<18}" + "".join(f"{seconds / r.wall:>13.2f}x" for r in results))
-    after = [r.wall - r.timer.seconds.get("model loading", 0.0) for r in results]
-    print(f"{'after loading':<18}" + "".join(f"{seconds / a:>13.2f}x" for a in after))
     print(f"{'CPU seconds':<18}" + "".join(f"{r.cpu:>14.2f}" for r in results))
 
 
