@@ -32,8 +32,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 SENTENCES = ("I am so happy to see you today, this is wonderful news.",
              "I can't believe you did that again, I am really angry with you.",
              "Well, I suppose we could try it tomorrow, if you really want to.",
@@ -101,28 +99,35 @@ def cpu_now() -> float:
 
 def run_once(name: str, videos: Path, fast: bool, args: argparse.Namespace) -> BenchResult:
     """Import and build the default labeller, label `videos` (fast: workers, downscaled detection, shared
-    encoder): all of it timed, as a user's `affectflow label` run would be in a fresh process."""
-    started, cpu_started = time.perf_counter(), cpu_now()
+    encoder): all of it timed, as a user's `affectflow label` run would be in a fresh process. The wall time
+    starts when the parent launched this process (`--started-at`), the CPU time at this process's start: the
+    interpreter's start and every import are included."""
+    from affectflow.pipeline.label.server import start_worker_server
+
+    if fast:  # as `affectflow label` does first thing: the workers' imports overlap this process's
+        start_worker_server()
     from affectflow.pipeline.core.timing import StageTimer, timed
 
     timer = StageTimer()
+    timer.add({"model loading": time.time() - args.started_at})  # interpreter start and imports so far
     with timed(timer, "model loading"):
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
         from affectflow.pipeline.label.default_model import DefaultLabeler
         from affectflow.pipeline.label.run import LabelingOptions, run_labeling, start_early_pool
-        from affectflow.pipeline.label.workers import start_worker_server
 
         options = LabelingOptions(face_fps=args.face_fps, device=args.device, **fast_options(fast, args))
-        early_pool = None
-        if fast:  # as label() does: the workers' imports and their models' loading overlap the labeller's
-            start_worker_server()
-            early_pool = start_early_pool(videos, options, DefaultLabeler)
+        # as label() does: the workers load their models and collect the first clips while the labeller loads
+        early_pool = start_early_pool(videos, options, DefaultLabeler) if fast else None
         labeler = DefaultLabeler(device=args.device)
     labeler.timer = timer
     out = Path(tempfile.mkdtemp(prefix="bench-label-")) / "labels.csv"
     summary = run_labeling(videos, out, labeler, options, progress=False, timer=timer, early_pool=early_pool)
-    wall = time.perf_counter() - started
+    wall = time.time() - args.started_at
     time.sleep(0.5)  # let the forkserver reap the finished workers (their CPU time lands in its cutime)
-    cpu = cpu_now() - cpu_started
+    cpu = cpu_now()
     shutil.rmtree(out.parent, ignore_errors=True)
     return BenchResult(name, timer, wall, summary.rows, cpu)
 
@@ -138,7 +143,7 @@ def run_in_fresh_process(name: str, videos: Path, args: argparse.Namespace) -> B
         result_path = Path(folder) / "result.json"
         command = [sys.executable, __file__, "--videos", str(videos), "--face-fps", str(args.face_fps), "--device",
                    args.device, "--min-face-fraction", str(args.min_face_fraction), "--mode", name,
-                   "--json-out", str(result_path)]
+                   "--json-out", str(result_path), "--started-at", repr(time.time())]
         command += ["--threads", str(args.threads)] if args.threads else []
         command += ["--workers", str(args.workers)] if args.workers is not None else []
         completed = subprocess.run(command, capture_output=True, text=True)
@@ -218,16 +223,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="with --compare-serial: alternating rounds")
     parser.add_argument("--mode", choices=("serial", "fast"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json-out", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--started-at", type=float, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.mode is not None:  # one run in this (fresh) process, for run_in_fresh_process
         write_result(run_once(args.mode, args.videos, args.mode == "fast", args), args.json_out)
         return 0
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.lower().split("x"))
     clip_dir = args.clip_dir or Path(tempfile.gettempdir()) / ("affectflow-bench-label" if args.clips == 12 else
                                                                f"affectflow-bench-label-{args.clips}")

@@ -22,7 +22,7 @@ from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
 from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, run_labeling, start_early_pool
-from affectflow.pipeline.label.workers import start_worker_server
+from affectflow.pipeline.label.server import start_worker_server
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 
 ENGINES = ("local", "ray")

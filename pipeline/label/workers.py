@@ -12,8 +12,6 @@ are collected again one at a time, so only the clip that kills a worker again ge
 
 from __future__ import annotations
 
-import importlib.util
-import multiprocessing
 import os
 import threading
 import time
@@ -30,15 +28,13 @@ import torch
 from affectflow.pipeline.core.errors import AffectflowError, MediaError
 from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector
+from affectflow.pipeline.label.server import start_worker_server
 from affectflow.pipeline.media.transcripts import TranscriptError
 
 CollectorFactory = Callable[[], EvidenceCollector]
 """Builds an EvidenceCollector (picklable, e.g. a functools.partial of EvidenceCollector)."""
 ITEM_ERRORS = (MediaError, TranscriptError, AffectflowError, ValueError)
 """Errors that belong to one clip (its row says so); anything else stops the run."""
-# Imported once by the forkserver and so shared by every worker it forks (each import costs seconds)
-_PRELOAD = ["affectflow.pipeline.label.evidence", "facenet_pytorch", "faster_whisper", "faster_whisper.vad",
-            "ctranslate2", "decord", "torchcodec.decoders"]
 
 
 @dataclass
@@ -110,18 +106,6 @@ def _collect_in_worker(path: Path, clip: str) -> CollectedClip:
     collected = collect_clip(path, clip, _worker_state["collector"], timer)
     collected.seconds = dict(timer.seconds)
     return collected
-
-
-def start_worker_server() -> multiprocessing.context.BaseContext:
-    """Start the forkserver that worker processes are forked from (if not running), importing the heavy
-    modules in the background: call it before loading the labeller so both happen at once. Returns the
-    forkserver context (the server is reused by every later pool of this process)."""
-    from multiprocessing import forkserver
-
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([name for name in _PRELOAD if importlib.util.find_spec(name) is not None])
-    forkserver.ensure_running()
-    return context
 
 
 def _new_pool(make_collector: CollectorFactory, workers: int, threads: int) -> ProcessPoolExecutor:

@@ -128,3 +128,25 @@ def test_a_started_pool_collects_ahead_and_its_collections_are_used(tmp_path):
     assert collected[1].evidence is None and "worker process died" in collected[1].error_rows[0]["error"]
     assert [c.evidence for c in collected[2:]] == ["evidence of b.mp4", "evidence of c.mp4"]
     assert started.pool._shutdown_thread  # iter_collected shut the started pool down
+
+
+@pytest.mark.parametrize("argv, starts", [
+    (["clips/"], True), (["clips/", "--workers", "2"], True), (["clips/", "--help"], False),
+    (["clips/", "--workers", "0"], False), (["clips/", "--workers=0"], False), (["clips/", "--engine", "ray"], False),
+])
+def test_affectflow_label_starts_the_worker_server_first_unless_it_will_not_use_workers(argv, starts, monkeypatch):
+    from affectflow.pipeline.label import server
+
+    calls = []
+    monkeypatch.setattr(server, "start_worker_server", lambda: calls.append(1))
+    server.start_early(argv)
+    assert calls == ([1] if starts else [])
+
+
+def test_the_worker_server_module_imports_only_the_standard_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, affectflow.pipeline.label.server; "
+            "print(sorted(m for m in ('torch', 'numpy', 'pandas') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
