@@ -116,12 +116,13 @@ def run_once(name: str, videos: Path, fast: bool, args: argparse.Namespace) -> B
         if args.threads:
             torch.set_num_threads(args.threads)
         from affectflow.pipeline.label.default_model import DefaultLabeler
-        from affectflow.pipeline.label.run import LabelingOptions, run_labeling, start_early_pool
+        from affectflow.pipeline.label.run import LabelingOptions, main_threads, run_labeling, start_early_pool
 
         options = LabelingOptions(face_fps=args.face_fps, device=args.device, **fast_options(fast, args))
         # as label() does: the workers load their models and collect the first clips while the labeller loads
         early_pool = start_early_pool(videos, options, DefaultLabeler) if fast else None
-        labeler = DefaultLabeler(device=args.device)
+        with main_threads(1 if early_pool is not None and args.device == "cpu" else None):
+            labeler = DefaultLabeler(device=args.device)
     labeler.timer = timer
     out = Path(tempfile.mkdtemp(prefix="bench-label-")) / "labels.csv"
     summary = run_labeling(videos, out, labeler, options, progress=False, timer=timer, early_pool=early_pool)

@@ -21,7 +21,9 @@ from affectflow.pipeline.label.default_model import DefaultLabeler
 from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
-from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, run_labeling, start_early_pool
+from affectflow.pipeline.label.run import (
+    LabelingOptions, LabelingSummary, main_threads, run_labeling, start_early_pool,
+)
 from affectflow.pipeline.label.server import start_worker_server
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 
@@ -146,8 +148,9 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
         start_worker_server()  # the workers' imports run while the labeller loads
         if labeler is None:  # the workers build their face detector and ASR while the labeller loads, too
             early_pool = start_early_pool(videos, options, make_labeler or default_labeler_factory(checkpoint))
-    try:
-        labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
+    try:  # beside busy early workers, one thread: OpenMP threads spinning for a busy core slow loading badly
+        with main_threads(1 if early_pool is not None and resolved == "cpu" else None):
+            labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
     except BaseException:
         if early_pool is not None:
             early_pool.shutdown()
