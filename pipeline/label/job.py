@@ -25,6 +25,7 @@ from affectflow.pipeline.label.run import (
     LabelingOptions, LabelingSummary, main_threads, run_labeling, start_early_pool,
 )
 from affectflow.pipeline.label.server import start_worker_server
+from affectflow.pipeline.label.workers import WorkerSetupError
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 
 ENGINES = ("local", "ray")
@@ -159,7 +160,11 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
         summary = ray_label(videos, out, make_labeler, options, file_format, actors=actors, address=ray_address,
                             progress=progress, labeler_columns=(tuple(labeler.class_names), tuple(labeler.modalities)))
     else:
-        summary = run_labeling(videos, out, labeler, options, file_format, progress=progress, early_pool=early_pool)
+        try:
+            summary = run_labeling(videos, out, labeler, options, file_format, progress=progress,
+                                   early_pool=early_pool)
+        except WorkerSetupError as error:
+            raise LabelingSetupError(str(error)) from error
     summary.out = out
     if plot:
         summary.plots = write_plots(out, file_format, labeler.class_names)

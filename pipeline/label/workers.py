@@ -64,7 +64,12 @@ def collect_clip(path: Path, clip: str, collector: EvidenceCollector, timer: Sta
 
 
 # Each worker process holds its own collector (built once by the pool's initializer, used by every task).
-_worker_state: dict[str, EvidenceCollector] = {}
+_worker_state: dict[str, Any] = {}
+
+
+class WorkerSetupError(RuntimeError):
+    """An evidence worker could not build its collector (e.g. a model that does not load): the run stops
+    with this, as it would when the collector fails to build in the labelling process itself."""
 
 
 def _process_gone(pid: int) -> bool:
@@ -97,11 +102,18 @@ def _start_worker(make_collector: CollectorFactory, threads: int, owner: int | N
     if owner is not None:
         threading.Thread(target=_exit_with, args=(owner,), daemon=True, name="exit-with-owner").start()
     torch.set_num_threads(threads)
-    _worker_state["collector"] = make_collector()
+    try:
+        _worker_state["collector"] = make_collector()
+    except Exception as error:  # raised by its first task: a failing initializer would break the pool
+        _worker_state["setup_error"] = f"{type(error).__name__}: {error}"  # over and over, one clip at a time
 
 
 def _collect_in_worker(path: Path, clip: str) -> CollectedClip:
-    """A pool task: `collect_clip` with the worker's collector, its stage seconds attached."""
+    """A pool task: `collect_clip` with the worker's collector, its stage seconds attached.
+
+    Raises WorkerSetupError when the worker could not build its collector."""
+    if "setup_error" in _worker_state:
+        raise WorkerSetupError(f"an evidence worker could not start: {_worker_state['setup_error']}")
     timer = StageTimer()
     collected = collect_clip(path, clip, _worker_state["collector"], timer)
     collected.seconds = dict(timer.seconds)
@@ -115,7 +127,7 @@ def _new_pool(make_collector: CollectorFactory, workers: int, threads: int) -> P
 
 
 def _ready() -> None:
-    """A no-op pool task: submitting one per worker makes the pool start every process now."""
+    """A pool task that does nothing: submitting one per worker makes the pool start every process now."""
 
 
 @dataclass

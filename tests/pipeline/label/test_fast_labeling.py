@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from affectflow.pipeline.label.run import LabelingOptions, auto_workers, run_labeling
-from affectflow.pipeline.label.workers import CollectedClip, iter_collected, start_pool
+from affectflow.pipeline.label.workers import CollectedClip, WorkerSetupError, iter_collected, start_pool
 
 EXPERT_TOLERANCE = {"audio": 0.0, "text": 0.0, "vision": 0.01}
 """Largest absolute difference allowed between a fast-path and a serial-path expert probability (file
@@ -150,3 +150,13 @@ def test_the_worker_server_module_imports_only_the_standard_library():
     code = ("import sys, affectflow.pipeline.label.server; "
             "print(sorted(m for m in ('torch', 'numpy', 'pandas') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def unloadable_collector() -> ScriptedCollector:
+    raise OSError("face detector weights: no such file")
+
+
+def test_a_worker_that_cannot_load_its_models_stops_the_run_at_once_naming_why(tmp_path):
+    items = [(tmp_path / f"{index}.mp4", f"{index}.mp4") for index in range(20)]
+    with pytest.raises(WorkerSetupError, match="could not start: OSError: face detector weights: no such file"):
+        list(iter_collected(items, unloadable_collector, workers=2))

@@ -174,3 +174,15 @@ def test_workers_start_while_the_labeller_loads_and_are_used_only_when_they_fit(
     assert len(pools) == (1 if factory is FaceCountingFactory else 2)  # the early pool did the work when it fit
     face = next(row for row in summary.rows if row["clip"] == "face.mp4")
     assert face["label"] == ("excited" if factory is FaceCountingFactory else "calm")
+
+
+class BrokenAudioFactory(FaceCountingFactory):
+    """A labeller whose evidence workers cannot build their audio extractor."""
+
+    evidence_audio_features = {"name": "no_such_extractor", "config": {}}
+
+
+def test_evidence_workers_that_cannot_start_stop_the_run_with_a_setup_error(clips, tmp_path):
+    with pytest.raises(LabelingSetupError, match="evidence worker could not start: .*no_such_extractor"):
+        label(clips, tmp_path / "labels.csv", make_labeler=BrokenAudioFactory, device="cpu", asr=False, workers=2,
+              progress=False)
