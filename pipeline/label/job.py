@@ -105,6 +105,8 @@ def _check_arguments(videos: Path, segment_seconds: float | None, engine: str, w
         raise LabelingSetupError(f"engine must be one of {ENGINES}, got {engine!r}")
     if workers is not None and workers < 0:
         raise LabelingSetupError(f"workers must be >= 0, got {workers}")
+    if workers is not None and engine == "ray":
+        raise LabelingSetupError("workers is an option of the local engine; the Ray engine's pool size is actors")
 
 
 def label(videos: str | Path, out: str | Path | None = None, *, format: str | None = None,

@@ -111,6 +111,8 @@ def test_bad_arguments_raise_setup_errors(clips, tmp_path):
         label(clips, tmp_path / "x.csv", labeler=fake, checkpoint=tmp_path)
     with pytest.raises(LabelingSetupError, match="make_labeler"):
         label(clips, tmp_path / "x.csv", labeler=fake, engine="ray")
+    with pytest.raises(LabelingSetupError, match="Ray engine's pool size is actors"):
+        label(clips, tmp_path / "x.csv", make_labeler=FaceCountingFactory, engine="ray", workers=2)
     with pytest.raises(LabelingSetupError, match="checkpoint"):
         label(clips, tmp_path / "x.csv", checkpoint=tmp_path / "no_bundle", device="cpu")
     with pytest.raises(TypeError, match="predict"):
