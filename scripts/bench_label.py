@@ -168,7 +168,6 @@ def fast_options(fast: bool, args: argparse.Namespace) -> dict:
     """LabelingOptions fields of the fast path, or of the old serial path (one process, full-resolution
     face detection, Whisper encoder run separately for ASR and for the speech head)."""
     from affectflow.pipeline.core.devices import default_worker_count
-    from affectflow.pipeline.media.faces import MIN_FACE_FRACTION
 
     if not fast:
         return {"workers": 0, "min_face_fraction": None, "share_audio_encoder": False}
