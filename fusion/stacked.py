@@ -34,6 +34,25 @@ def _stacked(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(list(tensors))
 
 
+def _group_matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """a [G, n, k] @ b [G, k, m] (+ bias [G, m]) -> [G, n, m], contiguous.
+
+    With several threads, one `mm` per group into a slice of the output: torch's CPU `bmm` splits its threads
+    over the G products, so G = 3 groups on 2 threads leave one thread idle for a third of the time (measured:
+    150 vs 190 GFLOP/s at [3, 256, 768] x [3, 768, 256] on 2 cores); each `mm` uses all threads. One thread:
+    `bmm` / `baddbmm` (no per-group call overhead).
+    """
+    if torch.get_num_threads() == 1 or a.shape[0] == 1 or a.device.type != "cpu":
+        return torch.bmm(a, b) if bias is None else torch.baddbmm(bias.unsqueeze(1), a, b)
+    out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
+    for group in range(a.shape[0]):
+        if bias is None:
+            torch.mm(a[group], b[group], out=out[group])
+        else:
+            torch.addmm(bias[group], a[group], b[group], out=out[group])
+    return out
+
+
 class _StackedAffine(torch.autograd.Function):
     """x [M, R, in] @ weight[m].T + bias[m] with a hand-written backward.
 
@@ -45,16 +64,14 @@ class _StackedAffine(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        if bias is None:
-            return torch.bmm(x, weight.transpose(1, 2))
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        return _group_matmul(x, weight.transpose(1, 2), bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        grad_x = _group_matmul(grad, weight) if ctx.needs_input_grad[0] else None
+        grad_weight = _group_matmul(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
         grad_bias = grad.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias
 
