@@ -82,7 +82,7 @@ from affectflow.fusion.cmarr_blocks import (AffineCoupling, NormalizingFlow, Rec
                                             ResidualChannelAttentionBlock, UncertaintyModule, resample_valid_frames)
 from affectflow.fusion.layers import CrossModalBlock, MaskedConv1d, PreLNTransformerBlock, sinusoidal_positions
 from affectflow.fusion.registry import register_fusion
-from affectflow.fusion.stacked import (batched_affine, stack_linears, stack_masked as zero_masked_stack, stacked_affine, stacked_attention,
+from affectflow.fusion.stacked import (list_affine, stack_masked as zero_masked_stack, stacked_affine, stacked_attention,
                                        stacked_cross_modal, stacked_feed_forward, stacked_layer_norm, stacked_linear,
                                        stacked_masked_conv1d, transformer_block)
 from affectflow.pipeline.core.names import IGNORE_INDEX
@@ -292,18 +292,18 @@ class CMARR(FusionModel):
         return zero_masked_stack(mean, mask), variance
 
     def _flow_parameters(self) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Per coupling layer, the stacked (weight, bias) of its three linears over the modalities' flows;
-        stacked once per forward because Eq. 6 and Eq. 8 both use them."""
+        """Per coupling layer, the (weights, biases) of its three linears over the modalities' flows (lists in
+        modality order, for `list_affine`); Eq. 6 and Eq. 8 both use them."""
         flows = self._each(self.flows)
-        return [[stack_linears([flow.layers[index].net[at] for flow in flows]) for at in (0, 2, 4)]
+        return [[_weights_and_biases([flow.layers[index].net[at] for flow in flows]) for at in (0, 2, 4)]
                 for index in range(len(flows[0].layers))]
 
     @staticmethod
     def _coupling(x1: torch.Tensor, linears: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         """AffineCoupling._scale_shift of one layer of every modality's flow: x1 [M, ...] -> (tanh s, t)."""
-        h = F.relu(batched_affine(x1, *linears[0]))
-        h = F.relu(batched_affine(h, *linears[1]))
-        log_scale, shift = batched_affine(h, *linears[2]).chunk(2, dim=-1)
+        h = F.relu(list_affine(x1, *linears[0]))
+        h = F.relu(list_affine(h, *linears[1]))
+        log_scale, shift = list_affine(h, *linears[2]).chunk(2, dim=-1)
         return torch.tanh(log_scale), shift
 
     def _flow_forward(self, x: torch.Tensor, parameters: list) -> torch.Tensor:
@@ -411,6 +411,11 @@ class CMARR(FusionModel):
             query = streams.permute(1, 2, 0, 3).flatten(2)  # concatenation of the streams along features
         fused = transformer_block(self.self_attention, query, valid, self.training, input_is_masked=True)
         return zero_masked(self.norm(fused), valid)
+
+
+def _weights_and_biases(linears: list[nn.Linear]) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """([weight of each linear], [bias of each linear]) for `list_affine`."""
+    return [linear.weight for linear in linears], [linear.bias for linear in linears]
 
 
 __all__ = ["CMARR", "UncertaintyModule", "NormalizingFlow", "AffineCoupling", "ReconstructionModule",

@@ -25,6 +25,7 @@ from einops import rearrange
 from affectflow.fusion.contract import zero_masked
 from affectflow.fusion.grouped import StackedParameters, bank_linear, pad_time
 from affectflow.fusion.layers import safe_key_mask
+from affectflow.fusion.stacked import dropout
 
 
 @dataclass
@@ -42,7 +43,7 @@ def grouped_mlp(bank: StackedParameters, x: torch.Tensor) -> torch.Tensor:
     """Each group's `_mlp` (Linear-ReLU-Dropout, optionally twice): x [G, ..., D_in] -> [G, ..., D_out]."""
     mlp = bank.grid[0][0]
     for index in range(0, len(mlp), 3):
-        x = F.dropout(F.relu(bank_linear(bank, 0, str(index), x)), mlp[index + 2].p, mlp[index + 2].training)
+        x = dropout(F.relu(bank_linear(bank, 0, str(index), x)), mlp[index + 2].p, mlp[index + 2].training)
     return x
 
 
@@ -128,7 +129,7 @@ def single_key_mlp(bank: StackedParameters, values: torch.Tensor, views: int) ->
         p, training = mlp[index + 2].p, mlp[index + 2].training
         if not expanded and training and p > 0:
             x, expanded = x[:, :, None].expand(-1, -1, views, -1), True
-        x = F.dropout(x, p, training)
+        x = dropout(x, p, training)
     return x if expanded else x[:, :, None].expand(-1, -1, views, -1)
 
 
