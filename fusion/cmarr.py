@@ -223,7 +223,7 @@ class CMARR(FusionModel):
         """
         self._check(batch, dropped)
         hidden, real, avail = self._inputs(batch, dropped)  # [M, B, P, d], [M, B, P], [M, B, P]
-        mu, var = self._uncertainty(hidden, real)
+        mu, var = self._uncertainty(hidden, real, self._position_constant_rows(batch, hidden))
         features = stacked_masked_conv1d(mu, real, self._each(self.projections), input_is_masked=True)  # X_m
         flow_parameters = self._flow_parameters()
         latents = self._flow_forward(features, flow_parameters)  # Z_m = F_m(X_m), Eq. 6
@@ -278,10 +278,32 @@ class CMARR(FusionModel):
                                                                 projected[0].dtype)
         return zero_masked_stack(hidden, real), real, torch.stack(avail)
 
-    def _uncertainty(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """UncertaintyModule.forward after the projection, all modalities at once -> (mu, variance) [M, B, P, d]."""
+    def _position_constant_rows(self, batch: ModalityBatch, hidden: torch.Tensor) -> torch.Tensor | None:
+        """[M, B, 1, d]: the projected inputs before the positions are added, when every modality has one frame
+        per sample (utterance vectors: all positions of the grid hold the same projected vector); else None."""
+        if self.per_position or any(batch.features[m].shape[1] != 1 for m in self.task_spec.modalities):
+            return None
+        positions = sinusoidal_positions(hidden.shape[2], hidden.shape[-1], hidden.device, hidden.dtype)
+        return hidden[:, :, :1] - positions[:1]  # rows without a frame: -positions[0], never a valid row
+
+    def _uncertainty(self, h: torch.Tensor, mask: torch.Tensor,
+                     constant: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """UncertaintyModule.forward after the projection, all modalities at once -> (mu, variance) [M, B, P, d].
+
+        `constant` [M, B, 1, d] (see `_position_constant_rows`): h = constant + positions at the valid rows, so
+        the attention's affine q/k/v projection is W constant + b (B rows) plus W positions (P rows), broadcast,
+        instead of W h + b on B * P rows (same values; invalid rows differ but are never attended to or kept).
+        """
         modules = self._each(self.uncertainty)
-        attended = stacked_attention([u.attention.attention for u in modules], h, None, mask, mask, self.training)
+        attentions = [u.attention.attention for u in modules]
+        projected = None
+        if constant is not None:
+            positions = sinusoidal_positions(h.shape[2], h.shape[-1], h.device, h.dtype)
+            per_sample = list_affine(constant, [a.in_proj_weight for a in attentions], [a.in_proj_bias for a in attentions])
+            per_position = list_affine(positions.expand(len(modules), -1, -1), [a.in_proj_weight for a in attentions],
+                                       [None] * len(modules))
+            projected = per_sample + per_position.unsqueeze(1)  # [M, B, P, 3d]
+        attended = stacked_attention(attentions, h, None, mask, mask, self.training, projected)
         h = stacked_layer_norm(h + attended, [u.norm_attention for u in modules])
         h = stacked_layer_norm(h + stacked_feed_forward(h, [u.mlp for u in modules], self.training),
                                [u.norm_mlp for u in modules])

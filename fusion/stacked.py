@@ -195,13 +195,16 @@ def stacked_masked_conv1d(x: torch.Tensor, mask: torch.Tensor, convs: Sequence[M
 
 
 def stacked_attention(attentions: Sequence[nn.MultiheadAttention], query: torch.Tensor, source: torch.Tensor | None,
-                      key_mask: torch.Tensor, query_mask: torch.Tensor, training: bool) -> torch.Tensor:
+                      key_mask: torch.Tensor, query_mask: torch.Tensor, training: bool,
+                      projected: torch.Tensor | None = None) -> torch.Tensor:
     """MaskedMultiheadAttention of every module via packed projections and one fused SDPA call.
 
     query [M, B, Tq, D]; source [M, B, Tk, D] for cross-attention or None for self-attention (keys and
     values = query, projected by one packed matmul). key_mask [M, B, Tk], query_mask [M, B, Tq].
-    Returns [M, B, Tq, D], exactly zero at invalid queries and for rows without any valid key (as
-    `MaskedMultiheadAttention`); masked keys get zero attention weight whatever their values.
+    `projected` [M, B, T, 3D]: self-attention's packed q/k/v projection of `query`, when the caller has it
+    more cheaply (only its valid rows matter). Returns [M, B, Tq, D], exactly zero at invalid queries and
+    for rows without any valid key (as `MaskedMultiheadAttention`); masked keys get zero attention weight
+    whatever their values.
     """
     first = attentions[0]
     if not first._qkv_same_embed_dim:
@@ -211,7 +214,7 @@ def stacked_attention(attentions: Sequence[nn.MultiheadAttention], query: torch.
     weights = [a.in_proj_weight for a in attentions]
     biases = [a.in_proj_bias for a in attentions]
     if source is None:
-        q, k, v = stacked_affine(query, weights, biases).chunk(3, dim=-1)
+        q, k, v = (stacked_affine(query, weights, biases) if projected is None else projected).chunk(3, dim=-1)
     else:  # q rows and k/v rows of the packed projection (split: one cat in backward, not two zero-filled copies)
         weights = [w.split([dim, 2 * dim]) for w in weights]
         biases = [b.split([dim, 2 * dim]) for b in biases]
