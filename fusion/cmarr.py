@@ -65,6 +65,11 @@ tensors with the modules' own parameters (`affectflow.fusion.stacked`: batched m
 positions is projected before it is resampled (the projection is affine, the resampling convex); the
 flows' stacked weights serve both Eq. 6 and Eq. 8, and their unused log-determinant is not computed;
 L_udcl treats all modality pairs at once with masks instead of per-pair indexing and host syncs.
+With utterance vectors (one frame per modality) the grid holds one projected vector plus the positions, so the
+UMC attention's q/k/v projection is computed on B + P rows and broadcast instead of on B * P rows. What remains
+is matmul-bound: about 22 GFLOP per training step at MOSEI widths (batch 16, 16 positions; every layer runs on
+B * P = 256 rows per modality, and L_rec needs every modality's leave-one-out reconstruction), so the step cannot
+be much faster than that count over the machine's matrix-multiply rate (issue 15 notes).
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ attentions, MLPs) and the parameters are unchanged. The model runs them through 
   so this is the same value), text rows are padded to the longer of the two text lengths;
 - the M modalities' attentions and MLPs run as one group (stacked parameters), and so do the K view-query
   MLPs; MIA-1 / MIA-2 run on the simulated half only, as before.
+- with one frame per sequence (utterance vectors) the softmax over the one key is exactly 1 whatever the query
+  and the key: R = V, so the keys, the queries and the view-query MLPs are skipped (`_ZeroGradients` gives their
+  parameters the exact zero gradient they had), and the K identical view rows of stage 2 share their MLP work
+  up to the first active dropout (`single_key_mlp`).
 
 Padded frames are invalid, so they get exactly zero attention weight (Eq. 2 masks them). Dropout draws its
 masks from the random stream in a different order than two separate flows did (same distribution: every
