@@ -65,6 +65,11 @@ tensors with the modules' own parameters (`affectflow.fusion.stacked`: batched m
 positions is projected before it is resampled (the projection is affine, the resampling convex); the
 flows' stacked weights serve both Eq. 6 and Eq. 8, and their unused log-determinant is not computed;
 L_udcl treats all modality pairs at once with masks instead of per-pair indexing and host syncs.
+With utterance vectors (one frame per modality) the grid holds one projected vector plus the positions, so the
+UMC attention's q/k/v projection is computed on B + P rows and broadcast instead of on B * P rows. What remains
+is matmul-bound: about 22 GFLOP per training step at MOSEI widths (batch 16, 16 positions; every layer runs on
+B * P = 256 rows per modality, and L_rec needs every modality's leave-one-out reconstruction), so the step cannot
+be much faster than that count over the machine's matrix-multiply rate (issue 15 notes).
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ from affectflow.fusion.cmarr_blocks import (AffineCoupling, NormalizingFlow, Rec
                                             ResidualChannelAttentionBlock, UncertaintyModule, resample_valid_frames)
 from affectflow.fusion.layers import CrossModalBlock, MaskedConv1d, PreLNTransformerBlock, sinusoidal_positions
 from affectflow.fusion.registry import register_fusion
-from affectflow.fusion.stacked import (batched_affine, stack_linears, stack_masked as zero_masked_stack, stacked_affine, stacked_attention,
+from affectflow.fusion.stacked import (list_affine, stack_masked as zero_masked_stack, stacked_affine, stacked_attention,
                                        stacked_cross_modal, stacked_feed_forward, stacked_layer_norm, stacked_linear,
                                        stacked_masked_conv1d, transformer_block)
 from affectflow.pipeline.core.names import IGNORE_INDEX
@@ -223,7 +228,7 @@ class CMARR(FusionModel):
         """
         self._check(batch, dropped)
         hidden, real, avail = self._inputs(batch, dropped)  # [M, B, P, d], [M, B, P], [M, B, P]
-        mu, var = self._uncertainty(hidden, real)
+        mu, var = self._uncertainty(hidden, real, self._position_constant_rows(batch, hidden))
         features = stacked_masked_conv1d(mu, real, self._each(self.projections), input_is_masked=True)  # X_m
         flow_parameters = self._flow_parameters()
         latents = self._flow_forward(features, flow_parameters)  # Z_m = F_m(X_m), Eq. 6
@@ -278,10 +283,32 @@ class CMARR(FusionModel):
                                                                 projected[0].dtype)
         return zero_masked_stack(hidden, real), real, torch.stack(avail)
 
-    def _uncertainty(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """UncertaintyModule.forward after the projection, all modalities at once -> (mu, variance) [M, B, P, d]."""
+    def _position_constant_rows(self, batch: ModalityBatch, hidden: torch.Tensor) -> torch.Tensor | None:
+        """[M, B, 1, d]: the projected inputs before the positions are added, when every modality has one frame
+        per sample (utterance vectors: all positions of the grid hold the same projected vector); else None."""
+        if self.per_position or any(batch.features[m].shape[1] != 1 for m in self.task_spec.modalities):
+            return None
+        positions = sinusoidal_positions(hidden.shape[2], hidden.shape[-1], hidden.device, hidden.dtype)
+        return hidden[:, :, :1] - positions[:1]  # rows without a frame: -positions[0], never a valid row
+
+    def _uncertainty(self, h: torch.Tensor, mask: torch.Tensor,
+                     constant: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """UncertaintyModule.forward after the projection, all modalities at once -> (mu, variance) [M, B, P, d].
+
+        `constant` [M, B, 1, d] (see `_position_constant_rows`): h = constant + positions at the valid rows, so
+        the attention's affine q/k/v projection is W constant + b (B rows) plus W positions (P rows), broadcast,
+        instead of W h + b on B * P rows (same values; invalid rows differ but are never attended to or kept).
+        """
         modules = self._each(self.uncertainty)
-        attended = stacked_attention([u.attention.attention for u in modules], h, None, mask, mask, self.training)
+        attentions = [u.attention.attention for u in modules]
+        projected = None
+        if constant is not None:
+            positions = sinusoidal_positions(h.shape[2], h.shape[-1], h.device, h.dtype)
+            per_sample = list_affine(constant, [a.in_proj_weight for a in attentions], [a.in_proj_bias for a in attentions])
+            per_position = list_affine(positions.expand(len(modules), -1, -1), [a.in_proj_weight for a in attentions],
+                                       [None] * len(modules))
+            projected = per_sample + per_position.unsqueeze(1)  # [M, B, P, 3d]
+        attended = stacked_attention(attentions, h, None, mask, mask, self.training, projected)
         h = stacked_layer_norm(h + attended, [u.norm_attention for u in modules])
         h = stacked_layer_norm(h + stacked_feed_forward(h, [u.mlp for u in modules], self.training),
                                [u.norm_mlp for u in modules])
@@ -292,18 +319,18 @@ class CMARR(FusionModel):
         return zero_masked_stack(mean, mask), variance
 
     def _flow_parameters(self) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Per coupling layer, the stacked (weight, bias) of its three linears over the modalities' flows;
-        stacked once per forward because Eq. 6 and Eq. 8 both use them."""
+        """Per coupling layer, the (weights, biases) of its three linears over the modalities' flows (lists in
+        modality order, for `list_affine`); Eq. 6 and Eq. 8 both use them."""
         flows = self._each(self.flows)
-        return [[stack_linears([flow.layers[index].net[at] for flow in flows]) for at in (0, 2, 4)]
+        return [[_weights_and_biases([flow.layers[index].net[at] for flow in flows]) for at in (0, 2, 4)]
                 for index in range(len(flows[0].layers))]
 
     @staticmethod
     def _coupling(x1: torch.Tensor, linears: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         """AffineCoupling._scale_shift of one layer of every modality's flow: x1 [M, ...] -> (tanh s, t)."""
-        h = F.relu(batched_affine(x1, *linears[0]))
-        h = F.relu(batched_affine(h, *linears[1]))
-        log_scale, shift = batched_affine(h, *linears[2]).chunk(2, dim=-1)
+        h = F.relu(list_affine(x1, *linears[0]))
+        h = F.relu(list_affine(h, *linears[1]))
+        log_scale, shift = list_affine(h, *linears[2]).chunk(2, dim=-1)
         return torch.tanh(log_scale), shift
 
     def _flow_forward(self, x: torch.Tensor, parameters: list) -> torch.Tensor:
@@ -411,6 +438,11 @@ class CMARR(FusionModel):
             query = streams.permute(1, 2, 0, 3).flatten(2)  # concatenation of the streams along features
         fused = transformer_block(self.self_attention, query, valid, self.training, input_is_masked=True)
         return zero_masked(self.norm(fused), valid)
+
+
+def _weights_and_biases(linears: list[nn.Linear]) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """([weight of each linear], [bias of each linear]) for `list_affine`."""
+    return [linear.weight for linear in linears], [linear.bias for linear in linears]
 
 
 __all__ = ["CMARR", "UncertaintyModule", "NormalizingFlow", "AffineCoupling", "ReconstructionModule",

@@ -56,8 +56,12 @@ Deliberate differences from the paper (and its released code):
   its own sample with T = 1.
 
 Speed (issue 15): both flows run as one batch of 2B rows with the modalities' and views' modules grouped
-(`affectflow.fusion.sdumc_flow.double_flow`); audio and vision are projected once for both flows. Parameter
-names are unchanged; tests/fusion/test_speed_equivalence.py pins losses and gradients to the previous forward.
+(`affectflow.fusion.sdumc_flow.double_flow`); audio and vision are projected once for both flows. When every
+sequence has one frame (utterance vectors, the usual MOSI/MOSEI input) each UMCA attention is a softmax over one
+key, exactly 1: the tanh keys, the queries and the view-query MLPs cannot change the output and are not computed
+(their parameters get the exact zero gradient they got before), and the stage-2 MLPs run once per row up to their
+first active dropout instead of once per view. Parameter names are unchanged; tests/fusion/test_speed_equivalence.py
+pins losses and gradients to the previous forward.
 """
 
 from __future__ import annotations

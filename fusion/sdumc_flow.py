@@ -8,6 +8,10 @@ attentions, MLPs) and the parameters are unchanged. The model runs them through 
   so this is the same value), text rows are padded to the longer of the two text lengths;
 - the M modalities' attentions and MLPs run as one group (stacked parameters), and so do the K view-query
   MLPs; MIA-1 / MIA-2 run on the simulated half only, as before.
+- with one frame per sequence (utterance vectors) the softmax over the one key is exactly 1 whatever the query
+  and the key: R = V, so the keys, the queries and the view-query MLPs are skipped (`_ZeroGradients` gives their
+  parameters the exact zero gradient they had), and the K identical view rows of stage 2 share their MLP work
+  up to the first active dropout (`single_key_mlp`).
 
 Padded frames are invalid, so they get exactly zero attention weight (Eq. 2 masks them). Dropout draws its
 masks from the random stream in a different order than two separate flows did (same distribution: every
@@ -25,6 +29,7 @@ from einops import rearrange
 from affectflow.fusion.contract import zero_masked
 from affectflow.fusion.grouped import StackedParameters, bank_linear, pad_time
 from affectflow.fusion.layers import safe_key_mask
+from affectflow.fusion.stacked import dropout
 
 
 @dataclass
@@ -42,7 +47,7 @@ def grouped_mlp(bank: StackedParameters, x: torch.Tensor) -> torch.Tensor:
     """Each group's `_mlp` (Linear-ReLU-Dropout, optionally twice): x [G, ..., D_in] -> [G, ..., D_out]."""
     mlp = bank.grid[0][0]
     for index in range(0, len(mlp), 3):
-        x = F.dropout(F.relu(bank_linear(bank, 0, str(index), x)), mlp[index + 2].p, mlp[index + 2].training)
+        x = dropout(F.relu(bank_linear(bank, 0, str(index), x)), mlp[index + 2].p, mlp[index + 2].training)
     return x
 
 
@@ -96,23 +101,85 @@ def imagine_text(mia, stage: torch.Tensor, text_index: int, half: int) -> torch.
     return torch.stack(items)
 
 
+class _ZeroGradients(torch.autograd.Function):
+    """Identity on x that hands `parameters` the exactly-zero gradient a dead branch would have given them.
+
+    Used where a branch is skipped because its result provably cannot change the output (a softmax over
+    one key): the parameters still get a zero gradient, not None, so the optimiser (weight decay, Adam's
+    moments) treats them exactly as before.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, *parameters: torch.Tensor) -> torch.Tensor:
+        ctx.shapes = [(p.shape, p.dtype, p.device) for p in parameters]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return (grad, *(torch.zeros(shape, dtype=dtype, device=device) for shape, dtype, device in ctx.shapes))
+
+
+def single_key_mlp(bank: StackedParameters, values: torch.Tensor, views: int) -> torch.Tensor:
+    """`grouped_mlp` of the stage-2 attention output when every row has at most one key.
+
+    values [M, N, D] (the one key's value, zero if there is none) -> [M, N, K, D_out], the same as
+    `grouped_mlp(bank, values[:, :, None].expand(-1, -1, K, -1))`: the K views' rows are identical up to the
+    first active dropout, so everything before it runs once per row and is expanded there (each view row
+    still draws its own dropout mask).
+    """
+    mlp, x, expanded = bank.grid[0][0], values, False
+    for index in range(0, len(mlp), 3):
+        x = F.relu(bank_linear(bank, 0, str(index), x))
+        p, training = mlp[index + 2].p, mlp[index + 2].training
+        if not expanded and training and p > 0:
+            x, expanded = x[:, :, None].expand(-1, -1, views, -1), True
+        x = dropout(x, p, training)
+    return x if expanded else x[:, :, None].expand(-1, -1, views, -1)
+
+
+def _stage1_attention(model, embedded: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Eq. 1-2 with the learnable modality queries: -> (R [M, 2B, D], parameters skipped with one key)."""
+    modalities = model.task_spec.modalities
+    attentions = [model.stage1_attention[m] for m in modalities]
+    queries = [model.modality_queries[m] for m in modalities]
+    if mask.shape[-1] == 1:  # softmax over one key is exactly 1: R = V (zero where the key is invalid)
+        return embedded[:, :, 0], [p for a in attentions for p in a.parameters()] + queries
+    queries = torch.stack(queries)[:, None].expand(-1, embedded.shape[1], -1, -1)
+    attended = grouped_tanh_attention(StackedParameters([attentions]), queries, embedded, mask, attentions[0].temperature)
+    return attended.squeeze(2), []
+
+
+def _stage2(model, gathered_rows: torch.Tensor, embedded: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """View queries (MLP_c), Eq. 1-2 over every modality and the stage-2 MLPs: -> (R^seq [M, 2B, K, d], skipped
+    parameters). gathered_rows [K, 2B, D] are the AFG-weighted sums that the view-query MLPs take."""
+    modalities = model.task_spec.modalities
+    attentions = [model.stage2_attention[m] for m in modalities]
+    mlps = StackedParameters([[model.stage2_mlp[m] for m in modalities]])
+    if mask.shape[-1] == 1:  # one key: every view reads the same value, the queries cannot matter
+        skipped = [p for a in attentions for p in a.parameters()] + list(model.view_query_mlp.parameters())
+        return single_key_mlp(mlps, embedded[:, :, 0], len(model.view_query_mlp)), skipped
+    view_queries = grouped_mlp(StackedParameters([list(model.view_query_mlp)]), gathered_rows)  # [K, 2B, D]
+    views_query = rearrange(view_queries, "k n d -> n k d")[None].expand(len(modalities), -1, -1, -1)
+    attended = grouped_tanh_attention(StackedParameters([attentions]), views_query, embedded, mask, attentions[0].temperature)
+    return grouped_mlp(mlps, attended), []
+
+
 def double_flow(model, features: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], simulated: torch.Tensor,
                 simulated_mask: torch.Tensor) -> FlowOutput:
     """UMCA (stage 1, AFG, stage 2, AFG) of the real flow and of the simulated flow (MIA-1/MIA-2 active).
 
     features[m] [B, T_m, D_m] (zero behind valid), valid[m] [B, T_m], simulated text [B, T_s, D_t] with its
-    mask [B, T_s] -> FlowOutput with rows [real B; simulated B].
+    mask [B, T_s] -> FlowOutput with rows [real B; simulated B]. When every sequence has one frame (utterance
+    vectors) the attentions are a softmax over one key, exactly 1: their keys, queries and the view-query MLPs
+    are skipped (same values, and their parameters get the zero gradient they got before).
     """
     modalities, half = model.task_spec.modalities, next(iter(valid.values())).shape[0]
     text_index = modalities.index("t")
     embedded, mask = embed_both_flows(model, features, valid, simulated, simulated_mask)
     present = mask.any(-1)  # [M, 2B]
     keep = present.to(embedded.dtype)[..., None]
-    groups = [[model.stage1_attention[m] for m in modalities]]
-    queries = torch.stack([model.modality_queries[m] for m in modalities])[:, None].expand(-1, 2 * half, -1, -1)
-    temperature = model.stage1_attention[modalities[0]].temperature
-    attended = grouped_tanh_attention(StackedParameters(groups), queries, embedded, mask, temperature)
-    stage1 = grouped_mlp(StackedParameters([[model.stage1_mlp[m] for m in modalities]]), attended.squeeze(2)) * keep
+    attended, skipped = _stage1_attention(model, embedded, mask)
+    stage1 = grouped_mlp(StackedParameters([[model.stage1_mlp[m] for m in modalities]]), attended) * keep
     stage1 = imagine_text(model.mia_stage1, stage1, text_index, half)
     present = present.clone()
     present[text_index, half:] = True  # the simulated flow's text is imagined from here on
@@ -120,16 +187,16 @@ def double_flow(model, features: dict[str, torch.Tensor], valid: dict[str, torch
     stage1_rows = rearrange(stage1, "m n d -> n m d")
     modality_weights = model.modality_gathering(stage1_rows, present.T)
     gathered = torch.einsum("nm,km,nmd->knd", modality_weights, model.combination_mask.to(stage1.dtype), stage1_rows)
-    view_queries = grouped_mlp(StackedParameters([list(model.view_query_mlp)]), gathered)  # [K, 2B, D]
-    views_query = rearrange(view_queries, "k n d -> n k d")[None].expand(len(modalities), -1, -1, -1)
-    attended = grouped_tanh_attention(StackedParameters([[model.stage2_attention[m] for m in modalities]]), views_query,
-                                      embedded, mask, temperature)
-    stage2 = grouped_mlp(StackedParameters([[model.stage2_mlp[m] for m in modalities]]), attended) * keep
-    stage2 = imagine_text(model.mia_stage2, stage2, text_index, half)
+    stage2, skipped_stage2 = _stage2(model, gathered, embedded, mask)
+    stage2 = imagine_text(model.mia_stage2, stage2 * keep, text_index, half)
     views = torch.einsum("nm,mnkd->nkd", modality_weights, stage2)
     view_weights = model.view_gathering(views, torch.ones(views.shape[:2], dtype=torch.bool, device=views.device))
     representation = torch.einsum("nk,nkd->nd", view_weights, views)
+    skipped = [p for p in skipped + skipped_stage2 if p.requires_grad]
+    if skipped and torch.is_grad_enabled():
+        representation = _ZeroGradients.apply(representation, *skipped)
     return FlowOutput(representation, stage1[text_index], stage2[text_index], modality_weights, view_weights)
 
 
-__all__ = ["FlowOutput", "double_flow", "embed_both_flows", "grouped_mlp", "grouped_tanh_attention", "imagine_text"]
+__all__ = ["FlowOutput", "double_flow", "embed_both_flows", "grouped_mlp", "grouped_tanh_attention", "imagine_text",
+           "single_key_mlp"]

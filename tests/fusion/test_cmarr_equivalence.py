@@ -31,13 +31,16 @@ def load_reference():
     return module.ReferenceCMARR
 
 
-def make_batch(level: str, seed: int = 0) -> tuple[ModalityBatch, torch.Tensor]:
+def make_batch(level: str, seed: int = 0, vectors: bool = False) -> tuple[ModalityBatch, torch.Tensor]:
     """8 samples covering every presence pattern (plus one with nothing); frame level: T_a=1 (utterance
-    vectors, projected before resampling), T_t=3, T_v=9 (resampled before projecting), invalid frames."""
+    vectors, projected before resampling), T_t=3, T_v=9 (resampled before projecting), invalid frames;
+    `vectors`: T = 1 for every modality (utterance vectors; the broadcast q/k/v projection of the UMC)."""
     generator = torch.Generator().manual_seed(seed)
     presence = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]],
                             dtype=torch.bool)
     lengths = {"a": 1, "t": 3, "v": 9} if level == "utterance" else {"a": 6, "t": 6, "v": 6}
+    if vectors:
+        lengths = {"a": 1, "t": 1, "v": 1}
     features, masks = {}, {}
     for m, d in DIMS.items():
         features[m] = torch.randn(len(presence), lengths[m], d, generator=generator)
@@ -73,12 +76,12 @@ def loss_and_grads(model, batch, targets, dropped):
     return out, loss.detach(), grads
 
 
-@pytest.mark.parametrize("level", ["utterance", "conversation"])
+@pytest.mark.parametrize("level, vectors", [("utterance", False), ("utterance", True), ("conversation", False)])
 @pytest.mark.parametrize("kind", ["classification", "regression"])
 @pytest.mark.parametrize("simulated", [False, True])
-def test_stacked_cmarr_matches_reference(level, kind, simulated):
+def test_stacked_cmarr_matches_reference(level, vectors, kind, simulated):
     model, reference = build(level, kind)
-    batch, generator = make_batch(level)
+    batch, generator = make_batch(level, vectors=vectors)
     shape = (8,) if level == "utterance" else (8, 6)
     if kind == "classification":
         targets = torch.randint(0, 3, shape, generator=generator)

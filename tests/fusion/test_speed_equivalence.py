@@ -17,6 +17,8 @@ import pytest
 import torch
 
 from affectflow.fusion import TaskSpec, create_fusion
+from affectflow.fusion.grouped import StackedParameters
+from affectflow.fusion.sdumc_flow import grouped_mlp, single_key_mlp
 from affectflow.pipeline.testing.fusion import presence_patterns, random_batch, random_targets
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -135,3 +137,29 @@ def test_sdumc_matches_in_eval_mode_with_the_paper_dropout(simulator):
     old = reference.SDUMC(task, **config).eval()
     batch, targets = make_batch(task, {"a": 7, "t": 4, "v": 2}, seed=1)
     assert_same(new, old, batch, targets)
+
+
+def test_sdumc_matches_in_eval_mode_with_the_paper_dropout_on_utterance_vectors():
+    """One frame per modality: the single-key path (keys, queries and view-query MLPs skipped) with dropout set."""
+    reference = load_reference("sdumc_reference")
+    task = make_task("classification", "utterance")
+    config = {**SDUMC_CONFIG, "dropout": 0.5}
+    torch.manual_seed(2)
+    new = create_fusion("sdumc", task, **config).eval()
+    old = reference.SDUMC(task, **config).eval()
+    batch, targets = make_batch(task, 1, seed=2)
+    assert_same(new, old, batch, targets)
+
+
+def test_sdumc_single_key_mlp_draws_the_same_dropout_as_the_expanded_rows():
+    """Training with dropout: expanding at the first active dropout gives what the K identical rows gave."""
+    task = make_task("regression", "utterance")
+    model = create_fusion("sdumc", task, **{**SDUMC_CONFIG, "dropout": 0.5}).train()
+    bank = StackedParameters([[model.stage2_mlp[m] for m in task.modalities]])
+    values = torch.randn(3, 6, SDUMC_CONFIG["hidden_dim"], generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(5)
+    fast = single_key_mlp(bank, values, 7)
+    torch.manual_seed(5)
+    slow = grouped_mlp(bank, values[:, :, None].expand(-1, -1, 7, -1))
+    torch.testing.assert_close(fast, slow, rtol=RTOL, atol=ATOL)
+    assert not torch.equal(fast[:, :, 0], fast[:, :, 1])  # every view row has its own dropout mask

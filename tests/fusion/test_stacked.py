@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from affectflow.fusion.layers import CrossModalBlock, FeedForward, MaskedConv1d, MaskedMultiheadAttention, PreLNTransformerBlock
-from affectflow.fusion.stacked import (stacked_attention, stacked_cross_modal, stacked_feed_forward, stacked_layer_norm,
+from affectflow.fusion.stacked import (batched_affine, dropout, list_affine, stacked_attention, stacked_cross_modal, stacked_feed_forward, stacked_layer_norm,
                                        stacked_linear, stacked_masked_conv1d, transformer_block)
 
 M, B, T, D = 3, 4, 5, 8
@@ -84,3 +84,54 @@ def test_gradients_match(data):
     sum(c(x[i], mask[i]).pow(2).sum() for i, c in enumerate(convs)).backward()
     for c, grad in zip(convs, stacked_grads):
         torch.testing.assert_close(grad, c.conv.weight.grad)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_batched_affine_same_with_one_thread_and_with_several(bias):
+    """Several threads: one mm per group (`_group_matmul`); one thread: bmm. Same values and gradients."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 5, 7, 6, generator=generator, requires_grad=True)
+    weight = torch.randn(3, 4, 6, generator=generator, requires_grad=True)
+    b = torch.randn(3, 4, generator=generator, requires_grad=True) if bias else None
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            out = batched_affine(x, weight, b)
+            grads = torch.autograd.grad(out.pow(2).sum(), [x, weight] + ([b] if bias else []))
+            results.append((out, grads))
+    finally:
+        torch.set_num_threads(threads)
+    expected = torch.einsum("mbti,moi->mbto", x, weight) + (b[:, None, None] if bias else 0)
+    torch.testing.assert_close(results[0][0], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-5)
+    for one, several in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(several, one, rtol=1e-5, atol=1e-5)
+
+
+def test_list_affine_matches_linear_without_stacking():
+    """One mm per group from the modules' own weights: values and every gradient as nn.Linear gives them."""
+    generator = torch.Generator().manual_seed(4)
+    layers = [torch.nn.Linear(6, 4) for _ in range(3)]
+    x = torch.randn(3, 5, 2, 6, generator=generator, requires_grad=True)
+    out = list_affine(x, [layer.weight for layer in layers], [layer.bias for layer in layers])
+    expected = torch.stack([layer(x[g]) for g, layer in enumerate(layers)])
+    torch.testing.assert_close(out, expected)
+    weights = torch.randn(out.shape, generator=generator)
+    parameters = [x] + [p for layer in layers for p in (layer.weight, layer.bias)]
+    fast = torch.autograd.grad((out * weights).sum(), parameters)
+    slow = torch.autograd.grad((expected * weights).sum(), parameters)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b)
+
+
+def test_dropout_keeps_with_probability_one_minus_p_and_rescales():
+    x = torch.ones(200_000)
+    torch.manual_seed(0)
+    out = dropout(x, 0.3, True)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 1 / 0.7))
+    assert dropout(x, 0.3, False) is x and dropout(x, 0.0, True) is x
+    assert not dropout(x, 1.0, True).any()
