@@ -121,16 +121,20 @@ def _run_network(networks: NetworkRunner, name: str, data: torch.Tensor,
 
 def _nms_per_image(boxes: torch.Tensor, scores: torch.Tensor, image_inds: torch.Tensor,
                    threshold: float) -> torch.Tensor:
-    """IoU NMS within each frame: kept indices, by decreasing score.
+    """IoU NMS within each group (frame, or frame and pyramid level): kept indices, by decreasing score.
 
     facenet-pytorch offsets every frame's boxes by frame index x (max coordinate + 1) to run one NMS
     for the batch; in float32 that offset costs precision, so its detections depend on which frames
-    share a batch. Here the one batched NMS runs in float64, where the offset loses nothing that
-    float32 boxes carry: each frame's result is its own, whatever the batch.
+    share a batch. Here the offsets are added in float64, where they lose nothing that float32 boxes
+    carry: one NMS call, and each group's result is its own, whatever the batch.
     """
-    from torchvision.ops import batched_nms
+    from torchvision.ops import nms
 
-    return batched_nms(boxes.double(), scores.double(), image_inds, threshold)
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    boxes = boxes.double()
+    offsets = image_inds.to(torch.float64) * (boxes.max() - boxes.min() + 1)  # groups never overlap
+    return nms(boxes + offsets[:, None], scores.double(), threshold)
 
 
 def _min_nms_per_image(boxes: torch.Tensor, scores: torch.Tensor, image_inds: torch.Tensor,
@@ -145,24 +149,28 @@ def _min_nms_per_image(boxes: torch.Tensor, scores: torch.Tensor, image_inds: to
 
 
 def _stage_one(mtcnn, networks: NetworkRunner, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """PNet over the image pyramid of frames float32 [B, 3, H, W]: boxes [K, 5] and frame index [K]."""
+    """PNet over the image pyramid of frames float32 [B, 3, H, W]: boxes [K, 5] and frame index [K].
+
+    facenet-pytorch's per-level NMS (within each frame and level) runs as one call over all levels."""
     from facenet_pytorch.models.utils.detect_face import generateBoundingBox
 
     height, width = images.shape[2], images.shape[3]
     scale, shortest = 12.0 / mtcnn.min_face_size, min(height, width) * 12.0 / mtcnn.min_face_size
-    boxes, image_inds = [], []
+    boxes, image_inds, levels = [], [], []
     while shortest >= 12:
         data = pyramid_level(images, int(height * scale + 1), int(width * scale + 1))
         data = ((data - 127.5) * 0.0078125).contiguous(memory_format=networks.memory_format)
         reg, probs = networks("pnet", data)
         boxes_scale, inds_scale = generateBoundingBox(reg, probs[:, 1], scale, mtcnn.thresholds[0])
-        pick = _nms_per_image(boxes_scale[:, :4], boxes_scale[:, 4], inds_scale, 0.5)
-        boxes.append(boxes_scale[pick])
-        image_inds.append(inds_scale[pick])
+        boxes.append(boxes_scale)
+        image_inds.append(inds_scale)
+        levels.append(torch.full_like(inds_scale, len(levels)))
         scale, shortest = scale * mtcnn.factor, shortest * mtcnn.factor
     if not boxes:  # frames smaller than the smallest face searched for
         return torch.zeros(0, 5, device=images.device), torch.zeros(0, dtype=torch.int64, device=images.device)
     boxes, image_inds = torch.cat(boxes), torch.cat(image_inds)
+    pick = _nms_per_image(boxes[:, :4], boxes[:, 4], image_inds * len(levels) + torch.cat(levels), 0.5)
+    boxes, image_inds = boxes[pick], image_inds[pick]
     pick = _nms_per_image(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
     boxes, image_inds = boxes[pick], image_inds[pick]
     width_r, height_r = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
