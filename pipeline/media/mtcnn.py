@@ -78,16 +78,12 @@ def _prefix_dtype(images: torch.Tensor) -> torch.dtype:
     return torch.int32 if 255 * images.shape[1] * images.shape[2] < 2**31 else torch.int64
 
 
-def row_prefix_sums(images: torch.Tensor) -> torch.Tensor:
-    """images [B, H, W, 3] -> [B, H + 1, W, 3] prefix sums down the rows, zero first row (exact)."""
-    table = images.cumsum(dim=1, dtype=_prefix_dtype(images))
-    return torch.nn.functional.pad(table, (0, 0, 0, 0, 1, 0))
-
-
-def summed_area_table(row_prefix: torch.Tensor) -> torch.Tensor:
-    """[B, H + 1, W, 3] row prefix sums -> [B, H + 1, W + 1, 3] 2-D prefix sums, zero first column."""
-    table = row_prefix.cumsum(dim=2, dtype=row_prefix.dtype)
-    return torch.nn.functional.pad(table, (0, 0, 1, 0))
+def summed_area_table(images: torch.Tensor) -> torch.Tensor:
+    """images [B, H, W, 3] -> [B, H + 1, W + 1, 3] exact 2-D prefix sums, zero first row and column."""
+    count, height, width, channels = images.shape
+    table = torch.zeros(count, height + 1, width + 1, channels, dtype=_prefix_dtype(images), device=images.device)
+    table[:, 1:, 1:] = images.cumsum(dim=1, dtype=table.dtype).cumsum(dim=2)
+    return table
 
 
 def pyramid_level(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -159,7 +155,7 @@ def _stage_one(mtcnn, networks: NetworkRunner, images: torch.Tensor) -> tuple[to
     boxes, image_inds, levels = [], [], []
     while shortest >= 12:
         data = pyramid_level(images, int(height * scale + 1), int(width * scale + 1))
-        data = ((data - 127.5) * 0.0078125).contiguous(memory_format=networks.memory_format)
+        data = data.sub_(127.5).mul_(0.0078125).contiguous(memory_format=networks.memory_format)
         reg, probs = networks("pnet", data)
         boxes_scale, inds_scale = generateBoundingBox(reg, probs[:, 1], scale, mtcnn.thresholds[0])
         boxes.append(boxes_scale)
@@ -236,7 +232,7 @@ def detect_batch(mtcnn, frames: np.ndarray | torch.Tensor,
     images = images.to(device)
     boxes, image_inds = _stage_one(mtcnn, networks, images.permute(0, 3, 1, 2).float())
     if len(boxes):
-        integral = summed_area_table(row_prefix_sums(images))
+        integral = summed_area_table(images)
         boxes, image_inds = _stage_two(mtcnn, networks, boxes, image_inds, integral, width, height)
     if len(boxes):
         boxes, points, image_inds = _stage_three(mtcnn, networks, boxes, image_inds, integral, width, height)

@@ -11,7 +11,7 @@ from torch.nn.functional import interpolate
 from affectflow.pipeline.media.faces import FaceDetector
 from affectflow.pipeline.media.decode import read_frames
 from affectflow.pipeline.media.mtcnn import (
-    area_crops, detect_batch, prepare_mtcnn, pyramid_level, row_prefix_sums, summed_area_table,
+    area_crops, detect_batch, prepare_mtcnn, pyramid_level, summed_area_table,
 )
 from affectflow.pipeline.testing.media import face_image
 
@@ -84,7 +84,7 @@ def test_pyramid_level_is_facenet_imresample():
 def test_area_crops_are_per_box_area_interpolation():
     generator = np.random.default_rng(1)
     images = torch.from_numpy(generator.integers(0, 256, (2, 60, 80, 3), dtype=np.uint8))
-    table = summed_area_table(row_prefix_sums(images))
+    table = summed_area_table(images)
     rows = torch.tensor([[0, 60], [5, 30], [10, 11], [20, 57]])
     cols = torch.tensor([[0, 80], [40, 77], [3, 50], [0, 7]])
     frame = torch.tensor([0, 1, 1, 0])
