@@ -155,15 +155,15 @@ class FaceDetector:
     fraction (e.g. MIN_FACE_FRACTION) = detect on frames downscaled so a face of that fraction of the
     shorter side spans `min_face_size` pixels (far cheaper on large frames), crops still cut at full size;
     precision: "float32", or "float16" / "bfloat16" for the three networks on CUDA (box arithmetic
-    stays float32); runtime: what runs MTCNN's three networks, "auto" (ONNX Runtime for float32 on the CPU
-    when onnx + onnxruntime import, else PyTorch), "torch" or "onnxruntime" (see `mtcnn_networks`; the same
-    detections up to float rounding). Inference goes through `affectflow.pipeline.media.mtcnn.detect_batch`
+    stays float32); runtime: what runs MTCNN's three networks, "torch" or "onnxruntime" (float32 on the CPU,
+    needs the onnx package; see `mtcnn_networks` for when it is faster; the same detections up to float
+    rounding). Inference goes through `affectflow.pipeline.media.mtcnn.detect_batch`
     (no per-box loop).
     """
 
     def __init__(self, device: str | torch.device = "cpu", crop_size: int = 224, min_probability: float = 0.9,
                  batch_size: int | None = None, min_face_size: int = 20, margin: float = 0.2,
-                 precision: str = "float32", min_face_fraction: float | None = None, runtime: str = "auto") -> None:
+                 precision: str = "float32", min_face_fraction: float | None = None, runtime: str = "torch") -> None:
         from facenet_pytorch import MTCNN
 
         self.device = torch.device(device)

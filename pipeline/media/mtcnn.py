@@ -6,10 +6,9 @@ box (about 40 candidates per frame for stage 2), which dominates on CPU under lo
 launch per box on a GPU. Area resampling is a mean over integer windows (adaptive average pooling:
 output cell i of an L-long axis averages input [floor(i L / O), ceil((i + 1) L / O))), so here every
 candidate's 24x24 (or 48x48) cells are read from one exact integer summed-area table of the batch:
-four row gathers for all boxes of all frames. The pyramid is facenet-pytorch's own `imresample`. The
-networks run through a runner (`mtcnn_networks`): ONNX Runtime on the CPU (several times faster than
-eager PyTorch for these small convnets), or the PyTorch modules in channels-last memory (max pooling is
-several times faster there on CPU). NMS runs within each frame (facenet-pytorch's batch-wide offset trick
+four row gathers for all boxes of all frames; the pyramid levels are read from the same table (two
+gathers per axis and level, exact integer sums, so the mean is correctly rounded). The networks run through a runner (`mtcnn_networks`): by default the PyTorch modules in channels-last
+memory (max pooling is several times faster there on CPU), optionally ONNX Runtime on the CPU. NMS runs within each frame (facenet-pytorch's batch-wide offset trick
 loses float32 precision, so its results depend on which frames share a batch; here the offsets are added
 in float64, where they lose nothing); everything else (thresholds, box regression, 'Min' NMS) is
 facenet-pytorch's own code, so every frame's detections equal `MTCNN.detect` on that frame alone, up to
@@ -17,8 +16,8 @@ float rounding, whatever the batch.
 
     mtcnn = MTCNN(keep_all=True, device=device, min_face_size=20)
     prepare_mtcnn(mtcnn)                                   # once: channels-last weights
-    networks = choose_networks(mtcnn)                      # once: ONNX Runtime on CPU (exports the networks)
-    detections = detect_batch(mtcnn, frames, networks)     # frames uint8 [B, H, W, 3] RGB
+    detections = detect_batch(mtcnn, frames)               # frames uint8 [B, H, W, 3] RGB
+    detections = detect_batch(mtcnn, frames, choose_networks(mtcnn, "onnxruntime"))  # the same, in ONNX Runtime
     boxes, probabilities, landmarks = detections[0]        # [K, 4], [K], [K, 5, 2] of frame 0
 """
 
@@ -62,13 +61,8 @@ def area_crops(integral: torch.Tensor, image_index: torch.Tensor, rows: torch.Te
     total = corner(row_end, col_end) - corner(row_start, col_end) - corner(row_end, col_start) \
         + corner(row_start, col_start)
     area = (row_end - row_start)[:, :, None] * (col_end - col_start)[:, None, :]  # [K, size, size]
-    # An integer sum and area below 2**24 are exact in float32, whose quotient is then correctly rounded
-    # (the same float32 as dividing in float64); larger windows divide in float64.
-    largest = int(area.max()) if area.numel() else 0
-    exact = not integral.is_floating_point() and 255 * largest < 2**24
-    dtype = torch.float32 if exact else torch.float64
-    crops = total.to(dtype).view(-1, size, size, channels) / area.to(dtype)[..., None]
-    return crops.to(torch.float32).permute(0, 3, 1, 2)
+    crops = _exact_mean(total.view(-1, size, size, channels), area[..., None], integral.is_floating_point())
+    return crops.permute(0, 3, 1, 2)
 
 
 def _prefix_dtype(images: torch.Tensor) -> torch.dtype:
@@ -86,10 +80,30 @@ def summed_area_table(images: torch.Tensor) -> torch.Tensor:
     return table
 
 
-def pyramid_level(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Frames float32 [B, 3, H, W] (channels-last strides, as facenet-pytorch permutes them) area-resampled
-    to [B, 3, height, width]: facenet-pytorch's `imresample` itself (one adaptive-average-pool kernel)."""
-    return torch.nn.functional.interpolate(images, size=(height, width), mode="area")
+def _area_bounds(length: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive-average-pool windows of `size` cells over `length` pixels: starts [size], ends [size]."""
+    cells = torch.arange(size + 1, device=device)
+    return (cells[:-1] * length) // size, -((-cells[1:] * length) // size)
+
+
+def _exact_mean(total: torch.Tensor, area: torch.Tensor, floating_sums: bool) -> torch.Tensor:
+    """total / area as float32: integer sums and areas below 2**24 are exact in float32, whose quotient
+    is then correctly rounded (the same float32 as dividing in float64); otherwise divided in float64."""
+    largest = int(area.max()) if area.numel() else 0
+    dtype = torch.float32 if not floating_sums and 255 * largest < 2**24 else torch.float64
+    return (total.to(dtype) / area.to(dtype)).to(torch.float32)
+
+
+def area_resize(integral: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Whole frames area-resampled (== interpolate(mode="area"), facenet-pytorch's `imresample`) to
+    [B, 3, height, width] float32, channels-last, from their summed-area table [B, H + 1, W + 1, 3]:
+    two index_selects per axis, no loop and no per-level prefix sums."""
+    row_start, row_end = _area_bounds(integral.shape[1] - 1, height, integral.device)
+    col_start, col_end = _area_bounds(integral.shape[2] - 1, width, integral.device)
+    rows = integral.index_select(1, row_end) - integral.index_select(1, row_start)  # [B, height, W + 1, 3]
+    total = rows.index_select(2, col_end) - rows.index_select(2, col_start)  # [B, height, width, 3]
+    area = ((row_end - row_start)[:, None] * (col_end - col_start)[None, :])[..., None]
+    return _exact_mean(total, area, integral.is_floating_point()).permute(0, 3, 1, 2)
 
 
 def _candidate_crops(boxes: torch.Tensor, image_inds: torch.Tensor, integral: torch.Tensor, width: int,
@@ -144,17 +158,17 @@ def _min_nms_per_image(boxes: torch.Tensor, scores: torch.Tensor, image_inds: to
     return torch.as_tensor(np.concatenate(kept) if kept else np.zeros(0, np.int64), device=boxes.device)
 
 
-def _stage_one(mtcnn, networks: NetworkRunner, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """PNet over the image pyramid of frames float32 [B, 3, H, W]: boxes [K, 5] and frame index [K].
+def _stage_one(mtcnn, networks: NetworkRunner, integral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PNet over the image pyramid (from the frames' summed-area table): boxes [K, 5] and frame index [K].
 
     facenet-pytorch's per-level NMS (within each frame and level) runs as one call over all levels."""
     from facenet_pytorch.models.utils.detect_face import generateBoundingBox
 
-    height, width = images.shape[2], images.shape[3]
+    height, width = integral.shape[1] - 1, integral.shape[2] - 1
     scale, shortest = 12.0 / mtcnn.min_face_size, min(height, width) * 12.0 / mtcnn.min_face_size
     boxes, image_inds, levels = [], [], []
     while shortest >= 12:
-        data = pyramid_level(images, int(height * scale + 1), int(width * scale + 1))
+        data = area_resize(integral, int(height * scale + 1), int(width * scale + 1))
         data = data.sub_(127.5).mul_(0.0078125).contiguous(memory_format=networks.memory_format)
         reg, probs = networks("pnet", data)
         boxes_scale, inds_scale = generateBoundingBox(reg, probs[:, 1], scale, mtcnn.thresholds[0])
@@ -163,7 +177,7 @@ def _stage_one(mtcnn, networks: NetworkRunner, images: torch.Tensor) -> tuple[to
         levels.append(torch.full_like(inds_scale, len(levels)))
         scale, shortest = scale * mtcnn.factor, shortest * mtcnn.factor
     if not boxes:  # frames smaller than the smallest face searched for
-        return torch.zeros(0, 5, device=images.device), torch.zeros(0, dtype=torch.int64, device=images.device)
+        return torch.zeros(0, 5, device=integral.device), torch.zeros(0, dtype=torch.int64, device=integral.device)
     boxes, image_inds = torch.cat(boxes), torch.cat(image_inds)
     pick = _nms_per_image(boxes[:, :4], boxes[:, 4], image_inds * len(levels) + torch.cat(levels), 0.5)
     boxes, image_inds = boxes[pick], image_inds[pick]
@@ -229,10 +243,9 @@ def detect_batch(mtcnn, frames: np.ndarray | torch.Tensor,
     empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
     if count == 0:
         return []
-    images = images.to(device)
-    boxes, image_inds = _stage_one(mtcnn, networks, images.permute(0, 3, 1, 2).float())
+    integral = summed_area_table(images.to(device))
+    boxes, image_inds = _stage_one(mtcnn, networks, integral)
     if len(boxes):
-        integral = summed_area_table(images)
         boxes, image_inds = _stage_two(mtcnn, networks, boxes, image_inds, integral, width, height)
     if len(boxes):
         boxes, points, image_inds = _stage_three(mtcnn, networks, boxes, image_inds, integral, width, height)

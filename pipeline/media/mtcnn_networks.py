@@ -1,14 +1,19 @@
 """Runners for MTCNN's three networks (P-net, R-net, O-net): eager PyTorch, or ONNX Runtime on CPU.
 
-On two CPU cores the small MTCNN convnets run 2-8x faster in ONNX Runtime than in eager PyTorch (even in
-channels-last memory): PyTorch's per-operator overhead dominates on P-net's small pyramid levels and
-R-net's 24x24 crops. `OnnxNetworks` exports the three networks once per process (TorchScript-based
-`torch.onnx.export`, in memory, dynamic batch and, for P-net, dynamic height and width; about a second)
-and runs them in one `InferenceSession` each, with as many intra-op threads as torch has at call time
-(a session per thread count, built on first use). Outputs equal PyTorch's up to float rounding
-(about 1e-6). CUDA and half precision stay on `TorchNetworks`.
+`TorchNetworks` (the default) runs the facenet-pytorch modules in channels-last memory. `OnnxNetworks`
+exports the three networks once (TorchScript-based `torch.onnx.export`, in memory, dynamic batch and, for
+P-net, dynamic height and width; about 0.35 s) and runs them in one `InferenceSession` each, with as many
+intra-op threads as torch has at call time (a session per thread count, built on first use). Outputs
+equal PyTorch's up to float rounding (about 1e-6).
 
-    networks = choose_networks(mtcnn, "auto")     # OnnxNetworks on CPU when onnx + onnxruntime import
+Measured on the 2-core machine (FaceDetector's batches of 8 frames, 320x240): with one thread, which is
+what the extraction job's decoding workers use, PyTorch channels-last is as fast as ONNX Runtime for P-net
+and about 2x faster for R-net and O-net (P-net 8x145x193: 17 vs 27 ms; R-net x300: 30 vs 35-37 ms; O-net x60:
+23-38 vs 37-39 ms), so PyTorch stays the default. ONNX Runtime wins when torch runs two OpenMP threads on
+a loaded machine (spinning threads that lose their core stall every small operator: P-net 88 vs 26 ms,
+R-net 144 vs 36 ms under a load average of 3), hence the option.
+
+    networks = choose_networks(mtcnn, "onnxruntime")     # or "torch"
     regression, probabilities = networks("pnet", data)   # data float32 [B, 3, H, W]
 """
 
@@ -21,7 +26,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-RUNTIMES = ("auto", "torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime")
 _OUTPUTS = {"pnet": ("regression", "probabilities"), "rnet": ("regression", "probabilities"),
             "onet": ("regression", "landmarks", "probabilities")}
 _EXAMPLE_SIZE = {"pnet": 24, "rnet": 24, "onet": 48}
@@ -121,13 +126,9 @@ class OnnxNetworks:
         return tuple(torch.from_numpy(output) for output in self.session(name).run(None, {"image": image}))
 
 
-def choose_networks(mtcnn: torch.nn.Module, runtime: str = "auto") -> NetworkRunner:
-    """The runner for `runtime`: "torch", "onnxruntime" (CPU, float32), or "auto" (onnxruntime when the
-    networks are float32 on the CPU and onnx + onnxruntime import, else torch)."""
+def choose_networks(mtcnn: torch.nn.Module, runtime: str = "torch") -> NetworkRunner:
+    """The runner for `runtime`: "torch" (the modules themselves, any device and dtype) or "onnxruntime"
+    (float32 on the CPU; needs the packages onnx and onnxruntime)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"MTCNN runtime must be one of {RUNTIMES}, got {runtime!r}")
-    parameter = next(mtcnn.pnet.parameters())
-    on_cpu_float32 = parameter.device.type == "cpu" and parameter.dtype == torch.float32
-    if runtime == "onnxruntime" or (runtime == "auto" and on_cpu_float32 and onnx_runtime_available()):
-        return OnnxNetworks(mtcnn)
-    return TorchNetworks(mtcnn)
+    return OnnxNetworks(mtcnn) if runtime == "onnxruntime" else TorchNetworks(mtcnn)

@@ -11,7 +11,7 @@ from torch.nn.functional import interpolate
 from affectflow.pipeline.media.faces import FaceDetector
 from affectflow.pipeline.media.decode import read_frames
 from affectflow.pipeline.media.mtcnn import (
-    area_crops, detect_batch, prepare_mtcnn, pyramid_level, summed_area_table,
+    area_crops, area_resize, detect_batch, prepare_mtcnn, summed_area_table,
 )
 from affectflow.pipeline.testing.media import face_image
 
@@ -67,18 +67,16 @@ def test_detections_do_not_depend_on_the_batch(frames, networks):
             np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_pyramid_level_is_facenet_imresample():
+def test_area_resize_is_facenet_imresample():
     from facenet_pytorch.models.utils.detect_face import imresample
 
     generator = np.random.default_rng(0)
     images = torch.from_numpy(generator.integers(0, 256, (3, 37, 53, 3), dtype=np.uint8))
+    table = summed_area_table(images)
+    assert torch.equal(table[:, -1, -1], images.sum(dim=(1, 2), dtype=torch.int32))
     facenet = images.permute(0, 3, 1, 2).type(torch.float32)  # what facenet-pytorch's detect_face resamples
-    for size in ((17, 29), (26, 37), (12, 12)):
-        expected = imresample(facenet, size)
-        torch.testing.assert_close(pyramid_level(images.permute(0, 3, 1, 2).float(), *size), expected,
-                                   rtol=0, atol=0)
-        np.testing.assert_allclose(expected.numpy(), interpolate(facenet.contiguous(), size=size, mode="area").numpy(),
-                                   atol=1e-4)
+    for size in ((17, 29), (26, 37), (12, 12), (37, 53)):
+        np.testing.assert_allclose(area_resize(table, *size).numpy(), imresample(facenet, size).numpy(), atol=1e-4)
 
 
 def test_area_crops_are_per_box_area_interpolation():
@@ -152,7 +150,7 @@ def test_onnxruntime_detections_equal_torch_detections(frames, networks):
 
     _, fast = networks
     onnx_networks = pickle.loads(pickle.dumps(OnnxNetworks(fast)))  # a worker's copy rebuilds its sessions
-    assert isinstance(choose_networks(fast, "auto"), OnnxNetworks)
+    assert isinstance(choose_networks(fast, "onnxruntime"), OnnxNetworks)
     reference = detect_batch(fast, frames)
     for threads in (1, torch.get_num_threads()):
         previous = torch.get_num_threads()
@@ -176,8 +174,8 @@ def test_runtime_choice():
     assert isinstance(choose_networks(mtcnn, "torch"), TorchNetworks)
     with pytest.raises(ValueError, match="runtime"):
         choose_networks(mtcnn, "tensorrt")
-    mtcnn.to(torch.float64)  # not float32 on the CPU: "auto" stays on torch, "onnxruntime" refuses
-    assert isinstance(choose_networks(mtcnn, "auto"), TorchNetworks)
+    assert isinstance(choose_networks(mtcnn), TorchNetworks)
+    mtcnn.to(torch.float64)  # not float32 on the CPU: ONNX Runtime refuses
     if onnx_runtime_available():
         with pytest.raises(ValueError, match="float32 CPU"):
             choose_networks(mtcnn, "onnxruntime")
