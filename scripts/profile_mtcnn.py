@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="frames per detect_batch call")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (the fastest is reported)")
-    parser.add_argument("--runtime", default="auto", help="MTCNN network runtime: auto, torch, onnxruntime")
+    parser.add_argument("--runtime", default="torch", help="MTCNN network runtime: torch or onnxruntime")
     parser.add_argument("--workdir", type=Path, default=None, help="folder for the generated clips (kept)")
     args = parser.parse_args(argv)
     from facenet_pytorch import MTCNN
