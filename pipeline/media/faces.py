@@ -18,6 +18,7 @@ import torch
 from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.media.decode import iter_frame_chunks
 from affectflow.pipeline.media.mtcnn import detect_batch, prepare_mtcnn
+from affectflow.pipeline.media.mtcnn_networks import choose_networks
 
 # The five-point face template (eyes, nose tip, mouth corners) of a 112x112 aligned crop (ArcFace).
 _TEMPLATE_112 = np.array(
@@ -154,12 +155,15 @@ class FaceDetector:
     fraction (e.g. MIN_FACE_FRACTION) = detect on frames downscaled so a face of that fraction of the
     shorter side spans `min_face_size` pixels (far cheaper on large frames), crops still cut at full size;
     precision: "float32", or "float16" / "bfloat16" for the three networks on CUDA (box arithmetic
-    stays float32). Inference goes through `affectflow.pipeline.media.mtcnn.detect_batch` (no per-box loop).
+    stays float32); runtime: what runs MTCNN's three networks, "torch" or "onnxruntime" (float32 on the CPU,
+    needs the onnx package; see `mtcnn_networks` for when it is faster; the same detections up to float
+    rounding). Inference goes through `affectflow.pipeline.media.mtcnn.detect_batch`
+    (no per-box loop).
     """
 
     def __init__(self, device: str | torch.device = "cpu", crop_size: int = 224, min_probability: float = 0.9,
                  batch_size: int | None = None, min_face_size: int = 20, margin: float = 0.2,
-                 precision: str = "float32", min_face_fraction: float | None = None) -> None:
+                 precision: str = "float32", min_face_fraction: float | None = None, runtime: str = "torch") -> None:
         from facenet_pytorch import MTCNN
 
         self.device = torch.device(device)
@@ -176,6 +180,7 @@ class FaceDetector:
         self.min_face_fraction = min_face_fraction
         self._mtcnn = prepare_mtcnn(MTCNN(keep_all=True, device=self.device, min_face_size=min_face_size))
         self._mtcnn.to(dtypes[precision])
+        self._networks = choose_networks(self._mtcnn, runtime)
 
     def _detect_frames(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per frame (boxes [K, 4], probabilities [K], landmarks [K, 5, 2]) of frames uint8 [T, H, W, 3],
@@ -184,7 +189,7 @@ class FaceDetector:
         found = []
         for offset in range(0, frames.shape[0], self.batch_size):
             small, x_factor, y_factor = downscale_frames(frames[offset: offset + self.batch_size], scale)
-            found.extend(map_detections_back(detect_batch(self._mtcnn, small), x_factor, y_factor))
+            found.extend(map_detections_back(detect_batch(self._mtcnn, small, self._networks), x_factor, y_factor))
         return found
 
     def _track(self, frames: np.ndarray, times: np.ndarray, detections: list, side: str | None) -> FaceTrack:

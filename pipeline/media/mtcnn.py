@@ -6,15 +6,20 @@ box (about 40 candidates per frame for stage 2), which dominates on CPU under lo
 launch per box on a GPU. Area resampling is a mean over integer windows (adaptive average pooling:
 output cell i of an L-long axis averages input [floor(i L / O), ceil((i + 1) L / O))), so here every
 candidate's 24x24 (or 48x48) cells are read from one exact integer summed-area table of the batch:
-four gathers for all boxes of all frames. The networks run in channels-last memory (max pooling is several
-times faster there on CPU). NMS runs within each frame (facenet-pytorch's batch-wide offset trick loses
-float32 precision, so its results depend on which frames share a batch); everything else (pyramid,
-thresholds, box regression, 'Min' NMS) is facenet-pytorch's own code, so every frame's detections equal
+four row gathers for all boxes of all frames. The pyramid levels are read from the same table (two
+gathers per axis and level; exact integer sums, so each mean is correctly rounded), about twice as fast
+as `interpolate(mode="area")` on one thread. The networks run through a runner (`mtcnn_networks`): by
+default the PyTorch modules in channels-last memory (max pooling is several times faster there on CPU),
+optionally ONNX Runtime. NMS runs within each frame (facenet-pytorch's batch-wide offset trick loses
+float32 precision, so its results depend on which frames share a batch; here the offsets are added in
+float64, where they lose nothing, and all pyramid levels share one call); everything else (thresholds,
+box regression, 'Min' NMS) is facenet-pytorch's own code, so every frame's detections equal
 `MTCNN.detect` on that frame alone, up to float rounding, whatever the batch.
 
     mtcnn = MTCNN(keep_all=True, device=device, min_face_size=20)
     prepare_mtcnn(mtcnn)                                   # once: channels-last weights
     detections = detect_batch(mtcnn, frames)               # frames uint8 [B, H, W, 3] RGB
+    detections = detect_batch(mtcnn, frames, choose_networks(mtcnn, "onnxruntime"))  # the same, in ONNX Runtime
     boxes, probabilities, landmarks = detections[0]        # [K, 4], [K], [K, 5, 2] of frame 0
 """
 
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 
 from affectflow.pipeline.core.devices import to_device
+from affectflow.pipeline.media.mtcnn_networks import NetworkRunner, TorchNetworks
 
 
 def prepare_mtcnn(mtcnn: torch.nn.Module) -> torch.nn.Module:
@@ -48,17 +54,16 @@ def area_crops(integral: torch.Tensor, image_index: torch.Tensor, rows: torch.Te
     row_start, row_end = bounds(rows)
     col_start, col_end = bounds(cols)
     _, height1, width1, channels = integral.shape
-    flat = integral.reshape(-1)
-    base = image_index[:, None, None] * height1
+    table = integral.reshape(-1, channels)  # one row of channels per pixel corner
+    row_base = image_index[:, None] * height1
 
-    def corner(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # [K, size, size, 3] by flat indices
-        index = ((base + r[:, :, None]) * width1 + c[:, None, :]) * channels
-        return flat[index[..., None] + torch.arange(channels, device=flat.device)]
+    def corner(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # [K * size * size, 3]
+        return table.index_select(0, (((row_base + r) * width1)[:, :, None] + c[:, None, :]).reshape(-1))
 
     total = corner(row_end, col_end) - corner(row_start, col_end) - corner(row_end, col_start) \
         + corner(row_start, col_start)
-    area = ((row_end - row_start)[:, :, None] * (col_end - col_start)[:, None, :]).to(torch.float64)
-    crops = (total.to(torch.float64) / area[..., None]).to(torch.float32)  # [K, size, size, 3]
+    area = (row_end - row_start)[:, :, None] * (col_end - col_start)[:, None, :]  # [K, size, size]
+    crops = _exact_mean(total.view(-1, size, size, channels), area[..., None], integral.is_floating_point())
     return crops.permute(0, 3, 1, 2)
 
 
@@ -69,16 +74,12 @@ def _prefix_dtype(images: torch.Tensor) -> torch.dtype:
     return torch.int32 if 255 * images.shape[1] * images.shape[2] < 2**31 else torch.int64
 
 
-def row_prefix_sums(images: torch.Tensor) -> torch.Tensor:
-    """images [B, H, W, 3] -> [B, H + 1, W, 3] prefix sums down the rows, zero first row (exact)."""
-    table = images.cumsum(dim=1, dtype=_prefix_dtype(images))
-    return torch.nn.functional.pad(table, (0, 0, 0, 0, 1, 0))
-
-
-def summed_area_table(row_prefix: torch.Tensor) -> torch.Tensor:
-    """[B, H + 1, W, 3] row prefix sums -> [B, H + 1, W + 1, 3] 2-D prefix sums, zero first column."""
-    table = row_prefix.cumsum(dim=2, dtype=row_prefix.dtype)
-    return torch.nn.functional.pad(table, (0, 0, 1, 0))
+def summed_area_table(images: torch.Tensor) -> torch.Tensor:
+    """images [B, H, W, 3] -> [B, H + 1, W + 1, 3] exact 2-D prefix sums, zero first row and column."""
+    count, height, width, channels = images.shape
+    table = torch.zeros(count, height + 1, width + 1, channels, dtype=_prefix_dtype(images), device=images.device)
+    table[:, 1:, 1:] = images.cumsum(dim=1, dtype=table.dtype).cumsum(dim=2)
+    return table
 
 
 def _area_bounds(length: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,16 +88,24 @@ def _area_bounds(length: int, size: int, device: torch.device) -> tuple[torch.Te
     return (cells[:-1] * length) // size, -((-cells[1:] * length) // size)
 
 
-def area_resize(row_prefix: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Whole frames area-resampled (== interpolate(mode="area")) to [B, 3, height, width] float32,
-    channels-last, from their row prefix sums [B, H + 1, W, 3]: two index_selects per axis, no loop."""
-    row_start, row_end = _area_bounds(row_prefix.shape[1] - 1, height, row_prefix.device)
-    rows = row_prefix.index_select(1, row_end) - row_prefix.index_select(1, row_start)  # [B, height, W, 3]
-    columns = torch.nn.functional.pad(rows.cumsum(dim=2, dtype=rows.dtype), (0, 0, 1, 0))
-    col_start, col_end = _area_bounds(row_prefix.shape[2], width, row_prefix.device)
-    total = columns.index_select(2, col_end) - columns.index_select(2, col_start)  # [B, height, width, 3]
-    area = ((row_end - row_start)[:, None] * (col_end - col_start)[None, :]).to(torch.float64)
-    return (total.to(torch.float64) / area[..., None]).to(torch.float32).permute(0, 3, 1, 2)
+def _exact_mean(total: torch.Tensor, area: torch.Tensor, floating_sums: bool) -> torch.Tensor:
+    """total / area as float32: integer sums and areas below 2**24 are exact in float32, whose quotient
+    is then correctly rounded (the same float32 as dividing in float64); otherwise divided in float64."""
+    largest = int(area.max()) if area.numel() else 0
+    dtype = torch.float32 if not floating_sums and 255 * largest < 2**24 else torch.float64
+    return (total.to(dtype) / area.to(dtype)).to(torch.float32)
+
+
+def area_resize(integral: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Whole frames area-resampled (== interpolate(mode="area"), facenet-pytorch's `imresample`) to
+    [B, 3, height, width] float32, channels-last, from their summed-area table [B, H + 1, W + 1, 3]:
+    two index_selects per axis, no loop and no per-level prefix sums."""
+    row_start, row_end = _area_bounds(integral.shape[1] - 1, height, integral.device)
+    col_start, col_end = _area_bounds(integral.shape[2] - 1, width, integral.device)
+    rows = integral.index_select(1, row_end) - integral.index_select(1, row_start)  # [B, height, W + 1, 3]
+    total = rows.index_select(2, col_end) - rows.index_select(2, col_start)  # [B, height, width, 3]
+    area = ((row_end - row_start)[:, None] * (col_end - col_start)[None, :])[..., None]
+    return _exact_mean(total, area, integral.is_floating_point()).permute(0, 3, 1, 2)
 
 
 def _candidate_crops(boxes: torch.Tensor, image_inds: torch.Tensor, integral: torch.Tensor, width: int,
@@ -113,32 +122,32 @@ def _candidate_crops(boxes: torch.Tensor, image_inds: torch.Tensor, integral: to
     return (crops - 127.5) * 0.0078125, boxes, image_inds
 
 
-def _run_network(network: torch.nn.Module, data: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, ...]:
-    """network(data) in slices of `batch_size`, in the network's dtype; outputs as float32."""
-    dtype = next(network.parameters()).dtype
-    outputs = [network(data[i:i + batch_size].to(dtype)) for i in range(0, max(len(data), 1), batch_size)]
-    return tuple(torch.cat(parts, dim=0).float() for parts in zip(*outputs))
+def _run_network(networks: NetworkRunner, name: str, data: torch.Tensor,
+                 batch_size: int = 512) -> tuple[torch.Tensor, ...]:
+    """Network `name` on data [N, 3, h, w] in slices of `batch_size` (bounded memory); float32 outputs."""
+    if len(data) <= batch_size:
+        return networks(name, data)
+    outputs = [networks(name, data[i:i + batch_size]) for i in range(0, len(data), batch_size)]
+    return tuple(torch.cat(parts, dim=0) for parts in zip(*outputs))
 
 
 def _nms_per_image(boxes: torch.Tensor, scores: torch.Tensor, image_inds: torch.Tensor,
                    threshold: float) -> torch.Tensor:
-    """IoU NMS within each frame: kept indices, by decreasing score.
+    """IoU NMS within each group (frame, or frame and pyramid level): kept indices, by decreasing score.
 
     facenet-pytorch offsets every frame's boxes by frame index x (max coordinate + 1) to run one NMS
     for the batch; in float32 that offset costs precision, so its detections depend on which frames
-    share a batch. On CPU each frame gets its own NMS (exactly the single-frame result); on CUDA one
-    batched NMS runs in float64, where the offset loses nothing that float32 boxes carry.
+    share a batch. Here the offsets are added in float64, where they lose nothing that float32 boxes
+    carry: one NMS call, and each group's result is its own, whatever the batch.
     """
-    from torchvision.ops import batched_nms, nms
+    from torchvision.ops import nms
 
-    if boxes.device.type == "cuda":
-        return batched_nms(boxes.double(), scores.double(), image_inds, threshold)
-    kept = [members[nms(boxes[members], scores[members], threshold)]
-            for members in (torch.nonzero(image_inds == image).flatten() for image in torch.unique(image_inds))]
-    if not kept:
+    if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    kept = torch.cat(kept)
-    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
+    boxes = boxes.double()
+    # whole-number offsets wider than every box's span: groups never overlap, and the sums stay exact
+    offsets = image_inds.to(torch.float64) * ((boxes.max() - boxes.min()).ceil() + 1)
+    return nms(boxes + offsets[:, None], scores.double(), threshold)
 
 
 def _min_nms_per_image(boxes: torch.Tensor, scores: torch.Tensor, image_inds: torch.Tensor,
@@ -152,24 +161,29 @@ def _min_nms_per_image(boxes: torch.Tensor, scores: torch.Tensor, image_inds: to
     return torch.as_tensor(np.concatenate(kept) if kept else np.zeros(0, np.int64), device=boxes.device)
 
 
-def _stage_one(mtcnn, row_prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """PNet over the image pyramid (from the frames' row prefix sums): boxes [K, 5] and frame index [K]."""
+def _stage_one(mtcnn, networks: NetworkRunner, integral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PNet over the image pyramid (from the frames' summed-area table): boxes [K, 5] and frame index [K].
+
+    facenet-pytorch's per-level NMS (within each frame and level) runs as one call over all levels."""
     from facenet_pytorch.models.utils.detect_face import generateBoundingBox
 
-    height, width = row_prefix.shape[1] - 1, row_prefix.shape[2]
+    height, width = integral.shape[1] - 1, integral.shape[2] - 1
     scale, shortest = 12.0 / mtcnn.min_face_size, min(height, width) * 12.0 / mtcnn.min_face_size
-    boxes, image_inds = [], []
+    boxes, image_inds, levels = [], [], []
     while shortest >= 12:
-        data = area_resize(row_prefix, int(height * scale + 1), int(width * scale + 1))
-        reg, probs = _run_network(mtcnn.pnet, (data - 127.5) * 0.0078125, batch_size=max(1, len(data)))
+        data = area_resize(integral, int(height * scale + 1), int(width * scale + 1))
+        data = data.sub_(127.5).mul_(0.0078125).contiguous(memory_format=networks.memory_format)
+        reg, probs = networks("pnet", data)
         boxes_scale, inds_scale = generateBoundingBox(reg, probs[:, 1], scale, mtcnn.thresholds[0])
-        pick = _nms_per_image(boxes_scale[:, :4], boxes_scale[:, 4], inds_scale, 0.5)
-        boxes.append(boxes_scale[pick])
-        image_inds.append(inds_scale[pick])
+        boxes.append(boxes_scale)
+        image_inds.append(inds_scale)
+        levels.append(torch.full_like(inds_scale, len(levels)))
         scale, shortest = scale * mtcnn.factor, shortest * mtcnn.factor
     if not boxes:  # frames smaller than the smallest face searched for
-        return torch.zeros(0, 5, device=row_prefix.device), torch.zeros(0, dtype=torch.int64, device=row_prefix.device)
+        return torch.zeros(0, 5, device=integral.device), torch.zeros(0, dtype=torch.int64, device=integral.device)
     boxes, image_inds = torch.cat(boxes), torch.cat(image_inds)
+    pick = _nms_per_image(boxes[:, :4], boxes[:, 4], image_inds * len(levels) + torch.cat(levels), 0.5)
+    boxes, image_inds = boxes[pick], image_inds[pick]
     pick = _nms_per_image(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
     boxes, image_inds = boxes[pick], image_inds[pick]
     width_r, height_r = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -179,13 +193,13 @@ def _stage_one(mtcnn, row_prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return refined, image_inds
 
 
-def _stage_two(mtcnn, boxes, image_inds, integral, width, height):
+def _stage_two(mtcnn, networks: NetworkRunner, boxes, image_inds, integral, width, height):
     """RNet on 24x24 crops of the candidates: surviving boxes [K, 5] and frame indices [K]."""
     from facenet_pytorch.models.utils.detect_face import bbreg, rerec
 
     boxes = rerec(boxes)
     crops, boxes, image_inds = _candidate_crops(boxes, image_inds, integral, width, height, 24)
-    regression, scores = _run_network(mtcnn.rnet, crops)
+    regression, scores = _run_network(networks, "rnet", crops)
     score = scores[:, 1]
     passed = score > mtcnn.thresholds[1]
     boxes = torch.cat((boxes[passed, :4], score[passed].unsqueeze(1)), dim=1)
@@ -194,12 +208,12 @@ def _stage_two(mtcnn, boxes, image_inds, integral, width, height):
     return rerec(bbreg(boxes[pick], regression[pick])), image_inds[pick]
 
 
-def _stage_three(mtcnn, boxes, image_inds, integral, width, height):
+def _stage_three(mtcnn, networks: NetworkRunner, boxes, image_inds, integral, width, height):
     """ONet on 48x48 crops: final boxes [K, 5], landmarks [K, 5, 2] and frame indices [K]."""
     from facenet_pytorch.models.utils.detect_face import bbreg
 
     crops, boxes, image_inds = _candidate_crops(boxes, image_inds, integral, width, height, 48)
-    regression, points, scores = _run_network(mtcnn.onet, crops)
+    regression, points, scores = _run_network(networks, "onet", crops)
     score = scores[:, 1]
     passed = score > mtcnn.thresholds[2]
     points, regression = points[passed], regression[passed]
@@ -215,9 +229,15 @@ def _stage_three(mtcnn, boxes, image_inds, integral, width, height):
 
 
 @torch.no_grad()
-def detect_batch(mtcnn, frames: np.ndarray | torch.Tensor) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def detect_batch(mtcnn, frames: np.ndarray | torch.Tensor,
+                 networks: NetworkRunner | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """MTCNN on a batch of frames uint8 [B, H, W, 3] RGB: per frame (boxes [K, 4], probabilities [K],
-    landmarks [K, 5, 2]) as float32 numpy arrays in pixels (K = 0 when no face passed the thresholds)."""
+    landmarks [K, 5, 2]) as float32 numpy arrays in pixels (K = 0 when no face passed the thresholds).
+
+    networks: what runs P-net / R-net / O-net (`mtcnn_networks.choose_networks`); None: `mtcnn`'s own
+    modules in eager PyTorch.
+    """
+    networks = networks or TorchNetworks(mtcnn)
     device = next(mtcnn.pnet.parameters()).device
     images = frames if isinstance(frames, torch.Tensor) else to_device(frames, device)
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -226,14 +246,12 @@ def detect_batch(mtcnn, frames: np.ndarray | torch.Tensor) -> list[tuple[np.ndar
     empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
     if count == 0:
         return []
-    row_prefix = row_prefix_sums(images.to(device))
-    boxes, image_inds = _stage_one(mtcnn, row_prefix)
-    integral = summed_area_table(row_prefix)
-    points = torch.zeros(0, 5, 2, device=device)
+    integral = summed_area_table(images.to(device))
+    boxes, image_inds = _stage_one(mtcnn, networks, integral)
     if len(boxes):
-        boxes, image_inds = _stage_two(mtcnn, boxes, image_inds, integral, width, height)
+        boxes, image_inds = _stage_two(mtcnn, networks, boxes, image_inds, integral, width, height)
     if len(boxes):
-        boxes, points, image_inds = _stage_three(mtcnn, boxes, image_inds, integral, width, height)
+        boxes, points, image_inds = _stage_three(mtcnn, networks, boxes, image_inds, integral, width, height)
     else:
         return [empty] * count
     boxes, points, image_inds = boxes.float().cpu().numpy(), points.float().cpu().numpy(), image_inds.cpu().numpy()

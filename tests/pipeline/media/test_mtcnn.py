@@ -11,7 +11,7 @@ from torch.nn.functional import interpolate
 from affectflow.pipeline.media.faces import FaceDetector
 from affectflow.pipeline.media.decode import read_frames
 from affectflow.pipeline.media.mtcnn import (
-    area_crops, area_resize, detect_batch, prepare_mtcnn, row_prefix_sums, summed_area_table,
+    area_crops, area_resize, detect_batch, prepare_mtcnn, summed_area_table,
 )
 from affectflow.pipeline.testing.media import face_image
 
@@ -67,18 +67,22 @@ def test_detections_do_not_depend_on_the_batch(frames, networks):
             np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_area_resize_is_torch_area_interpolation():
+def test_area_resize_is_facenet_imresample():
+    from facenet_pytorch.models.utils.detect_face import imresample
+
     generator = np.random.default_rng(0)
-    images = generator.integers(0, 256, (3, 37, 53, 3), dtype=np.uint8)
-    tensor = torch.from_numpy(images)
-    expected = interpolate(tensor.permute(0, 3, 1, 2).float(), size=(17, 29), mode="area")
-    np.testing.assert_allclose(area_resize(row_prefix_sums(tensor), 17, 29).numpy(), expected.numpy(), atol=1e-4)
+    images = torch.from_numpy(generator.integers(0, 256, (3, 37, 53, 3), dtype=np.uint8))
+    table = summed_area_table(images)
+    assert torch.equal(table[:, -1, -1], images.sum(dim=(1, 2), dtype=torch.int32))
+    facenet = images.permute(0, 3, 1, 2).type(torch.float32)  # what facenet-pytorch's detect_face resamples
+    for size in ((17, 29), (26, 37), (12, 12), (37, 53)):
+        np.testing.assert_allclose(area_resize(table, *size).numpy(), imresample(facenet, size).numpy(), atol=1e-4)
 
 
 def test_area_crops_are_per_box_area_interpolation():
     generator = np.random.default_rng(1)
     images = torch.from_numpy(generator.integers(0, 256, (2, 60, 80, 3), dtype=np.uint8))
-    table = summed_area_table(row_prefix_sums(images))
+    table = summed_area_table(images)
     rows = torch.tensor([[0, 60], [5, 30], [10, 11], [20, 57]])
     cols = torch.tensor([[0, 80], [40, 77], [3, 50], [0, 7]])
     frame = torch.tensor([0, 1, 1, 0])
@@ -115,3 +119,63 @@ def test_detect_many_equals_one_clip_at_a_time(frames):
 def test_half_precision_needs_cuda():
     with pytest.raises(ValueError, match="CUDA"):
         FaceDetector(precision="float16")
+
+
+def test_onnxruntime_networks_equal_torch(networks):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from affectflow.pipeline.media.mtcnn_networks import OnnxNetworks, TorchNetworks
+
+    _, fast = networks
+    onnx_networks, torch_networks = OnnxNetworks(fast), TorchNetworks(fast)
+    generator = torch.Generator().manual_seed(0)
+    for name, shape in (("pnet", (3, 3, 37, 53)), ("pnet", (1, 3, 12, 12)), ("rnet", (5, 3, 24, 24)),
+                        ("onet", (4, 3, 48, 48))):
+        data = torch.rand(shape, generator=generator) * 2 - 1
+        with torch.no_grad():
+            expected = torch_networks(name, data.contiguous(memory_format=torch.channels_last))
+        got = onnx_networks(name, data)
+        assert len(got) == len(expected)
+        for one, other in zip(got, expected):
+            assert one.dtype == torch.float32 and one.shape == other.shape
+            torch.testing.assert_close(one, other, rtol=1e-4, atol=1e-5)
+
+
+def test_onnxruntime_detections_equal_torch_detections(frames, networks):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import pickle
+
+    from affectflow.pipeline.media.mtcnn_networks import OnnxNetworks, choose_networks
+
+    _, fast = networks
+    onnx_networks = pickle.loads(pickle.dumps(OnnxNetworks(fast)))  # a worker's copy rebuilds its sessions
+    assert isinstance(choose_networks(fast, "onnxruntime"), OnnxNetworks)
+    reference = detect_batch(fast, frames)
+    for threads in (1, torch.get_num_threads()):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            found = detect_batch(fast, frames, onnx_networks)
+        finally:
+            torch.set_num_threads(previous)
+        for (boxes, probabilities, points), (want_boxes, want_probabilities, want_points) in zip(found, reference):
+            np.testing.assert_allclose(boxes, want_boxes, atol=1e-3)
+            np.testing.assert_allclose(probabilities, want_probabilities, atol=1e-5)
+            np.testing.assert_allclose(points, want_points, atol=1e-3)
+
+
+def test_runtime_choice():
+    from facenet_pytorch import MTCNN
+
+    from affectflow.pipeline.media.mtcnn_networks import TorchNetworks, choose_networks, onnx_runtime_available
+
+    mtcnn = prepare_mtcnn(MTCNN(keep_all=True, min_face_size=20))
+    assert isinstance(choose_networks(mtcnn, "torch"), TorchNetworks)
+    with pytest.raises(ValueError, match="runtime"):
+        choose_networks(mtcnn, "tensorrt")
+    assert isinstance(choose_networks(mtcnn), TorchNetworks)
+    mtcnn.to(torch.float64)  # not float32 on the CPU: ONNX Runtime refuses
+    if onnx_runtime_available():
+        with pytest.raises(ValueError, match="float32 CPU"):
+            choose_networks(mtcnn, "onnxruntime")
