@@ -16,7 +16,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,ray]"
+.venv/bin/python -m pip install -q -e ".[test,ray,onnx]"
 
 # Prepare the offline default models once (no-op when already cached).
 .venv/bin/python -m affectflow.pipeline.label.prepare_models
