@@ -49,22 +49,13 @@ def _stacked(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _group_matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """a [G, n, k] @ b [G, k, m] (+ bias [G, m]) -> [G, n, m], contiguous.
+    """a [G, n, k] @ b [G, k, m] (+ bias [G, m]) -> [G, n, m] in one `bmm` / `baddbmm`.
 
-    With several threads, one `mm` per group into a slice of the output: torch's CPU `bmm` splits its threads
-    over the G products, so G = 3 groups on 2 threads leave one thread idle for a third of the time (measured:
-    150 vs 190 GFLOP/s at [3, 256, 768] x [3, 768, 256] on 2 cores); each `mm` uses all threads. One thread:
-    `bmm` / `baddbmm` (no per-group call overhead).
+    One `mm` per group was tried for several threads (torch's CPU `bmm` splits its threads over the G
+    products): no faster for SDUMC and CM-ARR, and DQF's many small grouped products ran 1.2x slower per epoch
+    (bench_fusion, 2 threads, alternated runs), so every case stays one batched call.
     """
-    if torch.get_num_threads() == 1 or a.shape[0] == 1 or a.device.type != "cpu":
-        return torch.bmm(a, b) if bias is None else torch.baddbmm(bias.unsqueeze(1), a, b)
-    out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
-    for group in range(a.shape[0]):
-        if bias is None:
-            torch.mm(a[group], b[group], out=out[group])
-        else:
-            torch.addmm(bias[group], a[group], b[group], out=out[group])
-    return out
+    return torch.bmm(a, b) if bias is None else torch.baddbmm(bias.unsqueeze(1), a, b)
 
 
 class _StackedAffine(torch.autograd.Function):
@@ -95,8 +86,8 @@ class _ListAffine(torch.autograd.Function):
 
     One `mm` / `addmm` per group into a slice of one output, and one per group in backward, each weight's
     gradient computed straight into its own tensor: stacking G weights costs a copy of every weight in
-    forward and of every gradient in backward (per step, the size of the model), while G separate products
-    run as fast as one `bmm` with one thread and faster with several (see `_group_matmul`).
+    forward and of every gradient in backward (per step, the size of the model), while for the few large
+    products of SDUMC and CM-ARR (G = 3) separate calls run as fast as one `bmm`.
     """
 
     @staticmethod
