@@ -90,26 +90,26 @@ CASES = [  # (kind, level, modalities, lengths)
 ]
 
 
+def check_against_reference(name: str, task: TaskSpec, config: dict, lengths, seed: int = 0,
+                            training: bool = True) -> None:
+    """Build the current and the frozen reference model of fusion `name` with the same seed and config, in train
+    or eval mode, and assert that their losses and gradients agree on one batch."""
+    reference = load_reference(f"{name}_reference")
+    torch.manual_seed(seed)
+    new = create_fusion(name, task, **config).train(training)
+    old = getattr(reference, name.upper())(task, **config).train(training)
+    batch, targets = make_batch(task, lengths, seed=seed)
+    assert_same(new, old, batch, targets)
+
+
 @pytest.mark.parametrize("kind, level, modalities, lengths", CASES)
 def test_dqf_matches_the_previous_implementation(kind, level, modalities, lengths):
-    reference = load_reference("dqf_reference")
-    task = make_task(kind, level, modalities)
-    torch.manual_seed(0)
-    new = create_fusion("dqf", task, **DQF_CONFIG).train()
-    old = reference.DQF(task, **DQF_CONFIG).train()
-    batch, targets = make_batch(task, lengths)
-    assert_same(new, old, batch, targets)
+    check_against_reference("dqf", make_task(kind, level, modalities), DQF_CONFIG, lengths)
 
 
 def test_dqf_matches_in_eval_mode_with_the_paper_dropout():
-    reference = load_reference("dqf_reference")
-    task = make_task("regression", "utterance")
-    config = {**DQF_CONFIG, "dropout": 0.1}
-    torch.manual_seed(1)
-    new = create_fusion("dqf", task, **config).eval()
-    old = reference.DQF(task, **config).eval()
-    batch, targets = make_batch(task, {"a": 5, "t": 5, "v": 3}, seed=1)
-    assert_same(new, old, batch, targets)
+    check_against_reference("dqf", make_task("regression", "utterance"), {**DQF_CONFIG, "dropout": 0.1},
+                            {"a": 5, "t": 5, "v": 3}, seed=1, training=False)
 
 
 SDUMC_CONFIG = {"hidden_dim": 16, "output_dim": 12, "dropout": 0.0, "mia_hidden_dim": 8, "mia_seq_hidden_dim": 6,
@@ -118,37 +118,20 @@ SDUMC_CONFIG = {"hidden_dim": 16, "output_dim": 12, "dropout": 0.0, "mia_hidden_
 
 @pytest.mark.parametrize("kind, level, modalities, lengths", CASES)
 def test_sdumc_matches_the_previous_implementation(kind, level, modalities, lengths):
-    reference = load_reference("sdumc_reference")
-    task = make_task(kind, level, modalities)
-    torch.manual_seed(0)
-    new = create_fusion("sdumc", task, **SDUMC_CONFIG).train()
-    old = reference.SDUMC(task, **SDUMC_CONFIG).train()
-    batch, targets = make_batch(task, lengths)
-    assert_same(new, old, batch, targets)
+    check_against_reference("sdumc", make_task(kind, level, modalities), SDUMC_CONFIG, lengths)
 
 
 @pytest.mark.parametrize("simulator", ["projector", {"name": "mlp_projector", "options": {"num_layers": 2}}])
 def test_sdumc_matches_in_eval_mode_with_the_paper_dropout(simulator):
-    reference = load_reference("sdumc_reference")
-    task = make_task("regression", "utterance")
-    config = {**SDUMC_CONFIG, "dropout": 0.5, "text_simulator": simulator}
-    torch.manual_seed(1)
-    new = create_fusion("sdumc", task, **config).eval()
-    old = reference.SDUMC(task, **config).eval()
-    batch, targets = make_batch(task, {"a": 7, "t": 4, "v": 2}, seed=1)
-    assert_same(new, old, batch, targets)
+    check_against_reference("sdumc", make_task("regression", "utterance"),
+                            {**SDUMC_CONFIG, "dropout": 0.5, "text_simulator": simulator}, {"a": 7, "t": 4, "v": 2},
+                            seed=1, training=False)
 
 
 def test_sdumc_matches_in_eval_mode_with_the_paper_dropout_on_utterance_vectors():
     """One frame per modality: the single-key path (keys, queries and view-query MLPs skipped) with dropout set."""
-    reference = load_reference("sdumc_reference")
-    task = make_task("classification", "utterance")
-    config = {**SDUMC_CONFIG, "dropout": 0.5}
-    torch.manual_seed(2)
-    new = create_fusion("sdumc", task, **config).eval()
-    old = reference.SDUMC(task, **config).eval()
-    batch, targets = make_batch(task, 1, seed=2)
-    assert_same(new, old, batch, targets)
+    check_against_reference("sdumc", make_task("classification", "utterance"), {**SDUMC_CONFIG, "dropout": 0.5}, 1,
+                            seed=2, training=False)
 
 
 def test_sdumc_single_key_mlp_draws_the_same_dropout_as_the_expanded_rows():
