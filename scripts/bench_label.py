@@ -7,7 +7,7 @@
     python scripts/bench_label.py --device cuda
     python scripts/bench_label.py --clips 48                 # a longer batch (360 s): loading weighs less
 
-The clips are generated once (real face photo + espeak-ng speech, `pipeline/testing/media.py`) into
+The clips are generated once (real face photo + espeak-ng speech, `tests/factories/media.py`) into
 `--clip-dir` and reused. Each run builds the default labeller (model loading is timed and included in the
 wall time), labels every clip with `run_labeling` into a fresh CSV, and prints the seconds per stage
 (probe, audio decoding, VAD, ASR, frame decoding, face detection, vision / text / audio models, writing),
@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # generated media: tests/factories/
+
 SENTENCES = ("I am so happy to see you today, this is wonderful news.",
              "I can't believe you did that again, I am really angry with you.",
              "Well, I suppose we could try it tomorrow, if you really want to.",
@@ -42,7 +44,7 @@ STAGES = ("model loading", "probe", "decode audio", "VAD", "ASR", "frame decode"
 
 def make_clips(folder: Path, count: int, min_seconds: float, max_seconds: float, size: tuple[int, int]) -> Path:
     """Generate (or reuse) `count` talking-face clips with durations spread over [min, max] seconds."""
-    from affectflow.pipeline.testing.media import make_video
+    from factories.media import make_video
 
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(count):

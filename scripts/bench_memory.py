@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # generated media: tests/factories/
+
 SENTENCES = ("I am so happy to see you today, this is wonderful news.",
              "I can't believe you did that again, I am really angry with you.",
              "Oh no, that is terrible, I am so sorry to hear about your loss.")
@@ -33,7 +35,7 @@ SENTENCES = ("I am so happy to see you today, this is wonderful news.",
 
 def make_sources(folder: Path, unique: int, seconds: float) -> list[Path]:
     """`unique` distinct clips (reused when present)."""
-    from affectflow.pipeline.testing.media import make_video
+    from factories.media import make_video
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # generated media: tests/factories/
+
 
 def timed_wrapper(totals: dict, name: str, function):
     """`function` that adds its wall seconds to totals[name]."""
@@ -70,7 +72,7 @@ def instrument(totals: dict) -> None:
 def sample_frames(size: tuple[int, int], count: int, folder: Path) -> np.ndarray:
     """`count` frames uint8 [count, H, W, 3] of generated talking-face clips (5 s at 25 fps, 5 fps sampled)."""
     from affectflow.pipeline.media.decode import read_frames
-    from affectflow.pipeline.testing.media import make_video
+    from factories.media import make_video
 
     frames = []
     for index in range((count + 24) // 25):

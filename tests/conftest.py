@@ -22,7 +22,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def media(tmp_path_factory) -> dict[str, Path]:
     """The standard generated media set (talking face, no audio, no face, silent, wav, truncated, ...)."""
-    from affectflow.pipeline.testing.media import make_media_set
+    from factories.media import make_media_set
 
     return make_media_set(tmp_path_factory.mktemp("media"), seconds=2.0)
 

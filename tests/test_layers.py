@@ -1,6 +1,6 @@
 """The rooms' layers hold: a module imports only from its own room or from rooms below it.
 
-    core  <-  media  <-  {datasets, extractors, fusion}  <-  {train, imports}  <-  label  <-  cli  <-  testing
+    core  <-  media  <-  {datasets, extractors, fusion}  <-  {train, imports}  <-  label  <-  cli
 
 `datasets`, `extractors` and `fusion` are peers and never import one another. Every import counts, also
 one inside a function: a function-level import of an affectflow module is allowed only for the lazy
@@ -15,7 +15,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = {"pipeline": "pipeline", "extractors": "extractors", "fusion": "fusion", "datasets": "datasets"}
 RANK = {"pipeline.core": 0, "pipeline.media": 1, "datasets": 2, "extractors": 2, "fusion": 2,
-        "pipeline.train": 3, "pipeline.imports": 3, "pipeline.label": 4, "pipeline.cli": 5, "pipeline.testing": 6}
+        "pipeline.train": 3, "pipeline.imports": 3, "pipeline.label": 4, "pipeline.cli": 5}
 
 
 def room_of(dotted: str) -> str | None:

@@ -8,7 +8,7 @@ import pytest
 
 from affectflow.datasets import CorpusLayoutError
 from affectflow.datasets.iemocap import face_side_of, prepare_iemocap, read_emo_evaluation
-from affectflow.pipeline.testing.datasets import make_corpus_media, place
+from factories.datasets import make_corpus_media, place
 from affectflow.pipeline.cli.main import main as affectflow_main
 from affectflow.pipeline.core.manifest import read_manifest
 

@@ -12,7 +12,7 @@ from affectflow.datasets import CorpusLayoutError, prepare_corpus
 from affectflow.datasets.common import type_corpus_columns
 from affectflow.datasets.meld import parse_episode_time, prepare_meld, read_meld_csv
 from affectflow.datasets.validation import ValidationReport
-from affectflow.pipeline.testing.datasets import make_corpus_media, place
+from factories.datasets import make_corpus_media, place
 from affectflow.pipeline.cli.main import main as affectflow_main
 from affectflow.pipeline.core.manifest import iter_segments, read_manifest, write_manifest
 

@@ -14,7 +14,7 @@ from affectflow.datasets.common import type_corpus_columns
 from affectflow.datasets.labels import read_csd
 from affectflow.datasets.mmsa import read_mmsa_label_csv
 from affectflow.datasets.mosei import clip_start_time, prepare_mosei
-from affectflow.pipeline.testing.datasets import make_corpus_media, place, write_csd
+from factories.datasets import make_corpus_media, place, write_csd
 from affectflow.pipeline.cli.main import main as affectflow_main
 from affectflow.pipeline.core.manifest import read_manifest
 

@@ -12,7 +12,7 @@ import pytest
 from affectflow.datasets import CorpusLayoutError, prepare_corpus
 from affectflow.datasets.mmsa import read_mmsa_label_csv
 from affectflow.datasets.mosi import prepare_mosi
-from affectflow.pipeline.testing.datasets import make_corpus_media, place, write_csd
+from factories.datasets import make_corpus_media, place, write_csd
 from affectflow.pipeline.cli.main import main as affectflow_main
 from affectflow.pipeline.core.errors import AffectflowError
 from affectflow.pipeline.core.manifest import read_manifest

@@ -11,7 +11,7 @@ from affectflow.datasets import CorpusLayoutError, prepare_corpus
 from affectflow.datasets.ravdess import actor_folds, parse_ravdess_name, prepare_ravdess
 from affectflow.pipeline.cli.main import main as affectflow_main
 from affectflow.pipeline.core.manifest import read_manifest
-from affectflow.pipeline.testing.media import require_tool, write_speech
+from factories.media import require_tool, write_speech
 from affectflow.pipeline.train.data import leave_one_session_out
 
 # (actor, emotion code, intensity, statement, repetition)

@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Every tiny random-weight model of extractors.testing, saved once: kind -> folder."""
-    from affectflow.pipeline.testing.extractors import save_tiny_models
+    from factories.extractors import save_tiny_models
 
     return save_tiny_models(tmp_path_factory.mktemp("tiny_models"))
 
@@ -20,7 +20,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 def speech(tmp_path_factory) -> np.ndarray:
     """2.5 s of real espeak-ng speech as float32 16 kHz mono samples."""
     from affectflow.pipeline.media.decode import read_audio
-    from affectflow.pipeline.testing.media import write_speech
+    from factories.media import write_speech
 
     path = write_speech(tmp_path_factory.mktemp("speech") / "speech.wav", seconds=2.5)
     clip = read_audio(path, sample_rate=16000)
@@ -31,6 +31,6 @@ def speech(tmp_path_factory) -> np.ndarray:
 @pytest.fixture(scope="session")
 def face_track():
     """6 frames at 5 fps from t=1 s, frames 2 and 5 faceless."""
-    from affectflow.pipeline.testing.extractors import synthetic_face_track
+    from factories.extractors import synthetic_face_track
 
     return synthetic_face_track([True, True, False, True, True, False])

@@ -8,7 +8,7 @@ import torch
 
 from affectflow.extractors.audio import conv_geometry, split_chunks
 from affectflow.extractors.base import create_extractor
-from affectflow.pipeline.testing.extractors import AUDIO_KINDS
+from factories.extractors import AUDIO_KINDS
 
 
 def build(tiny_models, kind: str = "wav2vec2", **config):

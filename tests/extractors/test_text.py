@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from affectflow.extractors.base import create_extractor
-from affectflow.pipeline.testing.extractors import TEXT_KINDS
+from factories.extractors import TEXT_KINDS
 from affectflow.extractors.text import resolve_text_model
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from affectflow.extractors.base import create_extractor
-from affectflow.pipeline.testing.extractors import VISION_KINDS, synthetic_face_track
+from factories.extractors import VISION_KINDS, synthetic_face_track
 
 
 @pytest.mark.parametrize("kind", VISION_KINDS)

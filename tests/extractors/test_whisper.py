@@ -11,7 +11,7 @@ import torch
 
 from affectflow.extractors.base import create_extractor, extractor_from_spec
 from affectflow.extractors.whisper import kept_frames, resolve_compute_type
-from affectflow.pipeline.testing.whisper import WIDTH, save_tiny_whisper_model
+from factories.whisper import WIDTH, save_tiny_whisper_model
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from affectflow.fusion import FusionOutput, TaskSpec, fusion_class, list_fusions
 from affectflow.fusion.base import FusionModel
-from affectflow.pipeline.testing.fusion import presence_patterns, random_batch, random_targets, synthetic_split_task
+from factories.fusion import presence_patterns, random_batch, random_targets, synthetic_split_task
 
 DIMS = {"a": 6, "t": 5, "v": 4}
 CLASSES = ("neg", "neu", "pos")

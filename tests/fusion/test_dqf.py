@@ -9,7 +9,7 @@ import torch
 from affectflow.fusion import ModalityBatch, TaskSpec, create_fusion
 from affectflow.fusion.dqf import (DQF, QueryCrossAttention, QueryCrossLayer, QueryUpdate, dqf_frame_masking,
                                    sequence_span)
-from affectflow.pipeline.testing.fusion import presence_patterns, random_batch
+from factories.fusion import presence_patterns, random_batch
 
 DIMS = {"a": 6, "t": 5, "v": 4}
 

@@ -7,7 +7,7 @@ import torch
 
 from affectflow.fusion import ModalityBatch, TaskSpec, create_fusion
 from affectflow.fusion.momke import MIXING_STAGE, UNIMODAL_STAGE, MoMKE, SoftRouter
-from affectflow.pipeline.testing.fusion import presence_patterns, random_batch
+from factories.fusion import presence_patterns, random_batch
 
 DIMS = {"a": 6, "t": 5, "v": 4}
 

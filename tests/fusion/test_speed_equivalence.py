@@ -19,7 +19,7 @@ import torch
 from affectflow.fusion import TaskSpec, create_fusion
 from affectflow.fusion.grouped import StackedParameters
 from affectflow.fusion.sdumc_flow import grouped_mlp, single_key_mlp
-from affectflow.pipeline.testing.fusion import presence_patterns, random_batch, random_targets
+from factories.fusion import presence_patterns, random_batch, random_targets
 
 RTOL, ATOL = 1e-4, 1e-5
 REFERENCE_DIR = Path(__file__).parent / "reference"

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from affectflow.pipeline.core.manifest import write_manifest
-from affectflow.pipeline.testing.media import make_video
+from factories.media import make_video
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

@@ -13,7 +13,7 @@ import pytest
 from affectflow.fusion.registry import fusion_class, list_fusions
 from affectflow.pipeline.train.checkpoint import read_bundle_info
 from affectflow.pipeline.cli.main import main
-from affectflow.pipeline.testing.features import make_feature_corpus
+from factories.features import make_feature_corpus
 
 SCHEDULE_OF = {"dqf": "dqf", "mculora": "dpft", "momke": "staged"}
 """Each model trains under its paper's schedule; the others under random per-sample missingness."""

@@ -24,7 +24,7 @@ RAVDESS = REPO_ROOT.parent / "shared" / "data" / "ravdess-speech"
 @pytest.fixture(scope="module")
 def speech_samples(tmp_path_factory) -> np.ndarray:
     from affectflow.pipeline.media.decode import read_audio
-    from affectflow.pipeline.testing.media import write_speech
+    from factories.media import write_speech
 
     path = write_speech(tmp_path_factory.mktemp("speech") / "angry.wav", text="Get out of here, right now!")
     return read_audio(path, sample_rate=16000).samples

@@ -16,7 +16,7 @@ from affectflow.extractors.store import FeatureStore
 from affectflow.fusion.contract import TaskSpec
 from affectflow.fusion.registry import create_fusion
 from affectflow.pipeline.cli.main import main
-from affectflow.pipeline.testing.features import make_feature_corpus, synthetic_spec
+from factories.features import make_feature_corpus, synthetic_spec
 from affectflow.pipeline.train.checkpoint import load_bundle, save_bundle
 
 TASK = TaskSpec("classification", {"a": 6, "t": 5, "v": 4}, ("angry", "happy", "sad"))

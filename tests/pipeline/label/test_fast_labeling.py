@@ -27,7 +27,7 @@ FAST = {"workers": 2, "min_face_fraction": 0.1, "share_audio_encoder": True}
 @pytest.fixture(scope="module")
 def large_clips(tmp_path_factory) -> Path:
     """Three 640x360 talking-face clips (large enough that detection really runs downscaled) and a broken file."""
-    from affectflow.pipeline.testing.media import make_video
+    from factories.media import make_video
 
     folder = tmp_path_factory.mktemp("large_clips")
     # short sentences that end inside the clip: a word cut off by the clip's end may be transcribed

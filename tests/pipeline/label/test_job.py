@@ -16,7 +16,7 @@ from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.output import OutputMismatchError
 from affectflow.pipeline.label.report import plot_name
 from affectflow.pipeline.label.run import LabelingOptions, run_labeling
-from affectflow.pipeline.testing.media import make_video
+from factories.media import make_video
 
 
 @dataclass(frozen=True)

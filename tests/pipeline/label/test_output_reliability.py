@@ -19,7 +19,7 @@ from affectflow.pipeline.label.output import (
 )
 from affectflow.pipeline.label.report import plot_name, write_plots
 from affectflow.pipeline.media.transcripts import TranscriptError, read_transcript_file
-from affectflow.pipeline.testing.media import make_video
+from factories.media import make_video
 
 COLUMNS = ["clip", "label", "error", "window_start", "window_end"]
 ODD_NAMES = ["new\nline.mp4", "two  spaces .mp4", 'quote"d, comma.mp4']

@@ -98,7 +98,7 @@ def test_downscaled_detections_map_back_to_full_resolution():
 def test_downscaled_detection_finds_the_full_resolution_face():
     import cv2
 
-    from affectflow.pipeline.testing.media import face_image
+    from factories.media import face_image
 
     face = cv2.resize(face_image(), (200, 200))  # the face proper spans ~110 px of a 720-line frame
     frame = np.full((720, 1280, 3), 90, np.uint8)

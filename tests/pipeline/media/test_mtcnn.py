@@ -13,7 +13,7 @@ from affectflow.pipeline.media.decode import read_frames
 from affectflow.pipeline.media.mtcnn import (
     area_crops, area_resize, detect_batch, prepare_mtcnn, summed_area_table,
 )
-from affectflow.pipeline.testing.media import face_image
+from factories.media import face_image
 
 
 @pytest.fixture(scope="module")

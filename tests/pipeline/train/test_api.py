@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from affectflow.pipeline.core.manifest import read_manifest
-from affectflow.pipeline.testing.features import make_feature_corpus
+from factories.features import make_feature_corpus
 from affectflow.pipeline.train.api import EvaluationReport, evaluate, train
 from affectflow.pipeline.train.checkpoint import read_bundle_info
 from affectflow.pipeline.core.io import to_jsonable

@@ -13,7 +13,7 @@ from affectflow.fusion.contract import ModalityBatch, TaskSpec
 from affectflow.fusion.registry import create_fusion, fusion_class
 from affectflow.pipeline.train.checkpoint import load_bundle, read_bundle_info, save_bundle
 from affectflow.pipeline.train.data import FeatureNormalizer
-from affectflow.pipeline.testing.features import synthetic_spec
+from factories.features import synthetic_spec
 
 TASK = TaskSpec("classification", {"a": 6, "t": 5, "v": 4}, ("angry", "happy", "sad"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from affectflow.pipeline.cli.main import main
-from affectflow.pipeline.testing.features import make_feature_corpus
+from factories.features import make_feature_corpus
 
 
 @pytest.mark.parametrize("damage", ["truncate", "empty", "nan_tail"])

@@ -12,7 +12,7 @@ import torch
 from affectflow.extractors.store import FeatureStore
 from affectflow.fusion.contract import TaskSpec
 from affectflow.pipeline.train import data
-from affectflow.pipeline.testing.features import make_feature_corpus, synthetic_spec
+from factories.features import make_feature_corpus, synthetic_spec
 from affectflow.pipeline.core.manifest import read_manifest
 from affectflow.pipeline.core.records import FeatureSequence
 

@@ -10,7 +10,7 @@ from affectflow.fusion.contract import FusionOutput, ModalityBatch, TaskSpec
 from affectflow.fusion.momke import MIXING_STAGE, UNIMODAL_STAGE, MoMKE
 from affectflow.fusion.registry import create_fusion
 from affectflow.pipeline.core.manifest import read_manifest
-from affectflow.pipeline.testing.features import make_feature_corpus
+from factories.features import make_feature_corpus
 from affectflow.pipeline.train import data, experiment
 from affectflow.pipeline.train.data import Batch
 from affectflow.pipeline.train.schedules import SCHEDULES, make_schedule

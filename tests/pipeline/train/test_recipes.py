@@ -11,7 +11,7 @@ import torch
 
 from affectflow.fusion.contract import ModalityBatch, TaskSpec
 from affectflow.fusion.registry import create_fusion, fusion_class
-from affectflow.pipeline.testing.features import make_feature_corpus
+from factories.features import make_feature_corpus
 from affectflow.pipeline.train import experiment, protocols, trainer as trainer_module
 from affectflow.pipeline.train.api import train
 from affectflow.pipeline.train.data import Batch, open_feature_stores

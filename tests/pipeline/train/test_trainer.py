@@ -13,7 +13,7 @@ from affectflow.fusion.base import FusionModel
 from affectflow.fusion.contract import FusionOutput, TaskSpec, masked_mean
 from affectflow.fusion.registry import create_fusion
 from affectflow.pipeline.train import experiment
-from affectflow.pipeline.testing.features import make_feature_corpus
+from factories.features import make_feature_corpus
 from affectflow.pipeline.train.schedules import make_schedule
 from affectflow.pipeline.train.trainer import TrainConfig, Trainer, build_optimizer, training_loss
 

@@ -1,7 +1,7 @@
 """Makers of fake raw corpus pieces for tests: tiny real media and SDK-style .csd label files.
 
 The recipes' tests build whole fake corpus trees in a temporary folder from these; the harness's
-tests can use them too. Media comes from `affectflow.pipeline.testing.media` (needs ffmpeg, espeak-ng).
+tests can use them too. Media comes from `factories.media` (needs ffmpeg, espeak-ng).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affectflow.pipeline.testing.media import make_truncated, make_video, write_speech
+from factories.media import make_truncated, make_video, write_speech
 
 MEDIA_KINDS: tuple[str, ...] = ("clip", "silent", "no_audio", "long", "dialogue", "speech_wav", "corrupt")
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from affectflow.pipeline.media.faces import FaceTrack
-from affectflow.pipeline.testing.media import face_image
+from factories.media import face_image
 
 HIDDEN = 32
 LAYERS = 3  # 4 hidden states with the embeddings: enough for layers="last4"
