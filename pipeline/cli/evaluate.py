@@ -19,7 +19,7 @@ from pathlib import Path
 
 from affectflow.pipeline.train.api import PROTOCOLS, evaluate
 from affectflow.pipeline.train.protocols import FRAME_FILLS, FRAME_PATTERNS, FRAME_RATES, RANDOM_PROTOCOL_SEED
-from affectflow.pipeline.cli.train import add_feature_arguments, feature_overrides
+from affectflow.pipeline.cli.train import add_feature_arguments, feature_overrides, one_line_warnings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -44,12 +44,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate every checkpoint; write report.json, CSV grids and PNGs into --out; print the fixed grid."""
     try:
-        report = evaluate(
-            args.checkpoint, args.manifest, args.features, out=args.out, protocols=args.protocol, split=args.split,
-            random_seed=args.seed, include_complete=args.include_complete, frame_patterns=args.frame_pattern,
-            frame_fills=args.frame_fill, rates=args.rates, frame_seed=args.frame_seed,
-            mark_invalid=args.mark_invalid, batch_size=args.batch_size, device=args.device,
-            feature_overrides=feature_overrides(args), missing_entries=args.missing_entries, threads=args.threads)
+        with one_line_warnings("affectflow evaluate"):
+            report = evaluate(
+                args.checkpoint, args.manifest, args.features, out=args.out, protocols=args.protocol,
+                split=args.split, random_seed=args.seed, include_complete=args.include_complete,
+                frame_patterns=args.frame_pattern, frame_fills=args.frame_fill, rates=args.rates,
+                frame_seed=args.frame_seed, mark_invalid=args.mark_invalid, batch_size=args.batch_size,
+                device=args.device, feature_overrides=feature_overrides(args),
+                missing_entries=args.missing_entries, threads=args.threads)
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"affectflow evaluate: error: {error}", file=sys.stderr)
         return 2

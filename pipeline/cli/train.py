@@ -21,14 +21,17 @@ The work is done by `affectflow.pipeline.train.api.train`; this module parses an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 from affectflow.fusion.registry import list_fusions
 
 from affectflow.pipeline.train.api import train
+from affectflow.pipeline.train.data import UnlabelledSegmentsWarning
 from affectflow.pipeline.train.experiment import AbsentModalityWarning
 from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from affectflow.pipeline.train.results import CrossFoldSummary, ExperimentSummary, format_mean_std
@@ -119,9 +122,7 @@ def _model_config(text: str | None) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Train per seed (and per fold with --fold all), write bundles and summaries; print the test grid."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always", AbsentModalityWarning)  # once per training run, never deduplicated away
-            warnings.showwarning = _print_warning
+        with one_line_warnings("affectflow train"):
             summary = _train(args)
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"affectflow train: error: {error}", file=sys.stderr)
@@ -130,12 +131,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """affectflow's own warnings as one line on stderr, as they happen (others in Python's format)."""
-    if issubclass(category, AbsentModalityWarning):
-        print(f"affectflow train: warning: {message}", file=sys.stderr, flush=True)
-    else:
-        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+OWN_WARNINGS = (AbsentModalityWarning, UnlabelledSegmentsWarning)
+"""The training harness's warnings that the CLI prints as one line each."""
+
+
+@contextlib.contextmanager
+def one_line_warnings(program: str) -> Iterator[None]:
+    """Inside: affectflow's own warnings (`OWN_WARNINGS`) print as one line "<program>: warning: ..." on
+    stderr, each time they happen (never deduplicated away); other warnings keep Python's format."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, OWN_WARNINGS):
+            print(f"{program}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():
+        for category in OWN_WARNINGS:
+            warnings.simplefilter("always", category)
+        warnings.showwarning = show
+        yield
 
 
 def _train(args: argparse.Namespace) -> ExperimentSummary | CrossFoldSummary:

@@ -126,17 +126,73 @@ class FeatureNormalizer:
                    {m: np.asarray(v["std"], dtype=np.float32) for m, v in data.items()})
 
 
-def _encode_targets(table: pd.DataFrame, task: TaskSpec, label_column: str | None) -> np.ndarray:
-    """Labels of every row: class indices (int64) or float scores; IGNORE / NaN when unlabelled."""
-    if label_column is None:
-        return np.full(len(table), IGNORE_INDEX if task.kind == "classification" else np.nan)
+UNLABELLED_IDS_SHOWN = 10
+"""How many unlabelled segment ids a warning, summary.json or report.json names."""
+
+
+class UnlabelledSegmentsWarning(UserWarning):
+    """Some segments have no label in the task's label column: training and scoring use the labelled ones."""
+
+
+@dataclass(frozen=True)
+class UnlabelledSegments:
+    """Segments without a label in one label column: how many, and the first `UNLABELLED_IDS_SHOWN` ids
+    (manifest order)."""
+
+    count: int = 0
+    ids: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """{"count": N, "ids": [first ids]} (the entry of summary.json / report.json)."""
+        return {"count": self.count, "ids": list(self.ids)}
+
+
+def unlabelled_mask(table: pd.DataFrame, label_column: str) -> np.ndarray:
+    """[N] bool: rows whose `label_column` is empty (NaN / None / blank text); raises when the column is absent."""
     if label_column not in table.columns:
         raise ValueError(f"label column {label_column!r} not in the manifest (columns: {list(table.columns)})")
     column = table[label_column]
-    ids = table["segment_id"].astype(str).tolist()
-    missing = [ids[i] for i in np.flatnonzero(column.isna().to_numpy())]
-    if missing:
+    blank = column.isna().to_numpy(dtype=bool)
+    if not pd.api.types.is_numeric_dtype(column):
+        blank = blank | column.astype("string").fillna("").str.strip().eq("").to_numpy(dtype=bool)
+    return blank
+
+
+def find_unlabelled(table: pd.DataFrame, label_column: str) -> UnlabelledSegments:
+    """The segments of `table` without a `label_column` label (count + first ids)."""
+    ids = table["segment_id"].astype(str).to_numpy()[unlabelled_mask(table, label_column)]
+    return UnlabelledSegments(len(ids), tuple(ids[:UNLABELLED_IDS_SHOWN].tolist()))
+
+
+def labelled_rows(rows: pd.DataFrame, label_column: str, split: str, level: str = "utterance") -> pd.DataFrame:
+    """The rows of one split that training or scoring can use: the labelled ones at utterance level;
+    every row at conversation level (an unlabelled utterance stays as dialogue context, unscored).
+
+    Raises ValueError naming the split when none of its rows has a label.
+    """
+    blank = unlabelled_mask(rows, label_column)
+    if len(rows) and blank.all():
+        raise ValueError(f"no labelled {split} segment: none of the {len(rows)} {split} segments has a label in "
+                         f"{label_column!r}")
+    if level == "conversation":
+        return rows
+    return rows[~blank].reset_index(drop=True)
+
+
+def _encode_targets(table: pd.DataFrame, task: TaskSpec, label_column: str | None) -> np.ndarray:
+    """Labels of every row: class indices (int64) or float scores; IGNORE / NaN when unlabelled.
+
+    An unlabelled row raises at utterance level (leave it out first: `labelled_rows`); at conversation
+    level it is dialogue context with no target.
+    """
+    fill = IGNORE_INDEX if task.kind == "classification" else np.nan
+    if label_column is None:
+        return np.full(len(table), fill)
+    blank = unlabelled_mask(table, label_column)
+    if blank.any() and task.level != "conversation":
+        missing = table["segment_id"].astype(str).to_numpy()[blank].tolist()
         raise ValueError(f"{len(missing)} segments have no {label_column!r} label, e.g. {missing[:5]}")
+    column = table[label_column][~blank]
     if task.kind == "classification":
         index = {name: i for i, name in enumerate(task.class_names)}
         values = column.astype(str).str.strip().tolist()
@@ -144,12 +200,16 @@ def _encode_targets(table: pd.DataFrame, task: TaskSpec, label_column: str | Non
         if unknown:
             raise ValueError(f"labels {unknown[:5]} in column {label_column!r} are not among the task's classes "
                              f"{list(task.class_names)}")
-        return np.array([index[v] for v in values], dtype=np.int64)
+        targets = np.full(len(table), IGNORE_INDEX, dtype=np.int64)
+        targets[~blank] = [index[v] for v in values]
+        return targets
     try:
         scores = pd.to_numeric(column).to_numpy(dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise ValueError(f"label column {label_column!r} is not numeric: {error}") from None
-    return scores
+    targets = np.full(len(table), np.nan)
+    targets[~blank] = scores
+    return targets
 
 
 class MultimodalDataset(Dataset):
