@@ -249,8 +249,8 @@ def test_loader(bundle: Path, table: pd.DataFrame, features: Path):
 def rate_scores(bundle: Path, table: pd.DataFrame, features: Path, level: str) -> dict[str, dict]:
     """{"0.1": metrics, ...} of one bundle under the missing rates."""
     model, loader = test_loader(bundle, table, features)
-    return {str(rate): evaluation.scalar_metrics(evaluation.evaluate(model, loader, "cpu", rate_transform(rate, level))[0])
-            for rate in RATES}
+    return {str(rate): evaluation.scalar_metrics(
+                evaluation.score_loader(model, loader, "cpu", rate_transform(rate, level))[0]) for rate in RATES}
 
 
 # --- one training unit (a process of the pool) ------------------------------------------------------

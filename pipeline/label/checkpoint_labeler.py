@@ -70,7 +70,7 @@ class CheckpointLabeler:
             # Crop faces at the size the features were extracted with (affectflow extract does the same).
             self.face_crop_size = int(vision.contract.image_size[0])
 
-    def prepare(self, evidence: ClipEvidence) -> None:
+    def clip_state(self, evidence: ClipEvidence) -> None:
         """Nothing to precompute: features are extracted per span (the per-clip state is None)."""
 
     def _features(self, modality: str, evidence: ClipEvidence, start: float, end: float | None):

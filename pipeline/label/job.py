@@ -57,7 +57,7 @@ def output_format(out: str | Path, file_format: str | None) -> str:
 
 
 def _missing_members(labeler: object) -> list[str]:
-    members = ("class_names", "modalities", "face_crop_size", "prepare", "predict")
+    members = ("class_names", "modalities", "face_crop_size", "clip_state", "predict")
     return [name for name in members if not hasattr(labeler, name)]
 
 

@@ -372,7 +372,7 @@ def evaluate_bundle(path: Path, name: str, source: _FeatureSource, settings: Pro
                                   out / f"confusion_{name}.png", title=f"{name} {{{','.join(complete)}}}")
     if "random" in settings.protocols:
         transform = evaluation.random_transform(info.task_spec.level, settings.random_seed, settings.include_complete)
-        result.random = evaluation.evaluate(model, loader, device, transform)[0]
+        result.random = evaluation.score_loader(model, loader, device, transform)[0]
     if "frame" in settings.protocols:
         result.frame = {}
         for pattern in settings.frame_patterns:
