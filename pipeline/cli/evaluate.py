@@ -8,6 +8,8 @@ MCULoRA's seed 66), frame (DQF: rates 0.0..1.0 per combination, --frame-pattern 
 --frame-fill zeros|noise, AUILC). Outputs in --out: report.json; fixed_<metric>.csv (rows = models,
 columns = conditions); random.csv; auilc_<pattern>_<fill>_<metric>.csv; confusion_<model>.png
 (complete condition, classification); auilc_<model>_<pattern>_<fill>.png.
+Segments of the split without the bundle's label are not scored: one warning line (count, first ids),
+recorded per model in report.json "unlabelled_segments"; exit 2 when none of them has a label.
 The work is done by `affectflow.pipeline.train.api.evaluate`; this module parses and prints.
 """
 

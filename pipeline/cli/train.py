@@ -15,6 +15,9 @@ printed first and recorded in the bundle's training record and RUN_DIR/summary.j
 
 Writes RUN_DIR/best (checkpoint bundle), RUN_DIR/summary.json (per seed + mean ± std of the test
 grid) and RUN_DIR/test_grid_<metric>.csv (seed means: rows = model, columns = conditions).
+Segments without the label (e.g. MOSI's 4 without a continuous score) are left out with one warning line
+(count and first ids, also in summary.json "unlabelled_segments"); exit 2 when no train or validation
+segment has one.
 The work is done by `affectflow.pipeline.train.api.train`; this module parses and prints.
 """
 
@@ -31,7 +34,7 @@ from typing import Iterator
 from affectflow.fusion.registry import list_fusions
 
 from affectflow.pipeline.train.api import train
-from affectflow.pipeline.train.data import UnlabelledSegmentsWarning
+from affectflow.pipeline.train.labels import UnlabelledSegmentsWarning
 from affectflow.pipeline.train.experiment import AbsentModalityWarning
 from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from affectflow.pipeline.train.results import CrossFoldSummary, ExperimentSummary, format_mean_std

@@ -17,6 +17,11 @@ OUT/test_grid_<metric>.csv (seed means: rows = model, columns = conditions). Wit
 session is a leave-one-session-out fold in OUT/fold-<session>/ and OUT/summary.json holds the mean ± std
 over folds.
 
+Segments without a label in the label column are left out (utterance level) or kept as unscored dialogue
+context (conversation level): one `UnlabelledSegmentsWarning` says how many (first ids), and summary.json /
+report.json record {"count", "ids"} as "unlabelled_segments"; a train or validation split (evaluate: the
+scored split) with no labelled segment raises ValueError.
+
     report = evaluate(["runs/meld-mult", "runs/meld-dqf/best"], "meld.parquet", "features/",
                       protocols="all", out="reports/meld")
     report.models["mult"].fixed["avg_incomplete"]["wa"]
@@ -28,7 +33,6 @@ OUT/report.json, fixed_<metric>.csv, random.csv, auilc_<pattern>_<fill>_<metric>
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -41,11 +45,11 @@ from affectflow.pipeline.core.devices import resolve_device
 from affectflow.pipeline.core.manifest import read_manifest
 from affectflow.pipeline.train import evaluation
 from affectflow.pipeline.train.checkpoint import BundleInfo, load_bundle, read_bundle_info
-from affectflow.pipeline.train.data import (MultimodalDataset, UnlabelledSegments, UnlabelledSegmentsWarning,
-                                            find_unlabelled, labelled_rows, leave_one_session_out, make_loader,
-                                            open_feature_stores, session_folds, split_rows)
+from affectflow.pipeline.train.data import (MultimodalDataset, leave_one_session_out, make_loader, open_feature_stores,
+                                            session_folds, split_rows)
 from affectflow.pipeline.train.experiment import (build_experiment, check_labelled_splits, model_config_for,
                                                   run_experiment)
+from affectflow.pipeline.train.labels import UnlabelledSegments, find_unlabelled, labelled_rows, warn_unlabelled
 from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from affectflow.pipeline.train.protocols import (FRAME_FILLS, FRAME_PATTERNS, FRAME_RATES, RANDOM_PROTOCOL_SEED,
                                                  condition_name, parse_condition)
@@ -81,15 +85,6 @@ def feature_stores(features: str | Path | None, overrides: dict[str, str | Path]
 
 def _table(manifest: str | Path | pd.DataFrame) -> pd.DataFrame:
     return manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
-
-
-def warn_unlabelled(unlabelled: UnlabelledSegments, total: int, label_column: str, level: str) -> None:
-    """One UnlabelledSegmentsWarning line (count, first ids, what happens to them); nothing when all are labelled."""
-    if unlabelled.count:
-        fate = "kept as unscored dialogue context" if level == "conversation" else "left out"
-        warnings.warn(UnlabelledSegmentsWarning(
-            f"{unlabelled.count} of {total} segments have no {label_column!r} label ({fate}), e.g. "
-            f"{list(unlabelled.ids)}"), stacklevel=3)
 
 
 def _modalities(modalities: str | Sequence[str] | None, stores: dict) -> tuple[str, ...]:

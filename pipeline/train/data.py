@@ -27,6 +27,7 @@ from affectflow.fusion.contract import ModalityBatch, TaskSpec
 from affectflow.extractors.spec import ExtractorSpec
 
 from affectflow.pipeline.core.names import IGNORE_INDEX, SPLIT_ALIASES, normalize_split
+from affectflow.pipeline.train.labels import unlabelled_mask
 
 
 def split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -124,59 +125,6 @@ class FeatureNormalizer:
         """Inverse of `to_dict`."""
         return cls({m: np.asarray(v["mean"], dtype=np.float32) for m, v in data.items()},
                    {m: np.asarray(v["std"], dtype=np.float32) for m, v in data.items()})
-
-
-UNLABELLED_IDS_SHOWN = 10
-"""How many unlabelled segment ids a warning, summary.json or report.json names."""
-
-
-class UnlabelledSegmentsWarning(UserWarning):
-    """Some segments have no label in the task's label column: training and scoring use the labelled ones."""
-
-
-@dataclass(frozen=True)
-class UnlabelledSegments:
-    """Segments without a label in one label column: how many, and the first `UNLABELLED_IDS_SHOWN` ids
-    (manifest order)."""
-
-    count: int = 0
-    ids: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        """{"count": N, "ids": [first ids]} (the entry of summary.json / report.json)."""
-        return {"count": self.count, "ids": list(self.ids)}
-
-
-def unlabelled_mask(table: pd.DataFrame, label_column: str) -> np.ndarray:
-    """[N] bool: rows whose `label_column` is empty (NaN / None / blank text); raises when the column is absent."""
-    if label_column not in table.columns:
-        raise ValueError(f"label column {label_column!r} not in the manifest (columns: {list(table.columns)})")
-    column = table[label_column]
-    blank = column.isna().to_numpy(dtype=bool)
-    if not pd.api.types.is_numeric_dtype(column):
-        blank = blank | column.astype("string").fillna("").str.strip().eq("").to_numpy(dtype=bool)
-    return blank
-
-
-def find_unlabelled(table: pd.DataFrame, label_column: str) -> UnlabelledSegments:
-    """The segments of `table` without a `label_column` label (count + first ids)."""
-    ids = table["segment_id"].astype(str).to_numpy()[unlabelled_mask(table, label_column)]
-    return UnlabelledSegments(len(ids), tuple(ids[:UNLABELLED_IDS_SHOWN].tolist()))
-
-
-def labelled_rows(rows: pd.DataFrame, label_column: str, split: str, level: str = "utterance") -> pd.DataFrame:
-    """The rows of one split that training or scoring can use: the labelled ones at utterance level;
-    every row at conversation level (an unlabelled utterance stays as dialogue context, unscored).
-
-    Raises ValueError naming the split when none of its rows has a label.
-    """
-    blank = unlabelled_mask(rows, label_column)
-    if len(rows) and blank.all():
-        raise ValueError(f"no labelled {split} segment: none of the {len(rows)} {split} segments has a label in "
-                         f"{label_column!r}")
-    if level == "conversation":
-        return rows
-    return rows[~blank].reset_index(drop=True)
 
 
 def _encode_targets(table: pd.DataFrame, task: TaskSpec, label_column: str | None) -> np.ndarray:

@@ -30,9 +30,8 @@ from affectflow.pipeline.core.io import atomic_dir, to_jsonable, write_json
 from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.train import evaluation
 from affectflow.pipeline.train.checkpoint import read_bundle_info, save_bundle
-from affectflow.pipeline.train.data import (FeatureNormalizer, MultimodalDataset, UnlabelledSegments, class_names_from,
-                                            find_unlabelled, labelled_rows, make_loader, split_rows,
-                                            unlabelled_mask)
+from affectflow.pipeline.train.data import FeatureNormalizer, MultimodalDataset, class_names_from, make_loader, split_rows
+from affectflow.pipeline.train.labels import UnlabelledSegments, find_unlabelled, labelled_rows, unlabelled_mask
 from affectflow.pipeline.train.metrics import is_better
 from affectflow.pipeline.train.results import ExperimentSummary, SeedResult, summarize_seeds
 from affectflow.pipeline.train.schedules import TrainingSchedule

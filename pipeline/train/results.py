@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from affectflow.fusion.contract import TaskSpec
-from affectflow.pipeline.train.data import UnlabelledSegments
+from affectflow.pipeline.train.labels import UnlabelledSegments
 from affectflow.pipeline.train.metrics import summarize_runs
 
 TestSummary = dict[str, dict[str, dict[str, Any]]]

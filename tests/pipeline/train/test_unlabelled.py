@@ -1,4 +1,4 @@
-"""Segments without the target label: `train` / `evaluate` use the labelled ones, say how many were left out
+"""Segments without the target label (pipeline/train/labels.py): `train` / `evaluate` use the labelled ones, say how many were left out
 (one warning line, summary.json / report.json) and refuse only a train or validation split with no label."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from affectflow.pipeline.core.names import IGNORE_INDEX
 from affectflow.pipeline.imports import import_features
 from affectflow.pipeline.train import data
 from affectflow.pipeline.train.api import evaluate, train
-from affectflow.pipeline.train.data import UNLABELLED_IDS_SHOWN, UnlabelledSegmentsWarning
+from affectflow.pipeline.train.labels import UNLABELLED_IDS_SHOWN, UnlabelledSegmentsWarning, labelled_rows
 from factories.features import make_feature_corpus
 
 SIZES = {"train": 24, "valid": 12, "test": 12}
@@ -142,13 +142,13 @@ def test_conversation_level_keeps_unlabelled_utterances_as_unscored_context(clas
     stores = data.open_feature_stores(classification.features)
     task = TaskSpec(kind="classification", input_dims={m: s.output_dim for m, s in stores.items()},
                     class_names=classification.class_names, level="conversation", modalities=tuple(stores))
-    rows = data.labelled_rows(table, "emotion", "train", level="conversation")
+    rows = labelled_rows(table, "emotion", "train", level="conversation")
     assert len(rows) == len(table)
     dataset = data.MultimodalDataset(rows, stores, task, "emotion")
     assert [dataset.segment_ids[i] for i in np.flatnonzero(dataset.targets == IGNORE_INDEX)] == ["train_0001",
                                                                                                   "train_0006"]
     assert (dataset.targets[[0, 2, 3, 4, 5, 7]] >= 0).all()
-    utterance = data.labelled_rows(table, "emotion", "train")
+    utterance = labelled_rows(table, "emotion", "train")
     assert "train_0001" not in set(utterance["segment_id"]) and len(utterance) == len(table) - 2
     with pytest.raises(ValueError, match="2 segments have no 'emotion' label"):
         data.MultimodalDataset(table, stores, TaskSpec(kind="classification", input_dims=task.input_dims,
