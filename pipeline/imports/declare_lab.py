@@ -45,8 +45,25 @@ def _read_numbers(path: Path) -> np.ndarray:
     try:
         table = pd.read_csv(_require(path), header=None)
         return table.to_numpy(dtype=np.float64)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file, not a numeric feature table") from None
     except (ValueError, pd.errors.ParserError) as error:
         raise ValueError(f"{path}: not a numeric feature table ({error})") from None
+
+
+def _read_transcripts(path: Path) -> pd.DataFrame:
+    """transcripts.csv (no header; id, text, ...) as text cells; ValueError naming the file when it is empty,
+    unparsable or has fewer than the two columns id and text."""
+    try:
+        table = pd.read_csv(_require(path), header=None, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file; expected rows of id, text, ...") from None
+    except (ValueError, pd.errors.ParserError) as error:
+        raise ValueError(f"{path}: not a readable CSV ({error})") from None
+    if table.shape[1] < 2:
+        raise ValueError(f"{path}: {table.shape[1]} column; expected at least 2 columns (id, text, ...) "
+                         f"without a header")
+    return table
 
 
 def _segment_ids(root: Path, split: str, transcripts: pd.DataFrame, text_features: np.ndarray) -> list[str]:
@@ -71,6 +88,8 @@ def _split_tables(root: Path, split: str, sources: dict[str, str]) -> tuple[dict
     for m, prefix in sources.items():
         path = root / f"{prefix}_{split}0.csv"
         table = _read_numbers(path)
+        if table.shape[1] < 2:
+            raise ValueError(f"{path}: {table.shape[1]} column, no feature column before the binary label")
         if not np.isin(table[:, -1], (0, 1)).all():
             raise ValueError(f"{path}: the last column must be the binary label 0/1")
         if labels is not None and (table.shape[0] != labels.shape[0] or (table[:, -1] != labels).any()):
@@ -116,7 +135,7 @@ def read_declare_lab_csv(root: str | Path, labels: str | Path | None = None,
     sources = dict(sources or DEFAULT_SOURCES)
     if "t" not in sources:
         raise ValueError(f"{FORMAT}: the text tables are needed (they carry the segment ids); sources={sources}")
-    transcripts = pd.read_csv(_require(root / "transcripts.csv"), header=None, dtype=str, keep_default_na=False)
+    transcripts = _read_transcripts(root / "transcripts.csv")
     texts = dict(zip(transcripts[0].str.strip(), transcripts[1]))
     corpus = corpus or "mosi"
     files = {m: tuple(root / f"{p}_{s}0.csv" for s in SPLIT_FILES) + tuple(root / f"text_{s}.csv" for s in SPLIT_FILES)
