@@ -7,22 +7,25 @@ An MMSA label.csv (id or video_id + clip_id, label, mode; numeric labels) is par
 recipes' reader, `affectflow.datasets.labels.mmsa_rows`. Other tables: columns recognised
 (case-insensitive) are the id (`segment_id`, `id`, `name`, or `video_id` + `clip_id`, joined as
 `<video>_<clip>`), `split` / `mode` (train / valid / test with the usual aliases), `sentiment` (or a
-numeric `label`), `emotion` (or a `label` of words), `text`, `speaker`, `dialogue_id`. Ids of the form
-`<video>_<n>` give `dialogue_id` = video and `utterance_index` = n when the table has no dialogue column
-(MOSI, MOSEI). A sentiment cell that is neither empty nor a finite number, or a `label` column mixing
-numbers and words, is refused naming file:line, column and cell (never a silently dropped column).
-Returns a table indexed by nothing, one row per id, columns: segment_id, dialogue_id, utterance_index,
+numeric `label`), `emotion` (or a `label` of words), `text`, `speaker`, `dialogue_id`. Without a
+dialogue column, `dialogue_id` is the video: the `video_id` column, or `<video>` of an id
+`<video>_<n>`; `utterance_index` is n, or the rank by start time for MOSEI's clips ("82_7645" =
+82.7645 s, see `clip_order`). A sentiment cell that is neither empty nor a finite number, or a `label`
+column mixing numbers and words, is refused naming file:line, column and cell (never a silently
+dropped column). Returns a table indexed by nothing, one row per id, columns: segment_id, dialogue_id, utterance_index,
 speaker, text, emotion, sentiment, split.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from affectflow.datasets.labels import LabelRow, mmsa_missing_columns, mmsa_rows, parse_label_number, read_label_csv
+from affectflow.datasets.mosei import clip_start_time
 from affectflow.pipeline.core.names import normalize_split
 
 LABEL_COLUMNS: tuple[str, ...] = ("segment_id", "dialogue_id", "utterance_index", "speaker", "text", "emotion",
@@ -35,6 +38,18 @@ def split_video_id(segment_id: str) -> tuple[str | None, int | None]:
     if sep and video and clip.isdigit():
         return video, int(clip)
     return None, None
+
+
+def clip_order(video_ids: list[str], clip_ids: list[str]) -> list[int | None]:
+    """utterance_index per (video, clip): the clip id when it is a whole number (MOSI), the rank by start
+    time within the video for MOSEI's time-like clip ids ("82_7645" = 82.7645 s), else None."""
+    by_video = defaultdict(list)
+    for row, (video, clip) in enumerate(zip(video_ids, clip_ids)):
+        start = None if clip.isdigit() else clip_start_time(clip)
+        if start is not None:
+            by_video[video].append((start, row))
+    ranks = {row: rank for starts in by_video.values() for rank, (_, row) in enumerate(sorted(starts))}
+    return [int(clip) if clip.isdigit() else ranks.get(row) for row, clip in enumerate(clip_ids)]
 
 
 def _ids(table: pd.DataFrame, path: Path) -> pd.Series:
@@ -108,7 +123,7 @@ def _mmsa_table(rows: list[LabelRow]) -> pd.DataFrame:
     return pd.DataFrame({
         "segment_id": [f"{row.video_id}_{row.clip_id}" for row in rows],
         "dialogue_id": [row.video_id for row in rows],
-        "utterance_index": [int(row.clip_id) if row.clip_id.isdigit() else None for row in rows],
+        "utterance_index": clip_order([row.video_id for row in rows], [row.clip_id for row in rows]),
         "speaker": None, "text": [row.text or None for row in rows], "emotion": None,
         "sentiment": pd.array([np.nan if row.sentiment is None else row.sentiment for row in rows], dtype="float64"),
         "split": [row.split for row in rows]}, columns=list(LABEL_COLUMNS))
@@ -119,9 +134,15 @@ def _generic_table(table: pd.DataFrame, path: Path) -> pd.DataFrame:
     parsed = [split_video_id(s) for s in result["segment_id"]]
     if "dialogue_id" in table.columns:
         result["dialogue_id"] = table["dialogue_id"].str.strip().replace("", None)
+    elif {"video_id", "clip_id"} <= set(table.columns):  # the pair is exact: MOSEI's clip "82_7645" has a "_"
+        result["dialogue_id"] = table["video_id"].str.strip()
     else:
         result["dialogue_id"] = [video for video, _ in parsed]
-    result["utterance_index"] = [index for _, index in parsed]
+    if {"video_id", "clip_id"} <= set(table.columns):
+        result["utterance_index"] = clip_order(table["video_id"].str.strip().tolist(),
+                                               table["clip_id"].str.strip().tolist())
+    else:
+        result["utterance_index"] = [index for _, index in parsed]
     for column in ("speaker", "text"):
         result[column] = table[column].replace("", None) if column in table.columns else None
     _label_columns(table, result, path)

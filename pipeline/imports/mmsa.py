@@ -13,8 +13,10 @@ Layout (loaded with the restricted unpickler: numpy arrays and plain containers 
 Frame-level arrays keep their frames ([T, D], level "frame"): audio / vision frames past their
 `*_lengths` are padding; text frames are those of MMSA's BERT attention mask (`text_bert[:, 1]`) when
 present, else the frames that are not all zero. A segment with no valid frame is stored as missing.
-Segment ids become `<video>_<clip>`, dialogue_id = video, utterance_index = clip; the pickle's splits
-are kept. `labels` (a CSV, optional) fills sentiment / emotion the pickle lacks, matched by id.
+Segment ids become `<video>_<clip>`, dialogue_id = video (split at `$_$`, so MOSEI clips such as
+`82_7645` stay whole), utterance_index = clip (MOSI) or the rank by the clip's start time within the
+video (MOSEI's `82_7645` = 82.7645 s); the pickle's splits are kept. `labels` (a CSV, optional) fills
+sentiment / emotion the pickle lacks, matched by id.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from affectflow.pipeline.core.names import SPLIT_ALIASES, normalize_split
-from affectflow.pipeline.imports.labels import read_label_table, split_video_id
+from affectflow.pipeline.imports.labels import clip_order, read_label_table, split_video_id
 from affectflow.pipeline.imports.records import ImportedCorpus, ImportedModality, real_array
 from affectflow.pipeline.imports.unpickle import load_restricted_pickle
 
@@ -35,11 +37,15 @@ DEFAULT_SOURCES = {"a": "audio", "t": "text", "v": "vision"}
 MMSA_ID_SEPARATOR = "$_$"
 
 
-def _segment_id(raw: Any) -> str:
-    """MMSA's '<video>$_$<clip>' -> '<video>_<clip>' (other ids are kept)."""
+def _video_clip(raw: Any) -> tuple[str, str | None, str | None]:
+    """MMSA's '<video>$_$<clip>' -> ('<video>_<clip>', video, clip); other ids are kept, split at their last
+    '_<number>' when they have one (MOSEI clips such as '82_7645' keep their '_': the separator is exact)."""
     text = str(raw).strip()
     video, sep, clip = text.partition(MMSA_ID_SEPARATOR)
-    return f"{video}_{clip}" if sep else text
+    if sep:
+        return f"{video}_{clip}", video, clip
+    video, index = split_video_id(text)
+    return text, video, None if index is None else str(index)
 
 
 def _is_token_ids(array: np.ndarray) -> bool:
@@ -118,10 +124,11 @@ def _read_modality(part: dict, m: str, wanted: str, ids: list[str], modality: Im
     return modality
 
 
-def _split_rows(part: dict, split: str, ids: list[str], source: str) -> pd.DataFrame:
-    parsed = [split_video_id(s) for s in ids]
-    rows = pd.DataFrame({"segment_id": ids, "split": split, "dialogue_id": [v for v, _ in parsed],
-                         "utterance_index": [n for _, n in parsed]})
+def _split_rows(part: dict, split: str, parsed: list[tuple[str, str | None, str | None]], source: str) -> pd.DataFrame:
+    ids = [segment_id for segment_id, _, _ in parsed]
+    order = clip_order([video or "" for _, video, _ in parsed], [clip or "" for _, _, clip in parsed])
+    rows = pd.DataFrame({"segment_id": ids, "split": split, "dialogue_id": [video for _, video, _ in parsed],
+                         "utterance_index": order})
     rows["speaker"] = rows["dialogue_id"]
     if "raw_text" in part:
         rows["text"] = [str(t) for t in _per_id(part, "raw_text", len(ids), source)]
@@ -164,8 +171,9 @@ def read_mmsa_pickle(root: str | Path, labels: str | Path | None = None, sources
         part = data[key]
         if not isinstance(part, dict) or "id" not in part:
             raise ValueError(f"{path} [{key}]: expected a dict with an 'id' array")
-        ids = [_segment_id(raw) for raw in np.asarray(part["id"], dtype=object).reshape(-1)]
-        parts.append(_split_rows(part, split, ids, f"{path} [{key}]"))
+        parsed = [_video_clip(raw) for raw in np.asarray(part["id"], dtype=object).reshape(-1)]
+        ids = [segment_id for segment_id, _, _ in parsed]
+        parts.append(_split_rows(part, split, parsed, f"{path} [{key}]"))
         for m, wanted in sources.items():
             modalities[m] = _read_modality(part, m, wanted, ids, modalities.get(m), path, key)
     rows = pd.concat(parts, ignore_index=True)
