@@ -95,7 +95,7 @@ def read_label_csv(path: str | Path) -> tuple[pd.DataFrame, int]:
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: empty file, not a label CSV") from None
     except (ValueError, pd.errors.ParserError) as error:
-        raise ValueError(f"{path}: not a readable CSV ({error})") from None
+        raise ValueError(f"{path}: not a readable CSV ({str(error).strip()})") from None
     table.columns = [str(column).strip().lower() for column in table.columns]
     return table, cp1252_bytes
 

@@ -19,11 +19,13 @@ utterance (the release has no missing rows).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from affectflow.datasets.text import decode_annotation_bytes
 from affectflow.pipeline.imports.labels import read_label_table, split_video_id
 from affectflow.pipeline.imports.records import ImportedCorpus, ImportedModality
 
@@ -48,18 +50,22 @@ def _read_numbers(path: Path) -> np.ndarray:
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: empty file, not a numeric feature table") from None
     except (ValueError, pd.errors.ParserError) as error:
-        raise ValueError(f"{path}: not a numeric feature table ({error})") from None
+        raise ValueError(f"{path}: not a numeric feature table ({str(error).strip()})") from None
 
 
-def _read_transcripts(path: Path) -> pd.DataFrame:
-    """transcripts.csv (no header; id, text, ...) as text cells; ValueError naming the file when it is empty,
-    unparsable or has fewer than the two columns id and text."""
+def _read_transcripts(path: Path, notes: list[str]) -> pd.DataFrame:
+    """transcripts.csv (no header; id, text, ...) as text cells, decoded like the label files (UTF-8, other
+    bytes as cp1252, counted in `notes`); ValueError naming the file when it is empty, unparsable or has
+    fewer than the two columns id and text."""
+    text, cp1252_bytes = decode_annotation_bytes(_require(path).read_bytes())
+    if cp1252_bytes:
+        notes.append(f"{path}: {cp1252_bytes} bytes were not UTF-8 and were read as cp1252")
     try:
-        table = pd.read_csv(_require(path), header=None, dtype=str, keep_default_na=False)
+        table = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: empty file; expected rows of id, text, ...") from None
     except (ValueError, pd.errors.ParserError) as error:
-        raise ValueError(f"{path}: not a readable CSV ({error})") from None
+        raise ValueError(f"{path}: not a readable CSV ({str(error).strip()})") from None
     if table.shape[1] < 2:
         raise ValueError(f"{path}: {table.shape[1]} column; expected at least 2 columns (id, text, ...) "
                          f"without a header")
@@ -135,7 +141,8 @@ def read_declare_lab_csv(root: str | Path, labels: str | Path | None = None,
     sources = dict(sources or DEFAULT_SOURCES)
     if "t" not in sources:
         raise ValueError(f"{FORMAT}: the text tables are needed (they carry the segment ids); sources={sources}")
-    transcripts = _read_transcripts(root / "transcripts.csv")
+    notes: list[str] = []
+    transcripts = _read_transcripts(root / "transcripts.csv", notes)
     texts = dict(zip(transcripts[0].str.strip(), transcripts[1]))
     corpus = corpus or "mosi"
     files = {m: tuple(root / f"{p}_{s}0.csv" for s in SPLIT_FILES) + tuple(root / f"text_{s}.csv" for s in SPLIT_FILES)
@@ -154,7 +161,6 @@ def read_declare_lab_csv(root: str | Path, labels: str | Path | None = None,
     duplicated = rows["segment_id"][rows["segment_id"].duplicated()].unique().tolist()
     if duplicated:
         raise ValueError(f"{root}: segment ids occur in more than one row: {duplicated[:5]}")
-    notes: list[str] = []
     if labels is not None:
         rows = _attach_labels(rows, Path(labels), notes)
     else:

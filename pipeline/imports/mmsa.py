@@ -97,7 +97,10 @@ def _frame_masks(part: dict, m: str, key: str, values: np.ndarray, source: str) 
     bert = part.get("text_bert")
     if m == "t" and key == "text" and bert is not None:
         bert = real_array(bert, f"{source}: 'text_bert'")
-        if _is_token_ids(bert) and bert.shape[0] == values.shape[0] and bert.shape[2] == values.shape[1]:
+        if _is_token_ids(bert) and bert.shape[0] != values.shape[0]:
+            raise ValueError(f"{source}: 'text_bert' has {bert.shape[0]} entries, expected one per id "
+                             f"({values.shape[0]} ids)")
+        if _is_token_ids(bert) and bert.shape[2] == values.shape[1]:
             return bert[:, 1, :] > 0
     return np.abs(values).sum(axis=2) > 0
 
@@ -136,8 +139,9 @@ def _split_rows(part: dict, split: str, parsed: list[tuple[str, str | None, str 
         _per_id(part, "regression_labels", len(ids), source)
         where = f"{source}: 'regression_labels'"
         rows["sentiment"] = real_array(part["regression_labels"], where).astype(np.float64).reshape(-1)
-        if np.isinf(rows["sentiment"]).any():  # NaN is an unlabelled segment; infinity is no sentiment
-            raise ValueError(f"{where}: infinite sentiment for {rows.loc[np.isinf(rows['sentiment']), 'segment_id'].iloc[0]!r}")
+        infinite = rows.loc[np.isinf(rows["sentiment"]), "segment_id"].tolist()
+        if infinite:  # NaN is an unlabelled segment; infinity is no sentiment
+            raise ValueError(f"{where}: infinite sentiment for {infinite[0]!r}")
     if "annotations" in part:
         rows["annotation"] = [str(a) for a in _per_id(part, "annotations", len(ids), source)]
     return rows

@@ -31,6 +31,7 @@ from affectflow.pipeline.imports.records import ImportedCorpus, ImportedModality
 FORMAT = "npy-folder"
 FOLDER_GUESSES = {"a": ("audio", "a"), "t": ("text", "t"), "v": ("vision", "video", "v")}
 MISSING_LIST = "missing.txt"
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def default_sources(root: Path) -> dict[str, str]:
@@ -49,6 +50,9 @@ def _load_npy(path: Path) -> np.ndarray:
     ValueError naming the file for an empty, unreadable, non-real, 0-d or zero-width array."""
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file (0 bytes), not a .npy array")
+    with path.open("rb") as handle:
+        if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise ValueError(f"{path}: not a .npy file (it does not start with numpy's magic bytes)")
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError) as error:
@@ -72,8 +76,10 @@ def _feature_files(folder: Path) -> list[Path]:
 
 def _placeholders(listed: Path, notes: list[str]) -> set[str]:
     """Ids in missing.txt (read like the label files: UTF-8, other bytes as cp1252, named in a note)."""
-    if not listed.is_file():
+    if not listed.exists():
         return set()
+    if not listed.is_file():
+        raise ValueError(f"{listed}: not a file (the list of placeholder ids must be a text file)")
     text, cp1252_bytes = decode_annotation_bytes(listed.read_bytes())
     if cp1252_bytes:
         notes.append(f"{listed}: {cp1252_bytes} bytes were not UTF-8 and were read as cp1252")

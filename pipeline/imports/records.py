@@ -21,6 +21,7 @@ LEVELS: tuple[str, ...] = ("utterance", "frame")
 REAL_KINDS = "biuf"
 """numpy dtype kinds read as features: bool, signed / unsigned integers, floats (complex, structured,
 string, datetime and object dtypes are refused: casting them to float would drop or invent values)."""
+DTYPE_KINDS = {"c": "complex", "U": "str", "S": "bytes", "M": "date-time", "m": "time-delta", "V": "raw (void)"}
 
 
 def _is_real_element(element: Any) -> bool:
@@ -41,19 +42,17 @@ def real_array(value: Any, where: str) -> np.ndarray:
     except ValueError:
         raise ValueError(f"{where}: ragged (its rows have different lengths), not one numeric array") from None
     if array.dtype == object:
-        flat = array.reshape(-1)
-        bad = next((element for element in flat if not _is_real_element(element)), None)
-        if bad is not None:
-            raise ValueError(f"{where}: an object array holding {type(bad).__name__} values, "
-                             f"e.g. {str(bad)[:40]!r}; expected real numbers")
+        bad = [element for element in array.reshape(-1) if not _is_real_element(element)][:1]
+        if bad:
+            raise ValueError(f"{where}: an object array holding {type(bad[0]).__name__} values, "
+                             f"e.g. {str(bad[0])[:40]!r}; expected real numbers")
         try:
             array = np.array(array.tolist(), dtype=np.float64)
         except ValueError:
             raise ValueError(f"{where}: ragged (its rows have different lengths), not one numeric array") from None
     if array.dtype.kind not in REAL_KINDS:
-        kind = "structured" if array.dtype.names else {"c": "complex", "U": "str", "S": "bytes"}.get(
-            array.dtype.kind, str(array.dtype))
-        raise ValueError(f"{where}: dtype {array.dtype} is {kind}, not real numbers (bool, int or float)")
+        kind = "structured (record)" if array.dtype.names else DTYPE_KINDS.get(array.dtype.kind, "non-numeric")
+        raise ValueError(f"{where}: dtype {array.dtype} holds {kind} values, not real numbers (bool, int or float)")
     if array.ndim == 0:
         raise ValueError(f"{where}: a 0-d array (a single number), expected [D] or [T, D] features")
     return array.astype(np.float32, copy=False)

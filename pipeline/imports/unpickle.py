@@ -221,6 +221,8 @@ def load_restricted_pickle(path: str | Path, max_allocation: int = DEFAULT_MAX_A
     (a damaged file), each naming the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path}: a folder, not a pickle file")
     if not path.is_file():
         raise FileNotFoundError(f"pickle not found: {path}")
     with path.open("rb") as handle:

@@ -75,7 +75,8 @@ def test_a_generic_label_column_mixing_numbers_and_words_names_the_odd_cell(tmp_
 
 def test_generic_label_columns_of_one_kind_still_import(tmp_path):
     path = tmp_path / "labels.csv"
-    pd.DataFrame({"segment_id": ["a", "b", "c"], "label": ["happy", "", "sad"], "mode": "test"}).to_csv(path, index=False)
+    table = pd.DataFrame({"segment_id": ["a", "b", "c"], "label": ["happy", "", "sad"], "mode": "test"})
+    table.to_csv(path, index=False)
     assert [None if pd.isna(e) else e for e in read_label_table(path)["emotion"]] == ["happy", None, "sad"]
     pd.DataFrame({"segment_id": ["a", "b"], "sentiment": ["0.5", ""], "emotion": ["x", "y"]}).to_csv(path, index=False)
     assert read_label_table(path)["sentiment"].tolist()[0] == 0.5 and np.isnan(read_label_table(path)["sentiment"][1])

@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from affectflow.extractors.store import FeatureStore
 from affectflow.pipeline.cli.main import main
+from affectflow.pipeline.core.manifest import read_manifest
+from affectflow.pipeline.imports import import_features
 
 from .conftest import write_declare_lab_tree, write_mmsa_pickle, write_npy_folder
 from .test_npy_folder import SOURCES
@@ -44,6 +47,10 @@ NPY_CASES = {
     "a folder named like a labelled .npy": (
         lambda f: ((f / "dia1_utt1.npy").unlink(), (f / "dia1_utt1.npy").mkdir()), ["dia1_utt1.npy", "folder"]),
     "a folder named like an unlabelled .npy": (lambda f: (f / "x.npy").mkdir(), ["x.npy", "folder"]),
+    "a missing.txt that is a folder": (lambda f: (f.parent / "manet-UTT" / "missing.txt").unlink()
+                                       or (f.parent / "manet-UTT" / "missing.txt").mkdir(), ["missing.txt", "not a file"]),
+    "a labels CSV that is no CSV": (lambda f: (f.parent.parent / "labels.csv").write_bytes(bytes(range(256)) * 4),
+                                    ["labels.csv", "not a readable CSV"]),
     "an empty array first in its folder": (lambda f: np.save(_first_file(f), np.zeros((0,), np.float32)),
                                            ["dia%204%2Fx.npy", "width 0"]),
 }
@@ -114,6 +121,9 @@ MMSA_CASES = {
                               ["aligned_5.pkl [train]", "'audio'", "str"]),
     "a complex feature array": (_set("vision", lambda p: p["vision"] * (1 + 1j)),
                                 ["aligned_5.pkl [train]", "'vision'", "complex"]),
+    "an object array holding None": (_set("audio", np.array(None)), ["aligned_5.pkl [train]", "'audio'", "NoneType"]),
+    "text_bert token ids for other ids": (_set("text_bert", lambda p: p["text_bert"][:2]),
+                                          ["aligned_5.pkl [train]", "'text_bert' has 2 entries", "6 ids"]),
     "fewer ids than arrays": (_set("id", lambda p: p["id"][:-1]), ["aligned_5.pkl [train]", "5 ids"]),
 }
 
@@ -159,10 +169,18 @@ def test_malformed_input_is_refused_with_one_line_naming_it(build, expected, tmp
     assert not out.exists()  # refused before anything is written
 
 
-def test_a_latin1_missing_list_is_read_like_the_label_files_and_named_in_a_note(npy_folder, tmp_path):
-    from affectflow.extractors.store import FeatureStore
-    from affectflow.pipeline.imports import import_features
+def test_latin1_transcripts_are_read_like_the_label_files_and_named_in_a_note(tmp_path):
+    root = tmp_path / "mosi"
+    write_declare_lab_tree(root)
+    path = root / "transcripts.csv"
+    path.write_bytes(path.read_bytes().replace(b"SAID vidA_2", "SAID caf\xe9".encode("latin-1")))
+    summary = import_features("declare-lab-csv", root, tmp_path / "out")
+    table = read_manifest(summary.manifest).set_index("segment_id")
+    assert table.loc["vidA_2", "text"] == "SAID caf\xe9"
+    assert any("transcripts.csv: 1 bytes were not UTF-8 and were read as cp1252" in note for note in summary.notes)
 
+
+def test_a_latin1_missing_list_is_read_like_the_label_files_and_named_in_a_note(npy_folder, tmp_path):
     root, labels, _ = npy_folder
     (root / "manet-UTT" / "missing.txt").write_bytes("dia3_utt0\ncaf\xe9_1\n".encode("latin-1"))
     summary = import_features("npy-folder", root, tmp_path / "out", labels=labels, sources=SOURCES)

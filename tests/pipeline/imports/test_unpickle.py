@@ -97,8 +97,8 @@ HOSTILE = {
     "_reconstruct of a huge shape": b"\x80\x03" + RECONSTRUCT + b"(" + NDARRAY + _long(HUGE) + b"\x85C\x01btR.",
     "an object array stating more elements than it holds": (
         b"\x80\x03" + EMPTY_ARRAY + b"(K\x01" + _long(HUGE) + b"\x85" + OBJECT_DTYPE + b"\x89]K\x01aK\x02atb."),
-    "list(bytearray) of many elements": (b"\x80\x02" + _global("__builtin__", "list") + _global("__builtin__", "bytearray")
-                                         + _long(2**25) + b"\x85R\x85R."),
+    "list(bytearray) of many elements": (b"\x80\x02" + _global("__builtin__", "list")
+                                         + _global("__builtin__", "bytearray") + _long(2**25) + b"\x85R\x85R."),
 }
 
 
