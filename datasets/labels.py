@@ -62,6 +62,14 @@ def _split_id(identifier: str, location: str) -> tuple[str, str]:
     return video_id, clip_id
 
 
+def clip_start_time(clip_id: str) -> float | None:
+    """The start time encoded in a clip id like ``82_7645`` (82.7645 s; MOSEI's MMSA label.csv); None for other ids."""
+    whole, sep, fraction = clip_id.partition("_")
+    if not sep or not whole.isdigit() or not fraction.isdigit():
+        return None
+    return float(f"{whole}.{fraction}")
+
+
 def parse_label_number(value: str, location: str, column: str) -> float | None:
     """One label cell -> a finite float, or None when empty (or "nan": unlabelled).
 

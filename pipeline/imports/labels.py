@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectflow.datasets.labels import LabelRow, mmsa_missing_columns, mmsa_rows, parse_label_number, read_label_csv
-from affectflow.datasets.mosei import clip_start_time
+from affectflow.datasets.labels import (LabelRow, clip_start_time, mmsa_missing_columns, mmsa_rows, parse_label_number,
+                                        read_label_csv)
 from affectflow.pipeline.core.names import normalize_split
 
 LABEL_COLUMNS: tuple[str, ...] = ("segment_id", "dialogue_id", "utterance_index", "speaker", "text", "emotion",
