@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from affectflow.extractors.base import extractor_from_spec
-from affectflow.pipeline.imports.writer import IMPORTED_PREFIX
-from affectflow.pipeline.core.names import IGNORE_INDEX
+from affectflow.pipeline.core.names import IGNORE_INDEX, IMPORTED_PREFIX
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.labeler import SpanPrediction
 from affectflow.pipeline.train.checkpoint import load_bundle
