@@ -72,11 +72,12 @@ def ray_label(videos: str | Path, out: str | Path, make_labeler: LabelerFactory,
     writer, files, todo = open_output(videos, out, class_names, modalities, file_format)
     summary = LabelingSummary(skipped=len(files) - len(todo))
     if not todo:
+        writer.close()
         return summary
     table = pd.DataFrame({"path": [str(p.resolve()) for p in todo],
                           "clip": [p.relative_to(videos).as_posix() for p in todo]})
     started = time.perf_counter()
-    with ray_session(address, num_cpus) as ray:
+    with writer, ray_session(address, num_cpus) as ray:  # closing the writer drops superseded rows
         from ray.data import ActorPoolStrategy
 
         context = ray.data.DataContext.get_current()

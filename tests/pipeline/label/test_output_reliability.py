@@ -15,7 +15,7 @@ from affectflow.pipeline.cli.main import main
 from affectflow.pipeline.label import LabelingSetupError, SpanPrediction, job, label
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.output import (
-    OutputError, OutputLockedError, ResumableRowWriter,
+    OutputError, OutputLockedError, ResumableRowWriter, parse_rows, render_rows,
 )
 from affectflow.pipeline.label.report import plot_name, write_plots
 from affectflow.pipeline.media.transcripts import TranscriptError, read_transcript_file
@@ -166,15 +166,15 @@ def test_a_folder_or_read_only_out_exits_2(tmp_path, face_video, monkeypatch, ca
 @pytest.mark.parametrize("file_format", ["csv", "jsonl"])
 def test_duplicated_clips_keep_one_copy(tmp_path, file_format):
     path = tmp_path / f"out.{file_format}"
-    with ResumableRowWriter(path, COLUMNS, file_format) as writer:
+    with ResumableRowWriter(path, COLUMNS, file_format):
         rows = [{"clip": "a.mp4", "label": "joy", "window_start": 0.0, "window_end": 1.0},
                 {"clip": "a.mp4", "label": "joy"}]
-        text = writer._render(rows + [{"clip": "b.mp4", "label": "fear"}] + rows, header=False)
+        text = render_rows(rows + [{"clip": "b.mp4", "label": "fear"}] + rows, COLUMNS, file_format)
     with path.open("a", encoding="utf-8", newline="") as handle:
         handle.write(text)  # what two runs without a lock left behind
     with ResumableRowWriter(path, COLUMNS, file_format) as resumed:
         assert resumed.done_clips == {"a.mp4", "b.mp4"}
-        clips = [row["clip"] for row in resumed._parse(path.read_text(encoding="utf-8"))]
+    clips = [row["clip"] for row in parse_rows(path.read_text(encoding="utf-8"), file_format)]
     assert sorted(clips) == ["a.mp4", "a.mp4", "b.mp4"]
 
 
