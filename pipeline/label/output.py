@@ -343,7 +343,9 @@ class ResumableRowWriter:
                                  "use another --out")
 
     def _check_keys(self, rows: list[dict[str, Any]]) -> None:
-        """OutputMismatchError when a JSONL row has other keys than this run's columns."""
+        """OutputMismatchError when a JSONL row has other keys than this run's columns (CSV: the header's)."""
+        if self.format != "jsonl":
+            return
         for row in rows:
             if set(row) != set(self.columns):
                 raise OutputMismatchError(f"{self.path}: existing rows have columns {sorted(row)}, this run "
