@@ -2,7 +2,9 @@
 
 A thin parser over `affectflow.pipeline.label.label`. Exit codes: 0 when the batch ran (even with per-file
 errors, which are rows), 2 for bad arguments, an unusable checkpoint or an output file this run must not
-touch (another run's columns, locked by a concurrent run, not a labels file, read-only, a folder).
+touch (another run's columns, locked by a concurrent run, not a labels file, read-only, a folder), 1 when
+the output file cannot be written (disk full, I/O error: one line; the file ends at its last whole row and
+a re-run resumes it).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 import sys
 
 from affectflow.pipeline.label.job import LabelingSetupError, label
-from affectflow.pipeline.label.output import OutputError
+from affectflow.pipeline.label.output import OutputError, OutputWriteError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Label `args.videos` with `label(...)`; print the summary line; 2 (one line) when the run cannot start."""
+    """Label `args.videos` with `label(...)`; print the summary line; 2 (one line) when the run cannot start,
+    1 (one line) when the output file cannot be written."""
     try:
         summary = label(args.videos, args.out, format=args.format, checkpoint=args.checkpoint,
                         transcripts=args.transcripts, device=args.device, segment_seconds=args.segment_seconds,
@@ -52,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     except (LabelingSetupError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OutputWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"{summary.labeled} labelled, {summary.failed} with errors, {summary.skipped} already done "
           f"-> {summary.out} ({summary.seconds:.1f} s)")
     return 0

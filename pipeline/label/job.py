@@ -131,7 +131,8 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     models run on this one (0 = all in this process; None = one per CPU core, at most one per two clips).
 
     Raises LabelingSetupError for bad arguments or an unusable checkpoint, OutputError when `out`
-    holds rows of another class set or format. Per-file problems are rows of the output, never raised.
+    holds rows of another class set or format, OutputWriteError (an OSError) when writing `out` fails (it
+    then ends at its last whole row; a re-run resumes). Per-file problems are rows of the output, never raised.
     """
     videos = Path(videos)
     _check_arguments(videos, segment_seconds, engine, workers)
