@@ -185,14 +185,39 @@ def test_readme_block_runs(readme_run, index):
             assert check.returncode == 0, f"{script.name}: {check.stderr}"
 
 
-def test_labelling_writes_one_row_per_file(readme_run):
-    """The README's contract, checked on its own first labelling command's output."""
+def _labelling_commands() -> list[str]:
+    return [c for lang, body in README_BLOCKS if lang == "bash" for c in command_lines(body)
+            if ("run_pipeline.py" in c or c.startswith("affectflow label")) and "--out" in c]
+
+
+def test_labelling_writes_one_row_per_file_and_resumes(readme_run):
+    """The README's contract on its own first labelling command: one row per input file (the broken one with
+    its error); running the same command again keeps every finished row and adds none."""
     work, _ = readme_run
-    first = next(c for _, b in README_BLOCKS for c in command_lines(b) if "run_pipeline.py" in c and "--out" in c)
-    table = pd.read_csv(work / out_argument(first))
-    files = sorted(p.name for p in (work / "clips").iterdir())
-    assert sorted(table["clip"]) == files
-    assert table.set_index("clip")["error"].isna().to_dict() == {name: name != "broken.mp4" for name in files}
+    first = _labelling_commands()[0]
+    before = pd.read_csv(work / out_argument(first))
+    files = sorted(p.name for p in (work / "clips").iterdir() if p.is_file())
+    assert sorted(before["clip"]) == files
+    assert before.set_index("clip")["error"].isna().to_dict() == {name: name != "broken.mp4" for name in files}
+    again = subprocess.run(to_argv(first), cwd=work, capture_output=True, text=True,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert again.returncode == 0, again.stderr[-1500:]
+    after = pd.read_csv(work / out_argument(first))
+    finished = before[before["error"].isna()]
+    pd.testing.assert_frame_equal(after[after["clip"].isin(finished["clip"])].reset_index(drop=True),
+                                  finished.reset_index(drop=True))
+    assert sorted(after["clip"]) == files
+
+
+def test_timeline_and_plots(readme_run):
+    """`--segment-seconds` adds window rows after each file row; `--plot` writes one PNG per clip."""
+    work, _ = readme_run
+    command = next(c for c in _labelling_commands() if "--segment-seconds" in c and "--plot" in c)
+    out = work / out_argument(command)
+    rows = pd.read_json(out, lines=True)
+    windows = rows[rows["window_start"].notna()]
+    assert len(windows) > 0 and set(windows["clip"]) <= set(rows.loc[rows["window_start"].isna(), "clip"])
+    assert any(out.with_name(out.name + ".plots").glob("*.png"))
 
 
 def test_every_readme_command_has_a_runner():
