@@ -6,7 +6,7 @@
     affectflow train ... --fold 5                                  # IEMOCAP leave-one-session-out fold
     affectflow train ... --fold all                                # all 5 folds, mean ± std over folds
     affectflow train ... --resume                                  # continue an interrupted run
-    affectflow train ... --model dqf --recipe paper                # the paper's recipe (see the README table)
+    affectflow train ... --model dqf --recipe paper                # the paper's recipe (docs/recipes.md)
     affectflow train ... --model dqf --recipe paper --budget 0.1 --lr 1e-4   # 10 % of its epochs, another lr
 
 --recipe default (quick settings, not a paper's) or paper supplies every training option that is not
