@@ -10,6 +10,8 @@ from affectflow.extractors.audio import conv_geometry, split_chunks
 from affectflow.extractors.base import create_extractor
 from factories.extractors import AUDIO_KINDS
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 
 def build(tiny_models, kind: str = "wav2vec2", **config):
     return create_extractor("hf_audio", model=str(tiny_models[kind]), **config)

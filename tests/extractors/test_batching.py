@@ -17,6 +17,8 @@ from affectflow.pipeline.media.faces import FaceDetector
 from affectflow.pipeline.core.manifest import iter_segments, manifest_from_segments, read_manifest, write_manifest
 from affectflow.pipeline.core.records import Segment
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 
 def test_bucketing_is_a_permutation_sorted_within_pools():
     segments = [Segment(id=f"s{i}", media_path="x.mp4", text="w" * ((7 * i) % 11)) for i in range(10)]

@@ -29,6 +29,8 @@ from affectflow.pipeline.cli.main import main as cli_main
 from affectflow.pipeline.media.faces import FaceDetector, track_faces
 from factories.media import face_image
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 ASTRONAUT_FACE_BOX = (70, 40, 210, 180)  # x1, y1, x2, y2 of the head in face_image()
 
 

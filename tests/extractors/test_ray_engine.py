@@ -30,6 +30,8 @@ from affectflow.pipeline.media.faces import FaceDetector
 from affectflow.pipeline.core.manifest import manifest_from_segments, read_manifest, write_manifest
 from affectflow.pipeline.core.records import FeatureSequence, Segment
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 
 @pytest.fixture(scope="module")
 def ray_cluster():

@@ -12,6 +12,8 @@ from affectflow.extractors.base import create_extractor
 from factories.extractors import TEXT_KINDS
 from affectflow.extractors.text import resolve_text_model
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 
 @pytest.mark.parametrize("kind", TEXT_KINDS)
 def test_special_tokens_removed_and_missing_transcripts(tiny_models, kind):

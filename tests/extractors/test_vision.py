@@ -9,6 +9,8 @@ import torch
 from affectflow.extractors.base import create_extractor
 from factories.extractors import VISION_KINDS, synthetic_face_track
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 
 @pytest.mark.parametrize("kind", VISION_KINDS)
 def test_frame_timeline_masks_and_utterance_mean(tiny_models, face_track, kind):

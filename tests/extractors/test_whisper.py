@@ -13,6 +13,8 @@ from affectflow.extractors.base import create_extractor, extractor_from_spec
 from affectflow.extractors.whisper import kept_frames, resolve_compute_type
 from factories.whisper import WIDTH, save_tiny_whisper_model
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 
 @pytest.fixture(scope="module")
 def tiny_whisper(tmp_path_factory):

@@ -17,6 +17,8 @@ import torch
 
 from affectflow.fusion import ModalityBatch, TaskSpec, create_fusion
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 REFERENCE_PATH = Path(__file__).parent / "reference" / "cmarr_reference.py"
 RTOL, ATOL = 1e-4, 1e-5
 DIMS = {"a": 12, "t": 10, "v": 14}

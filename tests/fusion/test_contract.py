@@ -17,6 +17,8 @@ from affectflow.fusion import FusionOutput, TaskSpec, fusion_class, list_fusions
 from affectflow.fusion.base import FusionModel
 from factories.fusion import presence_patterns, random_batch, random_targets, synthetic_split_task
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 DIMS = {"a": 6, "t": 5, "v": 4}
 CLASSES = ("neg", "neu", "pos")
 FRAME_LENGTHS = {"a": 5, "t": 3, "v": 4}

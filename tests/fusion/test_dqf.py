@@ -11,6 +11,8 @@ from affectflow.fusion.dqf import (DQF, QueryCrossAttention, QueryCrossLayer, Qu
                                    sequence_span)
 from factories.fusion import presence_patterns, random_batch
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 DIMS = {"a": 6, "t": 5, "v": 4}
 
 

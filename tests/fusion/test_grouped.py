@@ -9,6 +9,8 @@ from affectflow.fusion.grouped import (GroupedAttentionMask, StackedParameters, 
                                        bank_pre_ln_block, pad_time)
 from affectflow.fusion.layers import MaskedMultiheadAttention, PreLNTransformerBlock
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 
 

@@ -14,6 +14,8 @@ from affectflow.fusion.sdumc import (SDUMC, TEXT_SIMULATORS, AudioToTextProjecto
                                      ModalityImaginationAutoencoder, TanhKeyCrossAttention, TextSimulator,
                                      TextSimulatorSpec, rank_n_contrast_loss, root_mean_square_error)
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 DIMS = {"a": 6, "t": 5, "v": 4}
 LENGTHS = {"a": 7, "t": 3, "v": 5}
 

@@ -9,6 +9,8 @@ from affectflow.fusion.layers import CrossModalBlock, FeedForward, MaskedConv1d,
 from affectflow.fusion.stacked import (batched_affine, dropout, list_affine, stacked_attention, stacked_cross_modal, stacked_feed_forward, stacked_layer_norm,
                                        stacked_linear, stacked_masked_conv1d, transformer_block)
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 M, B, T, D = 3, 4, 5, 8
 
 

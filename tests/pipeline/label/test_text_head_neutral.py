@@ -17,6 +17,8 @@ from affectflow.extractors.base import create_extractor
 from affectflow.pipeline.label.default_model import CLASSES, HEAD_PATH, TEXT_EXTRACTOR
 from affectflow.pipeline.label.text_head import TextEmotionHead
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 NEUTRAL_FILE = Path(__file__).with_name("neutral_sentences.txt")
 RAVDESS_SENTENCES = ("Kids are talking by the door.", "Dogs are sitting by the door.")
 EMOTIONAL = {

@@ -15,6 +15,8 @@ from affectflow.pipeline.media.mtcnn import (
 )
 from factories.media import face_image
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 
 @pytest.fixture(scope="module")
 def frames(media) -> np.ndarray:

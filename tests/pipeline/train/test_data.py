@@ -16,6 +16,8 @@ from factories.features import make_feature_corpus, synthetic_spec
 from affectflow.pipeline.core.manifest import read_manifest
 from affectflow.pipeline.core.records import FeatureSequence
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):

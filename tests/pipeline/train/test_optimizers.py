@@ -8,6 +8,8 @@ import torch
 from affectflow.pipeline.train.optimizers import OPTIMIZERS
 from affectflow.pipeline.train.schedules import SCHEDULES, DPFTSchedule, StagedSchedule, make_schedule
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_every_registered_optimizer_builds(name):
