@@ -24,15 +24,11 @@ from affectflow.pipeline.core.manifest import iter_segments, manifest_from_segme
 from affectflow.pipeline.core.records import FeatureSequence, Segment
 from affectflow.pipeline.media.decode import load_decoders, probe, read_audio, read_frames
 from affectflow.pipeline.media.faces import FaceDetector, FaceTrack, align_face, choose_face
-from factories.tolerances import float32_sum_bound
+from factories.tolerances import MTCNN_PX, float32_sum_bound
 
-LANDMARK_DELTA_PX = 1e-2
-"""Largest landmark difference between batched MTCNN and facenet-pytorch's per-frame code, in pixels.
-Both compute the same float32 arithmetic in another order: O-Net's landmark outputs are 256-term dot
-products on a 1152-term layer (two chained sums of <= 1152 terms), scaled by the box size (<= ~200 px for
-these frames), so they can differ by about float32_sum_bound(1152, 200, depth=2) = 5.5e-2 px in the worst
-case; in practice the differences are 1-2 float32 ulps of the coordinate (~3e-5 px, measured). 1e-2 px
-lies between the two: 300x the seen rounding, 5x below the worst case."""
+LANDMARK_DELTA_PX = MTCNN_PX
+"""Largest landmark difference between batched MTCNN and facenet-pytorch's per-frame code: the same float32
+arithmetic in another order (factories.tolerances.MTCNN_PX, 0.061 px; seen: 1-2 float32 ulps, ~3e-5 px)."""
 LANDMARK_DIRECTIONS = np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1)], np.float32)
 TEXT_TERMS = 64
 """Tiny BERT (factories.extractors): hidden size 32, intermediate 37, sequences <= 16 tokens; 64 bounds the
