@@ -61,3 +61,20 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def float32_chain_bound(terms: int, magnitude: float) -> float:
+    """|a - b| of two float32 evaluations of a network whose layers' sums have `terms` terms in all (summed
+    along the chain), outputs of absolute value <= `magnitude`: to first order each layer adds n * u of its
+    absolute terms, which normalised layers keep at the output's scale."""
+    return float32_sum_bound(terms, max(1.0, magnitude))
+
+
+TINY_MODEL_TERMS = 2048
+"""Tiny HF models (factories.extractors: 3 layers, hidden 32, FFN 64, <= 150 frames; audio: a 7-layer conv
+encoder of kernels 10 and 3 x 32 channels, a 16-tap positional conv): per layer 32 (q/k/v) + 16 (scores) +
+150 (mix) + 32 (out) + 32 + 64 (FFN) ~ 330 terms, x 3 = 980, + conv encoder 10 + 6 x 96 + 256 = 840."""
+FER_TERMS = 9 + 72 + 50 + 82 + 146 + 274 + 1152 + 16
+"""mini-Xception on 64x64: two 3x3 convolutions (1 and 8 channels), four separable residual blocks (depthwise
+9 + pointwise C_in + depthwise 9 + pointwise C_out + the 1x1 shortcut C_in, C = 8..128), the last 3x3 x 128
+convolution, global average pooling of 4x4."""
