@@ -126,7 +126,7 @@ def test_port_matches_the_keras_graph_layer_by_layer(hdf5_path, model):
                                    atol=float32_chain_bound(FER_TERMS, np.abs(reference[f"add_{index}"]).max(initial=0.0)))
     logits_bound = float32_chain_bound(FER_TERMS, np.abs(reference["global_average_pooling2d_1"]).max(initial=0.0))
     np.testing.assert_allclose(logits.numpy(), reference["global_average_pooling2d_1"], atol=logits_bound)
-    # a softmax moves by at most half the largest logit change (its Jacobian's inf-norm is <= 1/2... per class 2 x 1/4)
+    # |d p_c| = p_c |sum_k p_k (dz_c - dz_k)| <= 2 p_c (1 - p_c) max|dz| <= max|dz| / 2
     np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), reference["predictions"], atol=logits_bound / 2)
     np.testing.assert_allclose(features.numpy(), reference["add_4"].mean(axis=(1, 2)),
                                atol=float32_chain_bound(FER_TERMS, np.abs(reference["add_4"]).max(initial=0.0)))
