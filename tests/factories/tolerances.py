@@ -78,3 +78,10 @@ FER_TERMS = 9 + 72 + 50 + 82 + 146 + 274 + 1152 + 16
 """mini-Xception on 64x64: two 3x3 convolutions (1 and 8 channels), four separable residual blocks (depthwise
 9 + pointwise C_in + depthwise 9 + pointwise C_out + the 1x1 shortcut C_in, C = 8..128), the last 3x3 x 128
 convolution, global average pooling of 4x4."""
+
+TINY_FUSION_TERMS = 1024
+"""Fusion test models: widths <= 32, <= 12 frames, <= 4 blocks each summing ~ 32 (projections) + 12
+(attention mix) + 32 + 64 (FFN) terms, and their gradients summing over the batch (<= 8 x 12 positions)."""
+FUSION_RELATIVE = float32_sum_bound(TINY_FUSION_TERMS, 1.0)
+"""Two float32 evaluations of a tiny fusion model (or its gradients) in another order agree within this,
+relative to the values' scale (rtol), and absolutely for values below 1 (atol): 1.2e-4."""
