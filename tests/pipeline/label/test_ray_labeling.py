@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 try:
     import ray
@@ -24,7 +25,6 @@ from affectflow.pipeline.label.default_model import DefaultLabeler
 from affectflow.pipeline.label.experts import fused_change_bound
 from affectflow.pipeline.label.run import LabelingOptions, run_labeling
 from affectflow.pipeline.label.ray_engine import ray_label
-from factories.tolerances import torch_threads
 
 
 pytestmark = pytest.mark.numeric
@@ -74,8 +74,12 @@ def test_ray_label_file_equals_local_file(clips, tmp_path):
     # JSONL: it carries each expert's probabilities (prob_<modality>_<class>), which the check below needs
     local = tmp_path / "local.jsonl"
     labeler = make_default_labeler("cpu")
-    with torch_threads(1):  # what a Ray actor runs: both sides on the same thread count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what a Ray actor runs: both sides on the same thread count
+    try:  # (not factories.tolerances.torch_threads: Ray imports this module in its actors, without tests/ on the path)
         expected = run_labeling(clips, local, labeler, options, "jsonl", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     remote = tmp_path / "ray.jsonl"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
