@@ -27,6 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--segment-seconds", type=float, default=None, help="also write one row per window of N seconds")
     parser.add_argument("--plot", action="store_true", help="write a PNG of class probabilities over time per clip")
+    parser.add_argument("--report", default=None, metavar="PATH.html",
+                        help="also write a self-contained HTML report of the whole labels file (opens offline)")
     parser.add_argument("--face-fps", type=float, default=2.0, help="frames per second sampled for face detection")
     parser.add_argument("--no-asr", action="store_true", help="never transcribe audio (text missing without a sidecar)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                         transcripts=args.transcripts, device=args.device, segment_seconds=args.segment_seconds,
                         plot=args.plot, face_fps=args.face_fps, asr=not args.no_asr, engine=args.engine,
                         ray_address=args.ray_address, actors=args.actors, progress=not args.quiet,
-                        trust_remote_code=args.trust_remote_code, workers=args.workers)
+                        trust_remote_code=args.trust_remote_code, workers=args.workers, report=args.report)
     except (LabelingSetupError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -60,4 +62,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"{summary.labeled} labelled, {summary.failed} with errors, {summary.skipped} already done "
           f"-> {summary.out} ({summary.seconds:.1f} s)")
+    if summary.report is not None:
+        print(f"report: {summary.report}")
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 from affectflow.pipeline.core.devices import resolve_device
 from affectflow.pipeline.label.checkpoint_labeler import CheckpointLabeler
 from affectflow.pipeline.label.default_model import DefaultLabeler
+from affectflow.pipeline.label.html_report import write_html_report
 from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
@@ -25,6 +26,7 @@ from affectflow.pipeline.label.run import (
     LabelingOptions, LabelingSummary, main_threads, run_labeling, start_early_pool,
 )
 from affectflow.pipeline.label.server import start_worker_server
+from affectflow.pipeline.label.thumbnails import thumbnail_folder
 from affectflow.pipeline.label.workers import WorkerSetupError
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 
@@ -114,7 +116,8 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
           make_labeler: LabelerFactory | None = None, transcripts: str | Path | Mapping[str, str] | None = None,
           device: str = "auto", segment_seconds: float | None = None, plot: bool = False, face_fps: float = 2.0,
           asr: bool = True, engine: str = "local", ray_address: str | None = None, actors: int | None = None,
-          progress: bool = True, trust_remote_code: bool = False, workers: int | None = None) -> LabelingSummary:
+          progress: bool = True, trust_remote_code: bool = False, workers: int | None = None,
+          report: str | Path | None = None) -> LabelingSummary:
     """Label every recording under `videos` into `out` (CSV or JSONL; a re-run resumes it).
 
     out: default `labels.<format>` in the working directory; format: "csv" | "jsonl" (default: from
@@ -128,7 +131,9 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     bars and the printed table of results; trust_remote_code: let a checkpoint's extractors whose recorded
     config asks for it run their model folder's code (default False: such a checkpoint is refused);
     workers: local engine, processes that decode, transcribe and detect faces in the next clips while the
-    models run on this one (0 = all in this process; None = one per CPU core, at most one per two clips).
+    models run on this one (0 = all in this process; None = one per CPU core, at most one per two clips);
+    report: write a self-contained HTML report of the whole labels file there after the run (rebuilt from
+    `out`, so a resumed run's report covers every clip; face thumbnails cached in `<out>.thumbs/`).
 
     Raises LabelingSetupError for bad arguments or an unusable checkpoint, OutputError when `out`
     holds rows of another class set or format, OutputWriteError (an OSError) when writing `out` fails (it
@@ -146,7 +151,8 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     if engine == "ray" and labeler is not None:
         raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
     options = LabelingOptions(segment_seconds=segment_seconds or (PLOT_SEGMENT_SECONDS if plot else None),
-                              face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved, workers=workers)
+                              face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved, workers=workers,
+                              thumbnails=thumbnail_folder(out).absolute() if report is not None else None)
     early_pool = None
     if engine == "local" and workers != 0:
         start_worker_server()  # the workers' imports run while the labeller loads
@@ -171,6 +177,8 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     summary.out = out
     if plot:
         summary.plots = write_plots(out, file_format, labeler.class_names)
+    if report is not None:
+        summary.report = write_html_report(out, report, tuple(labeler.class_names), file_format)
     if progress:
         print_table(summary, labeler.class_names)
     return summary
