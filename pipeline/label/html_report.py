@@ -16,12 +16,14 @@ from __future__ import annotations
 import base64
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 
 from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.label.output import KEY_COLUMN, WINDOW_COLUMN, escape_clip, read_labels
@@ -29,8 +31,8 @@ from affectflow.pipeline.label.thumbnails import thumbnail_folder, thumbnail_pat
 
 TEMPLATE = "report.html.j2"
 CLASS_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
-MODALITY_COLORS = {"audio": "#8c6bb1", "text": "#41ab5d", "vision": "#ef6548"}
 TIMELINE_WIDTH, TIMELINE_HEIGHT, TIMELINE_LEFT = 480.0, 120.0, 30.0  # SVG user units of the timeline plot
+TIMELINE_POINTS = 240  # at most, per class: about one per 2 SVG units
 
 
 @dataclass
@@ -82,28 +84,42 @@ def _bars(row: dict[str, Any], class_names: tuple[str, ...]) -> list[dict[str, A
     return bars
 
 
+def _timeline_points(spans: list[tuple[float, float, dict]], name: str) -> list[tuple[float, float | None]]:
+    """(centre seconds, probability of class `name` or None) per point: at most TIMELINE_POINTS, longer runs of
+    windows averaged in consecutive groups (so an hour of 1 s windows stays a few KB of SVG)."""
+    groups = np.array_split(np.arange(len(spans)), min(len(spans), TIMELINE_POINTS))
+    points = []
+    for group in groups:
+        probs = [p for p in (_number(spans[i][2].get(f"prob_{name}")) for i in group) if p is not None]
+        centre = float(np.mean([(spans[i][0] + spans[i][1]) / 2 for i in group]))
+        points.append((centre, float(np.mean(probs)) if probs else None))
+    return points
+
+
 def _timeline(windows: list[dict[str, Any]], class_names: tuple[str, ...], duration: float | None) -> dict | None:
-    """SVG polylines (one list of "x,y ..." runs per class, broken at windows without a label) over window centres."""
+    """SVG polylines over window centres (one list of "x,y ..." runs per class, broken where no window has a
+    label) and how many windows got each label; None when no window has probabilities."""
     spans = [(_number(w.get(WINDOW_COLUMN)), _number(w.get("window_end")), w) for w in windows]
-    spans = sorted((s, e, w) for s, e, w in spans if s is not None and e is not None)
+    spans = sorted(((s, e, w) for s, e, w in spans if s is not None and e is not None), key=lambda span: span[:2])
     if not spans:
         return None
     end = max(duration or 0.0, spans[-1][1], 1e-9)
     lines = []
     for index, name in enumerate(class_names):
         runs, run = [], []
-        for start, stop, window in spans:
-            p = _number(window.get(f"prob_{name}"))
+        for centre, p in _timeline_points(spans, name):
             if p is None:
                 runs, run = runs + [run] if run else runs, []
                 continue
-            x = TIMELINE_LEFT + (start + stop) / 2 / end * (TIMELINE_WIDTH - TIMELINE_LEFT - 10)
+            x = TIMELINE_LEFT + centre / end * (TIMELINE_WIDTH - TIMELINE_LEFT - 10)
             run.append(f"{x:.1f},{10 + (1 - p) * (TIMELINE_HEIGHT - 20):.1f}")
         runs += [run] if run else []
         lines.append({"name": name, "color": CLASS_COLORS[index % len(CLASS_COLORS)],
                       "runs": [" ".join(r) for r in runs]})
-    labels = [w.get("label") or "—" for _, _, w in spans]
-    return {"lines": lines, "end": end, "windows": len(spans), "labels": labels,
+    if not any(line["runs"] for line in lines):
+        return None  # no window could be labelled: nothing to draw
+    counts = Counter(w.get("label") or "no label" for _, _, w in spans)
+    return {"lines": lines, "end": end, "windows": len(spans), "counts": counts.most_common(),
             "width": TIMELINE_WIDTH, "height": TIMELINE_HEIGHT, "left": TIMELINE_LEFT}
 
 
@@ -151,7 +167,7 @@ def render_html_report(rows: list[dict[str, Any]], class_names: tuple[str, ...] 
                                      trim_blocks=True, lstrip_blocks=True)
     return environment.get_template(TEMPLATE).render(
         title=title, clips=views, class_names=class_names, per_modality=per_modality,
-        modality_colors=MODALITY_COLORS, labels_present=sorted({v.label for v in views if v.label}),
+        labels_present=sorted({v.label for v in views if v.label}),
         failed=sum(1 for v in views if v.label is None))
 
 
