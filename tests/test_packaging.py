@@ -67,6 +67,7 @@ def test_wheel_contains_every_module_and_no_test_code(wheel):
         for module in sorted((REPO_ROOT / folder).rglob("*.py")):
             relative = module.relative_to(REPO_ROOT / folder).as_posix()
             assert f"{target}/{relative}" in names, f"{module} missing from the wheel"
+    assert "affectflow/pipeline/label/templates/report.html.j2" in names  # the HTML report's template (package data)
     test_code = sorted(n for n in names if n.startswith(("affectflow/pipeline/testing", "factories/", "tests/")))
     assert not test_code, f"test code in the wheel: {test_code[:5]}"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

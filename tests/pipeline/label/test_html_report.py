@@ -104,7 +104,7 @@ def write_batch(out: Path, file_format: str = "jsonl") -> dict[str, str]:
                 writer.append_clip(clip, [{"clip": clip, "label": None, "error": BROKEN_ERROR}])
                 labels[clip] = ""
                 continue
-            probs = np.roll([0.7, 0.2, 0.1], index)  # labels differ between clips: joy is not everyone's
+            probs = np.roll([0.7 - 0.05 * index, 0.2 + 0.05 * index, 0.1], index)  # labels and confidences differ
             label_name = CLASS_NAMES[int(np.argmax(probs))]
             windows = [{"clip": clip, "label": label_name, "window_start": s, "window_end": s + 1.0,
                         **{f"prob_{c}": p for c, p in zip(CLASS_NAMES, rng.dirichlet(np.ones(3)))}} for s in range(3)]
@@ -161,6 +161,18 @@ def test_filtering_from_the_url_hides_the_other_rows_and_sections(batch, tmp_pat
     for tag in ("tr", "section"):
         shown = {clip for clip, attributes in page.with_clip(tag).items() if "hidden" not in attributes}
         assert shown == wanted, tag
+
+
+def test_sorting_from_the_url_orders_the_summary_rows(batch, tmp_path):
+    report, labels = batch
+    rows = {row["clip"]: row for row in read_labels(report.with_name("labels.jsonl")) if row["window_start"] is None}
+    confidence = {clip: row[f"prob_{row['label']}"] if row["label"] else -1.0 for clip, row in rows.items()}
+    page = Elements(dump_dom(report, tmp_path, fragment="sort=confidence")[0])
+    shown = [clip for clip in page.with_clip("tr")]  # dicts keep the DOM's order
+    assert shown == [escape_clip(c) for c in sorted(confidence, key=confidence.get)]
+    assert shown != [escape_clip(c) for c in labels]  # the file's order is another one
+    descending = Elements(dump_dom(report, tmp_path, fragment="sort=-confidence")[0])
+    assert list(descending.with_clip("tr")) == shown[::-1]
 
 
 def test_the_screenshot_is_not_blank(batch, tmp_path):
