@@ -108,8 +108,9 @@ def _timeline(windows: list[dict[str, Any]], class_names: tuple[str, ...], durat
     for index, name in enumerate(class_names):
         runs, run = [], []
         for centre, p in _timeline_points(spans, name):
-            if p is None:
-                runs, run = runs + [run] if run else runs, []
+            if p is None:  # a gap: end the current run
+                runs += [run] if run else []
+                run = []
                 continue
             x = TIMELINE_LEFT + centre / end * (TIMELINE_WIDTH - TIMELINE_LEFT - 10)
             run.append(f"{x:.1f},{10 + (1 - p) * (TIMELINE_HEIGHT - 20):.1f}")
