@@ -26,6 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transcripts", default=None, help="CSV with columns clip,text")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--segment-seconds", type=float, default=None, help="also write one row per window of N seconds")
+    parser.add_argument("--segment-by", choices=("window", "utterance"), default="window",
+                        help="utterance: also write one row per spoken utterance (speech between pauses of "
+                             "0.5 s), with its own transcript; not with --segment-seconds")
     parser.add_argument("--plot", action="store_true", help="write a PNG of class probabilities over time per clip")
     parser.add_argument("--report", default=None, metavar="PATH.html",
                         help="also write a self-contained HTML report of the whole labels file (opens offline)")
@@ -48,12 +51,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Label `args.videos` with `label(...)`; print the summary line; 2 (one line) when the run cannot start,
     1 (one line) when the output file cannot be written."""
+    if args.segment_by == "utterance" and args.segment_seconds is not None:
+        print("error: --segment-by utterance writes one row per utterance; --segment-seconds is the window "
+              "length of --segment-by window: give one of them", file=sys.stderr)
+        return 2
     try:
         summary = label(args.videos, args.out, format=args.format, checkpoint=args.checkpoint,
                         transcripts=args.transcripts, device=args.device, segment_seconds=args.segment_seconds,
-                        plot=args.plot, face_fps=args.face_fps, asr=not args.no_asr, engine=args.engine,
-                        ray_address=args.ray_address, actors=args.actors, progress=not args.quiet,
-                        trust_remote_code=args.trust_remote_code, workers=args.workers, report=args.report)
+                        segment_by=args.segment_by, plot=args.plot, face_fps=args.face_fps, asr=not args.no_asr,
+                        engine=args.engine, ray_address=args.ray_address, actors=args.actors,
+                        progress=not args.quiet, trust_remote_code=args.trust_remote_code, workers=args.workers,
+                        report=args.report)
     except (LabelingSetupError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 `find_media` lists the files of a folder; `EvidenceCollector.collect` decodes one of them into a
 `ClipEvidence`: audio is missing when there is no stream or the track is silent, the transcript comes
 from a sidecar, the transcripts table, else offline ASR when there is speech, and vision is missing when
-no sampled frame has a face. Labellers read spans of it (`text_between`, `faces_between`, ...).
+no sampled frame has a face. Labellers read spans of it (`text_between`, `faces_between`, ...). A
+collector built with `utterances=True` also cuts the speech into utterances (`ClipEvidence.utterances`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.media.decode import AudioClip, probe, read_audio
 from affectflow.pipeline.media.faces import MIN_FACE_FRACTION, FaceDetector, FaceTrack, track_faces
 from affectflow.pipeline.media.transcripts import (
-    SpeechRecognizer, TimedText, TranscriptError, find_sidecar, read_transcript_file, speech_seconds,
+    SpeechRecognizer, TimedText, TranscriptError, Utterance, find_sidecar, read_transcript_file, speech_seconds,
+    speech_spans, split_utterances,
 )
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
@@ -51,6 +53,7 @@ class ClipEvidence:
     faces: FaceTrack | None
     transcript_problem: str | None = None  # why a sidecar could not be used (the clip is labelled without it)
     audio_features: FeatureSequence | None = None  # the collector's audio extractor output (see EvidenceCollector)
+    utterances: tuple[Utterance, ...] = ()  # the speech cut at its pauses (only when the collector was asked)
 
     @property
     def has_text(self) -> bool:
@@ -65,9 +68,13 @@ class ClipEvidence:
         return start <= 0 and (end is None or end >= self.recording.duration)
 
     def text_between(self, start: float, end: float | None) -> str | None:
-        """Transcript of the span; for a window, only a timed transcript can say (else None)."""
+        """Transcript of the span; for a window, only a timed transcript can say (else None); for a span
+        that is one of `utterances`, that utterance's own words."""
         if not self.has_text:
             return None
+        for utterance in self.utterances:
+            if utterance.start == start and utterance.end == end:
+                return utterance.text
         if self.is_whole(start, end):
             return self.transcript.text
         return self.transcript.text_between(start, end if end is not None else float("inf")) or None
@@ -126,13 +133,16 @@ class EvidenceCollector:
     side needs (None: full resolution; see `faces.MIN_FACE_FRACTION`); audio_features: {"name", "config"}
     of an audio extractor run on every usable track into `ClipEvidence.audio_features` (the labeller's
     own, so it need not run it again); when it is Whisper, ASR decodes from its first window's encoder
-    output instead of encoding the audio a second time.
+    output instead of encoding the audio a second time; utterances: also cut the speech into utterances
+    (`transcripts.speech_spans`, one VAD pass that also decides whether there is speech) and let ASR time
+    every word, so that each utterance gets its own words.
     """
 
     def __init__(self, *, face_crop_size: int, face_fps: float = 2.0, transcripts: dict[str, str] | None = None,
                  use_asr: bool = True, device: str = "cpu", min_face_fraction: float | None = MIN_FACE_FRACTION,
-                 audio_features: dict | None = None) -> None:
+                 audio_features: dict | None = None, utterances: bool = False) -> None:
         self.face_fps = face_fps
+        self.utterances = utterances
         self.transcripts = transcripts or {}
         self.detector = FaceDetector(device=device, crop_size=face_crop_size, min_face_fraction=min_face_fraction)
         self.audio_extractor = None if audio_features is None else \
@@ -158,7 +168,7 @@ class EvidenceCollector:
             if key in self.transcripts:
                 return TimedText(" ".join(str(self.transcripts[key]).split()), "csv"), "csv", None
         if self._asr is not None and audio is not None and has_speech:
-            timed = self._asr.transcribe(audio.samples, first_window)
+            timed = self._asr.transcribe(audio.samples, first_window, word_times=self.utterances)
             return (timed, "asr", None) if not timed.is_empty else (None, "none", None)
         return None, "none", None
 
@@ -173,8 +183,13 @@ class EvidenceCollector:
         with timed(timer, "decode audio"):
             audio = read_audio(path) if recording.has_audio else None
         usable_audio = audio is not None and not audio.is_missing and not audio.silent
+        spans: list[tuple[float, float]] = []
         with timed(timer, "VAD"):
-            has_speech = usable_audio and speech_seconds(audio.samples, audio.sample_rate) >= MIN_SPEECH_SECONDS
+            if usable_audio and self.utterances:
+                spans = speech_spans(audio.samples, audio.sample_rate)
+                has_speech = sum(end - start for start, end in spans) >= MIN_SPEECH_SECONDS
+            else:
+                has_speech = usable_audio and speech_seconds(audio.samples, audio.sample_rate) >= MIN_SPEECH_SECONDS
         features, first_window = None, None
         if usable_audio and self.audio_extractor is not None:
             with timed(timer, "audio model"):
@@ -183,7 +198,8 @@ class EvidenceCollector:
             transcript, source, problem = self._transcript(path, clip, audio if usable_audio else None, has_speech,
                                                            first_window)
         faces = track_faces(path, self.detector, fps=self.face_fps, timer=timer) if recording.has_video else None
-        return ClipEvidence(recording, audio, usable_audio, transcript, source, faces, problem, features)
+        utterances = split_utterances(spans, transcript) if has_speech else ()
+        return ClipEvidence(recording, audio, usable_audio, transcript, source, faces, problem, features, utterances)
 
     def _audio_features(self, samples: np.ndarray) -> tuple[FeatureSequence, np.ndarray | None]:
         """(the audio extractor's sequence of a track, the encoder output of its first Whisper window or None)."""

@@ -3,6 +3,7 @@
     from affectflow.pipeline.label import label
     summary = label("clips/", "labels.jsonl", segment_seconds=1.0, plot=True, device="cpu")
     summary = label("clips/", "labels.csv", checkpoint="runs/x/best", engine="ray", actors=4)
+    summary = label("interviews/", "labels.csv", segment_by="utterance")  # a row per spoken utterance
     summary = label("clips/", "labels.csv", labeler=MyLabeler())      # any object of the Labeler protocol
 
 It builds the labeller (the offline default model, a trained bundle, or the caller's), reads the
@@ -32,6 +33,7 @@ from affectflow.pipeline.media.transcripts import TranscriptError, load_transcri
 
 ENGINES = ("local", "ray")
 FORMATS = ("csv", "jsonl")
+SEGMENT_BY = ("window", "utterance")
 PLOT_SEGMENT_SECONDS = 1.0  # windows a plot gets when the caller asked for none
 
 
@@ -98,11 +100,17 @@ def _transcript_table(transcripts: str | Path | Mapping[str, str] | None) -> dic
         raise LabelingSetupError(str(error)) from error
 
 
-def _check_arguments(videos: Path, segment_seconds: float | None, engine: str, workers: int | None = None) -> None:
+def _check_arguments(videos: Path, segment_seconds: float | None, engine: str, workers: int | None = None,
+                     segment_by: str = "window") -> None:
     if not videos.is_dir():
         raise LabelingSetupError(f"videos: {videos} is not a folder")
     if segment_seconds is not None and segment_seconds <= 0:
         raise LabelingSetupError(f"segment_seconds must be > 0, got {segment_seconds}")
+    if segment_by not in SEGMENT_BY:
+        raise LabelingSetupError(f"segment_by must be one of {SEGMENT_BY}, got {segment_by!r}")
+    if segment_by == "utterance" and segment_seconds is not None:
+        raise LabelingSetupError("segment_by='utterance' gives one row per utterance; segment_seconds is the "
+                                 "window length of segment_by='window': give one of them")
     if engine not in ENGINES:
         raise LabelingSetupError(f"engine must be one of {ENGINES}, got {engine!r}")
     if workers is not None and workers < 0:
@@ -114,7 +122,8 @@ def _check_arguments(videos: Path, segment_seconds: float | None, engine: str, w
 def label(videos: str | Path, out: str | Path | None = None, *, format: str | None = None,
           checkpoint: str | Path | None = None, labeler: Labeler | None = None,
           make_labeler: LabelerFactory | None = None, transcripts: str | Path | Mapping[str, str] | None = None,
-          device: str = "auto", segment_seconds: float | None = None, plot: bool = False, face_fps: float = 2.0,
+          device: str = "auto", segment_seconds: float | None = None, segment_by: str = "window",
+          plot: bool = False, face_fps: float = 2.0,
           asr: bool = True, engine: str = "local", ray_address: str | None = None, actors: int | None = None,
           progress: bool = True, trust_remote_code: bool = False, workers: int | None = None,
           report: str | Path | None = None) -> LabelingSummary:
@@ -125,9 +134,12 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     labeler: any `Labeler` object (local engine only), make_labeler: device -> Labeler (picklable; what Ray
     actors run) — at most one of the three, none = the offline default model; transcripts: a `clip,text`
     CSV or a mapping; device: "auto" | "cpu" | "cuda[:N]"; segment_seconds: also a row per window of that
-    many seconds (plot alone implies 1 s); plot: a PNG of probabilities over time per clip in
-    `<out>.plots/`; face_fps: frames per second searched for faces; asr: transcribe speech when there is no
-    sidecar or table entry; engine: "local" | "ray" (ray_address, actors: pool size); progress: progress
+    many seconds (plot alone implies 1 s); segment_by: "window" (the segment_seconds windows) or
+    "utterance": also a row per spoken utterance (speech between pauses of 0.5 s, found by the VAD; its
+    text is its own ASR words, or the timed sidecar cues it overlaps; a transcript without times leaves it
+    none) — not with segment_seconds; plot: a PNG of probabilities over time per clip (over its window or
+    utterance rows) in `<out>.plots/`; face_fps: frames per second searched for faces; asr: transcribe
+    speech when there is no sidecar or table entry; engine: "local" | "ray" (ray_address, actors: pool size); progress: progress
     bars and the printed table of results; trust_remote_code: let a checkpoint's extractors whose recorded
     config asks for it run their model folder's code (default False: such a checkpoint is refused);
     workers: local engine, processes that decode, transcribe and detect faces in the next clips while the
@@ -140,7 +152,7 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     then ends at its last whole row; a re-run resumes). Per-file problems are rows of the output, never raised.
     """
     videos = Path(videos)
-    _check_arguments(videos, segment_seconds, engine, workers)
+    _check_arguments(videos, segment_seconds, engine, workers, segment_by)
     file_format = output_format(out or "", format)
     out = Path(out) if out is not None else Path(f"labels.{file_format}")
     try:
@@ -150,7 +162,8 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     table = _transcript_table(transcripts)
     if engine == "ray" and labeler is not None:
         raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
-    options = LabelingOptions(segment_seconds=segment_seconds or (PLOT_SEGMENT_SECONDS if plot else None),
+    plot_windows = PLOT_SEGMENT_SECONDS if plot and segment_by == "window" else None
+    options = LabelingOptions(segment_seconds=segment_seconds or plot_windows, segment_by=segment_by,
                               face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved, workers=workers,
                               thumbnails=thumbnail_folder(out).absolute() if report is not None else None)
     early_pool = None

@@ -1,8 +1,9 @@
 """Batch labelling of a folder of recordings: one output row per file, always; resumable.
 
 For each media file: collect its evidence (evidence.py), let the labeller build its per-clip state, then
-ask it for class probabilities of the whole clip and, with `segment_seconds`, of each window. A file that
-cannot be read gets a row with its error and the batch goes on. Rows are appended with
+ask it for class probabilities of the whole clip and, with `segment_seconds`, of each window, or with
+`segment_by="utterance"`, of each utterance (speech between pauses, `transcripts.speech_spans`). A file
+that cannot be read gets a row with its error and the batch goes on. Rows are appended with
 `ResumableRowWriter`, so a re-run skips the files an earlier run finished. With `options.workers` > 0 the
 evidence of the next clips is collected in worker processes (workers.py) while this process runs the
 labeller and writes the rows, in the folder's order.
@@ -42,9 +43,11 @@ class LabelingOptions:
     processes (0 = in this process; None = `auto_workers`), the smallest face searched for as a fraction of the frame's shorter
     side (None = 20 px on full-resolution frames), whether the collector runs the labeller's audio
     extractor (Whisper: one encoder pass shared with ASR), and the folder where each labelled clip's face
-    thumbnails are cached for the HTML report (None = none written; see thumbnails.py)."""
+    thumbnails are cached for the HTML report (None = none written; see thumbnails.py). segment_by:
+    "window" (rows per `segment_seconds` window) or "utterance" (a row per utterance; segment_seconds None)."""
 
     segment_seconds: float | None = None
+    segment_by: str = "window"
     face_fps: float = 2.0
     transcripts: dict[str, str] | None = None
     use_asr: bool = True
@@ -85,7 +88,8 @@ def collector_factory(options: LabelingOptions, labeler: Labeler) -> CollectorFa
     audio_features = getattr(labeler, "evidence_audio_features", None) if options.share_audio_encoder else None
     return functools.partial(EvidenceCollector, face_crop_size=labeler.face_crop_size, face_fps=options.face_fps,
                              transcripts=options.transcripts, use_asr=options.use_asr, device=options.device,
-                             min_face_fraction=options.min_face_fraction, audio_features=audio_features)
+                             min_face_fraction=options.min_face_fraction, audio_features=audio_features,
+                             utterances=options.segment_by == "utterance")
 
 
 def same_factory(first: CollectorFactory, second: CollectorFactory) -> bool:
@@ -153,7 +157,8 @@ def _predict_spans(labeler: Labeler, evidence: ClipEvidence, state: Any,
 
 
 def rows_for_evidence(clip: str, evidence: ClipEvidence, labeler: Labeler, options: LabelingOptions) -> list[dict]:
-    """All rows of one collected clip: window rows (when asked), then the file-level row; errors become a row."""
+    """All rows of one collected clip: window or utterance rows (when asked), then the file-level row; errors
+    become a row."""
     try:
         state = labeler.clip_state(evidence)
         flags = _flags(evidence)
@@ -163,6 +168,8 @@ def rows_for_evidence(clip: str, evidence: ClipEvidence, labeler: Labeler, optio
             step = float(options.segment_seconds)
             spans = [(float(start), min(float(start) + step, duration))
                      for start in np.arange(0.0, max(duration, 1e-9), step)]
+        elif options.segment_by == "utterance":
+            spans = [(utterance.start, utterance.end) for utterance in evidence.utterances]
         predictions = _predict_spans(labeler, evidence, state, spans + [(0.0, None)])
         rows = []
         for (start, end), prediction in zip(spans, predictions):

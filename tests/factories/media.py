@@ -149,3 +149,49 @@ def make_media_set(folder: str | Path, seconds: float = 2.0) -> dict[str, Path]:
     media["not_media"] = folder / "not_media.mp4"
     media["not_media"].write_text("this is not a video, just text\n", encoding="utf-8")
     return media
+
+
+def write_utterances(path: str | Path, sentences: list[str], pause_seconds: float = 1.75,
+                     sample_rate: int = 16000) -> list[tuple[float, float]]:
+    """Speak each sentence with espeak-ng and join them with `pause_seconds` of digital silence (also before
+    the first and after the last) into a 16-bit mono WAV at `path`; returns each sentence's true speech span
+    (start, end) in seconds: from its first to its last sample above 1% of full scale."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pause = np.zeros(int(round(pause_seconds * sample_rate)), np.float32)
+    pieces, spans, offset = [pause], [], len(pause)
+    for number, sentence in enumerate(sentences):
+        spoken = path.with_name(f"{path.stem}.utterance{number}.wav")
+        resampled = spoken.with_suffix(".16k.wav")
+        write_speech(spoken, sentence)
+        _run([require_tool("ffmpeg"), "-y", "-loglevel", "error", "-i", str(spoken), "-ac", "1",
+              "-ar", str(sample_rate), str(resampled)])
+        with wave.open(str(resampled), "rb") as handle:
+            samples = np.frombuffer(handle.readframes(handle.getnframes()), np.int16).astype(np.float32) / 32768
+        spoken.unlink()
+        resampled.unlink()
+        loud = np.flatnonzero(np.abs(samples) > 0.01)
+        samples = samples[loud[0]:loud[-1] + 1]  # espeak's own leading/trailing quiet is not speech
+        spans.append((offset / sample_rate, (offset + len(samples)) / sample_rate))
+        pieces += [samples, pause]
+        offset += len(samples) + len(pause)
+    audio = np.concatenate(pieces)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(sample_rate)
+        handle.writeframes(np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16).tobytes())
+    return spans
+
+
+def mux_with_face(wav: str | Path, path: str | Path, fps: int = 10, size: tuple[int, int] = (160, 120)) -> Path:
+    """An H.264 + AAC mp4 at `path`: the moving real face for the whole length of `wav`, with `wav` as its
+    audio track."""
+    with wave.open(str(wav), "rb") as handle:
+        seconds = handle.getnframes() / handle.getframerate()
+    path = Path(path)
+    silent = make_video(path.with_name(path.stem + ".video.mp4"), seconds=seconds, fps=fps, size=size, audio=None)
+    _run([require_tool("ffmpeg"), "-y", "-loglevel", "error", "-i", str(silent), "-i", str(wav), "-c:v", "copy",
+          "-c:a", "aac", "-b:a", "64k", "-ar", "16000", "-shortest", str(path)])
+    silent.unlink()
+    return path
