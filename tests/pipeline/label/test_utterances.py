@@ -131,6 +131,19 @@ def test_without_asr_utterances_come_from_the_vad_and_text_stays_on_the_file_row
         assert _file_row(rows, clip)["transcript"] == text and _file_row(rows, clip)["label"] == "talking"
 
 
+def test_asr_with_its_own_vad_times_each_word(talk, tmp_path):
+    """A labeller without the default model's shared Whisper encoder: ASR runs with faster-whisper's VAD
+    filter, whose word times are put back on the recording's clock."""
+    folder, truth = talk
+    out = tmp_path / "labels.csv"
+    label(folder, out, labeler=SpeechLabeler(), segment_by="utterance", device="cpu", progress=False, workers=0)
+    utterances = _window_rows(read_labels(out), "talk.wav")
+    _match_spans(utterances, truth)
+    for row, sentence in zip(utterances, SENTENCES):
+        assert len(_words(sentence) & _words(row["transcript"])) >= 0.6 * len(_words(sentence)), row["transcript"]
+        assert row["label"] == "talking"
+
+
 def test_no_speech_gives_only_the_file_row(tmp_path):
     folder = tmp_path / "clips"
     folder.mkdir()
