@@ -134,8 +134,8 @@ class EvidenceCollector:
     of an audio extractor run on every usable track into `ClipEvidence.audio_features` (the labeller's
     own, so it need not run it again); when it is Whisper, ASR decodes from its first window's encoder
     output instead of encoding the audio a second time; utterances: also cut the speech into utterances
-    (`transcripts.speech_spans`, one VAD pass that also decides whether there is speech) and let ASR time
-    every word, so that each utterance gets its own words.
+    (`transcripts.speech_spans`, one VAD pass that also decides whether there is speech) and let ASR
+    transcribe each utterance from its own audio, so that each gets its own words.
     """
 
     def __init__(self, *, face_crop_size: int, face_fps: float = 2.0, transcripts: dict[str, str] | None = None,
@@ -156,8 +156,10 @@ class EvidenceCollector:
                 self.asr_problem = str(error)
 
     def _transcript(self, path: Path, clip: str, audio: AudioClip | None, has_speech: bool,
-                    first_window: np.ndarray | None = None) -> tuple[TimedText | None, str, str | None]:
-        """(transcript, its source, the sidecar's problem): an unreadable sidecar leaves text missing."""
+                    first_window: np.ndarray | None = None,
+                    spans: list[tuple[float, float]] = ()) -> tuple[TimedText | None, str, str | None]:
+        """(transcript, its source, the sidecar's problem): an unreadable sidecar leaves text missing; with
+        `utterances`, ASR transcribes each of the speech `spans` alone (the file's text is theirs joined)."""
         sidecar = find_sidecar(path)
         if sidecar is not None:
             try:
@@ -168,7 +170,10 @@ class EvidenceCollector:
             if key in self.transcripts:
                 return TimedText(" ".join(str(self.transcripts[key]).split()), "csv"), "csv", None
         if self._asr is not None and audio is not None and has_speech:
-            timed = self._asr.transcribe(audio.samples, first_window, word_times=self.utterances)
+            if self.utterances:
+                timed = self._asr.transcribe_spans(audio.samples, spans, audio.sample_rate)
+            else:
+                timed = self._asr.transcribe(audio.samples, first_window)
             return (timed, "asr", None) if not timed.is_empty else (None, "none", None)
         return None, "none", None
 
@@ -196,7 +201,7 @@ class EvidenceCollector:
                 features, first_window = self._audio_features(audio.samples)
         with timed(timer, "ASR"):
             transcript, source, problem = self._transcript(path, clip, audio if usable_audio else None, has_speech,
-                                                           first_window)
+                                                           first_window, spans)
         faces = track_faces(path, self.detector, fps=self.face_fps, timer=timer) if recording.has_video else None
         utterances = split_utterances(spans, transcript) if has_speech else ()
         return ClipEvidence(recording, audio, usable_audio, transcript, source, faces, problem, features, utterances)

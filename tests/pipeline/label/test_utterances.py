@@ -14,15 +14,13 @@ from affectflow.pipeline.label import LabelingSetupError, SpanPrediction, label
 from affectflow.pipeline.label.default_model import DefaultLabeler
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.output import read_labels
-from affectflow.pipeline.media.transcripts import (
-    UTTERANCE_PAD_SECONDS, WORD_DRIFT_SECONDS, TimedText, Utterance, split_utterances,
-)
+from affectflow.pipeline.media.transcripts import UTTERANCE_PAD_SECONDS, TimedText, Utterance, split_utterances
 from factories.media import mux_with_face, write_silence, write_utterances
 
-SENTENCES = ["The weather was cold and grey all morning.",
+SENTENCES = ["Please close the window before you leave the room.",
              "I cannot believe you finished the whole project already.",
-             "Please close the window before you leave the room.",
-             "My brother plays the violin every evening."]
+             "My brother reads the newspaper every evening.",
+             "We are going to the beach tomorrow afternoon."]
 # A row may reach past the true speech by the VAD padding plus Silero's hangover after speech ends (its
 # probability falls below the threshold within five 32 ms windows); espeak-ng's speech starts and stops sharply.
 SPAN_TOLERANCE = UTTERANCE_PAD_SECONDS + 5 * 0.032
@@ -131,9 +129,8 @@ def test_without_asr_utterances_come_from_the_vad_and_text_stays_on_the_file_row
         assert _file_row(rows, clip)["transcript"] == text and _file_row(rows, clip)["label"] == "talking"
 
 
-def test_asr_with_its_own_vad_times_each_word(talk, tmp_path):
-    """A labeller without the default model's shared Whisper encoder: ASR runs with faster-whisper's VAD
-    filter, whose word times are put back on the recording's clock."""
+def test_any_labeller_reads_each_utterance_s_own_words(talk, tmp_path):
+    """A labeller of the protocol (not the default model) gets each utterance's text from `text_between`."""
     folder, truth = talk
     out = tmp_path / "labels.csv"
     label(folder, out, labeler=SpeechLabeler(), segment_by="utterance", device="cpu", progress=False, workers=0)
@@ -155,16 +152,15 @@ def test_no_speech_gives_only_the_file_row(tmp_path):
     assert len(rows) == 1 and rows[0]["window_start"] is None
 
 
-def test_split_utterances_gives_each_word_to_one_utterance():
+def test_split_utterances_gives_each_span_the_cues_it_overlaps():
     spans = [(1.0, 2.0), (4.0, 5.0)]
-    words = ((1.1, 1.4, " Hello"), (1.5, 1.9, " there."), (2.1, 2.5, " Late"),  # "Late" ends past the span
-             (3.6, 4.2, " Next"), (4.3, 4.9, " one."), (5.0 + WORD_DRIFT_SECONDS + 0.5, 7.0, " ghost"))
-    asr = TimedText("Hello there. Late Next one. ghost", "asr", ((1.0, 2.6, "Hello there. Late"),), words)
-    assert split_utterances(spans, asr) == (Utterance(1.0, 2.0, "Hello there. Late"), Utterance(4.0, 5.0, "Next one."))
+    own = TimedText("Hello there. Next one.", "asr", ((1.0, 2.0, "Hello there."), (4.0, 5.0, "Next one.")))
+    assert split_utterances(spans, own) == (Utterance(1.0, 2.0, "Hello there."), Utterance(4.0, 5.0, "Next one."))
     srt = TimedText("a b", "sidecar", ((0.9, 2.2, "a"), (3.0, 3.5, "b")))
     assert [u.text for u in split_utterances(spans, srt)] == ["a", None]
     assert [u.text for u in split_utterances(spans, TimedText("a b", "csv"))] == [None, None]
-    assert split_utterances([], asr) == ()
+    assert [u.text for u in split_utterances(spans, None)] == [None, None]
+    assert split_utterances([], own) == ()
 
 
 def _cli(tmp_path, *flags: str) -> int:
