@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from affectflow.pipeline.label.output import output_columns, render_rows
-from affectflow.pipeline.label.pending import DEFAULT_CLASSES, DEFAULT_MODALITIES
+from affectflow.pipeline.label.default_model import DefaultLabeler
+from affectflow.pipeline.label.output import render_rows
+from affectflow.pipeline.label.run import output_columns
 from factories.media import make_video
 
 STARTUP_SECONDS = 2.0  # slept before the command runs: the printed seconds must count it
@@ -30,7 +31,7 @@ def test_a_rerun_with_every_clip_done_imports_no_torch_and_counts_its_start_up(t
     names = [f"clip{index}.mp4" for index in range(3)]
     for name in names:
         (tmp_path / "clips" / name).write_bytes(b"")  # never opened: the run ends before reading media
-    columns = output_columns(DEFAULT_CLASSES, DEFAULT_MODALITIES, False)
+    columns = output_columns(DefaultLabeler.class_names, DefaultLabeler.modalities, False)
     rows = [{"clip": name, "label": "joy", "error": ""} for name in names]
     (tmp_path / "labels.csv").write_text(render_rows(rows, columns, "csv", header=True), encoding="utf-8")
     done = subprocess.run([sys.executable, "-c", WRAPPER.format(sleep=STARTUP_SECONDS), "--videos", "clips",

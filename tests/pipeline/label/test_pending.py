@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from affectflow.pipeline.label import job
-from affectflow.pipeline.label.output import OutputLockedError, OutputMismatchError, _lock, output_columns, render_rows
-from affectflow.pipeline.label.pending import DEFAULT_CLASSES, DEFAULT_MODALITIES, pending_clips, planned_classes
+from affectflow.pipeline.label.default_model import DefaultLabeler
+from affectflow.pipeline.label.output import OutputLockedError, OutputMismatchError, _lock, render_rows
+from affectflow.pipeline.label.run import output_columns
 
-COLUMNS = output_columns(DEFAULT_CLASSES, DEFAULT_MODALITIES, False)
+COLUMNS = output_columns(DefaultLabeler.class_names, DefaultLabeler.modalities, False)
 
 
 def finished_folder(folder: Path, names: list[str], errors: dict[str, str] | None = None) -> Path:
@@ -28,6 +29,8 @@ def finished_folder(folder: Path, names: list[str], errors: dict[str, str] | Non
 
 
 def test_pending_clips_are_those_not_finished_without_error(tmp_path):
+    from affectflow.pipeline.label.pending import pending_clips
+
     folder = finished_folder(tmp_path, ["a.mp4", "b.wav", "sub/c.mkv"], errors={"b.wav": "cannot decode"})
     (folder / "clips" / "new.mp4").write_bytes(b"")
     pending = pending_clips(folder / "clips", folder / "labels.csv", COLUMNS, "csv")
@@ -36,6 +39,8 @@ def test_pending_clips_are_those_not_finished_without_error(tmp_path):
 
 
 def test_pending_clips_check_the_output_like_the_writer(tmp_path):
+    from affectflow.pipeline.label.pending import pending_clips
+
     folder = finished_folder(tmp_path, ["a.mp4"])
     other = output_columns(("neg", "pos"), ("t",), False)
     with pytest.raises(OutputMismatchError):
@@ -49,7 +54,7 @@ def test_pending_clips_check_the_output_like_the_writer(tmp_path):
 
 
 def test_planned_classes_come_from_the_default_model_a_bundle_or_the_labeller_without_loading(tmp_path):
-    from affectflow.pipeline.label.default_model import DefaultLabeler
+    from affectflow.pipeline.label.pending import planned_classes
 
     assert planned_classes() == (DefaultLabeler.class_names, DefaultLabeler.modalities)
     bundle = tmp_path / "bundle"
@@ -102,8 +107,8 @@ def test_label_with_an_error_row_left_retries_it(tmp_path, monkeypatch):
 class EmptyLabeler:
     """The default model's columns, no model (its clips here are empty files: error rows)."""
 
-    class_names = DEFAULT_CLASSES
-    modalities = DEFAULT_MODALITIES
+    class_names = DefaultLabeler.class_names
+    modalities = DefaultLabeler.modalities
     face_crop_size = 96
 
     def clip_state(self, evidence):
