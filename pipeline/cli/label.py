@@ -77,16 +77,16 @@ def print_summary(labeled: int, failed: int, skipped: int, out: str | Path) -> N
 def nothing_to_do(args: argparse.Namespace) -> int | None:
     """The clips already done when the run has nothing left to label (known without loading anything);
     None when there is work or only the full run can tell (a checkpoint whose bundle.json does not say its
-    classes, an output it must refuse or resolve). Raises OutputLockedError while another run writes `--out`."""
+    classes, an output of other columns, one it must refuse or resolve). Raises OutputLockedError while another run writes `--out`."""
     classes = planned_classes(args.checkpoint)
     if classes is None or not Path(args.videos).is_dir():
         return None
     file_format = args.format or format_from_name(args.out)
     try:
         pending = pending_clips(args.videos, args.out, output_columns(*classes, file_format == "jsonl"), file_format)
-    except OutputLockedError:
-        raise
-    except OutputError:  # the full run reports it (one line, exit 2)
+    except OutputError as error:  # other columns, a folder, ...: the full run decides and reports it (exit 2)
+        if isinstance(error, OutputLockedError):
+            raise
         return None
     return None if pending.todo else pending.skipped
 

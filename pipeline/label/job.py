@@ -24,8 +24,8 @@ from affectflow.pipeline.core.devices import resolve_device
 from affectflow.pipeline.label.checkpoint_labeler import CheckpointLabeler
 from affectflow.pipeline.label.default_model import DefaultLabeler
 from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
-from affectflow.pipeline.label.output import format_from_name, output_columns
-from affectflow.pipeline.label.pending import pending_clips, planned_classes
+from affectflow.pipeline.label.output import OutputMismatchError, format_from_name, output_columns
+from affectflow.pipeline.label.pending import PendingClips, pending_clips, planned_classes
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
 from affectflow.pipeline.label.run import (
@@ -119,6 +119,19 @@ def _transcript_table(transcripts: str | Path | Mapping[str, str] | None) -> dic
         raise LabelingSetupError(str(error)) from error
 
 
+def _pending_if_columns_match(videos: Path, out: Path, classes: tuple[tuple[str, ...], tuple[str, ...]] | None,
+                              file_format: str) -> PendingClips | None:
+    """The run's pending clips when its labeller's classes are known before loading it and `out` holds
+    those columns; None otherwise (the loaded labeller decides, and reports another class set). Raises
+    the output errors that do not depend on the columns (locked, a folder, read-only, not a labels file)."""
+    if classes is None:
+        return None
+    try:
+        return pending_clips(videos, out, output_columns(*classes, file_format == "jsonl"), file_format)
+    except OutputMismatchError:
+        return None
+
+
 def _check_arguments(videos: Path, segment_seconds: float | None, engine: str, workers: int | None = None) -> None:
     if not videos.is_dir():
         raise LabelingSetupError(f"videos: {videos} is not a folder")
@@ -173,11 +186,10 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     if engine == "ray" and labeler is not None:
         raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
     classes = planned_classes(checkpoint, labeler, make_labeler)
-    if classes is not None:
-        pending = pending_clips(videos, out, output_columns(*classes, file_format == "jsonl"), file_format)
-        if not pending.todo:  # nothing to label: no model, no worker, no forkserver
-            return _finish(LabelingSummary(skipped=pending.skipped), out, file_format, classes[0], plot, progress,
-                           started)
+    pending = _pending_if_columns_match(videos, out, classes, file_format)
+    if pending is not None and not pending.todo:  # nothing to label: no model, no worker, no forkserver
+        return _finish(LabelingSummary(skipped=pending.skipped), out, file_format, classes[0], plot, progress,
+                       started)
     options = LabelingOptions(segment_seconds=segment_seconds or (PLOT_SEGMENT_SECONDS if plot else None),
                               face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved, workers=workers)
     early_pool = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing.forkserver
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,34 @@ class EmptyLabeler:
 
     def predict(self, evidence, state, start, end):
         raise AssertionError("empty files have no evidence")
+
+
+LOADING_SECONDS = 0.5
+
+
+def slow_loading_labeler(device: str) -> EmptyLabeler:
+    time.sleep(LOADING_SECONDS)
+    return EmptyLabeler()
+
+
+def test_the_summary_seconds_of_label_include_loading_the_labeller(tmp_path):
+    folder = finished_folder(tmp_path, ["a.mp4"], errors={"a.mp4": "cannot decode"})
+    summary = job.label(folder / "clips", folder / "labels.csv", progress=False, workers=0,
+                        make_labeler=slow_loading_labeler)
+    assert summary.seconds >= LOADING_SECONDS  # a lower bound: the call slept that long before its loop
+
+
+def test_label_with_an_output_of_other_columns_leaves_the_decision_to_the_loaded_labeller(tmp_path, monkeypatch):
+    folder = finished_folder(tmp_path, ["a.mp4"])
+    counted = Counted(monkeypatch)
+    with pytest.raises(OutputMismatchError):  # the file has the default model's columns: the built labeller
+        job.label(folder / "clips", folder / "labels.csv", progress=False, workers=0,  # decides, and refuses it
+                  make_labeler=OtherClassesLabeler)
+    assert counted.calls == ["build_labeler", "run_labeling"]
+
+
+class OtherClassesLabeler(EmptyLabeler):
+    class_names = ("negative", "positive")  # known from the class before it is built
+
+    def __init__(self, device: str) -> None:
+        self.device = device
