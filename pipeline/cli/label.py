@@ -5,15 +5,28 @@ errors, which are rows), 2 for bad arguments, an unusable checkpoint or an outpu
 touch (another run's columns, locked by a concurrent run, not a labels file, read-only, a folder), 1 when
 the output file cannot be written (disk full, I/O error: one line; the file ends at its last whole row and
 a re-run resumes it).
+
+The run's work is decided first (the folder walked, the output read, its lock checked): when every clip
+is already done it prints the summary and ends without importing torch, loading a model or starting a
+worker. The summary line's seconds are the whole command's, from process start.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+from pathlib import Path
 
-from affectflow.pipeline.label.job import LabelingSetupError, label
-from affectflow.pipeline.label.output import OutputError, OutputWriteError
+from affectflow.pipeline.label.html_report import write_html_report
+from affectflow.pipeline.label.output import (
+    OutputError, OutputLockedError, OutputWriteError, format_from_name, output_columns,
+)
+from affectflow.pipeline.label.pending import pending_clips, planned_classes
+from affectflow.pipeline.label.server import start_worker_server
+
+COMMAND_STARTED = time.time()  # fallback start of the command where /proc cannot tell the process's
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +58,59 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--actors", type=int, default=None, help="Ray actor pool size (default: GPUs, else CPUs / 2)")
 
 
+def process_started_at() -> float:
+    """When this process started (seconds since the epoch), from /proc (Linux); elsewhere when this module
+    was imported, which is before the command's heavy imports."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat_file:
+            ticks = int(stat_file.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime, after (comm)
+        with open("/proc/uptime", encoding="ascii") as uptime_file:
+            uptime = float(uptime_file.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return COMMAND_STARTED
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def print_summary(labeled: int, failed: int, skipped: int, out: str | Path) -> None:
+    """The run's one-line summary, with the seconds since the process started (start-up included)."""
+    seconds = max(0.0, time.time() - process_started_at())
+    print(f"{labeled} labelled, {failed} with errors, {skipped} already done -> {out} ({seconds:.1f} s)")
+
+
+def nothing_to_do(args: argparse.Namespace) -> int | None:
+    """The clips already done when the run has nothing left to label (known without loading anything);
+    None when there is work or only the full run can tell (a checkpoint whose bundle.json does not say its
+    classes, an output of other columns, one it must refuse or resolve). Raises OutputLockedError while another run writes `--out`."""
+    classes = planned_classes(args.checkpoint)
+    if classes is None or not Path(args.videos).is_dir():
+        return None
+    file_format = args.format or format_from_name(args.out)
+    try:
+        pending = pending_clips(args.videos, args.out, output_columns(*classes, file_format == "jsonl"), file_format)
+    except OutputError as error:  # other columns, a folder, ...: the full run decides and reports it (exit 2)
+        if isinstance(error, OutputLockedError):
+            raise
+        return None
+    return None if pending.todo else pending.skipped
+
+
 def run(args: argparse.Namespace) -> int:
     """Label `args.videos` with `label(...)`; print the summary line; 2 (one line) when the run cannot start,
-    1 (one line) when the output file cannot be written."""
+    1 (one line) when the output file cannot be written. Nothing heavy is imported when nothing is left."""
+    try:
+        skipped = nothing_to_do(args)
+    except OutputLockedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if skipped is not None:
+        print_summary(0, 0, skipped, args.out)
+        if args.report is not None:  # the page of the finished file, still without loading a model
+            print(f"report: {write_html_report(args.out, args.report, file_format=args.format)}")
+        return 0
+    if args.engine == "local" and args.workers != 0:
+        start_worker_server()  # its imports (torch, face detector, ASR) run while this process imports the job
+    from affectflow.pipeline.label.job import LabelingSetupError, label  # torch, transformers: only with work
+
     try:
         summary = label(args.videos, args.out, format=args.format, checkpoint=args.checkpoint,
                         transcripts=args.transcripts, device=args.device, segment_seconds=args.segment_seconds,
@@ -60,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
     except OutputWriteError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"{summary.labeled} labelled, {summary.failed} with errors, {summary.skipped} already done "
-          f"-> {summary.out} ({summary.seconds:.1f} s)")
+    print_summary(summary.labeled, summary.failed, summary.skipped, summary.out)
     if summary.report is not None:
         print(f"report: {summary.report}")
     return 0

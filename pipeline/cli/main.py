@@ -33,16 +33,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-EARLY: dict[str, str] = {"label": "affectflow.pipeline.label.server"}
-"""Commands whose module `start_early(argv)` runs before the command's own (heavy) imports."""
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
-    if command in EARLY:
-        importlib.import_module(EARLY[command]).start_early(argv[1:])
     parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -35,9 +35,10 @@ from affectflow.pipeline.label.audio_head import AUDIO_HEAD_PATH, AudioEmotionHe
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.experts import normalize_prior, product_of_experts
 from affectflow.pipeline.label.labeler import SpanPrediction
+from affectflow.pipeline.label.pending import DEFAULT_CLASSES, DEFAULT_MODALITIES
 from affectflow.pipeline.label.text_head import TextEmotionHead
 
-CLASSES: tuple[str, ...] = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
+CLASSES: tuple[str, ...] = DEFAULT_CLASSES  # in pending.py, so a run can check its output without loading this
 FER_TO_CLASSES = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy",
                   "sad": "sadness", "surprise": "surprise", "neutral": "neutral"}
 HEAD_PATH = Path(__file__).with_name("default_text_head.safetensors")
@@ -78,7 +79,7 @@ class DefaultLabeler:
     """Whisper speech head + MiniLM text head + FER vision, fused as a product of experts (module docstring)."""
 
     class_names = CLASSES
-    modalities = ("a", "t", "v")
+    modalities = DEFAULT_MODALITIES
     face_crop_size = 96
     evidence_audio_features = AUDIO_EXTRACTOR
     """The audio extractor an EvidenceCollector may run for this labeller (its frames are used when their

@@ -16,27 +16,15 @@ import numpy as np
 from affectflow.extractors.base import create_extractor
 from affectflow.pipeline.core.records import FeatureSequence, Recording
 from affectflow.pipeline.core.timing import StageTimer, timed
+from affectflow.pipeline.label.pending import AUDIO_SUFFIXES, VIDEO_SUFFIXES, find_media  # noqa: F401 (re-exported)
 from affectflow.pipeline.media.decode import AudioClip, probe, read_audio
 from affectflow.pipeline.media.faces import MIN_FACE_FRACTION, FaceDetector, FaceTrack, track_faces
 from affectflow.pipeline.media.transcripts import (
     SpeechRecognizer, TimedText, TranscriptError, find_sidecar, read_transcript_file, speech_seconds,
 )
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a")
 MIN_SPEECH_SECONDS = 0.2
 SPAN_TOLERANCE_SECONDS = 1e-6  # a frame stamped a rounding error before a window's start belongs to it
-
-
-def find_media(folder: str | Path) -> list[Path]:
-    """Video and audio files under `folder` (recursive, case-insensitive suffixes), sorted.
-
-    A dangling symlink with a media suffix is listed too, so that it gets a row with its error.
-    """
-    folder = Path(folder)
-    suffixes = VIDEO_SUFFIXES + AUDIO_SUFFIXES
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in suffixes and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,22 @@ transcripts table, runs the local loop or the Ray actor pool, then writes the pl
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+from transformers.utils import logging as transformers_logging
 
 from affectflow.pipeline.core.devices import resolve_device
 from affectflow.pipeline.label.checkpoint_labeler import CheckpointLabeler
 from affectflow.pipeline.label.default_model import DefaultLabeler
 from affectflow.pipeline.label.html_report import write_html_report
 from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
+from affectflow.pipeline.label.output import OutputMismatchError, format_from_name, output_columns
+from affectflow.pipeline.label.pending import PendingClips, pending_clips, planned_classes
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
 from affectflow.pipeline.label.run import (
@@ -52,7 +59,7 @@ def default_labeler_factory(checkpoint: str | Path | None = None, trust_remote_c
 def output_format(out: str | Path, file_format: str | None) -> str:
     """The file format of a run: the one asked for, else from `out`'s suffix (.jsonl -> jsonl, else csv)."""
     if file_format is None:
-        return "jsonl" if str(out).lower().endswith(".jsonl") else "csv"
+        return format_from_name(out)
     if file_format not in FORMATS:
         raise LabelingSetupError(f"format must be one of {FORMATS}, got {file_format!r}")
     return file_format
@@ -88,6 +95,22 @@ def build_labeler(device: str, checkpoint: str | Path | None = None, labeler: La
     return labeler, make_labeler
 
 
+@contextlib.contextmanager
+def no_loading_bars() -> Iterator[None]:
+    """transformers' and huggingface_hub's progress bars off inside the block (restored after): loading the
+    labeller's models draws none, so a run shows one bar, its own (and none with progress=False)."""
+    transformers_enabled, hub_disabled = transformers_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if transformers_enabled:
+            transformers_logging.enable_progress_bar()
+        if not hub_disabled:
+            enable_progress_bars()
+
+
 def _transcript_table(transcripts: str | Path | Mapping[str, str] | None) -> dict[str, str] | None:
     """clip -> text from a `clip,text` CSV file or a mapping (None stays None)."""
     if transcripts is None or isinstance(transcripts, Mapping):
@@ -96,6 +119,19 @@ def _transcript_table(transcripts: str | Path | Mapping[str, str] | None) -> dic
         return load_transcript_table(transcripts)
     except (ValueError, TranscriptError) as error:
         raise LabelingSetupError(str(error)) from error
+
+
+def _pending_if_columns_match(videos: Path, out: Path, classes: tuple[tuple[str, ...], tuple[str, ...]] | None,
+                              file_format: str) -> PendingClips | None:
+    """The run's pending clips when its labeller's classes are known before loading it and `out` holds
+    those columns; None otherwise (the loaded labeller decides, and reports another class set). Raises
+    the output errors that do not depend on the columns (locked, a folder, read-only, not a labels file)."""
+    if classes is None:
+        return None
+    try:
+        return pending_clips(videos, out, output_columns(*classes, file_format == "jsonl"), file_format)
+    except OutputMismatchError:
+        return None
 
 
 def _check_arguments(videos: Path, segment_seconds: float | None, engine: str, workers: int | None = None) -> None:
@@ -135,10 +171,14 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     report: write a self-contained HTML report of the whole labels file there after the run (rebuilt from
     `out`, so a resumed run's report covers every clip; face thumbnails cached in `<out>.thumbs/`).
 
-    Raises LabelingSetupError for bad arguments or an unusable checkpoint, OutputError when `out`
-    holds rows of another class set or format, OutputWriteError (an OSError) when writing `out` fails (it
-    then ends at its last whole row; a re-run resumes). Per-file problems are rows of the output, never raised.
+    Nothing is loaded when every clip is already done (the output's columns known without the labeller:
+    the default model, a checkpoint's bundle.json, a labeller with plain class_names/modalities); the
+    summary's seconds are this call's, loading included. Raises LabelingSetupError for bad arguments or
+    an unusable checkpoint, OutputError when `out` holds rows of another class set or format,
+    OutputWriteError (an OSError) when writing `out` fails (it then ends at its last whole row; a re-run
+    resumes). Per-file problems are rows of the output, never raised.
     """
+    started = time.perf_counter()
     videos = Path(videos)
     _check_arguments(videos, segment_seconds, engine, workers)
     file_format = output_format(out or "", format)
@@ -150,6 +190,11 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     table = _transcript_table(transcripts)
     if engine == "ray" and labeler is not None:
         raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
+    classes = planned_classes(checkpoint, labeler, make_labeler)
+    pending = _pending_if_columns_match(videos, out, classes, file_format)
+    if pending is not None and not pending.todo:  # nothing to label: no model, no worker, no forkserver
+        return _finish(LabelingSummary(skipped=pending.skipped), out, file_format, classes[0], plot, progress,
+                       started, report)
     options = LabelingOptions(segment_seconds=segment_seconds or (PLOT_SEGMENT_SECONDS if plot else None),
                               face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved, workers=workers,
                               thumbnails=thumbnail_folder(out).absolute() if report is not None else None)
@@ -159,7 +204,7 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
         if labeler is None:  # the workers build their face detector and ASR while the labeller loads, too
             early_pool = start_early_pool(videos, options, make_labeler or default_labeler_factory(checkpoint))
     try:  # beside busy early workers, one thread: OpenMP threads spinning for a busy core slow loading badly
-        with main_threads(1 if early_pool is not None and resolved == "cpu" else None):
+        with main_threads(1 if early_pool is not None and resolved == "cpu" else None), no_loading_bars():
             labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
     except BaseException:
         if early_pool is not None:
@@ -174,11 +219,19 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
                                    early_pool=early_pool)
         except WorkerSetupError as error:
             raise LabelingSetupError(str(error)) from error
+    return _finish(summary, out, file_format, tuple(labeler.class_names), plot, progress, started, report)
+
+
+def _finish(summary: LabelingSummary, out: Path, file_format: str, class_names: tuple[str, ...], plot: bool,
+            progress: bool, started: float, report: str | Path | None = None) -> LabelingSummary:
+    """The run's summary with its output, plots and report (when asked) and seconds since `started`; the
+    table printed."""
     summary.out = out
     if plot:
-        summary.plots = write_plots(out, file_format, labeler.class_names)
-    if report is not None:
-        summary.report = write_html_report(out, report, tuple(labeler.class_names), file_format)
+        summary.plots = write_plots(out, file_format, class_names)
+    if report is not None:  # rebuilt from the whole labels file, so it also covers clips of earlier runs
+        summary.report = write_html_report(out, report, class_names, file_format)
     if progress:
-        print_table(summary, labeler.class_names)
+        print_table(summary, class_names)
+    summary.seconds = time.perf_counter() - started
     return summary

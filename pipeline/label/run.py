@@ -25,9 +25,10 @@ from tqdm import tqdm
 from affectflow.pipeline.core.devices import default_worker_count, threads_per_worker
 from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.core.timing import StageTimer, timed
-from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector, find_media
+from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector
 from affectflow.pipeline.label.labeler import Labeler, SpanPrediction
-from affectflow.pipeline.label.output import ResumableRowWriter
+from affectflow.pipeline.label.output import ResumableRowWriter, output_columns
+from affectflow.pipeline.label.pending import find_media, unfinished
 from affectflow.pipeline.label.thumbnails import save_thumbnails
 from affectflow.pipeline.label.workers import (
     ITEM_ERRORS, CollectorFactory, StartedPool, collect_clip, error_rows, iter_collected, start_pool,
@@ -104,16 +105,6 @@ def auto_workers(clips: int, cpu_count: int | None = None) -> int:
     """Evidence workers for `clips` files: `default_worker_count()` (one per core from two cores on), but at
     most one per two clips, since every worker first loads its own face detector and ASR."""
     return max(0, min(default_worker_count(cpu_count), clips // 2))
-
-
-def output_columns(class_names: tuple[str, ...], modalities: tuple[str, ...], per_modality: bool) -> list[str]:
-    """Row columns: clip, label, prob_<class>..., flags, then window bounds (and per-modality probs)."""
-    columns = ["clip", "label"] + [f"prob_{c}" for c in class_names]
-    columns += ["has_audio", "has_text", "has_vision", "face_frames_ratio", "transcript_source", "transcript",
-                "duration_s", "error", "window_start", "window_end"]
-    if per_modality:
-        columns += [f"prob_{MODALITY_NAMES[m]}_{c}" for m in modalities for c in class_names]
-    return columns
 
 
 def _prediction_row(clip: str, evidence: ClipEvidence, prediction: SpanPrediction, class_names: tuple[str, ...],
@@ -197,8 +188,7 @@ def open_output(videos: Path, out: str | Path, class_names: tuple[str, ...], mod
     """
     writer = ResumableRowWriter(out, output_columns(class_names, modalities, file_format == "jsonl"), file_format)
     files = find_media(videos)
-    todo = [p for p in files if p.relative_to(videos).as_posix() not in writer.done_clips]
-    return writer, files, todo
+    return writer, files, unfinished(videos, files, writer.done_clips)
 
 
 @contextlib.contextmanager

@@ -142,16 +142,21 @@ def test_a_started_pool_collects_ahead_and_its_collections_are_used(tmp_path):
 
 
 @pytest.mark.parametrize("argv, starts", [
-    (["clips/"], True), (["clips/", "--workers", "2"], True), (["clips/", "--help"], False),
-    (["clips/", "--workers", "0"], False), (["clips/", "--workers=0"], False), (["clips/", "--engine", "ray"], False),
+    ([], True), (["--workers", "2"], True), (["--workers", "0"], False), (["--workers=0"], False),
+    (["--engine", "ray"], False),
 ])
-def test_affectflow_label_starts_the_worker_server_first_unless_it_will_not_use_workers(argv, starts, monkeypatch):
-    from affectflow.pipeline.label import server
+def test_affectflow_label_starts_the_worker_server_before_the_job_unless_it_will_not_use_workers(
+        argv, starts, tmp_path, monkeypatch):
+    from affectflow.pipeline.cli import label as cli_label
+    from affectflow.pipeline.cli.main import main
+    from affectflow.pipeline.label import job, run
 
+    (tmp_path / "a.mp4").write_bytes(b"")  # a clip to label: the run has work
     calls = []
-    monkeypatch.setattr(server, "start_worker_server", lambda: calls.append(1))
-    server.start_early(argv)
-    assert calls == ([1] if starts else [])
+    monkeypatch.setattr(cli_label, "start_worker_server", lambda: calls.append("server"))
+    monkeypatch.setattr(job, "label", lambda *args, **kwargs: calls.append("label") or run.LabelingSummary())
+    assert main(["label", "--videos", str(tmp_path), "--out", str(tmp_path / "labels.csv"), *argv]) == 0
+    assert calls == (["server", "label"] if starts else ["label"])
 
 
 def test_the_worker_server_module_imports_only_the_standard_library():
