@@ -9,7 +9,7 @@ harness, transformers and the rest cost a worker seconds it would spend before i
 import importlib
 
 _EXPORTS = {"LabelingSetupError": "job", "label": "job", "Labeler": "labeler", "SpanPrediction": "labeler",
-            "LabelingOptions": "run", "LabelingSummary": "run"}
+            "LabelingOptions": "run", "LabelingSummary": "run", "LabelingInterrupted": "run"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -12,6 +12,10 @@ transcripts table, runs the local loop or the Ray actor pool, then writes the pl
 from __future__ import annotations
 
 import functools
+import math
+import numbers
+import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,7 +26,8 @@ from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
 from affectflow.pipeline.label.run import (
-    LabelingOptions, LabelingSummary, main_threads, run_labeling, start_early_pool,
+    LabelingInterrupted, LabelingOptions, LabelingSummary, main_threads, run_labeling, start_early_pool,
+    worker_limit,
 )
 from affectflow.pipeline.label.server import start_worker_server
 from affectflow.pipeline.label.workers import WorkerSetupError
@@ -31,10 +36,68 @@ from affectflow.pipeline.media.transcripts import TranscriptError, load_transcri
 ENGINES = ("local", "ray")
 FORMATS = ("csv", "jsonl")
 PLOT_SEGMENT_SECONDS = 1.0  # windows a plot gets when the caller asked for none
+SEGMENT_SECONDS_RANGE = (0.1, 86400.0)
+"""Window lengths accepted: from 0.1 s (ten windows a second: shorter ones see at most a frame or two of
+face sampling and of Whisper's 20 ms frames, and a long file would need millions of rows) to one day."""
+FACE_FPS_RANGE = (0.01, 1000.0)
+"""Face sampling rates accepted (frames per second); a rate above the video's own samples every frame."""
+DEFAULT_OUT_NAME = "labels"
+"""File name (plus .csv / .jsonl) written inside a folder given as the output."""
 
 
 class LabelingSetupError(ValueError):
     """A labelling run that cannot start: a bad argument, an unusable checkpoint or labeller."""
+
+
+class LabelingArgumentError(LabelingSetupError):
+    """A numeric argument out of its range: `argument` names the parameter (e.g. "segment_seconds")."""
+
+    def __init__(self, argument: str, requirement: str, value: object) -> None:
+        super().__init__(f"{argument} must be {requirement}, got {value!r}")
+        self.argument, self.requirement, self.value = argument, requirement, value
+
+
+class WorkerLimitNotice(UserWarning):
+    """More evidence workers were asked for than this machine can run: the run uses `worker_limit()`."""
+
+
+def _number_in(argument: str, value: object, low: float, high: float) -> None:
+    """LabelingArgumentError unless `value` is a finite real number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise LabelingArgumentError(argument, f"a finite number from {low:g} to {high:g}", value)
+
+
+def _whole_number(argument: str, value: object, low: int) -> None:
+    """LabelingArgumentError unless `value` is an integer >= low."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise LabelingArgumentError(argument, f"a whole number >= {low}", value)
+
+
+def capped_workers(workers: int | None) -> int | None:
+    """`workers` lowered to `worker_limit()` (cores, and memory at WORKER_MEMORY_BYTES each) with a
+    WorkerLimitNotice naming both; None (automatic) stays None (auto_workers applies the same limit)."""
+    if workers is None:
+        return None
+    limit = worker_limit()
+    if workers > limit:
+        warnings.warn(WorkerLimitNotice(f"workers lowered from {workers} to {limit}: this machine can run "
+                                        f"{limit} evidence workers (one per usable core, ~1 GiB of available "
+                                        "memory each)"), stacklevel=3)
+        return limit
+    return workers
+
+
+def resolve_out(out: str | Path | None, file_format: str) -> Path:
+    """The output file of a run: `out`, or `labels.<format>` inside it when `out` ends with a slash or is an
+    existing folder (created when missing), or `labels.<format>` in the working directory when None."""
+    name = f"{DEFAULT_OUT_NAME}.{file_format}"
+    if out is None:
+        return Path(name)
+    text = os.fspath(out)
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        return Path(text) / name
+    return Path(text)
 
 
 def default_labeler_factory(checkpoint: str | Path | None = None, trust_remote_code: bool = False) -> LabelerFactory:
@@ -96,15 +159,20 @@ def _transcript_table(transcripts: str | Path | Mapping[str, str] | None) -> dic
         raise LabelingSetupError(str(error)) from error
 
 
-def _check_arguments(videos: Path, segment_seconds: float | None, engine: str, workers: int | None = None) -> None:
+def _check_arguments(videos: Path, segment_seconds: float | None, engine: str, workers: int | None = None,
+                     face_fps: float = 2.0, actors: int | None = None) -> None:
+    """LabelingSetupError (LabelingArgumentError for a number) naming the first unusable argument."""
     if not videos.is_dir():
         raise LabelingSetupError(f"videos: {videos} is not a folder")
-    if segment_seconds is not None and segment_seconds <= 0:
-        raise LabelingSetupError(f"segment_seconds must be > 0, got {segment_seconds}")
+    if segment_seconds is not None:
+        _number_in("segment_seconds", segment_seconds, *SEGMENT_SECONDS_RANGE)
+    _number_in("face_fps", face_fps, *FACE_FPS_RANGE)
+    if workers is not None:
+        _whole_number("workers", workers, 0)
+    if actors is not None:
+        _whole_number("actors", actors, 1)
     if engine not in ENGINES:
         raise LabelingSetupError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if workers is not None and workers < 0:
-        raise LabelingSetupError(f"workers must be >= 0, got {workers}")
     if workers is not None and engine == "ray":
         raise LabelingSetupError("workers is an option of the local engine; the Ray engine's pool size is actors")
 
@@ -128,15 +196,22 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     bars and the printed table of results; trust_remote_code: let a checkpoint's extractors whose recorded
     config asks for it run their model folder's code (default False: such a checkpoint is refused);
     workers: local engine, processes that decode, transcribe and detect faces in the next clips while the
-    models run on this one (0 = all in this process; None = one per CPU core, at most one per two clips).
+    models run on this one (0 = all in this process; None = one per CPU core, at most one per two clips);
+    more than `worker_limit()` (one per usable core, ~1 GiB of available memory each) is lowered to it with
+    a WorkerLimitNotice warning. `out` ending with "/" or naming an existing folder means `labels.<format>`
+    inside it. Numbers must be finite: segment_seconds in [0.1, 86400], face_fps in [0.01, 1000],
+    workers >= 0, actors >= 1.
 
-    Raises LabelingSetupError for bad arguments or an unusable checkpoint, OutputError when `out`
-    holds rows of another class set or format. Per-file problems are rows of the output, never raised.
+    Raises LabelingSetupError (LabelingArgumentError for a number out of range) for bad arguments or an
+    unusable checkpoint, OutputError when `out` holds rows of another class set or format, and
+    LabelingInterrupted (a KeyboardInterrupt) on Ctrl-C, with the count of rows written whole (workers
+    already ended; a re-run resumes). Per-file problems are rows of the output, never raised.
     """
     videos = Path(videos)
-    _check_arguments(videos, segment_seconds, engine, workers)
+    _check_arguments(videos, segment_seconds, engine, workers, face_fps, actors)
     file_format = output_format(out or "", format)
-    out = Path(out) if out is not None else Path(f"labels.{file_format}")
+    out = resolve_out(out, file_format)
+    workers = capped_workers(workers)
     try:
         resolved = str(resolve_device(device))
     except ValueError as error:
@@ -154,9 +229,11 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     try:  # beside busy early workers, one thread: OpenMP threads spinning for a busy core slow loading badly
         with main_threads(1 if early_pool is not None and resolved == "cpu" else None):
             labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
-    except BaseException:
+    except BaseException as error:
         if early_pool is not None:
-            early_pool.shutdown()
+            early_pool.terminate()
+        if isinstance(error, KeyboardInterrupt):
+            raise LabelingInterrupted(0, 0, out) from None
         raise
     if engine == "ray":
         summary = ray_label(videos, out, make_labeler, options, file_format, actors=actors, address=ray_address,
