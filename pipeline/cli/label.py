@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
                             ray_address=args.ray_address, actors=args.actors, progress=not args.quiet,
                             trust_remote_code=args.trust_remote_code, workers=args.workers)
     except LabelingArgumentError as error:
-        print(f"error: {option_name(error.argument)} must be {error.requirement}, got {error.value}", file=sys.stderr)
+        value = f"{error.value:g}" if isinstance(error.value, float) else error.value
+        print(f"error: {option_name(error.argument)} must be {error.requirement}, got {value}", file=sys.stderr)
         return 2
     except (LabelingSetupError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)

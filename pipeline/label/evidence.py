@@ -31,12 +31,12 @@ SPAN_TOLERANCE_SECONDS = 1e-6  # a frame stamped a rounding error before a windo
 def find_media(folder: str | Path) -> list[Path]:
     """Video and audio files under `folder` (recursive, case-insensitive suffixes), sorted.
 
-    A dangling symlink with a media suffix is listed too, so that it gets a row with its error.
+    Every entry with a media suffix that is not a folder is listed, so that a dangling symlink, a symlink
+    loop, a FIFO, a socket or a device file gets a row with its error (nothing here opens them).
     """
     folder = Path(folder)
     suffixes = VIDEO_SUFFIXES + AUDIO_SUFFIXES
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in suffixes and (p.is_file() or (p.is_symlink() and not p.exists())))
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and not p.is_dir())
 
 
 @dataclass(frozen=True)
