@@ -50,6 +50,10 @@ class CsdVideo:
     intervals: np.ndarray
 
 
+MMSA_ID_COLUMNS: tuple[tuple[str, ...], ...] = (("video_id", "clip_id"), ("id",))
+"""The id columns of an MMSA label.csv: MOSEI's pair, or MOSI's single `<video>_<clip>` column."""
+
+
 def _split_id(identifier: str, location: str) -> tuple[str, str]:
     # MOSI ids are <video>_<segment>; video ids may themselves contain "_", so split on the last one.
     video_id, sep, clip_id = identifier.rpartition("_")
@@ -58,47 +62,103 @@ def _split_id(identifier: str, location: str) -> tuple[str, str]:
     return video_id, clip_id
 
 
-def _float_or_none(value: str) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+def clip_start_time(clip_id: str) -> float | None:
+    """The start time encoded in a clip id like ``82_7645`` (82.7645 s; MOSEI's MMSA label.csv); None for other ids."""
+    whole, sep, fraction = clip_id.partition("_")
+    if not sep or not whole.isdigit() or not fraction.isdigit():
         return None
-    return None if np.isnan(number) else number
+    return float(f"{whole}.{fraction}")
 
 
-def read_mmsa_rows(path: str | Path, report: ValidationReport | None = None) -> list[LabelRow]:
-    """Parse an MMSA label.csv into `LabelRow`s; bad rows are reported (file:line) and skipped."""
+def parse_label_number(value: str, location: str, column: str) -> float | None:
+    """One label cell -> a finite float, or None when empty (or "nan": unlabelled).
+
+    ValueError naming `location` (file:line), the column and the cell for anything else ("n/a?", "inf").
+    """
+    text = str(value).strip()
+    if not text or text.lower() == "nan":
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is None or not np.isfinite(number):
+        raise ValueError(f"{location}: column {column!r}: {value!r} is not a finite number")
+    return number
+
+
+def read_label_csv(path: str | Path) -> tuple[pd.DataFrame, int]:
+    """Any label CSV (with a header) -> (its cells as text, header names stripped and lower-cased;
+    the number of bytes that were not UTF-8 and were read as cp1252).
+
+    Every cell is text: video ids can be numeric ("0123") or start with "-". FileNotFoundError, or
+    ValueError naming the file when it is empty or not a CSV.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label file not found: {path}")
     text, cp1252_bytes = decode_annotation_bytes(path.read_bytes())
-    if cp1252_bytes and report is not None:
-        report.add_issue(str(path), f"{cp1252_bytes} bytes were not UTF-8 and were read as cp1252")
-    table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    table.columns = [column.strip() for column in table.columns]
-    has_pair = {"video_id", "clip_id"} <= set(table.columns)
-    required = ({"label", "mode"} | ({"video_id", "clip_id"} if has_pair else {"id"}))
-    missing = sorted(required - set(table.columns))
+    try:
+        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file, not a label CSV") from None
+    except (ValueError, pd.errors.ParserError) as error:
+        raise ValueError(f"{path}: not a readable CSV ({str(error).strip()})") from None
+    table.columns = [str(column).strip().lower() for column in table.columns]
+    return table, cp1252_bytes
+
+
+def mmsa_missing_columns(columns) -> list[str]:
+    """The columns an MMSA label.csv needs that `columns` lacks ([] for an MMSA label table)."""
+    columns = set(columns)
+    ids = next((set(pair) for pair in MMSA_ID_COLUMNS if set(pair) <= columns), {"id"})
+    return sorted(({"label", "mode"} | ids) - columns)
+
+
+def mmsa_rows(table: pd.DataFrame, path: Path, report: ValidationReport | None = None) -> list[LabelRow]:
+    """The rows of an MMSA label table (from `read_label_csv`) as `LabelRow`s.
+
+    A bad id, split or label cell is reported (file:line) into `report`: the row is skipped (id, split)
+    or kept unlabelled (label). Without a report it is refused: ValueError naming file:line, column, cell.
+    """
+    missing = mmsa_missing_columns(table.columns)
     if missing:
         raise ValueError(f"{path}: not an MMSA label.csv, missing columns {missing} "
                          "(expected video_id,clip_id,text,label,mode or id,text,label,mode)")
+    has_pair = {"video_id", "clip_id"} <= set(table.columns)
     rows = []
     for index, record in enumerate(table.to_dict(orient="records")):
-        location = f"{path.name}:{index + 2}"
+        location = f"{path.name}:{index + 2}" if report is not None else f"{path}:{index + 2}"
         try:
             video_id, clip_id = ((record["video_id"].strip(), record["clip_id"].strip()) if has_pair
                                  else _split_id(record["id"].strip(), location))
             split = normalize_split(record["mode"], location) if record["mode"].strip() else None
         except ValueError as error:
-            if report is not None:
-                report.add_issue(location, f"{error}; row skipped")
+            if report is None:
+                raise
+            report.add_issue(location, f"{error}; row skipped")
             continue
-        sentiment = _float_or_none(record["label"])
+        try:
+            sentiment = parse_label_number(record["label"], location, "label")
+        except ValueError:
+            if report is None:
+                raise
+            sentiment = None
         if sentiment is None and report is not None:
             report.add("missing_label", f"{video_id}_{clip_id}", f"label {record['label']!r} is not a number")
         rows.append(LabelRow(video_id, clip_id, record.get("text"), sentiment, split,
-                             (record.get("annotation") or "").strip().lower() or None, location))
+                             (record.get("annotation") or "").strip().lower() or None, f"{path.name}:{index + 2}"))
     return rows
+
+
+def read_mmsa_rows(path: str | Path, report: ValidationReport | None = None) -> list[LabelRow]:
+    """Parse an MMSA label.csv into `LabelRow`s: bad rows are reported (file:line) into `report` and
+    skipped or kept unlabelled; without a report the first bad cell is a ValueError (see `mmsa_rows`)."""
+    path = Path(path)
+    table, cp1252_bytes = read_label_csv(path)
+    if cp1252_bytes and report is not None:
+        report.add_issue(str(path), f"{cp1252_bytes} bytes were not UTF-8 and were read as cp1252")
+    return mmsa_rows(table, path, report)
 
 
 def read_csd(path: str | Path) -> list[CsdVideo]:

@@ -36,7 +36,8 @@ from affectflow.datasets.common import (
     CorpusLayoutError, PreparedCorpus, drop_invalid_spans, finish_corpus, first_existing, require_root,
     text_only_manifest,
 )
-from affectflow.datasets.labels import MOSEI_EMOTIONS, LabelRow, load_folds, read_csd, read_mmsa_rows
+from affectflow.datasets.labels import (MOSEI_EMOTIONS, LabelRow, clip_start_time, load_folds, read_csd,
+                                        read_mmsa_rows)
 from affectflow.datasets.validation import MediaChecks, ValidationReport
 from affectflow.datasets.registry import register_recipe
 
@@ -78,14 +79,6 @@ def read_mosei_transcripts(folder: str | Path, report: ValidationReport | None =
                     report.add_issue(f"{path}:{number}", f"transcript line skipped ({error}): {line[:80]!r}")
         transcripts[video_id] = segments
     return transcripts
-
-
-def clip_start_time(clip_id: str) -> float | None:
-    """The start time encoded in a clip id like ``82_7645`` (82.7645 s); None for other ids."""
-    whole, sep, fraction = clip_id.partition("_")
-    if not sep or not whole.isdigit() or not fraction.isdigit():
-        return None
-    return float(f"{whole}.{fraction}")
 
 
 def _match_segment(clip_id: str, segments: list[TranscriptSegment]) -> TranscriptSegment | None:

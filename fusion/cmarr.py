@@ -144,7 +144,7 @@ class CMARR(FusionModel):
     Aux losses (unweighted; `loss_weights` holds alpha, beta, lambda of Eq. 14): "udcl", "rec" (always),
     "spcl" (with targets). Extras: "variance" [B, M] mean predicted variance per modality (0 if absent).
 
-    On real CMU-MOSI (README, "Real tri-modal benchmark", full config) its paper recipe stays below the
+    On real CMU-MOSI (docs/recipes.md, "Real tri-modal benchmark", full config) its paper recipe stays below the
     linear floor at utterance level. Measured (`python scripts/bench_mosi_real.py --config full --levels
     utterance --seeds 1 --jobs 1 --models cmarr`; default sizes, 13.4 M parameters, paper recipe at
     --budget 0.08 with lr raised to 1e-3; one seed): complete-input test Acc2 62.3 with the paper's `random`

@@ -40,7 +40,7 @@ directions as another (`affectflow.fusion.dqf_grouped`: parameters stacked per f
 The modules and their parameter names are those of the per-module classes below, whose own `forward`s give
 the same values; tests/fusion/test_speed_equivalence.py pins losses and gradients to the previous forward.
 
-On the real CMU-MOSI features (scripts/bench_mosi_real.py, README "Real tri-modal benchmark"): DQF at
+On the real CMU-MOSI features (scripts/bench_mosi_real.py, docs/recipes.md "Real tri-modal benchmark"): DQF at
 conversation level with its dqf schedule is the best model (79.4 +- 0.3 Acc2, above the 76.8 logistic
 floor), but under {a} alone it is below the floor (37.9 at utterance level, every seed): with text and
 video frames zeroed its output is constant (std 0.04 over the 751 test utterances, mean -0.54, seed 1), so
@@ -236,7 +236,7 @@ class DQF(FusionModel):
     Embedding: the concatenated granularity features [B, G * dim] (G = 7 for a, t, v), or [B, T, G * dim].
     Aux losses (with targets): `head_<g>` for every granularity g (a, t, v, at, av, tv, atv), weight 1.
 
-    On real CMU-MOSI (README, "Real tri-modal benchmark", full config) this model stays below the linear
+    On real CMU-MOSI (docs/recipes.md, "Real tri-modal benchmark", full config) this model stays below the linear
     floor at utterance level. Measured (`python scripts/bench_mosi_real.py --config full --levels utterance
     --seeds 1 --jobs 1 --models dqf`; default sizes, 17.4 M parameters, paper recipe at --budget 0.08 with
     Adam 1e-3; one seed): complete-input test Acc2 70.4 with the `dqf` schedule and 74.3 trained on `full`,

@@ -158,7 +158,7 @@ class MCULoRA(FusionModel):
     Extras (mcla): "mix_weight" [B] / [B, T] (w of Eq. 4), "combination" [B] / [B, T] (index into
     `self.combinations`, -1 = none), "dpft_scores" [N], "dpft_counts" [N] (for `DPFTSampler`).
 
-    On real CMU-MOSI (README, "Real tri-modal benchmark", full config) this model ends just below the
+    On real CMU-MOSI (docs/recipes.md, "Real tri-modal benchmark", full config) this model ends just below the
     linear floor at utterance level. Measured (`python scripts/bench_mosi_real.py --config full --levels
     utterance --seeds 1 --jobs 1 --models mculora`; default sizes, 10.6 M parameters, paper recipe at
     --budget 0.08 with lr raised to 1e-3; one seed): complete-input test Acc2 76.4 with `dpft` and 75.8

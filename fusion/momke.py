@@ -79,7 +79,7 @@ class MoMKE(FusionModel):
     Embedding: concatenated modality representations [B, M * d] (or [B, T, M * d]); in stage 1 the
     experts' own outputs H_Q^m, in stage 2 the router-mixed R^m.
 
-    On real CMU-MOSI (README, "Real tri-modal benchmark", full config) this model stays below the linear
+    On real CMU-MOSI (docs/recipes.md, "Real tri-modal benchmark", full config) this model stays below the linear
     floor at utterance level. Measured (`python scripts/bench_mosi_real.py --config full --levels utterance
     --seeds 1 --jobs 1 --models momke`; default sizes, 4.9 M parameters, paper recipe at --budget 0.08 with
     lr raised to 1e-3; one seed): complete-input test Acc2 66.6 with the `staged` schedule and 75.0 trained

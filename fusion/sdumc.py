@@ -206,7 +206,7 @@ class _Flow:
 class SDUMC(FusionModel):
     """SDUMC: UMCA fusion + MIA + double-flow self-distillation (see the module docstring).
 
-    On real CMU-MOSI (README, "Real tri-modal benchmark", full config) this model stays below the linear
+    On real CMU-MOSI (docs/recipes.md, "Real tri-modal benchmark", full config) this model stays below the linear
     floor at utterance level. Measured (`python scripts/bench_mosi_real.py --config full --levels utterance
     --seeds 1 --jobs 1 --models sdumc`; default sizes, 3.0 M parameters, paper recipe at --budget 0.08 with
     lr raised to 1e-3; one seed): complete-input test Acc2 68.3 against the logistic-regression floor's

@@ -39,7 +39,7 @@ constructor config, the paper's sizes (--config full; 3-17 M parameters per pape
 128 either way so a whole video fits; batch 32 utterances / 4 videos unless the recipe says otherwise, one
 torch thread per job. The default run (8 models x 2 levels x 2 arms x 3 seeds, --jobs 2) took 23 minutes on
 2 shared CPU cores; at --config full one seed of one unit at utterance level took 1.3 min (SDUMC) to
-21 min (CM-ARR) on a shared core (README). --arms picks the arms; --paper-lr keeps each paper's optimiser
+21 min (CM-ARR) on a shared core (docs/recipes.md). --arms picks the arms; --paper-lr keeps each paper's optimiser
 and lr (for checking on validation whether they work at the budget; run folders get a '-paper-lr' suffix,
 full-config ones a '-full' suffix). Units record their validation score and curve per seed.
 """
@@ -249,8 +249,8 @@ def test_loader(bundle: Path, table: pd.DataFrame, features: Path):
 def rate_scores(bundle: Path, table: pd.DataFrame, features: Path, level: str) -> dict[str, dict]:
     """{"0.1": metrics, ...} of one bundle under the missing rates."""
     model, loader = test_loader(bundle, table, features)
-    return {str(rate): evaluation.scalar_metrics(evaluation.evaluate(model, loader, "cpu", rate_transform(rate, level))[0])
-            for rate in RATES}
+    return {str(rate): evaluation.scalar_metrics(
+                evaluation.score_loader(model, loader, "cpu", rate_transform(rate, level))[0]) for rate in RATES}
 
 
 # --- one training unit (a process of the pool) ------------------------------------------------------

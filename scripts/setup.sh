@@ -18,6 +18,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test,ray,onnx]"
 
-# Prepare the offline default models once (no-op when already cached).
-.venv/bin/python -m affectflow.pipeline.label.prepare_models
+# Install the offline default models once (no-op when already cached).
+.venv/bin/python -m affectflow.pipeline.label.install_models
 echo "affectflow is set up: activate with '. .venv/bin/activate'"

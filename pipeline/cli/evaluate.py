@@ -8,6 +8,8 @@ MCULoRA's seed 66), frame (DQF: rates 0.0..1.0 per combination, --frame-pattern 
 --frame-fill zeros|noise, AUILC). Outputs in --out: report.json; fixed_<metric>.csv (rows = models,
 columns = conditions); random.csv; auilc_<pattern>_<fill>_<metric>.csv; confusion_<model>.png
 (complete condition, classification); auilc_<model>_<pattern>_<fill>.png.
+Segments of the split without the bundle's label are not scored: one warning line (count, first ids),
+recorded per model in report.json "unlabelled_segments"; exit 2 when none of them has a label.
 The work is done by `affectflow.pipeline.train.api.evaluate`; this module parses and prints.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from affectflow.pipeline.train.api import PROTOCOLS, evaluate
 from affectflow.pipeline.train.protocols import FRAME_FILLS, FRAME_PATTERNS, FRAME_RATES, RANDOM_PROTOCOL_SEED
-from affectflow.pipeline.cli.train import add_feature_arguments, feature_overrides
+from affectflow.pipeline.cli.train import add_feature_arguments, feature_overrides, one_line_warnings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -44,12 +46,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate every checkpoint; write report.json, CSV grids and PNGs into --out; print the fixed grid."""
     try:
-        report = evaluate(
-            args.checkpoint, args.manifest, args.features, out=args.out, protocols=args.protocol, split=args.split,
-            random_seed=args.seed, include_complete=args.include_complete, frame_patterns=args.frame_pattern,
-            frame_fills=args.frame_fill, rates=args.rates, frame_seed=args.frame_seed,
-            mark_invalid=args.mark_invalid, batch_size=args.batch_size, device=args.device,
-            feature_overrides=feature_overrides(args), missing_entries=args.missing_entries, threads=args.threads)
+        with one_line_warnings("affectflow evaluate"):
+            report = evaluate(
+                args.checkpoint, args.manifest, args.features, out=args.out, protocols=args.protocol,
+                split=args.split, random_seed=args.seed, include_complete=args.include_complete,
+                frame_patterns=args.frame_pattern, frame_fills=args.frame_fill, rates=args.rates,
+                frame_seed=args.frame_seed, mark_invalid=args.mark_invalid, batch_size=args.batch_size,
+                device=args.device, feature_overrides=feature_overrides(args),
+                missing_entries=args.missing_entries, threads=args.threads)
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"affectflow evaluate: error: {error}", file=sys.stderr)
         return 2

@@ -35,12 +35,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Import, print the summary; 0 on success, 2 on bad input (a refused pickle included)."""
+    """Import, print the summary; 0 on success, 2 on bad input (a refused pickle, an unreadable file included)."""
     try:
         summary = import_features(args.format, args.root, args.out, labels=args.labels, sources=args.source,
                                   corpus=args.corpus, valid_fraction=args.valid_fraction, seed=args.seed)
-    except (UnsafePickleError, ValueError, KeyError, FileNotFoundError) as error:
-        print(f"affectflow import-features: error: {error}", file=sys.stderr)
+    except (UnsafePickleError, ValueError, KeyError, OSError) as error:
+        # One line, whatever the message holds (pandas' parser errors end in a newline).
+        print(f"affectflow import-features: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     print(summary.describe())
     return 0

@@ -3,8 +3,10 @@
 A thin parser over `affectflow.pipeline.label.label`. Exit codes: 0 when the batch ran (even with per-file
 errors, which are rows), 2 for bad arguments (one line naming the option), an unusable checkpoint or an
 output file this run must not touch (another run's columns, locked by a concurrent run, not a labels file,
-read-only), 130 when Ctrl-C stopped it (one line with the rows written; a re-run resumes). `--out` ending
-with "/" or naming an existing folder writes `labels.csv` (or `.jsonl`) inside it.
+read-only), 1 when the output file cannot be written (disk full, I/O error: one line; the file ends at its
+last whole row and a re-run resumes it), 130 when Ctrl-C stopped it (one line with the rows written; a
+re-run resumes). `--out` ending with "/" or naming an existing folder writes `labels.csv` (or `.jsonl`)
+inside it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import warnings
 from collections.abc import Iterator
 
 from affectflow.pipeline.label.job import LabelingArgumentError, LabelingSetupError, label
-from affectflow.pipeline.label.output import OutputError
+from affectflow.pipeline.label.output import OutputError, OutputWriteError
 from affectflow.pipeline.label.run import LabelingInterrupted
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
@@ -74,8 +76,8 @@ def one_line_warnings() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Label `args.videos` with `label(...)`; print the summary line; 2 (one line) when the run cannot start;
-    130 (one line) on Ctrl-C."""
+    """Label `args.videos` with `label(...)`; print the summary line; 2 (one line) when the run cannot start,
+    1 (one line) when the output file cannot be written, 130 (one line) on Ctrl-C."""
     try:
         with one_line_warnings():
             summary = label(args.videos, args.out, format=args.format, checkpoint=args.checkpoint,
@@ -90,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     except (LabelingSetupError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OutputWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except LabelingInterrupted as interrupted:
         print(f"interrupted; {interrupted.rows_written} rows written; rerun to resume", file=sys.stderr)
         return INTERRUPTED_EXIT_CODE

@@ -6,7 +6,7 @@
     affectflow train ... --fold 5                                  # IEMOCAP leave-one-session-out fold
     affectflow train ... --fold all                                # all 5 folds, mean ± std over folds
     affectflow train ... --resume                                  # continue an interrupted run
-    affectflow train ... --model dqf --recipe paper                # the paper's recipe (see the README table)
+    affectflow train ... --model dqf --recipe paper                # the paper's recipe (docs/recipes.md)
     affectflow train ... --model dqf --recipe paper --budget 0.1 --lr 1e-4   # 10 % of its epochs, another lr
 
 --recipe default (quick settings, not a paper's) or paper supplies every training option that is not
@@ -15,20 +15,26 @@ printed first and recorded in the bundle's training record and RUN_DIR/summary.j
 
 Writes RUN_DIR/best (checkpoint bundle), RUN_DIR/summary.json (per seed + mean ± std of the test
 grid) and RUN_DIR/test_grid_<metric>.csv (seed means: rows = model, columns = conditions).
+Segments without the label (e.g. MOSI's 4 without a continuous score) are left out with one warning line
+(count and first ids, also in summary.json "unlabelled_segments"); exit 2 when no train or validation
+segment has one.
 The work is done by `affectflow.pipeline.train.api.train`; this module parses and prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 from affectflow.fusion.registry import list_fusions
 
 from affectflow.pipeline.train.api import train
+from affectflow.pipeline.train.labels import UnlabelledSegmentsWarning
 from affectflow.pipeline.train.experiment import AbsentModalityWarning
 from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from affectflow.pipeline.train.results import CrossFoldSummary, ExperimentSummary, format_mean_std
@@ -119,9 +125,7 @@ def _model_config(text: str | None) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Train per seed (and per fold with --fold all), write bundles and summaries; print the test grid."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always", AbsentModalityWarning)  # once per training run, never deduplicated away
-            warnings.showwarning = _print_warning
+        with one_line_warnings("affectflow train"):
             summary = _train(args)
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"affectflow train: error: {error}", file=sys.stderr)
@@ -130,12 +134,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """affectflow's own warnings as one line on stderr, as they happen (others in Python's format)."""
-    if issubclass(category, AbsentModalityWarning):
-        print(f"affectflow train: warning: {message}", file=sys.stderr, flush=True)
-    else:
-        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+OWN_WARNINGS = (AbsentModalityWarning, UnlabelledSegmentsWarning)
+"""The training harness's warnings that the CLI prints as one line each."""
+
+
+@contextlib.contextmanager
+def one_line_warnings(program: str) -> Iterator[None]:
+    """Inside: affectflow's own warnings (`OWN_WARNINGS`) print as one line "<program>: warning: ..." on
+    stderr, each time they happen (never deduplicated away); other warnings keep Python's format."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, OWN_WARNINGS):
+            print(f"{program}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():
+        for category in OWN_WARNINGS:
+            warnings.simplefilter("always", category)
+        warnings.showwarning = show
+        yield
 
 
 def _train(args: argparse.Namespace) -> ExperimentSummary | CrossFoldSummary:

@@ -22,6 +22,10 @@ MODALITIES: tuple[str, ...] = ("a", "t", "v")
 MODALITY_NAMES: dict[str, str] = {"a": "audio", "t": "text", "v": "vision"}
 """Modality key -> its word (CLI flags such as --audio, messages)."""
 
+IMPORTED_PREFIX: str = "imported"
+"""First part of the extractor name of imported features ("imported:<format>:<modality>"): written by
+`pipeline.imports`, recognised by the labeller (which cannot rebuild such features from raw media)."""
+
 IGNORE_INDEX: int = -100
 """Class-index target of a position without a label (padding, a missing modality's target); the
 `ignore_index` of cross-entropy. Regression targets use NaN instead."""

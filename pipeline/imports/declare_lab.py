@@ -19,11 +19,13 @@ utterance (the release has no missing rows).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from affectflow.datasets.text import decode_annotation_bytes
 from affectflow.pipeline.imports.labels import read_label_table, split_video_id
 from affectflow.pipeline.imports.records import ImportedCorpus, ImportedModality
 
@@ -45,8 +47,29 @@ def _read_numbers(path: Path) -> np.ndarray:
     try:
         table = pd.read_csv(_require(path), header=None)
         return table.to_numpy(dtype=np.float64)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file, not a numeric feature table") from None
     except (ValueError, pd.errors.ParserError) as error:
-        raise ValueError(f"{path}: not a numeric feature table ({error})") from None
+        raise ValueError(f"{path}: not a numeric feature table ({str(error).strip()})") from None
+
+
+def _read_transcripts(path: Path, notes: list[str]) -> pd.DataFrame:
+    """transcripts.csv (no header; id, text, ...) as text cells, decoded like the label files (UTF-8, other
+    bytes as cp1252, counted in `notes`); ValueError naming the file when it is empty, unparsable or has
+    fewer than the two columns id and text."""
+    text, cp1252_bytes = decode_annotation_bytes(_require(path).read_bytes())
+    if cp1252_bytes:
+        notes.append(f"{path}: {cp1252_bytes} bytes were not UTF-8 and were read as cp1252")
+    try:
+        table = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: empty file; expected rows of id, text, ...") from None
+    except (ValueError, pd.errors.ParserError) as error:
+        raise ValueError(f"{path}: not a readable CSV ({str(error).strip()})") from None
+    if table.shape[1] < 2:
+        raise ValueError(f"{path}: {table.shape[1]} column; expected at least 2 columns (id, text, ...) "
+                         f"without a header")
+    return table
 
 
 def _segment_ids(root: Path, split: str, transcripts: pd.DataFrame, text_features: np.ndarray) -> list[str]:
@@ -71,6 +94,8 @@ def _split_tables(root: Path, split: str, sources: dict[str, str]) -> tuple[dict
     for m, prefix in sources.items():
         path = root / f"{prefix}_{split}0.csv"
         table = _read_numbers(path)
+        if table.shape[1] < 2:
+            raise ValueError(f"{path}: {table.shape[1]} column, no feature column before the binary label")
         if not np.isin(table[:, -1], (0, 1)).all():
             raise ValueError(f"{path}: the last column must be the binary label 0/1")
         if labels is not None and (table.shape[0] != labels.shape[0] or (table[:, -1] != labels).any()):
@@ -116,7 +141,8 @@ def read_declare_lab_csv(root: str | Path, labels: str | Path | None = None,
     sources = dict(sources or DEFAULT_SOURCES)
     if "t" not in sources:
         raise ValueError(f"{FORMAT}: the text tables are needed (they carry the segment ids); sources={sources}")
-    transcripts = pd.read_csv(_require(root / "transcripts.csv"), header=None, dtype=str, keep_default_na=False)
+    notes: list[str] = []
+    transcripts = _read_transcripts(root / "transcripts.csv", notes)
     texts = dict(zip(transcripts[0].str.strip(), transcripts[1]))
     corpus = corpus or "mosi"
     files = {m: tuple(root / f"{p}_{s}0.csv" for s in SPLIT_FILES) + tuple(root / f"text_{s}.csv" for s in SPLIT_FILES)
@@ -135,7 +161,6 @@ def read_declare_lab_csv(root: str | Path, labels: str | Path | None = None,
     duplicated = rows["segment_id"][rows["segment_id"].duplicated()].unique().tolist()
     if duplicated:
         raise ValueError(f"{root}: segment ids occur in more than one row: {duplicated[:5]}")
-    notes: list[str] = []
     if labels is not None:
         rows = _attach_labels(rows, Path(labels), notes)
     else:

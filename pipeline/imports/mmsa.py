@@ -13,8 +13,10 @@ Layout (loaded with the restricted unpickler: numpy arrays and plain containers 
 Frame-level arrays keep their frames ([T, D], level "frame"): audio / vision frames past their
 `*_lengths` are padding; text frames are those of MMSA's BERT attention mask (`text_bert[:, 1]`) when
 present, else the frames that are not all zero. A segment with no valid frame is stored as missing.
-Segment ids become `<video>_<clip>`, dialogue_id = video, utterance_index = clip; the pickle's splits
-are kept. `labels` (a CSV, optional) fills sentiment / emotion the pickle lacks, matched by id.
+Segment ids become `<video>_<clip>`, dialogue_id = video (split at `$_$`, so MOSEI clips such as
+`82_7645` stay whole), utterance_index = clip (MOSI) or the rank by the clip's start time within the
+video (MOSEI's `82_7645` = 82.7645 s); the pickle's splits are kept. `labels` (a CSV, optional) fills
+sentiment / emotion the pickle lacks, matched by id.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from affectflow.pipeline.core.names import SPLIT_ALIASES, normalize_split
-from affectflow.pipeline.imports.labels import read_label_table, split_video_id
-from affectflow.pipeline.imports.records import ImportedCorpus, ImportedModality
+from affectflow.pipeline.imports.labels import clip_order, read_label_table, split_video_id
+from affectflow.pipeline.imports.records import ImportedCorpus, ImportedModality, real_array
 from affectflow.pipeline.imports.unpickle import load_restricted_pickle
 
 FORMAT = "mmsa-pickle"
@@ -35,11 +37,15 @@ DEFAULT_SOURCES = {"a": "audio", "t": "text", "v": "vision"}
 MMSA_ID_SEPARATOR = "$_$"
 
 
-def _segment_id(raw: Any) -> str:
-    """MMSA's '<video>$_$<clip>' -> '<video>_<clip>' (other ids are kept)."""
+def _video_clip(raw: Any) -> tuple[str, str | None, str | None]:
+    """MMSA's '<video>$_$<clip>' -> ('<video>_<clip>', video, clip); other ids are kept, split at their last
+    '_<number>' when they have one (MOSEI clips such as '82_7645' keep their '_': the separator is exact)."""
     text = str(raw).strip()
     video, sep, clip = text.partition(MMSA_ID_SEPARATOR)
-    return f"{video}_{clip}" if sep else text
+    if sep:
+        return f"{video}_{clip}", video, clip
+    video, index = split_video_id(text)
+    return text, video, None if index is None else str(index)
 
 
 def _is_token_ids(array: np.ndarray) -> bool:
@@ -52,24 +58,50 @@ def _text_key(part: dict, wanted: str, source: str) -> str:
     if wanted in part:
         return wanted
     if wanted == "text" and "text_bert" in part:
-        if _is_token_ids(np.asarray(part["text_bert"])):
+        if _is_token_ids(real_array(part["text_bert"], f"{source}: 'text_bert'")):
             raise ValueError(f"{source}: 'text_bert' holds BERT token ids [N, 3, L], not features, and there is "
                              f"no 'text' array; extract text features with `affectflow extract` instead")
         return "text_bert"
     raise ValueError(f"{source}: no {wanted!r} array (keys: {sorted(part)})")
 
 
-def _frame_masks(part: dict, m: str, key: str, values: np.ndarray) -> np.ndarray:
+def _per_id(part: dict, key: str, count: int, source: str) -> np.ndarray:
+    """part[key] flattened to one entry per id; ValueError naming the key when the counts differ."""
+    try:
+        values = np.asarray(part[key], dtype=object).reshape(-1)
+    except ValueError:
+        raise ValueError(f"{source}: {key!r} is ragged, expected one entry per id ({count} ids)") from None
+    if values.shape[0] != count:
+        raise ValueError(f"{source}: {key!r} has {values.shape[0]} entries, expected one per id ({count} ids)")
+    return values
+
+
+def _lengths(part: dict, key: str, count: int, source: str) -> np.ndarray:
+    """[N] valid-frame counts of part[key]: whole numbers >= 0, one per id (strings are refused, not parsed)."""
+    raw = _per_id(part, key, count, source)
+    lengths = np.array(raw.tolist()) if count else np.zeros(0, np.int64)
+    whole = lengths.dtype.kind in "iu" or (lengths.dtype.kind == "f" and bool(np.all(lengths == np.round(lengths))))
+    if not whole or (lengths < 0).any():
+        example = next((v for v in raw if not isinstance(v, (int, np.integer, float, np.floating))), raw[0])
+        raise ValueError(f"{source}: {key!r} must hold whole numbers >= 0 (valid frames per segment); got "
+                         f"{type(example).__name__} values such as {example!r}")
+    return lengths.astype(np.int64)
+
+
+def _frame_masks(part: dict, m: str, key: str, values: np.ndarray, source: str) -> np.ndarray:
     """[N, T] valid frames of a frame-level array (see the module docstring)."""
     lengths_key = {"a": "audio_lengths", "v": "vision_lengths"}.get(m)
     frames = np.arange(values.shape[1])[None, :]
     if lengths_key and lengths_key in part:
-        lengths = np.asarray(part[lengths_key], dtype=np.int64).reshape(-1)
-        return frames < lengths[:, None]
+        return frames < _lengths(part, lengths_key, values.shape[0], source)[:, None]
     bert = part.get("text_bert")
-    if m == "t" and key == "text" and bert is not None and _is_token_ids(np.asarray(bert)) \
-            and np.asarray(bert).shape[2] == values.shape[1]:
-        return np.asarray(bert)[:, 1, :] > 0
+    if m == "t" and key == "text" and bert is not None:
+        bert = real_array(bert, f"{source}: 'text_bert'")
+        if _is_token_ids(bert) and bert.shape[0] != values.shape[0]:
+            raise ValueError(f"{source}: 'text_bert' has {bert.shape[0]} entries, expected one per id "
+                             f"({values.shape[0]} ids)")
+        if _is_token_ids(bert) and bert.shape[2] == values.shape[1]:
+            return bert[:, 1, :] > 0
     return np.abs(values).sum(axis=2) > 0
 
 
@@ -79,7 +111,7 @@ def _read_modality(part: dict, m: str, wanted: str, ids: list[str], modality: Im
     key = _text_key(part, wanted, source) if m == "t" else wanted
     if key not in part:
         raise ValueError(f"{source}: no {key!r} array (keys: {sorted(part)})")
-    values = np.asarray(part[key], dtype=np.float32)
+    values = real_array(part[key], f"{source}: {key!r}")
     if values.ndim not in (2, 3) or values.shape[0] != len(ids):
         raise ValueError(f"{source}: {key!r} has shape {values.shape}; expected [N, D] or [N, T, D] with N = "
                          f"{len(ids)} ids")
@@ -89,23 +121,29 @@ def _read_modality(part: dict, m: str, wanted: str, ids: list[str], modality: Im
     elif modality.level != level or modality.dim != values.shape[-1]:
         raise ValueError(f"{source}: {key!r} is {level} level dim {values.shape[-1]}, other splits are "
                          f"{modality.level} dim {modality.dim}")
-    masks = _frame_masks(part, m, key, values) if level == "frame" else None
+    masks = _frame_masks(part, m, key, values, source) if level == "frame" else None
     for i, segment_id in enumerate(ids):
         modality.add(segment_id, values[i], None if masks is None else masks[i], source=f"{source} {key}")
     return modality
 
 
-def _split_rows(part: dict, split: str, ids: list[str]) -> pd.DataFrame:
-    parsed = [split_video_id(s) for s in ids]
-    rows = pd.DataFrame({"segment_id": ids, "split": split, "dialogue_id": [v for v, _ in parsed],
-                         "utterance_index": [n for _, n in parsed]})
+def _split_rows(part: dict, split: str, parsed: list[tuple[str, str | None, str | None]], source: str) -> pd.DataFrame:
+    ids = [segment_id for segment_id, _, _ in parsed]
+    order = clip_order([video or "" for _, video, _ in parsed], [clip or "" for _, _, clip in parsed])
+    rows = pd.DataFrame({"segment_id": ids, "split": split, "dialogue_id": [video for _, video, _ in parsed],
+                         "utterance_index": order})
     rows["speaker"] = rows["dialogue_id"]
     if "raw_text" in part:
-        rows["text"] = [str(t) for t in np.asarray(part["raw_text"], dtype=object).reshape(-1)]
+        rows["text"] = [str(t) for t in _per_id(part, "raw_text", len(ids), source)]
     if "regression_labels" in part:
-        rows["sentiment"] = np.asarray(part["regression_labels"], dtype=np.float64).reshape(-1)
+        _per_id(part, "regression_labels", len(ids), source)
+        where = f"{source}: 'regression_labels'"
+        rows["sentiment"] = real_array(part["regression_labels"], where).astype(np.float64).reshape(-1)
+        infinite = rows.loc[np.isinf(rows["sentiment"]), "segment_id"].tolist()
+        if infinite:  # NaN is an unlabelled segment; infinity is no sentiment
+            raise ValueError(f"{where}: infinite sentiment for {infinite[0]!r}")
     if "annotations" in part:
-        rows["annotation"] = [str(a) for a in np.asarray(part["annotations"], dtype=object).reshape(-1)]
+        rows["annotation"] = [str(a) for a in _per_id(part, "annotations", len(ids), source)]
     return rows
 
 
@@ -137,8 +175,9 @@ def read_mmsa_pickle(root: str | Path, labels: str | Path | None = None, sources
         part = data[key]
         if not isinstance(part, dict) or "id" not in part:
             raise ValueError(f"{path} [{key}]: expected a dict with an 'id' array")
-        ids = [_segment_id(raw) for raw in np.asarray(part["id"], dtype=object).reshape(-1)]
-        parts.append(_split_rows(part, split, ids))
+        parsed = [_video_clip(raw) for raw in np.asarray(part["id"], dtype=object).reshape(-1)]
+        ids = [segment_id for segment_id, _, _ in parsed]
+        parts.append(_split_rows(part, split, parsed, f"{path} [{key}]"))
         for m, wanted in sources.items():
             modalities[m] = _read_modality(part, m, wanted, ids, modalities.get(m), path, key)
     rows = pd.concat(parts, ignore_index=True)

@@ -22,14 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+from affectflow.datasets.text import decode_annotation_bytes
 from affectflow.extractors.store import decode_segment_id
 from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.imports.labels import read_label_table
-from affectflow.pipeline.imports.records import ImportedCorpus, ImportedModality
+from affectflow.pipeline.imports.records import ImportedCorpus, ImportedModality, real_array
 
 FORMAT = "npy-folder"
 FOLDER_GUESSES = {"a": ("audio", "a"), "t": ("text", "t"), "v": ("vision", "video", "v")}
 MISSING_LIST = "missing.txt"
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def default_sources(root: Path) -> dict[str, str]:
@@ -44,20 +46,51 @@ def default_sources(root: Path) -> dict[str, str]:
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    """One feature file (allow_pickle=False: a .npy never runs code here)."""
+    """One feature file as float32 [D] or [T, D] (allow_pickle=False: a .npy never runs code here);
+    ValueError naming the file for an empty, unreadable, non-real, 0-d or zero-width array."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes), not a .npy array")
+    with path.open("rb") as handle:
+        if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise ValueError(f"{path}: not a .npy file (it does not start with numpy's magic bytes)")
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as error:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as error:
         raise ValueError(f"{path}: not a numeric .npy array ({error})") from None
+    array = real_array(array, str(path))
+    if array.shape[-1] == 0:
+        raise ValueError(f"{path}: shape {array.shape}, features of width 0")
+    return array
 
 
-def _read_folder(m: str, folder: Path, wanted: set[str]) -> tuple[ImportedModality, int]:
-    """The labelled segments' arrays of one folder; (modality, files skipped for having no label row)."""
+def _feature_files(folder: Path) -> list[Path]:
+    """The folder's .npy files (hidden ones aside); ValueError naming anything called .npy that is no file."""
     files = sorted(p for p in folder.glob("*.npy") if not p.name.startswith("."))
+    odd = next((p for p in files if not p.is_file()), None)
+    if odd is not None:
+        raise ValueError(f"{odd}: a folder (or other non-file) named like a feature file; move it out of {folder}")
     if not files:
         raise ValueError(f"{FORMAT}: no .npy files in {folder}")
+    return files
+
+
+def _placeholders(listed: Path, notes: list[str]) -> set[str]:
+    """Ids in missing.txt (read like the label files: UTF-8, other bytes as cp1252, named in a note)."""
+    if not listed.exists():
+        return set()
+    if not listed.is_file():
+        raise ValueError(f"{listed}: not a file (the list of placeholder ids must be a text file)")
+    text, cp1252_bytes = decode_annotation_bytes(listed.read_bytes())
+    if cp1252_bytes:
+        notes.append(f"{listed}: {cp1252_bytes} bytes were not UTF-8 and were read as cp1252")
+    return set(text.split())
+
+
+def _read_folder(m: str, folder: Path, wanted: set[str], notes: list[str]) -> tuple[ImportedModality, int]:
+    """The labelled segments' arrays of one folder; (modality, files skipped for having no label row)."""
+    files = _feature_files(folder)
     listed = folder / MISSING_LIST
-    placeholders = set(listed.read_text(encoding="utf-8").split()) if listed.is_file() else set()
+    placeholders = _placeholders(listed, notes)
     modality: ImportedModality | None = None
     skipped = 0
     for path in files:
@@ -101,7 +134,7 @@ def read_npy_folder(root: str | Path, labels: str | Path | None = None, sources:
         folder = root / name
         if not folder.is_dir():
             raise FileNotFoundError(f"{FORMAT}: {MODALITY_NAMES[m]} folder not found: {folder}")
-        modalities[m], skipped = _read_folder(m, folder, wanted)
+        modalities[m], skipped = _read_folder(m, folder, wanted, notes)
         if skipped:
             notes.append(f"{folder.name}: {skipped} files have no row in {Path(labels).name} and were skipped")
         if modalities[m].missing:

@@ -7,6 +7,7 @@ A reader (one per published format) only parses; `affectflow.pipeline.imports.wr
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,44 @@ import pandas as pd
 from affectflow.pipeline.core.names import MODALITY_NAMES
 
 LEVELS: tuple[str, ...] = ("utterance", "frame")
+REAL_KINDS = "biuf"
+"""numpy dtype kinds read as features: bool, signed / unsigned integers, floats (complex, structured,
+string, datetime and object dtypes are refused: casting them to float would drop or invent values)."""
+DTYPE_KINDS = {"c": "complex", "U": "str", "S": "bytes", "M": "date-time", "m": "time-delta", "V": "raw (void)"}
+
+
+def _is_real_element(element: Any) -> bool:
+    """An element of an object array that may become a feature value: a real number or a real array."""
+    if isinstance(element, np.ndarray):
+        return element.dtype.kind in REAL_KINDS
+    return isinstance(element, numbers.Real) and not isinstance(element, (str, bytes))
+
+
+def real_array(value: Any, where: str) -> np.ndarray:
+    """`value` as a float32 array of at least one dimension; ValueError naming `where` for anything else.
+
+    Refused: a 0-d array (a single number), complex / structured / string / object-with-strings dtypes
+    (a cast would keep only the real part, one field, or parse text), ragged nested sequences.
+    """
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise ValueError(f"{where}: ragged (its rows have different lengths), not one numeric array") from None
+    if array.dtype == object:
+        bad = [element for element in array.reshape(-1) if not _is_real_element(element)][:1]
+        if bad:
+            raise ValueError(f"{where}: an object array holding {type(bad[0]).__name__} values, "
+                             f"e.g. {str(bad[0])[:40]!r}; expected real numbers")
+        try:
+            array = np.array(array.tolist(), dtype=np.float64)
+        except ValueError:
+            raise ValueError(f"{where}: ragged (its rows have different lengths), not one numeric array") from None
+    if array.dtype.kind not in REAL_KINDS:
+        kind = "structured (record)" if array.dtype.names else DTYPE_KINDS.get(array.dtype.kind, "non-numeric")
+        raise ValueError(f"{where}: dtype {array.dtype} holds {kind} values, not real numbers (bool, int or float)")
+    if array.ndim == 0:
+        raise ValueError(f"{where}: a 0-d array (a single number), expected [D] or [T, D] features")
+    return array.astype(np.float32, copy=False)
 
 
 @dataclass
@@ -45,12 +84,14 @@ class ImportedModality:
                              f"{sorted(MODALITY_NAMES)}, got {self.modality!r}")
         if self.level not in LEVELS:
             raise ValueError(f"imported features {self.feature!r}: level must be one of {LEVELS}, got {self.level!r}")
+        if self.dim < 1:
+            raise ValueError(f"imported features {self.feature!r}: width {self.dim}, no feature column")
 
     def add(self, segment_id: str, values: np.ndarray, mask: np.ndarray | None = None, source: str = "") -> None:
-        """Record one segment's [T, D] (or [D]) array; ValueError naming `source` on a bad shape or NaN."""
-        array = np.asarray(values, dtype=np.float32)
-        array = array[None, :] if array.ndim == 1 else array
+        """Record one segment's [T, D] (or [D]) array; ValueError naming `source` on a bad shape, dtype or NaN."""
         where = source or self.feature
+        array = real_array(values, f"{where}: segment {segment_id!r}")
+        array = array[None, :] if array.ndim == 1 else array
         if array.ndim != 2 or array.shape[1] != self.dim:
             raise ValueError(f"{where}: segment {segment_id!r} has {self.feature} features of shape "
                              f"{np.shape(values)}, expected [T, {self.dim}] or [{self.dim}]")

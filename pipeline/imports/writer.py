@@ -27,14 +27,13 @@ from affectflow.extractors.spec import ExtractorSpec
 from affectflow.extractors.store import FeatureStore
 from affectflow.pipeline.core.io import write_json
 from affectflow.pipeline.core.manifest import write_manifest
-from affectflow.pipeline.core.names import MODALITY_NAMES, SPLITS
+from affectflow.pipeline.core.names import IMPORTED_PREFIX, MODALITY_NAMES, SPLITS
 from affectflow.pipeline.core.records import FeatureSequence
 from affectflow.pipeline.imports.records import ImportedCorpus, ImportedModality, ImportSummary
 
 MANIFEST_NAME = "manifest.parquet"
 FEATURES_DIR = "features"
 SUMMARY_NAME = "import.json"
-IMPORTED_PREFIX = "imported"
 MAX_LISTED_FILES = 16
 """Sources with more files (a folder of .npy) are recorded as the folder plus a count."""
 

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from affectflow.extractors.base import extractor_from_spec
-from affectflow.pipeline.imports.writer import IMPORTED_PREFIX
-from affectflow.pipeline.core.names import IGNORE_INDEX
+from affectflow.pipeline.core.names import IGNORE_INDEX, IMPORTED_PREFIX
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.labeler import SpanPrediction
 from affectflow.pipeline.train.checkpoint import load_bundle
@@ -70,7 +69,7 @@ class CheckpointLabeler:
             # Crop faces at the size the features were extracted with (affectflow extract does the same).
             self.face_crop_size = int(vision.contract.image_size[0])
 
-    def prepare(self, evidence: ClipEvidence) -> None:
+    def clip_state(self, evidence: ClipEvidence) -> None:
         """Nothing to precompute: features are extracted per span (the per-clip state is None)."""
 
     def _features(self, modality: str, evidence: ClipEvidence, start: float, end: float | None):

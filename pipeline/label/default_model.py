@@ -135,7 +135,7 @@ class DefaultLabeler:
         with timed(self.timer, "audio model"):
             return self.audio_head.probabilities([frames])[0]
 
-    def prepare(self, evidence: ClipEvidence) -> DefaultClipState:
+    def clip_state(self, evidence: ClipEvidence) -> DefaultClipState:
         """Once per clip: FER probabilities of every face frame and the Whisper frames of the whole track."""
         vision = self.vision_frame_posteriors(evidence.faces.crops) if evidence.has_vision else None
         if not evidence.has_audio:

@@ -120,7 +120,7 @@ def output_format(out: str | Path, file_format: str | None) -> str:
 
 
 def _missing_members(labeler: object) -> list[str]:
-    members = ("class_names", "modalities", "face_crop_size", "prepare", "predict")
+    members = ("class_names", "modalities", "face_crop_size", "clip_state", "predict")
     return [name for name in members if not hasattr(labeler, name)]
 
 
@@ -203,7 +203,8 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     workers >= 0, actors >= 1.
 
     Raises LabelingSetupError (LabelingArgumentError for a number out of range) for bad arguments or an
-    unusable checkpoint, OutputError when `out` holds rows of another class set or format, and
+    unusable checkpoint, OutputError when `out` holds rows of another class set or format, OutputWriteError
+    (an OSError) when writing `out` fails (it then ends at its last whole row; a re-run resumes), and
     LabelingInterrupted (a KeyboardInterrupt) on Ctrl-C, with the count of rows written whole (workers
     already ended; a re-run resumes). Per-file problems are rows of the output, never raised.
     """

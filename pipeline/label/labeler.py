@@ -5,7 +5,7 @@
         modalities = ("t",)
         face_crop_size = 96
 
-        def prepare(self, evidence: ClipEvidence) -> None:          # once per clip
+        def clip_state(self, evidence: ClipEvidence) -> None:       # once per clip
             return None
 
         def predict(self, evidence, state, start, end) -> SpanPrediction:   # per span
@@ -68,7 +68,7 @@ class Labeler(Protocol[StateT]):
     modalities: tuple[str, ...]
     face_crop_size: int
 
-    def prepare(self, evidence: ClipEvidence) -> StateT:
+    def clip_state(self, evidence: ClipEvidence) -> StateT:
         """Once per clip, before its spans: precompute what every span shares (the per-clip state)."""
         ...
 

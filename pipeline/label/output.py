@@ -3,29 +3,53 @@
 Each clip's rows (its window rows first, then its file-level row) are appended in one write and fsync'd.
 On open the writer takes an exclusive lock (a hidden `.<name>.lock` sibling, so a second run on the same
 output stops at once), refuses a file that is not a labels file of this run (no matching header: it is
-never modified), cuts a torn last record, drops window rows of a clip whose file-level row never landed
-and keeps one copy of a clip written twice. A run killed at any moment leaves neither torn nor duplicated
-rows. Clips whose file-level row has no error are `done_clips`; clips with an error row are retried, and
-their new rows replace the old ones.
+never modified), and rewrites the file once when it holds a torn last record or superseded rows.
 
-Clip names are keys and are written exactly (CSV quoting carries newlines and runs of spaces).
+Reading rule (every resume, and `read_labels`): only whole records count; a clip's rows count once its
+file-level row (the one without `window_start`) has landed; when a clip's rows were written more than
+once, the last copy wins and stands where the first one stood. A run killed at any moment therefore leaves
+neither torn nor duplicated rows as a resume reads them. Clips whose file-level row has no error are
+`done_clips`; clips with an error row are retried: their new rows are appended (a later copy wins) and
+`close()` rewrites the file once with one copy per clip, so a resume costs time linear in the rows.
+
+A write that fails (disk full, file-size limit, I/O error) raises `OutputWriteError` after cutting the file
+back to its last whole row; the next run resumes it.
+
+Clip names are keys, written so that they read back to the same bytes (`escape_clip`/`unescape_clip`):
+the `clip` column holds the name's UTF-8 text, except that each byte that is not part of valid UTF-8 is
+written `\\xHH` (two lowercase hex digits) and a backslash is written `\\\\`. In memory a clip name is a str
+decoded as `os.fsdecode` does (undecodable bytes become U+DC80..U+DCFF), so `os.fsencode(clip)` gives the
+file name's bytes. CSV quoting carries newlines and runs of spaces.
+
+    render_rows(rows, columns, "csv", header=True)  -> the text a labels file holds for `rows`
+    parse_rows(text, "jsonl")                       -> every whole row of a labels file's text
+    read_labels("labels.csv")                       -> the rows as a resume reads them
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import io
 import json
 import math
 import os
+import re
 import stat
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import IO, Any
 
 from affectflow.pipeline.core.io import write_text
 
 KEY_COLUMN = "clip"
+WINDOW_COLUMN = "window_start"  # empty on a clip's file-level row
+FORMATS = ("csv", "jsonl")
+
+_ESCAPED_IN_CLIPS = re.compile("[\\\\\udc80-\udcff]")  # a backslash, or a byte that is not UTF-8
+_CLIP_ESCAPE = re.compile(r"\\(\\|x[0-9a-fA-F]{2})")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class OutputError(ValueError):
@@ -44,12 +68,87 @@ class ForeignOutputError(OutputError):
     """An existing file that is not a labels file (no labels header): refused, never modified."""
 
 
+class OutputWriteError(OSError):
+    """Writing the labels file failed (disk full, size limit, I/O error); it ends at its last whole row."""
+
+
+# --- clip names ---------------------------------------------------------------------------------
+def _byte_escape(character: str) -> str:
+    """`\\xHH` for a surrogateescape'd byte, `\\uDXXX` for any other lone surrogate (not a file name byte)."""
+    code = ord(character)
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def escape_clip(clip: str) -> str:
+    """`clip` as the labels file holds it: UTF-8 text as is, a non-UTF-8 byte as `\\xHH`, `\\` as `\\\\`.
+
+    clip: a file name as `os.fsdecode` gives it (bytes that are not UTF-8 as U+DC80..U+DCFF).
+    Raises ValueError for a lone surrogate outside that range (no file name holds one).
+    """
+    try:
+        text = clip.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"clip name {clip!r} holds a character that is not a file name byte") from error
+    return _ESCAPED_IN_CLIPS.sub(lambda m: "\\\\" if m.group() == "\\" else _byte_escape(m.group()), text)
+
+
+def unescape_clip(text: str) -> str:
+    """The clip name `escape_clip` wrote as `text` (`os.fsencode` of it gives the file name's bytes).
+
+    A backslash that starts neither `\\\\` nor `\\xHH` is kept (files written before names were escaped).
+    """
+    if "\\" not in text:
+        return text
+    raw, position = bytearray(), 0
+    for match in _CLIP_ESCAPE.finditer(text):
+        raw += text[position:match.start()].encode("utf-8", "surrogateescape")
+        token = match.group(1)
+        raw += b"\\" if token == "\\" else bytes([int(token[1:], 16)])
+        position = match.end()
+    raw += text[position:].encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def printable(text: str) -> str:
+    """`text` with each lone surrogate (an undecodable file-name byte) written `\\xHH`: writable as UTF-8."""
+    return _SURROGATE.sub(lambda m: _byte_escape(m.group()), text)
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
-    if isinstance(value, str):
-        return " ".join(value.split())  # free text stays on one line; keys are written exactly
+    if isinstance(value, str):  # free text stays on one line and writable (a file name in an error message)
+        return " ".join(printable(value).split())
     return value
+
+
+# --- rendering and parsing ----------------------------------------------------------------------
+def _check_format(file_format: str) -> None:
+    if file_format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {file_format!r}")
+
+
+def render_rows(rows: Iterable[Mapping[str, Any]], columns: list[str], file_format: str,
+                header: bool = False) -> str:
+    """The text a labels file holds for `rows`: one CSV record or JSON line per row, ending in a newline.
+
+    Cells in `columns` order (missing ones empty/null); the clip name escaped (`escape_clip`); free text on
+    one line; NaN empty/null. header: CSV only, the header line first.
+    """
+    _check_format(file_format)
+
+    def cells(row: Mapping[str, Any]) -> dict[str, Any]:
+        return {c: escape_clip(row[c]) if c == KEY_COLUMN else _clean(row.get(c)) for c in columns}
+
+    if file_format == "jsonl":
+        return "".join(json.dumps(cells(row), ensure_ascii=False) + "\n" for row in rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow(cells(row))
+    return buffer.getvalue()
 
 
 def complete_csv_prefix(text: str) -> str:
@@ -63,19 +162,69 @@ def complete_csv_prefix(text: str) -> str:
     return text[:end]
 
 
-def _replace_group(rows: list[dict[str, Any]], clip: str, new_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`rows` with the rows of `clip` replaced by `new_rows`, where the old ones were (else at the end)."""
-    result: list[dict[str, Any]] = []
-    placed = False
+def complete_records(text: str, file_format: str) -> str:
+    """`text` up to the end of its last whole record (a record without its newline is torn)."""
+    if file_format == "csv":
+        return complete_csv_prefix(text)
+    return text[: text.rfind("\n") + 1]  # JSON strings escape newlines
+
+
+def parse_rows(text: str, file_format: str, source: str | Path = "labels file") -> list[dict[str, Any]]:
+    """Every whole row of a labels file's `text` (CSV: header first), in file order, clip names unescaped.
+
+    CSV cells are strings, empty ones None. A torn last record is left out. Raises ForeignOutputError
+    naming `source` for a JSONL line that is not a JSON object.
+    """
+    _check_format(file_format)
+    text = complete_records(text, file_format)
+    if file_format == "jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ForeignOutputError(f"{source}: line {number} is not JSON ({error.msg}); "
+                                         "refusing to modify it") from error
+            if not isinstance(row, dict):
+                raise ForeignOutputError(f"{source}: line {number} is not a labels row; refusing to modify it")
+            rows.append(row)
+    else:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = [{k: (v if v != "" else None) for k, v in row.items()} for row in reader]
     for row in rows:
-        if row[KEY_COLUMN] != clip:
-            result.append(row)
-        elif not placed:
-            result.extend(new_rows)
-            placed = True
-    return result if placed else result + list(new_rows)
+        if isinstance(row.get(KEY_COLUMN), str):
+            row[KEY_COLUMN] = unescape_clip(row[KEY_COLUMN])
+    return rows
 
 
+def latest_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows a resume keeps (the module's reading rule): per clip, its last group of rows that ends with
+    a file-level row, standing where the clip's first group stood; unfinished groups are dropped."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    pending: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        clip = row.get(KEY_COLUMN)
+        pending.setdefault(clip, []).append(row)
+        if row.get(WINDOW_COLUMN) in (None, ""):
+            groups[clip] = pending.pop(clip)  # a later copy replaces the earlier one, in its place
+    return [row for group in groups.values() for row in group]
+
+
+def read_labels(path: str | Path, file_format: str | None = None) -> list[dict[str, Any]]:
+    """The rows of a labels file as a resume reads them (`latest_rows` of `parse_rows`).
+
+    file_format: "csv" | "jsonl" (default: from the suffix, .jsonl -> jsonl, else csv). Clip names are
+    unescaped: `os.fsencode(row["clip"])` is the file name's bytes (a name that is not UTF-8 holds lone
+    surrogates, which pandas' strings refuse: `escape_clip` gives its text form).
+    """
+    path = Path(path)
+    file_format = file_format or ("jsonl" if path.name.lower().endswith(".jsonl") else "csv")
+    return latest_rows(parse_rows(path.read_bytes().decode("utf-8", errors="replace"), file_format, path))
+
+
+# --- the writer ---------------------------------------------------------------------------------
 def _lock(path: Path) -> IO[str]:
     """An open lock file beside `path`, exclusively locked (OutputLockedError when another run holds it)."""
     lock_path = path.with_name(f".{path.name}.lock")
@@ -106,17 +255,19 @@ class ResumableRowWriter:
     """Rows for clips, appended durably; `done_clips` are the clips already finished by earlier runs.
 
     Holds the output's lock until `close()` (or garbage collection); usable as a context manager.
-    Raises OutputError (a ValueError) subclasses for an output file it must not touch.
+    Raises OutputError (a ValueError) subclasses for an output file it must not touch, and
+    OutputWriteError (an OSError) when writing fails.
     """
 
     def __init__(self, path: str | Path, columns: list[str], file_format: str = "csv") -> None:
-        if file_format not in ("csv", "jsonl"):
-            raise ValueError(f"format must be 'csv' or 'jsonl', got {file_format!r}")
+        _check_format(file_format)
         self.path = Path(path)
         self.columns = list(columns)
         self.format = file_format
         self.done_clips: set[str] = set()
         self.retry_clips: set[str] = set()
+        self._superseded = False  # the file holds rows that a later copy replaces (dropped by close())
+        self._failed = False  # a write failed: the file is cut back, and close() rewrites nothing
         _check_writable(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,41 +277,52 @@ class ResumableRowWriter:
         try:
             self._recover()
         except BaseException:
-            self.close()
+            self._lock.close()
             raise
 
     def close(self) -> None:
-        """Release the output's lock."""
-        if not self._lock.closed:
+        """Rewrite the file once without superseded rows (when a clip was written again), release the lock.
+
+        Raises OutputWriteError when that rewrite fails (the file stays whole; the next run drops them).
+        """
+        if self._lock.closed:
+            return
+        try:
+            if self._superseded and not self._failed:
+                self._rewrite(latest_rows(parse_rows(self._read(), self.format, self.path)))
+                self._superseded = False
+        finally:
             self._lock.close()
 
     def __enter__(self) -> "ResumableRowWriter":
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        with contextlib.suppress(OutputWriteError):  # the error in flight is the one to report
+            self.close()
 
     # --- recovery -------------------------------------------------------------------------------
+    def _read(self) -> str:
+        return self.path.read_bytes().decode("utf-8", errors="replace")
+
     def _recover(self) -> None:
         if not self.path.exists() or self.path.stat().st_size == 0:
             self._rewrite([])
             return
-        text = self.path.read_bytes().decode("utf-8", errors="replace")
+        text = self._read()
         self._check_header(text)
-        complete = self._complete(text)
-        rows = self._parse(complete)
-        kept = self._latest_finished(rows)
-        finals = [row for row in kept if row.get("window_start") in (None, "")]
+        complete = complete_records(text, self.format)
+        rows = parse_rows(complete, self.format, self.path)
+        self._check_keys(rows)
+        kept = latest_rows(rows)
+        finals = [row for row in kept if row.get(WINDOW_COLUMN) in (None, "")]
         self.done_clips = {row[KEY_COLUMN] for row in finals if not row.get("error")}
         self.retry_clips = {row[KEY_COLUMN] for row in finals if row.get("error")}
         if complete != text or len(kept) != len(rows):
             self._rewrite(kept)
-
-    def _complete(self, text: str) -> str:
-        """The complete records of `text` (a record without its newline is torn)."""
-        if self.format == "csv":
-            return complete_csv_prefix(text)
-        return text[: text.rfind("\n") + 1]  # JSON strings escape newlines
 
     def _check_header(self, text: str) -> None:
         """ForeignOutputError unless `text` starts like a labels file of this format (never modifies it)."""
@@ -170,7 +332,7 @@ class ResumableRowWriter:
                                          "row); refusing to modify it: use another --out")
             return
         first = text.split("\n", 1)[0]
-        if first == self._render([], header=True).rstrip("\n"):
+        if first == render_rows([], self.columns, "csv", header=True).rstrip("\n"):
             return
         names = next(csv.reader([first]), [])
         if names[:1] == [KEY_COLUMN] and "\n" in text:
@@ -180,71 +342,66 @@ class ResumableRowWriter:
         raise ForeignOutputError(f"{self.path}: not a CSV labels file (no labels header); refusing to modify it: "
                                  "use another --out")
 
-    def _latest_finished(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Rows of clips whose file-level row landed, one group per clip (the last one written)."""
-        groups: dict[str, list[dict[str, Any]]] = {}
-        pending: dict[str, list[dict[str, Any]]] = {}
+    def _check_keys(self, rows: list[dict[str, Any]]) -> None:
+        """OutputMismatchError when a JSONL row has other keys than this run's columns (CSV: the header's)."""
+        if self.format != "jsonl":
+            return
         for row in rows:
-            clip = row[KEY_COLUMN]
-            pending.setdefault(clip, []).append(row)
-            if row.get("window_start") in (None, ""):
-                groups.pop(clip, None)  # a later copy of the clip replaces the earlier one
-                groups[clip] = pending.pop(clip)
-        return [row for group in groups.values() for row in group]
+            if set(row) != set(self.columns):
+                raise OutputMismatchError(f"{self.path}: existing rows have columns {sorted(row)}, this run "
+                                          f"writes {sorted(self.columns)}; use another --out")
 
-    def _parse(self, text: str) -> list[dict[str, Any]]:
-        if self.format == "jsonl":
-            rows = []
-            for number, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ForeignOutputError(f"{self.path}: line {number} is not JSON ({error.msg}); "
-                                             "refusing to modify it") from error
-                if not isinstance(row, dict) or set(row) != set(self.columns):
-                    found = sorted(row) if isinstance(row, dict) else type(row).__name__
-                    raise OutputMismatchError(f"{self.path}: existing rows have columns {found}, this run writes "
-                                              f"{sorted(self.columns)}; use another --out")
-                rows.append(row)
-            return rows
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        if reader.fieldnames is None:
-            return []
-        return [{k: (v if v != "" else None) for k, v in row.items()} for row in reader]
-
-    def _render(self, rows: Iterable[dict[str, Any]], header: bool) -> str:
-        def cells(row: dict[str, Any]) -> dict[str, Any]:
-            return {c: row.get(c) if c == KEY_COLUMN else _clean(row.get(c)) for c in self.columns}
-
-        if self.format == "jsonl":
-            return "".join(json.dumps(cells(row), ensure_ascii=False) + "\n" for row in rows)
-        buffer = io.StringIO(newline="")
-        writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore")
-        if header:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow(cells(row))
-        return buffer.getvalue()
+    # --- writing --------------------------------------------------------------------------------
+    def _write_error(self, error: OSError, whole: bool = True) -> OutputWriteError:
+        self._failed = True
+        state = "it ends at its last whole row" if whole else "a re-run cuts its torn last row"
+        return OutputWriteError(f"{self.path}: cannot write the labels file ({error.strerror or error}); "
+                                f"{state} and a re-run resumes it")
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        """Replace the whole file (header + `rows`) atomically: a crash keeps the old file."""
-        write_text(self._render(rows, header=True), self.path)
+        """Replace the whole file (header + `rows`) atomically: a crash or a failed write keeps the old file."""
+        try:
+            write_text(render_rows(rows, self.columns, self.format, header=True), self.path)
+        except OSError as error:
+            raise self._write_error(error) from error
 
-    # --- appending ------------------------------------------------------------------------------
+    def _append(self, data: bytes) -> None:
+        """Append `data` and fsync it; on failure cut the file back to where it ended, then raise."""
+        try:
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as error:
+            raise self._write_error(error) from error
+        try:
+            end = os.fstat(descriptor).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(descriptor, view)
+                    if written <= 0:
+                        raise OSError(28, os.strerror(28))  # ENOSPC: a regular file that takes no bytes
+                    view = view[written:]
+                os.fsync(descriptor)
+            except OSError as error:
+                try:
+                    os.ftruncate(descriptor, end)  # frees space: works on a full disk
+                except OSError:
+                    raise self._write_error(error, whole=False) from error
+                raise self._write_error(error) from error
+        finally:
+            os.close(descriptor)
+
     def append_clip(self, clip: str, rows: list[dict[str, Any]]) -> None:
         """Append one clip's rows (window rows first, the file-level row last) in one durable write.
 
-        A clip retried after an error row replaces its old rows in place (the file is rewritten atomically).
+        A clip written before (an error row being retried) is appended again: the new rows win on reading,
+        and `close()` drops the old ones with one rewrite. Raises OutputWriteError when the write fails
+        (the file is cut back to its last whole row).
         """
+        if self._failed:
+            raise OutputWriteError(f"{self.path}: an earlier write failed; the run cannot go on")
+        data = render_rows(rows, self.columns, self.format).encode("utf-8")
         if clip in self.retry_clips or clip in self.done_clips:
-            text = self.path.read_bytes().decode("utf-8", errors="replace")
-            self._rewrite(_replace_group(self._parse(self._complete(text)), clip, rows))
+            self._superseded = True
             self.retry_clips.discard(clip)
-        else:
-            with self.path.open("a", encoding="utf-8", newline="") as handle:
-                handle.write(self._render(rows, header=False))
-                handle.flush()
-                os.fsync(handle.fileno())
+        self._append(data)
         self.done_clips.add(clip)

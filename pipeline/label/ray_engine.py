@@ -14,6 +14,7 @@ the local engine writes, and a re-run (local or Ray) skips the clips already fin
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,12 @@ class LabelingActor:
         self.collector = make_collector(options, self.labeler)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        """Label each file of the batch: columns clip, rows (JSON list of output rows)."""
+        """Label each file of the batch (path, clip: file-name bytes): columns clip, rows (JSON list of rows)."""
         rows = []
         for path, clip in zip(batch["path"], batch["clip"]):
-            clip_rows = label_clip(Path(path), clip, self.collector, self.labeler, self.options)
-            rows.append(json.dumps(clip_rows, default=_plain))
+            clip_rows = label_clip(Path(os.fsdecode(path)), os.fsdecode(clip), self.collector, self.labeler,
+                                   self.options)
+            rows.append(json.dumps(clip_rows, default=_plain))  # ASCII JSON: a name's undecodable bytes travel
         return pd.DataFrame({"clip": list(batch["clip"]), "rows": rows})
 
 
@@ -72,11 +74,13 @@ def ray_label(videos: str | Path, out: str | Path, make_labeler: LabelerFactory,
     writer, files, todo = open_output(videos, out, class_names, modalities, file_format)
     summary = LabelingSummary(skipped=len(files) - len(todo))
     if not todo:
+        writer.close()
         return summary
-    table = pd.DataFrame({"path": [str(p.resolve()) for p in todo],
-                          "clip": [p.relative_to(videos).as_posix() for p in todo]})
+    # file names as bytes: a name that is not UTF-8 has no str that pandas and Arrow accept
+    table = pd.DataFrame({"path": [os.fsencode(p.resolve()) for p in todo],
+                          "clip": [os.fsencode(p.relative_to(videos).as_posix()) for p in todo]})
     started = time.perf_counter()
-    with ray_session(address, num_cpus) as ray:
+    with writer, ray_session(address, num_cpus) as ray:  # closing the writer drops superseded rows
         from ray.data import ActorPoolStrategy
 
         context = ray.data.DataContext.get_current()
@@ -92,7 +96,7 @@ def ray_label(videos: str | Path, out: str | Path, make_labeler: LabelerFactory,
         for batch in labeled.iter_batches(batch_size=batch_size, batch_format="pandas"):
             for clip, payload in zip(batch["clip"], batch["rows"]):
                 rows = json.loads(payload)
-                writer.append_clip(clip, rows)
+                writer.append_clip(os.fsdecode(clip), rows)
                 summary.record(rows)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -1,6 +1,6 @@
 """Batch labelling of a folder of recordings: one output row per file, always; resumable.
 
-For each media file: collect its evidence (evidence.py), let the labeller prepare its per-clip state, then
+For each media file: collect its evidence (evidence.py), let the labeller build its per-clip state, then
 ask it for class probabilities of the whole clip and, with `segment_seconds`, of each window. A file that
 cannot be read gets a row with its error and the batch goes on. Rows are appended with
 `ResumableRowWriter`, so a re-run skips the files an earlier run finished. With `options.workers` > 0 the
@@ -223,7 +223,7 @@ def _predict_spans(labeler: Labeler, evidence: ClipEvidence, state: Any,
 def rows_for_evidence(clip: str, evidence: ClipEvidence, labeler: Labeler, options: LabelingOptions) -> list[dict]:
     """All rows of one collected clip: window rows (when asked), then the file-level row; errors become a row."""
     try:
-        state = labeler.prepare(evidence)
+        state = labeler.clip_state(evidence)
         flags = _flags(evidence)
         duration = evidence.recording.duration
         spans: list[tuple[float | None, float | None]] = []

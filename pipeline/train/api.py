@@ -17,6 +17,11 @@ OUT/test_grid_<metric>.csv (seed means: rows = model, columns = conditions). Wit
 session is a leave-one-session-out fold in OUT/fold-<session>/ and OUT/summary.json holds the mean ± std
 over folds.
 
+Segments without a label in the label column are left out (utterance level) or kept as unscored dialogue
+context (conversation level): one `UnlabelledSegmentsWarning` says how many (first ids), and summary.json /
+report.json record {"count", "ids"} as "unlabelled_segments"; a train or validation split (evaluate: the
+scored split) with no labelled segment raises ValueError.
+
     report = evaluate(["runs/meld-mult", "runs/meld-dqf/best"], "meld.parquet", "features/",
                       protocols="all", out="reports/meld")
     report.models["mult"].fixed["avg_incomplete"]["wa"]
@@ -28,7 +33,7 @@ OUT/report.json, fixed_<metric>.csv, random.csv, auilc_<pattern>_<fill>_<metric>
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,7 +47,9 @@ from affectflow.pipeline.train import evaluation
 from affectflow.pipeline.train.checkpoint import BundleInfo, load_bundle, read_bundle_info
 from affectflow.pipeline.train.data import (MultimodalDataset, leave_one_session_out, make_loader, open_feature_stores,
                                             session_folds, split_rows)
-from affectflow.pipeline.train.experiment import build_experiment, model_config_for, run_experiment
+from affectflow.pipeline.train.experiment import (build_experiment, check_labelled_splits, model_config_for,
+                                                  run_experiment)
+from affectflow.pipeline.train.labels import UnlabelledSegments, find_unlabelled, labelled_rows, warn_unlabelled
 from affectflow.pipeline.train.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from affectflow.pipeline.train.protocols import (FRAME_FILLS, FRAME_PATTERNS, FRAME_RATES, RANDOM_PROTOCOL_SEED,
                                                  condition_name, parse_condition)
@@ -167,16 +174,22 @@ def train(manifest: str | Path | pd.DataFrame, features: str | Path | None, mode
                  modalities=_modalities(modalities, stores), classes=tuple(classes) if classes else None,
                  normalize=normalize, missing_entries=missing_entries, recipe=run,
                  config=run.config(progress=progress), device=resolve_device(device), resume=resume)
+    if fold == ALL_FOLDS:
+        splits = {str(session): leave_one_session_out(table, session, valid_fraction=valid_fraction)
+                  for session in session_folds(table)}
+    else:
+        splits = {"": table if fold is None else leave_one_session_out(table, fold, valid_fraction=valid_fraction)}
+    for split_table in splits.values():  # refuse before anything is trained or announced
+        check_labelled_splits(split_table, plan.label_column)
+    unlabelled = find_unlabelled(table, plan.label_column)
+    warn_unlabelled(unlabelled, len(table), plan.label_column, run.recipe.level)
     out = Path(out)
     if fold == ALL_FOLDS:
-        folds = {str(session): plan.run(leave_one_session_out(table, session, valid_fraction=valid_fraction),
-                                        out / f"fold-{session}") for session in session_folds(table)}
-        result: ExperimentSummary | CrossFoldSummary = CrossFoldSummary(model, folds)
+        folds = {session: plan.run(split_table, out / f"fold-{session}") for session, split_table in splits.items()}
+        result: ExperimentSummary | CrossFoldSummary = CrossFoldSummary(model, folds, unlabelled)
         write_json(result.to_dict(), out / "summary.json")
-    elif fold is not None:
-        result = plan.run(leave_one_session_out(table, fold, valid_fraction=valid_fraction), out)
     else:
-        result = plan.run(table, out)
+        result = plan.run(splits[""], out)
     parameters.update(manifest="<DataFrame>" if isinstance(manifest, pd.DataFrame) else manifest, device=str(device),
                       recipe_run=run.describe())
     write_json(parameters, out / "config.json")
@@ -242,11 +255,13 @@ class BundleEvaluation:
     fixed: dict[str, dict] | None = None
     random: dict[str, Any] | None = None
     frame: dict[str, dict] | None = None
+    unlabelled_segments: UnlabelledSegments = field(default_factory=UnlabelledSegments)
+    """The split's segments without a label in the bundle's label column (not scored)."""
 
     def to_dict(self) -> dict[str, Any]:
         """This bundle's entry in report.json (only the protocols that ran)."""
         data: dict[str, Any] = {"checkpoint": str(self.checkpoint), "architecture": self.architecture,
-                                "training": self.training}
+                                "training": self.training, "unlabelled_segments": self.unlabelled_segments.to_dict()}
         for name, value in (("fixed", self.fixed), ("random", self.random), ("frame", self.frame)):
             if value is not None:
                 data[name] = value
@@ -307,8 +322,18 @@ class _FeatureSource:
     missing_entries: str
     batch_size: int
 
+    def unlabelled(self, info: BundleInfo) -> tuple[UnlabelledSegments, int]:
+        """The split's segments without a label in the bundle's label column, and the split's size;
+        raises ValueError when the split has no row or no labelled one."""
+        rows = split_rows(self.table, self.split)
+        if rows.empty:
+            raise ValueError(f"the manifest has no {self.split!r} rows")
+        labelled_rows(rows, info.label_column, self.split)
+        return find_unlabelled(rows, info.label_column), len(rows)
+
     def loader(self, info: BundleInfo) -> DataLoader:
-        """The split's rows with the stores matching the bundle's extractors, normalised like in training."""
+        """The split's scorable rows (labelled; at conversation level every row, unlabelled ones as context)
+        with the stores matching the bundle's extractors, normalised like in training."""
         stores = feature_stores(self.features, self.overrides, expected=info.extractor_specs)
         stores = {m: stores.get(m) for m in info.task_spec.modalities}
         info.check_stores(stores)
@@ -319,6 +344,7 @@ class _FeatureSource:
         rows = split_rows(self.table, self.split)
         if rows.empty:
             raise ValueError(f"the manifest has no {self.split!r} rows")
+        rows = labelled_rows(rows, info.label_column, self.split, info.task_spec.level)
         dataset = MultimodalDataset(rows, stores, info.task_spec, info.label_column, frame_level=info.frame_level,
                                     normalizer=info.normalizer, missing_entries=self.missing_entries)
         return make_loader(dataset, self.batch_size, shuffle=False)
@@ -330,7 +356,7 @@ def evaluate_bundle(path: Path, name: str, source: _FeatureSource, settings: Pro
     model, info = load_bundle(path, device=device)
     loader = source.loader(info)
     kind = info.task_spec.kind
-    result = BundleEvaluation(path, info.architecture, info.training)
+    result = BundleEvaluation(path, info.architecture, info.training, unlabelled_segments=source.unlabelled(info)[0])
     if "fixed" in settings.protocols:
         # A bundle trained on DQF's frame path is scored on it (its training record says so).
         removal = (info.training or {}).get("removal", "presence")
@@ -341,7 +367,7 @@ def evaluate_bundle(path: Path, name: str, source: _FeatureSource, settings: Pro
                                   out / f"confusion_{name}.png", title=f"{name} {{{','.join(complete)}}}")
     if "random" in settings.protocols:
         transform = evaluation.random_transform(info.task_spec.level, settings.random_seed, settings.include_complete)
-        result.random = evaluation.evaluate(model, loader, device, transform)[0]
+        result.random = evaluation.score_loader(model, loader, device, transform)[0]
     if "frame" in settings.protocols:
         result.frame = {}
         for pattern in settings.frame_patterns:
@@ -391,6 +417,9 @@ def evaluate(checkpoints: str | Path | Sequence[str | Path], manifest: str | Pat
     if not paths:
         raise ValueError("no checkpoint given to evaluate")
     infos = [read_bundle_info(p) for p in paths]
+    for path, info in zip(paths, infos):
+        if info.label_column is None:
+            raise ValueError(f"bundle {path} records no label column: there is nothing to score it against")
     kinds = {info.task_spec.kind for info in infos}
     if len(kinds) > 1:
         raise ValueError(f"checkpoints mix task kinds {sorted(kinds)}; evaluate them separately")
@@ -398,6 +427,8 @@ def evaluate(checkpoints: str | Path | Sequence[str | Path], manifest: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     source = _FeatureSource(_table(manifest), features, feature_overrides, split, missing_entries, batch_size)
     names = _row_names(paths, [info.architecture for info in infos])
+    for label_column, info in {info.label_column: info for info in infos}.items():  # one line per label column
+        warn_unlabelled(*source.unlabelled(info), label_column, info.task_spec.level)
     results = {name: evaluate_bundle(path, name, source, settings, device, out) for name, path in zip(names, paths)}
     report = EvaluationReport(split, settings.protocols, kinds.pop(), results)
     write_json(report.to_dict(), out / "report.json")

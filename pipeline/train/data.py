@@ -27,6 +27,7 @@ from affectflow.fusion.contract import ModalityBatch, TaskSpec
 from affectflow.extractors.spec import ExtractorSpec
 
 from affectflow.pipeline.core.names import IGNORE_INDEX, SPLIT_ALIASES, normalize_split
+from affectflow.pipeline.train.labels import unlabelled_mask
 
 
 def split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -127,16 +128,19 @@ class FeatureNormalizer:
 
 
 def _encode_targets(table: pd.DataFrame, task: TaskSpec, label_column: str | None) -> np.ndarray:
-    """Labels of every row: class indices (int64) or float scores; IGNORE / NaN when unlabelled."""
+    """Labels of every row: class indices (int64) or float scores; IGNORE / NaN when unlabelled.
+
+    An unlabelled row raises at utterance level (leave it out first: `labelled_rows`); at conversation
+    level it is dialogue context with no target.
+    """
+    fill = IGNORE_INDEX if task.kind == "classification" else np.nan
     if label_column is None:
-        return np.full(len(table), IGNORE_INDEX if task.kind == "classification" else np.nan)
-    if label_column not in table.columns:
-        raise ValueError(f"label column {label_column!r} not in the manifest (columns: {list(table.columns)})")
-    column = table[label_column]
-    ids = table["segment_id"].astype(str).tolist()
-    missing = [ids[i] for i in np.flatnonzero(column.isna().to_numpy())]
-    if missing:
+        return np.full(len(table), fill)
+    blank = unlabelled_mask(table, label_column)
+    if blank.any() and task.level != "conversation":
+        missing = table["segment_id"].astype(str).to_numpy()[blank].tolist()
         raise ValueError(f"{len(missing)} segments have no {label_column!r} label, e.g. {missing[:5]}")
+    column = table[label_column][~blank]
     if task.kind == "classification":
         index = {name: i for i, name in enumerate(task.class_names)}
         values = column.astype(str).str.strip().tolist()
@@ -144,12 +148,16 @@ def _encode_targets(table: pd.DataFrame, task: TaskSpec, label_column: str | Non
         if unknown:
             raise ValueError(f"labels {unknown[:5]} in column {label_column!r} are not among the task's classes "
                              f"{list(task.class_names)}")
-        return np.array([index[v] for v in values], dtype=np.int64)
+        targets = np.full(len(table), IGNORE_INDEX, dtype=np.int64)
+        targets[~blank] = [index[v] for v in values]
+        return targets
     try:
         scores = pd.to_numeric(column).to_numpy(dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise ValueError(f"label column {label_column!r} is not numeric: {error}") from None
-    return scores
+    targets = np.full(len(table), np.nan)
+    targets[~blank] = scores
+    return targets
 
 
 class MultimodalDataset(Dataset):

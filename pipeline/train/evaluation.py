@@ -101,7 +101,7 @@ def score(predictions: Predictions, task: TaskSpec) -> dict:
                            num_classes=task.num_outputs if task.kind == "classification" else None)
 
 
-def evaluate(model, loader, device, transform: BatchTransform | None = None) -> tuple[dict, Predictions]:
+def score_loader(model, loader, device, transform: BatchTransform | None = None) -> tuple[dict, Predictions]:
     """(metrics, predictions) of `model` on `loader` under an optional batch transform."""
     predictions = predict(model, loader, device, transform)
     return score(predictions, model.task_spec), predictions
@@ -155,7 +155,7 @@ def fixed_grid(model, loader, device, conditions: Iterable[str] | None = None,
     `avg_incomplete`, the mean over the incomplete ones (the papers' "Average" column); `removal` says
     how a condition removes the other modalities (see the module docstring)."""
     conditions = list(conditions) if conditions is not None else protocols.conditions_for(model.task_spec.modalities)
-    grid = {c: evaluate(model, loader, device, condition_transform(c, removal))[0] for c in conditions}
+    grid = {c: score_loader(model, loader, device, condition_transform(c, removal))[0] for c in conditions}
     average = average_incomplete(grid)
     if average and len(grid) > 1:
         grid[protocols.AVERAGE_COLUMN] = average
@@ -179,7 +179,7 @@ def frame_protocol(model, loader, device, metrics: Sequence[str], pattern: str =
             return batch.with_inputs(protocols.mask_frames(batch.inputs, combination, rate, generator,
                                                            pattern=pattern, fill=fill, mark_invalid=mark_invalid))
 
-        result = evaluate(model, loader, device, transform)[0]
+        result = score_loader(model, loader, device, transform)[0]
         curve = curves.setdefault(combination, {"rates": [], **{m: [] for m in metrics}})
         curve["rates"].append(rate)
         for metric in metrics:

@@ -31,6 +31,7 @@ from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.train import evaluation
 from affectflow.pipeline.train.checkpoint import read_bundle_info, save_bundle
 from affectflow.pipeline.train.data import FeatureNormalizer, MultimodalDataset, class_names_from, make_loader, split_rows
+from affectflow.pipeline.train.labels import UnlabelledSegments, find_unlabelled, labelled_rows, unlabelled_mask
 from affectflow.pipeline.train.metrics import is_better
 from affectflow.pipeline.train.results import ExperimentSummary, SeedResult, summarize_seeds
 from affectflow.pipeline.train.schedules import TrainingSchedule
@@ -53,6 +54,8 @@ class ExperimentData:
     label_column: str
     frame_level: bool
     extractor_specs: dict[str, ExtractorSpec | None] = field(default_factory=dict)
+    unlabelled: UnlabelledSegments = field(default_factory=UnlabelledSegments)
+    """The manifest's segments without a label (left out at utterance level, unscored context at conversation level)."""
 
 
 def build_task(kind: str, stores: dict, modalities: tuple[str, ...], class_names: tuple[str, ...] = (),
@@ -63,15 +66,29 @@ def build_task(kind: str, stores: dict, modalities: tuple[str, ...], class_names
                     level=level, modalities=tuple(modalities))
 
 
+def check_labelled_splits(table: pd.DataFrame, label_column: str) -> None:
+    """Raise ValueError naming the split when the train or the validation split has rows but no labelled one."""
+    labelled_rows(split_rows(table, "train"), label_column, "train")
+    labelled_rows(split_rows(table, "valid"), label_column, "validation")
+
+
 def build_experiment(table: pd.DataFrame, stores: dict, kind: str, label_column: str,
                      modalities: tuple[str, ...], level: str = "utterance", frame_level: bool = False,
                      class_names: tuple[str, ...] | None = None, normalize: bool = True,
                      missing_entries: str = "error", with_test: bool = True) -> ExperimentData:
-    """Split the manifest by its split column and build normalised datasets (stats from train only)."""
+    """Split the manifest by its split column and build normalised datasets (stats from train only).
+
+    Segments without a `label_column` label are left out at utterance level and kept as unscored
+    dialogue context at conversation level (`ExperimentData.unlabelled` counts them); a train or
+    validation split with no labelled segment raises ValueError.
+    """
     train_rows, valid_rows = split_rows(table, "train"), split_rows(table, "valid")
     if train_rows.empty or valid_rows.empty:
         raise ValueError(f"the manifest needs train and validation rows (have {len(train_rows)} train, "
                          f"{len(valid_rows)} valid); use --fold for leave-one-session-out corpora")
+    unlabelled = find_unlabelled(table, label_column)
+    train_rows = labelled_rows(train_rows, label_column, "train", level)
+    valid_rows = labelled_rows(valid_rows, label_column, "validation", level)
     if kind == "classification" and not class_names:
         class_names = class_names_from(train_rows, label_column)
     task = build_task(kind, stores, modalities, class_names or (), level)
@@ -84,10 +101,11 @@ def build_experiment(table: pd.DataFrame, stores: dict, kind: str, label_column:
     test = None
     if with_test:
         test_rows = split_rows(table, "test")
-        test = MultimodalDataset(test_rows, stores, task, label_column, normalizer=normalizer, **options) \
-            if not test_rows.empty else None
+        if not unlabelled_mask(test_rows, label_column).all():  # a test split without labels is not scored
+            test_rows = labelled_rows(test_rows, label_column, "test", level)
+            test = MultimodalDataset(test_rows, stores, task, label_column, normalizer=normalizer, **options)
     specs = {m: (stores[m].spec if stores.get(m) is not None else None) for m in modalities}
-    return ExperimentData(task, train, valid, test, normalizer, label_column, frame_level, specs)
+    return ExperimentData(task, train, valid, test, normalizer, label_column, frame_level, specs, unlabelled)
 
 
 def warn_absent_modalities(train: MultimodalDataset) -> list[str]:
@@ -198,6 +216,6 @@ def run_experiment(name: str, hyperparameters: dict, data: ExperimentData,
         model=name, hyperparameters=hyperparameters, task=data.task, schedule=schedule_factory().describe(),
         seeds=list(seeds), best_seed=chosen.seed, select_metric=chosen.select_metric,
         select_condition=chosen.select_condition, runs=results, test_summary=summarize_seeds(results), out=out,
-        recipe=recipe)
+        recipe=recipe, unlabelled_segments=data.unlabelled)
     write_json(summary.to_dict(), out / "summary.json")
     return summary

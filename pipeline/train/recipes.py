@@ -10,7 +10,7 @@ checkpoint is selected on validation and how the test split is scored. Two kinds
   registered name. Values the model already carries (`recommended_optimizer`: optimiser, lr, weight
   decay, momentum, batch_size, epochs) are read from the model class (a recipe value None means "the
   model's"); each place a recipe departs from its paper, or the paper is silent, is in `departures`
-  (the README's recipe table lists them).
+  (docs/recipes.md's table lists them).
 
     run = resolve_recipe("dqf", "paper", overrides={"lr": 1e-4}, budget=0.1)
     run.config(progress=False)      # TrainConfig with epochs per stage scaled to 10 % (at least 1)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from affectflow.fusion.contract import TaskSpec
+from affectflow.pipeline.train.labels import UnlabelledSegments
 from affectflow.pipeline.train.metrics import summarize_runs
 
 TestSummary = dict[str, dict[str, dict[str, Any]]]
@@ -89,6 +90,8 @@ class ExperimentSummary:
     """The run folder (bundle at out/best); not part of summary.json."""
     recipe: dict[str, Any] | None = None
     """What `RecipeRun.describe()` recorded about the recipe that ran (None: not recorded)."""
+    unlabelled_segments: UnlabelledSegments = field(default_factory=UnlabelledSegments)
+    """The manifest's segments without a label (not trained or scored on)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of summary.json."""
@@ -96,7 +99,8 @@ class ExperimentSummary:
                 "schedule": self.schedule, "seeds": list(self.seeds), "best_seed": self.best_seed,
                 "select_metric": self.select_metric, "select_condition": self.select_condition,
                 "runs": [run.to_dict(with_history=False) for run in self.runs],
-                "test_summary": self.test_summary, **({"recipe": self.recipe} if self.recipe is not None else {})}
+                "test_summary": self.test_summary, "unlabelled_segments": self.unlabelled_segments.to_dict(),
+                **({"recipe": self.recipe} if self.recipe is not None else {})}
 
     @property
     def kind(self) -> str:
@@ -118,6 +122,8 @@ class CrossFoldSummary:
 
     model: str
     folds: dict[str, ExperimentSummary]
+    unlabelled_segments: UnlabelledSegments = field(default_factory=UnlabelledSegments)
+    """The manifest's segments without a label (not trained or scored on in any fold)."""
 
     @property
     def select_metric(self) -> str:
@@ -147,7 +153,7 @@ class CrossFoldSummary:
         return {"model": self.model, "folds": {str(f): s.test_summary for f, s in self.folds.items()},
                 "best_seed": {str(f): seed for f, seed in self.best_seed.items()},
                 "select_metric": self.select_metric, "select_condition": self.select_condition,
-                "test_summary": self.test_summary}
+                "test_summary": self.test_summary, "unlabelled_segments": self.unlabelled_segments.to_dict()}
 
 
 def format_mean_std(summary: TestSummary, condition: str, metric: str, scale: float = 100.0) -> str:

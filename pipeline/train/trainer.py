@@ -162,17 +162,17 @@ class Trainer:
         """Scalar validation metrics under the selection condition (+ the loss-free 'score')."""
         condition, level = self.valid_condition, self.model.task_spec.level
         if condition == "full":
-            metrics = evaluation.evaluate(self.model, self.valid_loader, self.device)[0]
+            metrics = evaluation.score_loader(self.model, self.valid_loader, self.device)[0]
         elif condition == "random":
             transform = evaluation.random_transform(level, include_complete=True)
-            metrics = evaluation.evaluate(self.model, self.valid_loader, self.device, transform)[0]
+            metrics = evaluation.score_loader(self.model, self.valid_loader, self.device, transform)[0]
         elif condition == "average":
             grid = evaluation.fixed_grid(self.model, self.valid_loader, self.device, removal=self.config.removal)
             metrics = grid.get("avg_incomplete") or next(iter(grid.values()))
         elif condition == "frame":
             metrics = self._frame_validation()
         else:
-            metrics = evaluation.evaluate(self.model, self.valid_loader, self.device,
+            metrics = evaluation.score_loader(self.model, self.valid_loader, self.device,
                                           evaluation.condition_transform(condition, self.config.removal))[0]
         metrics = evaluation.scalar_metrics(metrics)
         if self.metric not in metrics:

@@ -39,7 +39,7 @@ Deliberate differences / choices the paper leaves open (say so when reporting re
   0.9 here). The [CLS]/pair tokens whose modalities are both absent are masked out of Eq. 9.
 - At conversation level nothing is pooled over T: heads predict per position.
 
-On the real CMU-MOSI features (scripts/bench_mosi_real.py, README "Real tri-modal benchmark"): DQF at
+On the real CMU-MOSI features (scripts/bench_mosi_real.py, docs/recipes.md "Real tri-modal benchmark"): DQF at
 conversation level with its dqf schedule is the best model (79.4 +- 0.3 Acc2, above the 76.8 logistic
 floor), but under {a} alone it is below the floor (37.9 at utterance level, every seed): with text and
 video frames zeroed its output is constant (std 0.04 over the 751 test utterances, mean -0.54, seed 1), so

@@ -44,7 +44,7 @@ class EvenLabeler:
     def __init__(self, device="cpu"):
         pass
 
-    def prepare(self, evidence):
+    def clip_state(self, evidence):
         return None
 
     def predict(self, evidence, state, start, end):

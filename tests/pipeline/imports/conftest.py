@@ -57,6 +57,10 @@ NPY_IDS = {"train": ["dia1_utt0", "dia1_utt1", "dia2_utt0", "dia2_utt1", "dia3_u
 
 @pytest.fixture
 def npy_folder(tmp_path) -> tuple[Path, Path, dict]:
+    return write_npy_folder(tmp_path)
+
+
+def write_npy_folder(tmp_path: Path) -> tuple[Path, Path, dict]:
     """MERBench-style folders (audio utterance-level [4], text frame-level [T, 8], vision utterance [3] with
     one file absent and one listed in missing.txt) + labels.csv; returns (root, labels, {(folder, id): array})."""
     root, generator, arrays = tmp_path / "features", np.random.default_rng(3), {}

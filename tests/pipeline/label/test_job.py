@@ -34,10 +34,10 @@ class FaceCountingLabeler:
     face_crop_size = 64
 
     def __init__(self) -> None:
-        self.prepared: list[str] = []
+        self.clip_states: list[str] = []
 
-    def prepare(self, evidence: ClipEvidence) -> FaceCount:
-        self.prepared.append(evidence.recording.path.name)
+    def clip_state(self, evidence: ClipEvidence) -> FaceCount:
+        self.clip_states.append(evidence.recording.path.name)
         return FaceCount(int(evidence.faces.num_valid) if evidence.faces is not None else 0)
 
     def predict(self, evidence: ClipEvidence, state: FaceCount, start: float, end: float | None) -> SpanPrediction:
@@ -64,7 +64,7 @@ def test_a_custom_labeler_labels_generated_clips(clips, tmp_path):
     out = tmp_path / "labels.jsonl"
     summary = label(clips, out, labeler=labeler, device="cpu", asr=False, segment_seconds=0.5, progress=False)
     assert (summary.labeled, summary.failed, summary.skipped, summary.out) == (1, 2, 0, out)  # no modality in the scene: a failed row
-    assert sorted(labeler.prepared) == ["face.mp4", "scene.mp4"]  # once per readable clip
+    assert sorted(labeler.clip_states) == ["face.mp4", "scene.mp4"]  # once per readable clip
     table = pd.read_json(out, lines=True)
     assert list(table.columns) == [
         "clip", "label", "prob_calm", "prob_excited", "has_audio", "has_text", "has_vision", "face_frames_ratio",

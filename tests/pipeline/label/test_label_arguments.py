@@ -30,7 +30,7 @@ class VisionLabeler:
     modalities = ("v",)
     face_crop_size = 64
 
-    def prepare(self, evidence: ClipEvidence) -> None:
+    def clip_state(self, evidence: ClipEvidence) -> None:
         return None
 
     def predict(self, evidence: ClipEvidence, state: None, start: float, end: float | None) -> SpanPrediction:

@@ -1,8 +1,10 @@
 """Issue 16 (D2, D3, D4, D9 and the labelling minor items): the labels file is never duplicated, lost or
-overwritten, and every unusable output is one line and exit 2."""
+overwritten, and every unusable output is one line and exit 2. Issue 26: a file name that is not UTF-8
+gets its row and resumes; a full disk is one line and exit 1, and the next run resumes."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +17,7 @@ from affectflow.pipeline.cli.main import main
 from affectflow.pipeline.label import LabelingSetupError, SpanPrediction, job, label
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.output import (
-    OutputError, OutputLockedError, ResumableRowWriter,
+    OutputError, OutputLockedError, ResumableRowWriter, parse_rows, read_labels, render_rows, unescape_clip,
 )
 from affectflow.pipeline.label.report import plot_name, write_plots
 from affectflow.pipeline.media.transcripts import TranscriptError, read_transcript_file
@@ -34,7 +36,7 @@ class VisionLabeler:
     modalities = ("v",)
     face_crop_size = 64
 
-    def prepare(self, evidence: ClipEvidence) -> None:
+    def clip_state(self, evidence: ClipEvidence) -> None:
         return None
 
     def predict(self, evidence: ClipEvidence, state: None, start: float, end: float | None) -> SpanPrediction:
@@ -162,15 +164,15 @@ def test_a_read_only_out_exits_2(tmp_path, face_video, monkeypatch, capsys):
 @pytest.mark.parametrize("file_format", ["csv", "jsonl"])
 def test_duplicated_clips_keep_one_copy(tmp_path, file_format):
     path = tmp_path / f"out.{file_format}"
-    with ResumableRowWriter(path, COLUMNS, file_format) as writer:
+    with ResumableRowWriter(path, COLUMNS, file_format):
         rows = [{"clip": "a.mp4", "label": "joy", "window_start": 0.0, "window_end": 1.0},
                 {"clip": "a.mp4", "label": "joy"}]
-        text = writer._render(rows + [{"clip": "b.mp4", "label": "fear"}] + rows, header=False)
+        text = render_rows(rows + [{"clip": "b.mp4", "label": "fear"}] + rows, COLUMNS, file_format)
     with path.open("a", encoding="utf-8", newline="") as handle:
         handle.write(text)  # what two runs without a lock left behind
     with ResumableRowWriter(path, COLUMNS, file_format) as resumed:
         assert resumed.done_clips == {"a.mp4", "b.mp4"}
-        clips = [row["clip"] for row in resumed._parse(path.read_text(encoding="utf-8"))]
+    clips = [row["clip"] for row in parse_rows(path.read_text(encoding="utf-8"), file_format)]
     assert sorted(clips) == ["a.mp4", "a.mp4", "b.mp4"]
 
 
@@ -251,3 +253,61 @@ def test_plot_names_are_unique_and_short(tmp_path):
     pd.DataFrame(rows).to_csv(out, index=False)
     written = write_plots(out, "csv", ("calm", "excited"))
     assert len(written) == 3 and all(p.is_file() for p in written)
+
+
+# --- issue 26: a file name that is not UTF-8; a full disk --------------------------------------
+def test_a_name_that_is_not_utf8_gets_its_row_and_resumes(tmp_path, face_video, monkeypatch, capsys):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    names = [b"a.mp4", b"caf\xe9.mp4", b"z.mp4"]  # a Latin-1 name between two ordinary ones
+    for name in names:
+        shutil.copy(face_video, os.fsdecode(os.fsencode(videos) + b"/" + name))
+    out = tmp_path / "labels.csv"
+    assert _cli(videos, out, "--workers", "0", monkeypatch=monkeypatch) == 0
+    first = pd.read_csv(out, keep_default_na=False)
+    assert [os.fsencode(unescape_clip(clip)) for clip in first["clip"]] == names  # one row per file, exact bytes
+    done = int((first["error"] == "").sum())
+    assert _cli(videos, out, "--workers", "0", monkeypatch=monkeypatch) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"{done} already done" in summary, summary  # the finished files are skipped, the rest retried
+    assert [os.fsencode(row["clip"]) for row in read_labels(out)] == names
+
+
+def _full_disk_after(out: Path, budget: int, monkeypatch) -> None:
+    """os.write on `out` writes `budget` bytes in all, then part of a write, then fails with ENOSPC."""
+    real_write = os.write
+    left = [budget]
+
+    def write(descriptor: int, data) -> int:
+        if not (out.exists() and os.path.samestat(os.fstat(descriptor), os.stat(out))):
+            return real_write(descriptor, data)
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = real_write(descriptor, bytes(data[:left[0]]))
+        left[0] -= written
+        return written
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("file_format", ["csv", "jsonl"])
+def test_a_full_disk_is_one_line_and_the_next_run_resumes(tmp_path, face_video, monkeypatch, capsys, file_format):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        shutil.copy(face_video, videos / name)
+    out = tmp_path / f"labels.{file_format}"
+    _label(face_video.parent, tmp_path / f"one.{file_format}", workers=0)
+    row_bytes = len((tmp_path / f"one.{file_format}").read_bytes().splitlines(keepends=True)[-1])
+    _full_disk_after(out, int(1.5 * row_bytes), monkeypatch)  # the disk fills in the middle of the second row
+    code = _cli(videos, out, "--workers", "0", monkeypatch=monkeypatch)
+    error = capsys.readouterr().err.strip()
+    assert code == 1 and len(error.splitlines()) == 1 and error.startswith("error: "), error
+    assert str(out) in error and os.strerror(errno.ENOSPC) in error
+    assert out.read_bytes().endswith(b"\n")  # cut back to its last whole row
+    table = pd.read_json(out, lines=True) if file_format == "jsonl" else pd.read_csv(out)
+    assert table["clip"].tolist() == ["a.mp4"]
+    monkeypatch.undo()
+    again = _label(videos, out, workers=0)
+    assert (again.skipped, again.labeled) == (1, 2)
+    assert [row["clip"] for row in read_labels(out)] == ["a.mp4", "b.mp4", "c.mp4"]

@@ -38,7 +38,8 @@ def test_train_returns_a_typed_summary_matching_summary_json(trained):
     written = json.loads((out / "summary.json").read_text())
     assert written == to_jsonable(summary.to_dict())
     assert set(written) == {"model", "hyperparameters", "task", "schedule", "seeds", "best_seed", "select_metric",
-                            "select_condition", "runs", "test_summary", "recipe"}
+                            "select_condition", "runs", "test_summary", "recipe", "unlabelled_segments"}
+    assert written["unlabelled_segments"] == {"count": 0, "ids": []}
     assert written["recipe"]["name"] == "default" and written["recipe"]["budget"] is None
     seed_file = json.loads((out / "seed-1" / "result.json").read_text())
     assert SeedResult.from_dict(seed_file).to_dict(with_history=False) == written["runs"][0]
@@ -71,7 +72,7 @@ def test_evaluate_one_protocol_and_bad_names(corpus, trained, tmp_path):
     report = evaluate(out / "best", corpus.manifest, corpus.features, protocols="random", split="valid", out=tmp_path)
     assert report.protocols == ("random",) and report.models["late_fusion"].fixed is None
     assert set(json.loads((tmp_path / "report.json").read_text())["models"]["late_fusion"]) == {
-        "checkpoint", "architecture", "training", "random"}
+        "checkpoint", "architecture", "training", "random", "unlabelled_segments"}
     with pytest.raises(ValueError, match="unknown protocol"):
         evaluate(out, corpus.manifest, corpus.features, protocols=("fixed", "sideways"), out=tmp_path)
 

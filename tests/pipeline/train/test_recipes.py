@@ -18,7 +18,7 @@ from affectflow.pipeline.train.data import Batch, open_feature_stores
 from affectflow.pipeline.core.manifest import read_manifest
 from affectflow.pipeline.train.recipes import DEFAULT_RECIPE, PAPER_RECIPES, resolve_recipe, scale_epochs
 from affectflow.pipeline.train.schedules import make_schedule
-from affectflow.pipeline.train.trainer import TrainConfig, Trainer, forward_training
+from affectflow.pipeline.train.trainer import TrainConfig, Trainer, build_optimizer, forward_training
 
 PAPER_MODELS = ("cmarr", "dqf", "mculora", "momke", "sdumc")
 SIZES = {"train": 16, "valid": 8, "test": 8}
@@ -59,8 +59,10 @@ def test_recommended_batch_size_and_epochs_reach_the_trainer():
     config = run.config(progress=False)
     assert (config.batch_size, config.epochs_for("main")) == (64, 100)
     assert config.optimizer is None  # the model's momentum SGD, lr 1e-5
-    assert trainer_module._optimizer_settings(create_fusion("dqf.tiny", _task()), config) == \
-        {"name": "sgd", "lr": 1e-5, "weight_decay": 0.0, "momentum": 0.9}
+    optimizer = build_optimizer(create_fusion("dqf.tiny", _task()), config)
+    assert type(optimizer) is torch.optim.SGD
+    assert {k: optimizer.param_groups[0][k] for k in ("lr", "weight_decay", "momentum")} == \
+        {"lr": 1e-5, "weight_decay": 0.0, "momentum": 0.9}
     cmarr = resolve_recipe("cmarr", "paper").config(progress=False)
     assert (cmarr.batch_size, cmarr.epochs_for("main")) == (16, 100)
 
