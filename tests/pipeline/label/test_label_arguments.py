@@ -20,9 +20,6 @@ from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 from factories.media import make_video
 
-GIB = 1 << 30
-
-
 class VisionLabeler:
     """A tiny labeller of the Labeler protocol: "excited" wherever a face is seen."""
 
@@ -99,12 +96,12 @@ def test_the_smallest_window_is_accepted(videos, tmp_path):
 def test_the_worker_limit_is_the_cores_and_the_memory():
     from affectflow.pipeline.label.run import WORKER_MEMORY_BYTES, auto_workers, worker_limit
 
-    assert WORKER_MEMORY_BYTES == GIB
-    assert worker_limit(cores=8, memory=64 * GIB) == 8
-    assert worker_limit(cores=8, memory=3 * GIB + GIB // 2) == 3
-    assert worker_limit(cores=4, memory=GIB // 2) == 0  # not one worker's memory: collect in this process
-    assert auto_workers(100, cpu_count=8, memory=2 * GIB) == 2
-    assert auto_workers(100, cpu_count=8, memory=64 * GIB) == 8
+    each = WORKER_MEMORY_BYTES
+    assert worker_limit(cores=8, memory=64 * each) == 8
+    assert worker_limit(cores=8, memory=3 * each + each // 2) == 3
+    assert worker_limit(cores=4, memory=each // 2) == 0  # not one worker's memory: collect in this process
+    assert auto_workers(100, cpu_count=8, memory=2 * each) == 2
+    assert auto_workers(100, cpu_count=8, memory=64 * each) == 8
 
 
 def _recording_pools(monkeypatch) -> list[int]:
