@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-if ! command -v ffmpeg >/dev/null || ! command -v espeak-ng >/dev/null; then
+# chromium: headless, for the tests of the HTML report (`--report`) in a real browser
+if ! command -v ffmpeg >/dev/null || ! command -v espeak-ng >/dev/null || ! command -v chromium >/dev/null; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg espeak-ng >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg espeak-ng chromium >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3}"

@@ -13,7 +13,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 # Tests use tiny models: one intra-op thread is faster than two contending ones (and CI has 2 cores).
-torch.set_num_threads(1)
+# AFFECTFLOW_TEST_THREADS changes it: scripts/test.sh reruns the `numeric` tests on 2 threads (another
+# reduction split) with torch's non-vectorised kernels, to show their tolerances hold on any CPU.
+TORCH_THREADS = int(os.environ.get("AFFECTFLOW_TEST_THREADS", "1"))
+torch.set_num_threads(TORCH_THREADS)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -233,6 +233,10 @@ def test_timeline_and_plots(readme_run):
     windows = rows[rows["window_start"].notna()]
     assert len(windows) > 0 and set(windows["clip"]) <= set(rows.loc[rows["window_start"].isna(), "clip"])
     assert any(out.with_name(out.name + ".plots").glob("*.png"))
+    if "--report" in command:  # the page has one summary row and one section per labelled file
+        page = (work / shlex.split(command)[shlex.split(command).index("--report") + 1]).read_text(encoding="utf-8")
+        for clip in set(rows["clip"]):
+            assert f'<tr data-clip="{clip}"' in page and f'<section data-clip="{clip}"' in page
 
 
 def test_every_readme_command_has_a_runner():

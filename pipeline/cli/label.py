@@ -36,6 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--segment-seconds", type=float, default=None, help="also write one row per window of N seconds (0.1 to 86400)")
     parser.add_argument("--plot", action="store_true", help="write a PNG of class probabilities over time per clip")
+    parser.add_argument("--report", default=None, metavar="PATH.html",
+                        help="also write a self-contained HTML report of the whole labels file (opens offline)")
     parser.add_argument("--face-fps", type=float, default=2.0, help="frames per second sampled for face detection (0.01 to 1000)")
     parser.add_argument("--no-asr", action="store_true", help="never transcribe audio (text missing without a sidecar)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
@@ -84,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
                             transcripts=args.transcripts, device=args.device, segment_seconds=args.segment_seconds,
                             plot=args.plot, face_fps=args.face_fps, asr=not args.no_asr, engine=args.engine,
                             ray_address=args.ray_address, actors=args.actors, progress=not args.quiet,
-                            trust_remote_code=args.trust_remote_code, workers=args.workers)
+                            trust_remote_code=args.trust_remote_code, workers=args.workers,
+                            report=args.report)
     except LabelingArgumentError as error:
         value = f"{error.value:g}" if isinstance(error.value, float) else error.value
         print(f"error: {option_name(error.argument)} must be {error.requirement}, got {value}", file=sys.stderr)
@@ -103,4 +106,6 @@ def run(args: argparse.Namespace) -> int:
         return INTERRUPTED_EXIT_CODE
     print(f"{summary.labeled} labelled, {summary.failed} with errors, {summary.skipped} already done "
           f"-> {summary.out} ({summary.seconds:.1f} s)")
+    if summary.report is not None:
+        print(f"report: {summary.report}")
     return 0

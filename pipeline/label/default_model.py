@@ -14,6 +14,8 @@
   train's (the text head's), and w_m = 1 (stated, not fitted: no corpus here has all three modalities).
   Each expert is calibrated on its own validation data (text: MELD dev temperature; audio: temperature on
   the validation actors); FER's softmax is used as published. Missing modalities drop out of the product.
+  Each p_m is mixed with the uniform distribution first (`experts.EXPERT_SMOOTHING`, which bounds how far a
+  small change in one expert moves the fused result; experts.py states the bound).
 """
 
 from __future__ import annotations

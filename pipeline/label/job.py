@@ -22,6 +22,7 @@ from pathlib import Path
 from affectflow.pipeline.core.devices import resolve_device
 from affectflow.pipeline.label.checkpoint_labeler import CheckpointLabeler
 from affectflow.pipeline.label.default_model import DefaultLabeler
+from affectflow.pipeline.label.html_report import write_html_report
 from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
@@ -30,6 +31,7 @@ from affectflow.pipeline.label.run import (
     worker_limit,
 )
 from affectflow.pipeline.label.server import start_worker_server
+from affectflow.pipeline.label.thumbnails import thumbnail_folder
 from affectflow.pipeline.label.workers import WorkerSetupError
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 
@@ -182,7 +184,8 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
           make_labeler: LabelerFactory | None = None, transcripts: str | Path | Mapping[str, str] | None = None,
           device: str = "auto", segment_seconds: float | None = None, plot: bool = False, face_fps: float = 2.0,
           asr: bool = True, engine: str = "local", ray_address: str | None = None, actors: int | None = None,
-          progress: bool = True, trust_remote_code: bool = False, workers: int | None = None) -> LabelingSummary:
+          progress: bool = True, trust_remote_code: bool = False, workers: int | None = None,
+          report: str | Path | None = None) -> LabelingSummary:
     """Label every recording under `videos` into `out` (CSV or JSONL; a re-run resumes it).
 
     out: default `labels.<format>` in the working directory; format: "csv" | "jsonl" (default: from
@@ -200,7 +203,9 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     more than `worker_limit()` (one per usable core, ~1 GiB of available memory each) is lowered to it with
     a WorkerLimitNotice warning. `out` ending with "/" or naming an existing folder means `labels.<format>`
     inside it. Numbers must be finite: segment_seconds in [0.1, 86400], face_fps in [0.01, 1000],
-    workers >= 0, actors >= 1.
+    workers >= 0, actors >= 1;
+    report: write a self-contained HTML report of the whole labels file there after the run (rebuilt from
+    `out`, so a resumed run's report covers every clip; face thumbnails cached in `<out>.thumbs/`).
 
     Raises LabelingSetupError (LabelingArgumentError for a number out of range) for bad arguments or an
     unusable checkpoint, OutputError when `out` holds rows of another class set or format, OutputWriteError
@@ -221,7 +226,8 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     if engine == "ray" and labeler is not None:
         raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
     options = LabelingOptions(segment_seconds=segment_seconds or (PLOT_SEGMENT_SECONDS if plot else None),
-                              face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved, workers=workers)
+                              face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved, workers=workers,
+                              thumbnails=thumbnail_folder(out).absolute() if report is not None else None)
     early_pool = None
     if engine == "local" and workers != 0:
         start_worker_server()  # the workers' imports run while the labeller loads
@@ -248,6 +254,8 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     summary.out = out
     if plot:
         summary.plots = write_plots(out, file_format, labeler.class_names)
+    if report is not None:
+        summary.report = write_html_report(out, report, tuple(labeler.class_names), file_format)
     if progress:
         print_table(summary, labeler.class_names)
     return summary

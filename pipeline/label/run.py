@@ -31,6 +31,7 @@ from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector, find_media
 from affectflow.pipeline.label.labeler import Labeler, SpanPrediction
 from affectflow.pipeline.label.output import ResumableRowWriter
+from affectflow.pipeline.label.thumbnails import save_thumbnails
 from affectflow.pipeline.label.workers import (
     ITEM_ERRORS, CollectorFactory, StartedPool, collect_clip, error_rows, iter_collected, start_pool,
 )
@@ -42,8 +43,9 @@ class LabelingOptions:
     """Knobs of a labelling run: window length (None = file-level rows only), face sampling rate,
     transcripts table (clip -> text), offline ASR on/off, device ("cpu", "cuda[:N]"), evidence worker
     processes (0 = in this process; None = `auto_workers`), the smallest face searched for as a fraction of the frame's shorter
-    side (None = 20 px on full-resolution frames), and whether the collector runs the labeller's audio
-    extractor (Whisper: one encoder pass shared with ASR)."""
+    side (None = 20 px on full-resolution frames), whether the collector runs the labeller's audio
+    extractor (Whisper: one encoder pass shared with ASR), and the folder where each labelled clip's face
+    thumbnails are cached for the HTML report (None = none written; see thumbnails.py)."""
 
     segment_seconds: float | None = None
     face_fps: float = 2.0
@@ -53,12 +55,13 @@ class LabelingOptions:
     workers: int | None = 0
     min_face_fraction: float | None = MIN_FACE_FRACTION
     share_audio_encoder: bool = True
+    thumbnails: Path | None = None
 
 
 @dataclass
 class LabelingSummary:
     """Counts of a run (clips labelled, skipped as already done, failed), its time, its file-level rows,
-    and (when `label()` ran it) the output file and the plots written."""
+    and (when `label()` ran it) the output file, the plots and the HTML report written."""
 
     labeled: int = 0
     skipped: int = 0
@@ -67,6 +70,7 @@ class LabelingSummary:
     rows: list[dict] = field(default_factory=list)
     out: Path | None = None
     plots: list[Path] = field(default_factory=list)
+    report: Path | None = None
 
     def record(self, rows: list[dict]) -> None:
         """Count one clip as labelled or failed from its file-level row (the last of its rows)."""
@@ -237,6 +241,9 @@ def rows_for_evidence(clip: str, evidence: ClipEvidence, labeler: Labeler, optio
             row = _prediction_row(clip, evidence, prediction, labeler.class_names, round(start, 3), round(end, 3))
             rows.append({**flags, **row})
         rows.append({**flags, **_prediction_row(clip, evidence, predictions[-1], labeler.class_names, None, None)})
+        if options.thumbnails is not None:  # a report without faces beats a clip lost to a full disk
+            with contextlib.suppress(OSError):
+                save_thumbnails(options.thumbnails, clip, evidence.faces.crops if evidence.has_vision else None)
         return rows
     except ITEM_ERRORS as error:
         return error_rows(clip, error)

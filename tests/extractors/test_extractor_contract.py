@@ -19,6 +19,7 @@ from affectflow.extractors.spec import ExtractorSpec
 from affectflow.extractors.run import run_extraction
 from affectflow.extractors.store import FeatureStore
 from factories.extractors import synthetic_face_track
+from factories.tolerances import TINY_MODEL_TERMS, float32_chain_bound
 from affectflow.pipeline.core.manifest import manifest_from_segments
 from affectflow.pipeline.core.records import Segment
 
@@ -128,7 +129,9 @@ def test_deterministic_and_batch_independent(extractor, inputs):
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a.values, b.values)
         np.testing.assert_array_equal(a.mask, b.mask)
-    np.testing.assert_allclose(alone.values, first[0].values, atol=1e-4, rtol=1e-4)
+    # alone vs in a padded batch: the same sums in another order (the largest extractors here are tiny models)
+    np.testing.assert_allclose(alone.values, first[0].values,
+                               atol=float32_chain_bound(TINY_MODEL_TERMS, np.abs(alone.values).max(initial=0.0)))
     np.testing.assert_array_equal(alone.times, first[0].times)
 
 

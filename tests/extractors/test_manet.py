@@ -16,6 +16,8 @@ from affectflow.extractors.manet import (MANET_EMBEDDING_DIM, MANet, load_manet_
 from affectflow.pipeline.media.faces import FaceDetector, FaceTrack, track_faces
 from factories.media import face_image
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 DATA = Path(__file__).parent / "data"
 
 

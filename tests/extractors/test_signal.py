@@ -7,6 +7,8 @@ import pytest
 
 from affectflow.extractors.base import create_extractor
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 RATE = 16000
 
 

@@ -17,6 +17,8 @@ from affectflow.fusion.contract import zero_masked
 from affectflow.fusion.cmarr import (CMARR, NormalizingFlow, distribution_infonce, resample_valid_frames,
                                      supervised_contrastive_loss, wasserstein2_squared)
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 DIMS = {"a": 6, "t": 5, "v": 4}
 PATTERNS = torch.tensor([p for p in itertools.product([False, True], repeat=3) if any(p)])
 

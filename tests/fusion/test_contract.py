@@ -16,6 +16,8 @@ from safetensors.torch import load_file, save_file
 from affectflow.fusion import FusionOutput, TaskSpec, fusion_class, list_fusions
 from affectflow.fusion.base import FusionModel
 from factories.fusion import presence_patterns, random_batch, random_targets, synthetic_split_task
+from factories.tolerances import FUSION_RELATIVE
+
 
 DIMS = {"a": 6, "t": 5, "v": 4}
 CLASSES = ("neg", "neu", "pos")
@@ -120,6 +122,7 @@ def scramble(batch, generator: torch.Generator):
     return type(batch)(features, dict(batch.masks), batch.presence, batch.modalities)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("input_kind", list(LEVELS))
 @pytest.mark.parametrize("name", MODELS)
 def test_output_invariant_to_masked_values(name, input_kind):
@@ -130,10 +133,11 @@ def test_output_invariant_to_masked_values(name, input_kind):
     scrambled = scramble(batch, torch.Generator().manual_seed(7))
     with torch.no_grad():
         reference, changed = model(batch), model(scrambled)
-    torch.testing.assert_close(changed.prediction, reference.prediction, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(changed.embedding, reference.embedding, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(changed.prediction, reference.prediction, rtol=FUSION_RELATIVE, atol=FUSION_RELATIVE)
+    torch.testing.assert_close(changed.embedding, reference.embedding, rtol=FUSION_RELATIVE, atol=FUSION_RELATIVE)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("input_kind", ["frame", "conversation"])
 @pytest.mark.parametrize("name", MODELS)
 def test_batch_independence_in_eval(name, input_kind):
@@ -147,7 +151,7 @@ def test_batch_independence_in_eval(name, input_kind):
             single = type(batch)({m: x[index:index + 1] for m, x in batch.features.items()},
                                  {m: x[index:index + 1] for m, x in batch.masks.items()},
                                  batch.presence[index:index + 1], batch.modalities)
-            torch.testing.assert_close(model(single).prediction[0], together[index], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(model(single).prediction[0], together[index], rtol=FUSION_RELATIVE, atol=FUSION_RELATIVE)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -10,6 +10,9 @@ from affectflow.fusion import ModalityBatch, TaskSpec, create_fusion
 from affectflow.fusion.dqf import (DQF, QueryCrossAttention, QueryCrossLayer, QueryUpdate, dqf_frame_masking,
                                    sequence_span)
 from factories.fusion import presence_patterns, random_batch
+from factories.tolerances import FUSION_RELATIVE
+
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
 
 DIMS = {"a": 6, "t": 5, "v": 4}
 
@@ -107,7 +110,7 @@ def test_qca_pooling_equals_eq7_then_eq8_for_aligned_inputs():
     span = torch.ones(2, 5, dtype=torch.bool)
     pooled = cross(h_a, span, h_b, span, per_position=False)  # AvgPool per direction, then Linear
     per_position = cross(h_a, span, h_b, span, per_position=True)  # Linear(concat) per frame (Eq. 7)
-    torch.testing.assert_close(pooled, per_position.mean(1), atol=1e-5, rtol=1e-5)  # then AvgPool (Eq. 8)
+    torch.testing.assert_close(pooled, per_position.mean(1), rtol=FUSION_RELATIVE, atol=FUSION_RELATIVE)  # then AvgPool (Eq. 8)
 
 
 def test_queries_are_injected_before_every_layer():
@@ -150,7 +153,7 @@ def test_missing_frames_inside_the_span_act_as_zero_vectors():
     with torch.no_grad():
         reference = model(batch).logits
         torch.testing.assert_close(model(marked).logits, model(zeroed).logits)
-        torch.testing.assert_close(model(padded).logits, reference, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(padded).logits, reference, rtol=FUSION_RELATIVE, atol=FUSION_RELATIVE)
 
 
 def test_two_modalities_and_conversation_level():

@@ -12,6 +12,8 @@ from affectflow.fusion.layers import (CrossModalBlock, LearnedPositionalEmbeddin
                                       MaskedMultiheadAttention, PreLNTransformerBlock, SinusoidalPositionalEmbedding,
                                       TransformerEncoder, modality_readout, safe_key_mask, sinusoidal_positions)
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 
 def test_masked_attention_matches_torch_and_handles_empty_rows():
     torch.manual_seed(0)

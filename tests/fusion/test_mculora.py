@@ -13,6 +13,8 @@ from affectflow.fusion import ModalityBatch, TaskSpec, create_fusion
 from affectflow.fusion.mculora import (MCULoRA, DPFTSampler, js_divergence, modality_combinations,
                                        project_to_bounded_simplex, rank_with_random_ties, soft_orthogonality_loss)
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 DIMS = {"a": 6, "t": 5, "v": 4}
 PATTERNS = torch.tensor([p for p in itertools.product([False, True], repeat=3) if any(p)])
 

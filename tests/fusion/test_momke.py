@@ -9,6 +9,8 @@ from affectflow.fusion import ModalityBatch, TaskSpec, create_fusion
 from affectflow.fusion.momke import MIXING_STAGE, UNIMODAL_STAGE, MoMKE, SoftRouter
 from factories.fusion import presence_patterns, random_batch
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 DIMS = {"a": 6, "t": 5, "v": 4}
 
 

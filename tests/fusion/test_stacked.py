@@ -9,6 +9,9 @@ from affectflow.fusion.layers import CrossModalBlock, FeedForward, MaskedConv1d,
 from affectflow.fusion.stacked import (batched_affine, dropout, list_affine, stacked_attention, stacked_cross_modal, stacked_feed_forward, stacked_layer_norm,
                                        stacked_linear, stacked_masked_conv1d, transformer_block)
 
+from factories.tolerances import FUSION_RELATIVE
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 M, B, T, D = 3, 4, 5, 8
 
 
@@ -104,10 +107,10 @@ def test_batched_affine_same_with_one_thread_and_with_several(bias):
     finally:
         torch.set_num_threads(threads)
     expected = torch.einsum("mbti,moi->mbto", x, weight) + (b[:, None, None] if bias else 0)
-    torch.testing.assert_close(results[0][0], expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0][0], expected, rtol=FUSION_RELATIVE, atol=FUSION_RELATIVE)
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=FUSION_RELATIVE, atol=FUSION_RELATIVE)
     for one, several in zip(results[0][1], results[1][1]):
-        torch.testing.assert_close(several, one, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(several, one, rtol=FUSION_RELATIVE, atol=FUSION_RELATIVE)
 
 
 def test_list_affine_matches_linear_without_stacking():

@@ -17,6 +17,8 @@ from affectflow.pipeline.label.audio_head import (
 )
 from affectflow.pipeline.label.default_model import CLASSES
 
+pytestmark = pytest.mark.numeric  # compared with a tolerance / another implementation
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 RAVDESS = REPO_ROOT.parent / "shared" / "data" / "ravdess-speech"
 
