@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_b
 from transformers.utils import logging as transformers_logging
 
 from affectflow.pipeline.core.devices import resolve_device
+from affectflow.pipeline.label.arguments import (
+    ENGINES, FORMATS, LabelingArgumentError, LabelingSetupError, check_arguments, output_format, resolve_out,
+)
 from affectflow.pipeline.label.checkpoint_labeler import CheckpointLabeler
 from affectflow.pipeline.label.default_model import DefaultLabeler
 from affectflow.pipeline.label.html_report import write_html_report
@@ -30,20 +34,35 @@ from affectflow.pipeline.label.pending import PendingClips, pending_clips, plann
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
 from affectflow.pipeline.label.run import (
-    LabelingOptions, LabelingSummary, main_threads, run_labeling, start_early_pool,
+    LabelingInterrupted, LabelingOptions, LabelingSummary, main_threads, run_labeling, start_early_pool,
+    worker_limit,
 )
 from affectflow.pipeline.label.server import start_worker_server
 from affectflow.pipeline.label.thumbnails import thumbnail_folder
 from affectflow.pipeline.label.workers import WorkerSetupError
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 
-ENGINES = ("local", "ray")
-FORMATS = ("csv", "jsonl")
+__all__ = ["ENGINES", "FORMATS", "LabelingArgumentError", "LabelingSetupError", "WorkerLimitNotice", "build_labeler",
+           "capped_workers", "default_labeler_factory", "label", "output_format", "resolve_out"]
 PLOT_SEGMENT_SECONDS = 1.0  # windows a plot gets when the caller asked for none
 
 
-class LabelingSetupError(ValueError):
-    """A labelling run that cannot start: a bad argument, an unusable checkpoint or labeller."""
+class WorkerLimitNotice(UserWarning):
+    """More evidence workers were asked for than this machine can run: the run uses `worker_limit()`."""
+
+
+def capped_workers(workers: int | None) -> int | None:
+    """`workers` lowered to `worker_limit()` (cores, and memory at WORKER_MEMORY_BYTES each) with a
+    WorkerLimitNotice naming both; None (automatic) stays None (auto_workers applies the same limit)."""
+    if workers is None:
+        return None
+    limit = worker_limit()
+    if workers > limit:
+        warnings.warn(WorkerLimitNotice(f"workers lowered from {workers} to {limit}: this machine can run "
+                                        f"{limit} evidence workers (one per usable core, ~1 GiB of available "
+                                        "memory each)"), stacklevel=3)
+        return limit
+    return workers
 
 
 def default_labeler_factory(checkpoint: str | Path | None = None, trust_remote_code: bool = False) -> LabelerFactory:
@@ -54,15 +73,6 @@ def default_labeler_factory(checkpoint: str | Path | None = None, trust_remote_c
     if checkpoint is None:
         return DefaultLabeler
     return functools.partial(CheckpointLabeler, checkpoint, trust_remote_code=trust_remote_code)
-
-
-def output_format(out: str | Path, file_format: str | None) -> str:
-    """The file format of a run: the one asked for, else from `out`'s suffix (.jsonl -> jsonl, else csv)."""
-    if file_format is None:
-        return format_from_name(out)
-    if file_format not in FORMATS:
-        raise LabelingSetupError(f"format must be one of {FORMATS}, got {file_format!r}")
-    return file_format
 
 
 def _missing_members(labeler: object) -> list[str]:
@@ -134,19 +144,6 @@ def _pending_if_columns_match(videos: Path, out: Path, classes: tuple[tuple[str,
         return None
 
 
-def _check_arguments(videos: Path, segment_seconds: float | None, engine: str, workers: int | None = None) -> None:
-    if not videos.is_dir():
-        raise LabelingSetupError(f"videos: {videos} is not a folder")
-    if segment_seconds is not None and segment_seconds <= 0:
-        raise LabelingSetupError(f"segment_seconds must be > 0, got {segment_seconds}")
-    if engine not in ENGINES:
-        raise LabelingSetupError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if workers is not None and workers < 0:
-        raise LabelingSetupError(f"workers must be >= 0, got {workers}")
-    if workers is not None and engine == "ray":
-        raise LabelingSetupError("workers is an option of the local engine; the Ray engine's pool size is actors")
-
-
 def label(videos: str | Path, out: str | Path | None = None, *, format: str | None = None,
           checkpoint: str | Path | None = None, labeler: Labeler | None = None,
           make_labeler: LabelerFactory | None = None, transcripts: str | Path | Mapping[str, str] | None = None,
@@ -168,21 +165,28 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     config asks for it run their model folder's code (default False: such a checkpoint is refused);
     workers: local engine, processes that decode, transcribe and detect faces in the next clips while the
     models run on this one (0 = all in this process; None = one per CPU core, at most one per two clips);
+    more than `worker_limit()` (one per usable core, ~1 GiB of available memory each) is lowered to it with
+    a WorkerLimitNotice warning. `out` ending with "/" or naming an existing folder means `labels.<format>`
+    inside it. Numbers must be finite: segment_seconds in [0.1, 86400], face_fps in [0.01, 1000],
+    workers >= 0, actors >= 1 (`arguments.py`);
     report: write a self-contained HTML report of the whole labels file there after the run (rebuilt from
     `out`, so a resumed run's report covers every clip; face thumbnails cached in `<out>.thumbs/`).
 
     Nothing is loaded when every clip is already done (the output's columns known without the labeller:
     the default model, a checkpoint's bundle.json, a labeller with plain class_names/modalities); the
-    summary's seconds are this call's, loading included. Raises LabelingSetupError for bad arguments or
-    an unusable checkpoint, OutputError when `out` holds rows of another class set or format,
-    OutputWriteError (an OSError) when writing `out` fails (it then ends at its last whole row; a re-run
-    resumes). Per-file problems are rows of the output, never raised.
+    summary's seconds are this call's, loading included. Raises LabelingSetupError (LabelingArgumentError
+    for a number out of range) for bad arguments or an unusable checkpoint, OutputError when `out` holds
+    rows of another class set or format, OutputWriteError (an OSError) when writing `out` fails (it then
+    ends at its last whole row; a re-run resumes), and LabelingInterrupted (a KeyboardInterrupt) on Ctrl-C,
+    with the count of rows written whole (workers already ended; a re-run resumes). Per-file problems are
+    rows of the output, never raised.
     """
     started = time.perf_counter()
     videos = Path(videos)
-    _check_arguments(videos, segment_seconds, engine, workers)
+    check_arguments(videos, segment_seconds, engine, workers, face_fps, actors)
     file_format = output_format(out or "", format)
-    out = Path(out) if out is not None else Path(f"labels.{file_format}")
+    out = resolve_out(out, file_format)
+    workers = capped_workers(workers)
     try:
         resolved = str(resolve_device(device))
     except ValueError as error:
@@ -206,9 +210,11 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     try:  # beside busy early workers, one thread: OpenMP threads spinning for a busy core slow loading badly
         with main_threads(1 if early_pool is not None and resolved == "cpu" else None), no_loading_bars():
             labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
-    except BaseException:
+    except BaseException as error:
         if early_pool is not None:
-            early_pool.shutdown()
+            early_pool.terminate()
+        if isinstance(error, KeyboardInterrupt):
+            raise LabelingInterrupted(0, 0, out) from None
         raise
     if engine == "ray":
         summary = ray_label(videos, out, make_labeler, options, file_format, actors=actors, address=ray_address,

@@ -30,12 +30,12 @@ BUNDLE_INFO_FILE = "bundle.json"
 def find_media(folder: str | Path) -> list[Path]:
     """Video and audio files under `folder` (recursive, case-insensitive suffixes), sorted.
 
-    A dangling symlink with a media suffix is listed too, so that it gets a row with its error.
+    Every entry with a media suffix that is not a folder is listed, so that a dangling symlink, a symlink
+    loop, a FIFO, a socket or a device file gets a row with its error (nothing here opens them).
     """
     folder = Path(folder)
     suffixes = VIDEO_SUFFIXES + AUDIO_SUFFIXES
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in suffixes and (p.is_file() or (p.is_symlink() and not p.exists())))
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and not p.is_dir())
 
 
 def unfinished(videos: Path, files: list[Path], done: set[str]) -> list[Path]:

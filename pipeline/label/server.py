@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 
-PRELOAD = ["affectflow.pipeline.label.workers", "facenet_pytorch", "faster_whisper", "faster_whisper.vad",
+PRELOAD = ["affectflow.pipeline.label.worker_signals", "affectflow.pipeline.label.workers", "facenet_pytorch", "faster_whisper", "faster_whisper.vad",
            "ctranslate2", "decord", "torchcodec.decoders"]
-"""Imported once by the forkserver and so shared by every worker it forks (each import costs seconds)."""
+"""Imported once by the forkserver and so shared by every worker it forks (each import costs seconds); the
+first makes the server and its workers ignore Ctrl-C, which the labelling process handles."""
 
 
 def start_worker_server() -> multiprocessing.context.BaseContext:

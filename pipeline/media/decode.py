@@ -9,7 +9,10 @@ error: `read_audio` returns an `AudioClip` marked missing.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -64,12 +67,24 @@ def load_decoders(audio: bool = True, video: bool = True) -> None:
         import decord  # noqa: F401
 
 
+_FILE_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
+               stat.S_IFBLK: "block device", stat.S_IFDIR: "folder"}
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if not path.is_file():
-        raise MediaError(path, "not a regular file")
-    if path.stat().st_size == 0:
+    """MediaError unless `path` (after its symlinks) is a non-empty regular file. Decided from `stat` alone:
+    opening a FIFO to read it would block until a writer comes."""
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise MediaError(path, "symlink loop") from None
+        if error.errno == errno.ENOENT:
+            raise MediaError(path, "file not found") from None
+        raise MediaError(path, f"cannot read file ({error.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise MediaError(path, f"not a regular file ({_FILE_KINDS.get(stat.S_IFMT(info.st_mode), 'special file')})")
+    if info.st_size == 0:
         raise MediaError(path, "file is empty (0 bytes)")
 
 

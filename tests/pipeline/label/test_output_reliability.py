@@ -150,18 +150,14 @@ def test_jsonl_format_on_a_csv_labels_file_exits_2(tmp_path, face_video, monkeyp
     assert out.read_bytes() == content
 
 
-@pytest.mark.parametrize("make_out", ["folder", "read-only"])
-def test_a_folder_or_read_only_out_exits_2(tmp_path, face_video, monkeypatch, capsys, make_out):
+def test_a_read_only_out_exits_2(tmp_path, face_video, monkeypatch, capsys):
+    # (an existing folder as --out is no longer refused: labels.csv is written inside it, issue 26 row 13)
     out = tmp_path / "labels.csv"
-    if make_out == "folder":
-        out.mkdir()
-    else:
-        out.write_bytes(b"")  # an empty output would be (re)started: not when it is marked read-only
-        out.chmod(0o444)
+    out.write_bytes(b"")  # an empty output would be (re)started: not when it is marked read-only
+    out.chmod(0o444)
     code = _cli(face_video.parent, out, monkeypatch=monkeypatch)
     _one_line_exit_2(capsys, code, str(out))
-    if make_out == "read-only":
-        assert out.read_bytes() == b"" and not out.stat().st_mode & 0o222
+    assert out.read_bytes() == b"" and not out.stat().st_mode & 0o222
 
 
 # --- de-duplication on recovery ---------------------------------------------------------------
