@@ -138,15 +138,16 @@ class DefaultLabeler:
             return self.audio_head.probabilities([frames])[0]
 
     def clip_state(self, evidence: ClipEvidence) -> DefaultClipState:
-        """Once per clip: FER probabilities of every face frame and the Whisper frames of the whole track."""
+        """Once per clip: FER probabilities of every face frame and the Whisper frames of the whole track
+        (none when the audio holds no speech: `evidence.audio_note`)."""
         vision = self.vision_frame_posteriors(evidence.faces.crops) if evidence.has_vision else None
-        if not evidence.has_audio:
+        if not evidence.has_voice:
             return DefaultClipState(vision)
         sequence = evidence.audio_features
-        if sequence is None or sequence.extractor_id != self.audio_features_id:
+        if (sequence is None or sequence.extractor_id != self.audio_features_id) and evidence.audio.samples.size:
             with timed(self.timer, "audio model"):
                 sequence = self.audio_extractor.extract(evidence.audio.samples)
-        if sequence.is_missing:
+        if sequence is None or sequence.is_missing:
             return DefaultClipState(vision)
         return DefaultClipState(vision, sequence.values[sequence.mask], sequence.times[sequence.mask])
 
