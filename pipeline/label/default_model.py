@@ -59,13 +59,13 @@ class DefaultClipState:
     audio_times: np.ndarray | None = None
 
     def audio_frames_between(self, start: float, end: float | None) -> np.ndarray | None:
-        """Whisper encoder frames [K, D] whose centre lies in [start, end); None without audio or frames."""
+        """Whisper encoder frames [K, D] whose centre lies in [start, end) (a view: the times are sorted); None
+        without audio or frames."""
         if self.audio_frames is None:
             return None
-        keep = self.audio_times >= start - 1e-6
-        if end is not None:
-            keep &= self.audio_times < end
-        return self.audio_frames[keep] if keep.any() else None
+        first = int(np.searchsorted(self.audio_times, start - 1e-6, side="left"))
+        last = len(self.audio_times) if end is None else int(np.searchsorted(self.audio_times, end, side="left"))
+        return self.audio_frames[first:last] if last > first else None
 
     def frame_probs_between(self, evidence: ClipEvidence, start: float, end: float | None) -> np.ndarray | None:
         """The rows of the face frames in [start, end) ([K, C]; K may be 0), None without faces."""
@@ -149,6 +149,8 @@ class DefaultLabeler:
                 sequence = self.audio_extractor.extract(evidence.audio.samples)
         if sequence is None or sequence.is_missing:
             return DefaultClipState(vision)
+        if sequence.mask.all():  # no copy of an hour's frames
+            return DefaultClipState(vision, sequence.values, sequence.times)
         return DefaultClipState(vision, sequence.values[sequence.mask], sequence.times[sequence.mask])
 
     def predict(self, evidence: ClipEvidence, state: DefaultClipState, start: float,

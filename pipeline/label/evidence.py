@@ -15,6 +15,7 @@ window (decode, VAD, encoder, ASR), keeping only the encoder frames, not the sam
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,6 +145,30 @@ def voice_note(duration: float, speech: float) -> str | None:
     return None
 
 
+class FrameBuffer:
+    """Rows [N_i, D] appended into one array sized for `expected_rows` up front (grown by half when it
+    overflows), so joining an hour of Whisper frames never holds two copies of them."""
+
+    def __init__(self, expected_rows: int) -> None:
+        self.expected_rows = max(1, expected_rows)
+        self._array: np.ndarray | None = None
+        self._size = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        if self._array is None:
+            self._array = np.empty((max(self.expected_rows, len(rows)), rows.shape[1]), rows.dtype)
+        if self._size + len(rows) > len(self._array):
+            grown = np.empty((max(len(self._array) * 3 // 2, self._size + len(rows)), self._array.shape[1]), rows.dtype)
+            grown[:self._size] = self._array[:self._size]
+            self._array = grown
+        self._array[self._size: self._size + len(rows)] = rows
+        self._size += len(rows)
+
+    def values(self) -> np.ndarray:
+        """The rows so far [N, D] (a view of the buffer)."""
+        return self._array[:self._size]
+
+
 class EvidenceCollector:
     """Decodes one file into ClipEvidence (audio, transcript, faces) with a shared face detector and ASR.
 
@@ -197,7 +222,7 @@ class EvidenceCollector:
             recording = probe(path)
         given = self._given_transcript(path, clip)
         if recording.has_audio and self._streams(recording):
-            audio, found = self._stream_audio(path, given, timer)
+            audio, found = self._stream_audio(path, recording.duration, given, timer)
         else:
             audio, found = self._read_audio(path, given, timer) if recording.has_audio else (None, None)
         usable, note, features, transcript = found or (False, None, None, None)
@@ -229,10 +254,11 @@ class EvidenceCollector:
                 transcript = self._asr.transcribe(audio.samples, first_window)
         return audio, (usable, note, features, transcript if transcript is not None and not transcript.is_empty else None)
 
-    def _stream_audio(self, path: Path, given: tuple | None, timer: StageTimer | None):
+    def _stream_audio(self, path: Path, duration: float, given: tuple | None, timer: StageTimer | None):
         """`_read_audio` of a long track, window by window (AUDIO_WINDOW_SECONDS): RMS and VAD speech summed,
         Whisper frames joined, ASR per window with speech (cue times shifted); the samples are not kept."""
-        squares, count, speech, frames, cues = 0.0, 0, 0.0, [], []
+        squares, count, speech, cues = 0.0, 0, 0.0, []
+        frames = FrameBuffer(int(math.ceil(duration * 50)) + 1500)  # Whisper's 50 frames a second + a window
         windows = iter_audio_windows(path, AUDIO_WINDOW_SECONDS)
         encoded_windows = self.audio_extractor.extract_windows(windows)
         while True:
@@ -247,7 +273,7 @@ class EvidenceCollector:
             with timed(timer, "VAD"):
                 window_speech = speech_seconds(samples) if samples.size else 0.0
             speech += window_speech
-            frames.append(kept)
+            frames.add(kept)
             if given is None and self._asr is not None and window_speech >= MIN_SPEECH_SECONDS:
                 with timed(timer, "ASR"):
                     timed_text = self._asr.transcribe(samples, encoded)
@@ -259,7 +285,7 @@ class EvidenceCollector:
         note = voice_note(count / 16000.0, speech)
         if note is not None:
             return audio, (True, note, None, None)
-        features = self.audio_extractor.sequence_of(np.concatenate(frames))
+        features = self.audio_extractor.sequence_of(frames.values())
         transcript = TimedText(" ".join(text for _, _, text in cues), "asr", tuple(cues)) if cues else None
         return audio, (True, None, features, transcript)
 
