@@ -43,3 +43,16 @@ def test_long_audio_is_streamed_with_the_whole_tracks_features(long_speech, tmp_
     # The noise floor keeps every mel bin within Whisper's 80 dB clamp of the loudest, where the windows and
     # the whole track agree exactly; 1e-5 as the extractor's own batching tolerance.
     np.testing.assert_allclose(evidence.audio_features.values, whole.values, atol=1e-5)
+
+
+def test_long_speech_is_transcribed_window_by_window(long_speech):
+    """ASR of a streamed track runs per 30 s window with speech (reusing the window's encoder output); the
+    cue times are shifted to the file's timeline."""
+    collector = EvidenceCollector(face_crop_size=96, audio_features={"name": "whisper", "config": {}})
+    if collector.asr_problem:
+        pytest.fail(collector.asr_problem)
+    evidence = collector.collect(long_speech, "long.flac")
+    assert evidence.transcript_source == "asr" and "happy" in evidence.transcript.text.lower()
+    starts = [start for start, _, _ in evidence.transcript.cues]
+    assert starts == sorted(starts) and starts[-1] >= 60.0 and max(end for _, end, _ in evidence.transcript.cues) <= 65.5
+    assert evidence.transcript.text_between(31.0, 59.0)  # the middle window's cues, on the file's timeline
