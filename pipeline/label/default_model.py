@@ -60,13 +60,13 @@ class DefaultClipState:
     audio_times: np.ndarray | None = None
 
     def audio_frames_between(self, start: float, end: float | None) -> np.ndarray | None:
-        """Whisper encoder frames [K, D] whose centre lies in [start, end); None without audio or frames."""
+        """Whisper encoder frames [K, D] whose centre lies in [start, end) (a view: the times are sorted); None
+        without audio or frames."""
         if self.audio_frames is None:
             return None
-        keep = self.audio_times >= start - 1e-6
-        if end is not None:
-            keep &= self.audio_times < end
-        return self.audio_frames[keep] if keep.any() else None
+        first = int(np.searchsorted(self.audio_times, start - 1e-6, side="left"))
+        last = len(self.audio_times) if end is None else int(np.searchsorted(self.audio_times, end, side="left"))
+        return self.audio_frames[first:last] if last > first else None
 
     def frame_probs_between(self, evidence: ClipEvidence, start: float, end: float | None) -> np.ndarray | None:
         """The rows of the face frames in [start, end) ([K, C]; K may be 0), None without faces."""
@@ -139,16 +139,19 @@ class DefaultLabeler:
             return self.audio_head.probabilities([frames])[0]
 
     def clip_state(self, evidence: ClipEvidence) -> DefaultClipState:
-        """Once per clip: FER probabilities of every face frame and the Whisper frames of the whole track."""
+        """Once per clip: FER probabilities of every face frame and the Whisper frames of the whole track
+        (none when the audio holds no speech: `evidence.audio_note`)."""
         vision = self.vision_frame_posteriors(evidence.faces.crops) if evidence.has_vision else None
-        if not evidence.has_audio:
+        if not evidence.has_voice:
             return DefaultClipState(vision)
         sequence = evidence.audio_features
-        if sequence is None or sequence.extractor_id != self.audio_features_id:
+        if (sequence is None or sequence.extractor_id != self.audio_features_id) and evidence.audio.samples.size:
             with timed(self.timer, "audio model"):
                 sequence = self.audio_extractor.extract(evidence.audio.samples)
-        if sequence.is_missing:
+        if sequence is None or sequence.is_missing:
             return DefaultClipState(vision)
+        if sequence.mask.all():  # no copy of an hour's frames
+            return DefaultClipState(vision, sequence.values, sequence.times)
         return DefaultClipState(vision, sequence.values[sequence.mask], sequence.times[sequence.mask])
 
     def predict(self, evidence: ClipEvidence, state: DefaultClipState, start: float,

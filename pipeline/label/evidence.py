@@ -1,13 +1,21 @@
 """What a labelling run finds in one media file: its streams, audio, transcript and faces.
 
 `find_media` lists the files of a folder; `EvidenceCollector.collect` decodes one of them into a
-`ClipEvidence`: audio is missing when there is no stream or the track is silent, the transcript comes
-from a sidecar, the transcripts table, else offline ASR when there is speech, and vision is missing when
-no sampled frame has a face. Labellers read spans of it (`text_between`, `faces_between`, ...).
+`ClipEvidence`: audio is missing when there is no stream or the track is silent; audio that is present
+but holds no speech (Silero VAD finds less than MIN_SPEECH_SECONDS, or the track is shorter than that) is
+not voice evidence: `audio_note` says why and labellers leave the voice out. The transcript comes from a
+sidecar, the transcripts table, else offline ASR when there is speech, and vision is missing when no
+sampled frame has a face. Labellers read spans of it (`text_between`, `faces_between`, ...).
+
+Memory is bounded whatever the recording's length or resolution: frames are decoded in chunks of at most
+`decode.FRAME_CHUNK_BYTES` at the size the face crops need (see `faces.track_faces`), and when the
+collector runs a Whisper audio extractor, a track longer than one 30 s window is streamed window by
+window (decode, VAD, encoder, ASR), keeping only the encoder frames, not the samples.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +25,15 @@ from affectflow.extractors.base import create_extractor
 from affectflow.pipeline.core.records import FeatureSequence, Recording
 from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.label.pending import AUDIO_SUFFIXES, VIDEO_SUFFIXES, find_media  # noqa: F401 (re-exported)
-from affectflow.pipeline.media.decode import AudioClip, probe, read_audio
+from affectflow.pipeline.media.decode import AUDIO_WINDOW_SECONDS, SILENCE_RMS, AudioClip, iter_audio_windows, \
+    probe, read_audio
 from affectflow.pipeline.media.faces import MIN_FACE_FRACTION, FaceDetector, FaceTrack, track_faces
 from affectflow.pipeline.media.transcripts import (
     SpeechRecognizer, TimedText, TranscriptError, find_sidecar, read_transcript_file, speech_seconds,
 )
 
 MIN_SPEECH_SECONDS = 0.2
+"""Least speech (Silero VAD seconds) that makes audio voice evidence and is worth transcribing."""
 SPAN_TOLERANCE_SECONDS = 1e-6  # a frame stamped a rounding error before a window's start belongs to it
 
 
@@ -39,6 +49,12 @@ class ClipEvidence:
     faces: FaceTrack | None
     transcript_problem: str | None = None  # why a sidecar could not be used (the clip is labelled without it)
     audio_features: FeatureSequence | None = None  # the collector's audio extractor output (see EvidenceCollector)
+    audio_note: str | None = None  # why usable audio is not voice evidence (no speech, too short); None = it is
+
+    @property
+    def has_voice(self) -> bool:
+        """True when the audio is usable and holds speech: what a speech-emotion model may be given."""
+        return self.has_audio and self.audio_note is None
 
     @property
     def has_text(self) -> bool:
@@ -83,8 +99,9 @@ class ClipEvidence:
                          faces.landmarks[keep])
 
     def audio_between(self, start: float, end: float | None) -> np.ndarray | None:
-        """Usable audio samples of [start, end) (float [N] at `audio.sample_rate`), None when absent or empty."""
-        if not self.has_audio:
+        """Voice samples of [start, end) (float [N] at `audio.sample_rate`), None when absent, without speech
+        or empty (a streamed long track keeps no samples)."""
+        if not self.has_voice:
             return None
         rate = self.audio.sample_rate
         first = int(round(start * rate))
@@ -101,7 +118,43 @@ class ClipEvidence:
             reasons.append("no transcript and no speech")
         if not self.has_audio:
             reasons.append("no audio stream" if not self.recording.has_audio else "silent audio")
+        elif self.audio_note:
+            reasons.append(self.audio_note)
         return reasons
+
+
+def voice_note(duration: float, speech: float) -> str | None:
+    """Why usable audio of `duration` seconds with `speech` seconds of VAD speech is not voice evidence
+    (None when it is)."""
+    if duration < MIN_SPEECH_SECONDS:
+        return f"audio not used: shorter than {MIN_SPEECH_SECONDS:g} s"
+    if speech < MIN_SPEECH_SECONDS:
+        return "audio not used: no speech found (Silero VAD)"
+    return None
+
+
+class FrameBuffer:
+    """Rows [N_i, D] appended into one array sized for `expected_rows` up front (grown by half when it
+    overflows), so joining an hour of Whisper frames never holds two copies of them."""
+
+    def __init__(self, expected_rows: int) -> None:
+        self.expected_rows = max(1, expected_rows)
+        self._array: np.ndarray | None = None
+        self._size = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        if self._array is None:
+            self._array = np.empty((max(self.expected_rows, len(rows)), rows.shape[1]), rows.dtype)
+        if self._size + len(rows) > len(self._array):
+            grown = np.empty((max(len(self._array) * 3 // 2, self._size + len(rows)), self._array.shape[1]), rows.dtype)
+            grown[:self._size] = self._array[:self._size]
+            self._array = grown
+        self._array[self._size: self._size + len(rows)] = rows
+        self._size += len(rows)
+
+    def values(self) -> np.ndarray:
+        """The rows so far [N, D] (a view of the buffer)."""
+        return self._array[:self._size]
 
 
 class EvidenceCollector:
@@ -133,9 +186,9 @@ class EvidenceCollector:
             except TranscriptError as error:
                 self.asr_problem = str(error)
 
-    def _transcript(self, path: Path, clip: str, audio: AudioClip | None, has_speech: bool,
-                    first_window: np.ndarray | None = None) -> tuple[TimedText | None, str, str | None]:
-        """(transcript, its source, the sidecar's problem): an unreadable sidecar leaves text missing."""
+    def _given_transcript(self, path: Path, clip: str) -> tuple[TimedText | None, str, str | None] | None:
+        """(transcript, its source, the sidecar's problem) from a sidecar or the table; None when neither has it
+        (an unreadable sidecar leaves text missing)."""
         sidecar = find_sidecar(path)
         if sidecar is not None:
             try:
@@ -145,10 +198,7 @@ class EvidenceCollector:
         for key in (clip, path.name, path.stem):
             if key in self.transcripts:
                 return TimedText(" ".join(str(self.transcripts[key]).split()), "csv"), "csv", None
-        if self._asr is not None and audio is not None and has_speech:
-            timed = self._asr.transcribe(audio.samples, first_window)
-            return (timed, "asr", None) if not timed.is_empty else (None, "none", None)
-        return None, "none", None
+        return None
 
     def collect(self, path: Path, clip: str, timer: StageTimer | None = None) -> ClipEvidence:
         """Probe and decode `path`; MediaError propagates to the caller's row; a bad sidecar is noted.
@@ -158,20 +208,74 @@ class EvidenceCollector:
         """
         with timed(timer, "probe"):
             recording = probe(path)
+        given = self._given_transcript(path, clip)
+        if recording.has_audio and self._streams(recording):
+            audio, found = self._stream_audio(path, recording.duration, given, timer)
+        else:
+            audio, found = self._read_audio(path, given, timer) if recording.has_audio else (None, None)
+        usable, note, features, transcript = found or (False, None, None, None)
+        text, source, problem = given or ((transcript, "asr", None) if transcript is not None else (None, "none", None))
+        faces = None
+        if recording.has_video:
+            faces = track_faces(path, self.detector, fps=self.face_fps, timer=timer,
+                                max_short_side=self.detector.needed_short_side())
+        return ClipEvidence(recording, audio, usable, text, source, faces, problem, features, note)
+
+    def _streams(self, recording: Recording) -> bool:
+        """True when the track is longer than one window and the audio extractor can be streamed."""
+        return recording.duration > AUDIO_WINDOW_SECONDS and hasattr(self.audio_extractor, "extract_windows")
+
+    def _read_audio(self, path: Path, given: tuple | None, timer: StageTimer | None):
+        """(AudioClip, (usable, voice note, audio features, ASR transcript)) of a track read whole."""
         with timed(timer, "decode audio"):
-            audio = read_audio(path) if recording.has_audio else None
-        usable_audio = audio is not None and not audio.is_missing and not audio.silent
+            audio = read_audio(path)
+        usable = not audio.is_missing and not audio.silent
         with timed(timer, "VAD"):
-            has_speech = usable_audio and speech_seconds(audio.samples, audio.sample_rate) >= MIN_SPEECH_SECONDS
-        features, first_window = None, None
-        if usable_audio and self.audio_extractor is not None:
+            note = voice_note(audio.duration, speech_seconds(audio.samples, audio.sample_rate)
+                              if usable and audio.duration >= MIN_SPEECH_SECONDS else 0.0) if usable else None
+        features, first_window, transcript = None, None, None
+        if usable and note is None and self.audio_extractor is not None:
             with timed(timer, "audio model"):
                 features, first_window = self._audio_features(audio.samples)
-        with timed(timer, "ASR"):
-            transcript, source, problem = self._transcript(path, clip, audio if usable_audio else None, has_speech,
-                                                           first_window)
-        faces = track_faces(path, self.detector, fps=self.face_fps, timer=timer) if recording.has_video else None
-        return ClipEvidence(recording, audio, usable_audio, transcript, source, faces, problem, features)
+        if usable and note is None and given is None and self._asr is not None:
+            with timed(timer, "ASR"):
+                transcript = self._asr.transcribe(audio.samples, first_window)
+        return audio, (usable, note, features, transcript if transcript is not None and not transcript.is_empty else None)
+
+    def _stream_audio(self, path: Path, duration: float, given: tuple | None, timer: StageTimer | None):
+        """`_read_audio` of a long track, window by window (AUDIO_WINDOW_SECONDS): RMS and VAD speech summed,
+        Whisper frames joined, ASR per window with speech (cue times shifted); the samples are not kept."""
+        squares, count, speech, cues = 0.0, 0, 0.0, []
+        frames = FrameBuffer(int(math.ceil(duration * 50)) + 1500)  # Whisper's 50 frames a second + a window
+        windows = iter_audio_windows(path, AUDIO_WINDOW_SECONDS)
+        encoded_windows = self.audio_extractor.extract_windows(windows)
+        while True:
+            with timed(timer, "audio model"):  # includes decoding the next window
+                item = next(encoded_windows, None)
+            if item is None:
+                break
+            samples, kept, encoded = item
+            offset = count / 16000.0
+            squares += float(np.square(samples, dtype=np.float64).sum())
+            count += samples.size
+            with timed(timer, "VAD"):
+                window_speech = speech_seconds(samples) if samples.size else 0.0
+            speech += window_speech
+            frames.add(kept)
+            if given is None and self._asr is not None and window_speech >= MIN_SPEECH_SECONDS:
+                with timed(timer, "ASR"):
+                    timed_text = self._asr.transcribe(samples, encoded)
+                cues.extend((start + offset, end + offset, text) for start, end, text in timed_text.cues)
+        silent = count == 0 or float(np.sqrt(squares / count)) < SILENCE_RMS
+        audio = AudioClip(np.zeros(0, np.float32), 16000, None if count else "no audio samples", silent=silent)
+        if silent:
+            return audio, (False, None, None, None)
+        note = voice_note(count / 16000.0, speech)
+        if note is not None:
+            return audio, (True, note, None, None)
+        features = self.audio_extractor.sequence_of(frames.values())
+        transcript = TimedText(" ".join(text for _, _, text in cues), "asr", tuple(cues)) if cues else None
+        return audio, (True, None, features, transcript)
 
     def _audio_features(self, samples: np.ndarray) -> tuple[FeatureSequence, np.ndarray | None]:
         """(the audio extractor's sequence of a track, the encoder output of its first Whisper window or None)."""

@@ -76,12 +76,13 @@ class OutputWriteError(OSError):
 
 
 def output_columns(class_names: tuple[str, ...], modalities: tuple[str, ...], per_modality: bool) -> list[str]:
-    """Row columns: clip, label, prob_<class>..., flags, then window bounds (and per-modality probs)."""
+    """Row columns: clip, label, prob_<class>..., flags, then window bounds (and with per-modality probs,
+    `audio_note`: why present audio was not used as voice, e.g. no speech; "" when it was or is absent)."""
     columns = ["clip", "label"] + [f"prob_{c}" for c in class_names]
     columns += ["has_audio", "has_text", "has_vision", "face_frames_ratio", "transcript_source", "transcript",
                 "duration_s", "error", "window_start", "window_end"]
     if per_modality:
-        columns += [f"prob_{MODALITY_NAMES[m]}_{c}" for m in modalities for c in class_names]
+        columns += ["audio_note"] + [f"prob_{MODALITY_NAMES[m]}_{c}" for m in modalities for c in class_names]
     return columns
 
 

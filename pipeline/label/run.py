@@ -203,7 +203,8 @@ def _flags(evidence: ClipEvidence) -> dict[str, Any]:
     """The per-file columns every row of the clip repeats (modality flags, transcript source, duration)."""
     return {"has_audio": evidence.has_audio, "has_text": evidence.has_text, "has_vision": evidence.has_vision,
             "face_frames_ratio": round(evidence.faces.face_ratio, 4) if evidence.faces is not None else 0.0,
-            "transcript_source": evidence.transcript_source, "duration_s": round(evidence.recording.duration, 3)}
+            "transcript_source": evidence.transcript_source, "duration_s": round(evidence.recording.duration, 3),
+            "audio_note": evidence.audio_note or ""}
 
 
 def _predict_spans(labeler: Labeler, evidence: ClipEvidence, state: Any,
