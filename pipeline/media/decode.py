@@ -9,6 +9,7 @@ error: `read_audio` returns an `AudioClip` marked missing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -88,13 +89,38 @@ def _check_file(path: Path) -> None:
         raise MediaError(path, "file is empty (0 bytes)")
 
 
+@contextlib.contextmanager
+def opened_path(path: Path) -> Iterator[str]:
+    """A path string the decoders (FFmpeg through decord, torchcodec, PyAV) can open for `path`.
+
+    A POSIX file name is bytes; one that is not UTF-8 (a Latin-1 `caf\xe9.wav`) reaches Python as
+    surrogate escapes, which these libraries cannot encode. Such a file is opened here and handed over as
+    `/proc/self/fd/N`: the decoder opens that name itself (its own descriptor), so ours is closed when the
+    block ends. Other names pass through unchanged (and on systems without /proc, as they are)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        if not os.path.isdir("/proc/self/fd"):
+            yield text
+            return
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            yield f"/proc/self/fd/{descriptor}"
+        finally:
+            os.close(descriptor)
+        return
+    yield text
+
+
 def _open_video(path: Path):
     """decord VideoReader or None when the file has no decodable video stream."""
     import decord
 
     _quiet_decord(decord)
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        with opened_path(path) as name:
+            reader = decord.VideoReader(name, ctx=decord.cpu(0), num_threads=1)
     except (RuntimeError, decord.DECORDError):
         return None
     if len(reader) == 0:
@@ -118,7 +144,8 @@ def _open_audio(path: Path, sample_rate: int | None = None):
         kwargs = {"num_channels": 1}
         if sample_rate is not None:
             kwargs["sample_rate"] = sample_rate
-        return AudioDecoder(str(path), **kwargs), None
+        with opened_path(path) as name:
+            return AudioDecoder(name, **kwargs), None
     except ValueError as error:
         # torchcodec raises ValueError when the container opens but holds no audio stream.
         return None, f"no audio stream ({str(error).splitlines()[0]})"
@@ -254,7 +281,8 @@ def iter_audio_windows(path: str | Path, window_seconds: float = AUDIO_WINDOW_SE
     _check_file(path)
     size = int(round(window_seconds * sample_rate))
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        with opened_path(path) as name:
+            container = av.open(name, metadata_errors="ignore")
     except av.FFmpegError as error:
         raise MediaError(path, f"cannot open: {_first_line(error, path)}") from None
     with container:
@@ -334,7 +362,8 @@ def iter_frame_chunks(path: str | Path, start: float = 0.0, end: float | None = 
         if size != (height, width):
             import decord
 
-            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, width=size[1], height=size[0])
+            with opened_path(path) as name:
+                reader = decord.VideoReader(name, ctx=decord.cpu(0), num_threads=1, width=size[1], height=size[0])
     except Exception as error:  # decord raises bare DECORDError/RuntimeError subclasses
         raise MediaError(path, f"frame decoding failed near frame {int(indices[0])}: {_first_line(error)}") from None
     chunk_size = frames_per_chunk(*size, budget_bytes)
