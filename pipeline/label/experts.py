@@ -40,6 +40,9 @@ import numpy as np
 EXPERT_SMOOTHING = 0.01
 """eps: each expert's posterior is mixed with the uniform distribution with this weight (module docstring)."""
 
+KL_GATE: tuple[float, float] = (0.0, 1.0)
+"""(a, b) in nats of the text expert's gate w_t = clip((KL(p'_t || pi_t) - a) / b, 0, 1) (module docstring)."""
+
 
 def normalize_prior(prior: np.ndarray | list[float], name: str = "prior") -> np.ndarray:
     """A class prior [C] as float64 summing to 1; ValueError when it has non-positive entries."""
@@ -53,6 +56,22 @@ def smooth_posterior(posterior: np.ndarray, smoothing: float = EXPERT_SMOOTHING)
     """(1 - eps) p + eps / C of a posterior p [C] (clipped to [0, 1] first; float64)."""
     posterior = np.clip(np.asarray(posterior, np.float64), 0.0, 1.0)
     return (1.0 - smoothing) * posterior + smoothing / posterior.shape[-1]
+
+
+def kl_from_prior(posterior: np.ndarray, prior: np.ndarray) -> float:
+    """KL(p' || pi) in nats of a smoothed posterior p' (`smooth_posterior`) from the expert's prior pi: how far
+    the evidence moved the expert from what it says about nothing (0 when p' = pi)."""
+    smoothed = smooth_posterior(posterior)
+    return float(np.sum(smoothed * (np.log(smoothed) - np.log(normalize_prior(prior)))))
+
+
+def text_gate_weight(posterior: np.ndarray, prior: np.ndarray, offset: float = KL_GATE[0],
+                     scale: float = KL_GATE[1]) -> float:
+    """w_t = clip((KL(p'_t || pi_t) - a) / b, 0, 1): the text expert's weight from how much emotion its words
+    carry (module docstring); a = offset, b = scale (nats, KL_GATE)."""
+    if not scale > 0:
+        raise ValueError(f"text gate scale must be > 0, got {scale}")
+    return float(np.clip((kl_from_prior(posterior, prior) - offset) / scale, 0.0, 1.0))
 
 
 def fused_change_bound(changes: Mapping[str, float], num_classes: int, weights: Mapping[str, float] | None = None,

@@ -107,11 +107,13 @@ def auto_workers(clips: int, cpu_count: int | None = None) -> int:
 
 
 def output_columns(class_names: tuple[str, ...], modalities: tuple[str, ...], per_modality: bool) -> list[str]:
-    """Row columns: clip, label, prob_<class>..., flags, then window bounds (and per-modality probs)."""
+    """Row columns: clip, label, prob_<class>..., flags, then window bounds (and, per_modality (JSONL): whether
+    the transcript was readable evidence + why not, then the per-modality probs)."""
     columns = ["clip", "label"] + [f"prob_{c}" for c in class_names]
     columns += ["has_audio", "has_text", "has_vision", "face_frames_ratio", "transcript_source", "transcript",
                 "duration_s", "error", "window_start", "window_end"]
     if per_modality:
+        columns += ["text_reliable", "text_unreliable_reason"]
         columns += [f"prob_{MODALITY_NAMES[m]}_{c}" for m in modalities for c in class_names]
     return columns
 
@@ -140,7 +142,8 @@ def _flags(evidence: ClipEvidence) -> dict[str, Any]:
     """The per-file columns every row of the clip repeats (modality flags, transcript source, duration)."""
     return {"has_audio": evidence.has_audio, "has_text": evidence.has_text, "has_vision": evidence.has_vision,
             "face_frames_ratio": round(evidence.faces.face_ratio, 4) if evidence.faces is not None else 0.0,
-            "transcript_source": evidence.transcript_source, "duration_s": round(evidence.recording.duration, 3)}
+            "transcript_source": evidence.transcript_source, "duration_s": round(evidence.recording.duration, 3),
+            "text_reliable": evidence.text_reliable, "text_unreliable_reason": evidence.text_unreliable_reason}
 
 
 def _predict_spans(labeler: Labeler, evidence: ClipEvidence, state: Any,

@@ -68,7 +68,8 @@ def test_a_custom_labeler_labels_generated_clips(clips, tmp_path):
     table = pd.read_json(out, lines=True)
     assert list(table.columns) == [
         "clip", "label", "prob_calm", "prob_excited", "has_audio", "has_text", "has_vision", "face_frames_ratio",
-        "transcript_source", "transcript", "duration_s", "error", "window_start", "window_end", "prob_vision_calm",
+        "transcript_source", "transcript", "duration_s", "error", "window_start", "window_end", "text_reliable",
+        "text_unreliable_reason", "prob_vision_calm",
         "prob_vision_excited"]
     files = table[table["window_start"].isna()].set_index("clip")
     assert files.loc["face.mp4", "label"] == "excited" and files.loc["face.mp4", "prob_vision_excited"] == 0.75
