@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from affectflow.pipeline.label.default_model import CLASSES, DefaultLabeler
-from affectflow.pipeline.label.experts import KL_GATE, product_of_experts, text_gate_weight
+from affectflow.pipeline.label.experts import TEXT_GATE, product_of_experts, text_gate_weight
 from affectflow.pipeline.train.metrics import classification_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def _train_script():
     return module
 
 
-def audio_out_of_fold(cache: Path, workers: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+def audio_out_of_fold(cache: Path, workers: int | None, stored_only: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
     """(probabilities [N, C], labels [N], folds [N], manifest rows) of RAVDESS, each fold scored by a head
     refitted without its actors (the shipped head's C and temperature)."""
     train = _train_script()
@@ -55,7 +55,21 @@ def audio_out_of_fold(cache: Path, workers: int | None) -> tuple[np.ndarray, np.
     strength, temperature = info["hyperparameters"]["C"], info["hyperparameters"]["temperature"]
     from affectflow.datasets.ravdess import prepare_ravdess
     table = prepare_ravdess(DATA / "ravdess-speech", cache / "prepared", folds=5).manifest
-    stores = train.extract_features(table, cache, ["whisper"], None, workers)
+    if stored_only:  # the clips already extracted (a subset of the actors when time is short: say so)
+        from affectflow.extractors.store import FeatureStore
+        store = FeatureStore.open(next((cache / "features").glob("whisper-*")))
+        present = []
+        for segment_id in table["segment_id"].astype(str):
+            try:
+                store.read(segment_id)
+                present.append(True)
+            except (KeyError, ValueError):
+                present.append(False)
+        table = table[np.array(present)].reset_index(drop=True)
+        stores = {"whisper": store}
+        print(f"{len(table)} stored clips of actors {sorted(table['actor'].unique())}")
+    else:
+        stores = train.extract_features(table, cache, ["whisper"], None, workers)
     corpus = train.load_corpus(table, stores, "emotion", 5)
     if corpus.classes != CLASSES:
         raise ValueError(f"RAVDESS classes {corpus.classes} differ from {CLASSES}")
@@ -79,7 +93,7 @@ def fused(labeler: DefaultLabeler, audio: np.ndarray, text: np.ndarray, gate: tu
     """Fused posteriors [N, C] of voice + text rows, the text weighted by the gate (None: weight 1)."""
     out = np.zeros_like(audio)
     for i, (a, t) in enumerate(zip(audio, text)):
-        weight = 1.0 if gate is None else text_gate_weight(t, labeler.priors["t"], *gate)
+        weight = 1.0 if gate is None else text_gate_weight(t, CLASSES.index("neutral"), *gate)
         out[i] = product_of_experts({"a": a, "t": t}, labeler.priors, labeler.target_prior, {"t": weight})
     return out
 
@@ -108,13 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--pairs", type=int, default=3, help="MELD texts paired with each RAVDESS clip's voice")
     parser.add_argument("--stage", choices=("audio", "all"), default="all")
+    parser.add_argument("--stored-only", action="store_true", help="only the clips whose features are stored")
+    parser.add_argument("--out", type=Path, default=None, help="also write the summary as JSON here")
     args = parser.parse_args(argv)
-    saved = args.cache / "audio_oof.npz"
-    if saved.is_file():
+    saved = args.cache / ("audio_oof_partial.npz" if args.stored_only else "audio_oof.npz")
+    if saved.is_file() and not args.stored_only:
         stored = np.load(saved, allow_pickle=False)
         audio, y, folds, statements = stored["probs"], stored["labels"], stored["folds"], stored["statements"]
     else:
-        audio, y, folds, table = audio_out_of_fold(args.cache, args.workers)
+        audio, y, folds, table = audio_out_of_fold(args.cache, args.workers, args.stored_only)
         statements = table["statement"].astype(int).to_numpy()
         np.savez(saved, probs=audio, labels=y, folds=folds, statements=statements)
     if args.stage == "audio":
@@ -140,46 +156,76 @@ def main(argv: list[str] | None = None) -> int:
         from affectflow.pipeline.label.experts import smooth_posterior
         return np.log(smooth_posterior(probs)) - np.log(prior)
 
-    a_log, t_log, kl = logs(audio, labeler.priors["a"]), logs(text, prior_t), np.array([kl_to_prior(p, prior_t) for p in text])
+    a_log, t_log = logs(audio, labeler.priors["a"]), logs(text, prior_t)
     pa_log, pt_log = logs(pair_audio, labeler.priors["a"]), logs(pair_text, prior_t)
-    pkl = np.array([kl_to_prior(p, prior_t) for p in pair_text])
     target_log = np.log(target)
+    statistics = {  # candidate measures of how much emotion the words carry (the gate's input)
+        "kl_from_prior": lambda probs: np.array([kl_to_prior(p, prior_t) for p in probs]),
+        "emotion_mass": lambda probs: 1.0 - smooth(probs)[:, CLASSES.index("neutral")],
+    }
+    summary_all = {}
+    for name, statistic in statistics.items():
+        kl, pkl = statistic(text), statistic(pair_text)
+        grid = OFFSETS if name == "kl_from_prior" else np.round(np.arange(0.0, 1.0, 0.02), 3)
 
-    def fit(train_rows: np.ndarray, train_pairs: np.ndarray) -> tuple[float, float]:
-        best, choice = np.inf, None
-        for a in OFFSETS:
-            for b in SCALES:
-                score = nll(fused_fast(a_log[train_rows], t_log[train_rows], kl[train_rows], target_log, (a, b)), y[train_rows]) \
-                    + nll(fused_fast(pa_log[train_pairs], pt_log[train_pairs], pkl[train_pairs], target_log, (a, b)), pair_y[train_pairs])
-                if score < best - 1e-12:
-                    best, choice = score, (float(a), float(b))
-        return choice
+        def fit(train_rows: np.ndarray, train_pairs: np.ndarray) -> tuple[float, float]:
+            best, choice = np.inf, None
+            for a in grid:
+                for b in SCALES:
+                    score = nll(fused_fast(a_log[train_rows], t_log[train_rows], kl[train_rows], target_log, (a, b)), y[train_rows]) \
+                        + nll(fused_fast(pa_log[train_pairs], pt_log[train_pairs], pkl[train_pairs], target_log, (a, b)), pair_y[train_pairs])
+                    if score < best - 1e-12:
+                        best, choice = score, (float(a), float(b))
+            return choice
 
-    rows = []
-    before_all, after_all = np.zeros_like(audio), np.zeros_like(audio)
-    pair_before, pair_after = np.zeros_like(pair_audio), np.zeros_like(pair_audio)
-    for fold in sorted(np.unique(folds)):
-        held, pheld = folds == fold, pair_folds == fold
-        gate = fit(~held, ~pheld)
-        before_all[held] = fused(labeler, audio[held], text[held], None)
-        after_all[held] = fused(labeler, audio[held], text[held], gate)
-        pair_before[pheld] = fused_fast(pa_log[pheld], pt_log[pheld], pkl[pheld], target_log, (-1.0, 1.0))
-        pair_after[pheld] = fused_fast(pa_log[pheld], pt_log[pheld], pkl[pheld], target_log, gate)
-        rows.append({"fold": str(fold), "a": gate[0], "b": gate[1], "voice_ua": ua(audio[held], y[held]),
-                     "text_ua": ua(text[held], y[held]), "fused_ua_before": ua(before_all[held], y[held]),
-                     "fused_ua_after": ua(after_all[held], y[held]),
-                     "pairs_fused_ua_before": ua(pair_before[pheld], pair_y[pheld]),
-                     "pairs_fused_ua_after": ua(pair_after[pheld], pair_y[pheld])})
-        print(json.dumps(rows[-1]), flush=True)
-    summary = {key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0] if key not in ("fold", "a", "b")}
-    summary["pooled"] = {"voice_ua": ua(audio, y), "text_ua": ua(text, y), "fused_ua_before": ua(before_all, y),
-                         "fused_ua_after": ua(after_all, y), "pairs_voice_ua": ua(pair_audio, pair_y),
-                         "pairs_text_ua": ua(pair_text, pair_y), "pairs_fused_ua_before": ua(pair_before, pair_y),
-                         "pairs_fused_ua_after": ua(pair_after, pair_y)}
-    summary["gate_all_actors"] = fit(np.ones(len(y), bool), np.ones(len(pair_y), bool))
-    summary["shipped_gate"] = list(KL_GATE)
-    print(json.dumps(summary, indent=2))
+        rows = []
+        results = {key: np.zeros_like(audio) for key in ("voice_only", "before", "after")}
+        pair_results = {key: np.zeros_like(pair_audio) for key in ("voice_only", "before", "after")}
+        for fold in sorted(np.unique(folds)):
+            held, pheld = folds == fold, pair_folds == fold
+            gate = fit(~held, ~pheld)
+            for key, g in (("voice_only", (np.inf, 1.0)), ("before", (-np.inf, 1.0)), ("after", gate)):
+                results[key][held] = fused_fast(a_log[held], t_log[held], kl[held], target_log, g)
+                pair_results[key][pheld] = fused_fast(pa_log[pheld], pt_log[pheld], pkl[pheld], target_log, g)
+            rows.append({"fold": str(fold), "gate": gate, "voice_ua": ua(audio[held], y[held]),
+                         "text_ua": ua(text[held], y[held]),
+                         **{f"fused_{k}_ua": ua(v[held], y[held]) for k, v in results.items()},
+                         **{f"pairs_fused_{k}_ua": ua(v[pheld], pair_y[pheld]) for k, v in pair_results.items()},
+                         **{f"fused_{k}_nll": nll(v[held], y[held]) for k, v in results.items()},
+                         **{f"pairs_fused_{k}_nll": nll(v[pheld], pair_y[pheld]) for k, v in pair_results.items()}})
+            print(name, json.dumps(rows[-1]), flush=True)
+        summary = {key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0] if key not in ("fold", "gate")}
+        summary["pairs_voice_ua"], summary["pairs_text_ua"] = ua(pair_audio, pair_y), ua(pair_text, pair_y)
+        summary["gate_all_actors"] = fit(np.ones(len(y), bool), np.ones(len(pair_y), bool))
+        summary["folds"] = rows
+        summary_all[name] = summary
+    # the shipped rule reproduces the grid's closed form (emotion mass, TEXT_GATE)
+    shipped = fused(labeler, audio[:50], text[:50], TEXT_GATE)
+    closed = fused_fast(a_log[:50], t_log[:50], statistics["emotion_mass"](text[:50]), target_log, TEXT_GATE)
+    assert np.abs(shipped - closed).max() < 1e-9, np.abs(shipped - closed).max()
+    # MELD test through the text-only path (a lone text expert: weight 1, the head's smoothed posterior)
+    from sklearn.metrics import f1_score
+    test = meld("test")
+    test_probs = labeler.head.probabilities(labeler.text_embeddings(test["Utterance"].tolist()))
+    lone = np.stack([product_of_experts({"t": p}, labeler.priors, target, labeler.expert_weights({"t": p}))
+                     for p in test_probs])
+    truth = np.array([CLASSES.index(c) for c in test["Emotion"]])
+    summary_all["meld_test_text_only"] = {
+        "wa": round(float((lone.argmax(1) == truth).mean()), 4),
+        "weighted_f1": round(float(f1_score(truth, lone.argmax(1), average="weighted")), 4),
+        "argmax_equals_head": bool((lone.argmax(1) == test_probs.argmax(1)).all())}
+    summary_all["clips"], summary_all["actors_folds"] = int(len(y)), sorted(np.unique(folds).tolist())
+    summary_all["shipped_gate"] = list(TEXT_GATE)
+    print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "folds"} if isinstance(v, dict) else v)
+                      for k, v in summary_all.items()}, indent=2))
+    if args.out is not None:
+        args.out.write_text(json.dumps(summary_all, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def smooth(probs: np.ndarray) -> np.ndarray:
+    from affectflow.pipeline.label.experts import smooth_posterior
+    return smooth_posterior(probs)
 
 
 def kl_to_prior(posterior: np.ndarray, prior: np.ndarray) -> float:

@@ -12,9 +12,9 @@
   (`experts.product_of_experts`): p(c | x) ∝ pi(c) Π_m [p_m(c | x_m) / pi_m(c)]^{w_m}, where pi_m is the
   prior each expert was trained under (RAVDESS, MELD train, FER2013 train), the target prior pi is MELD
   train's (the text head's). w_a = w_v = 1 (stated, not fitted: no corpus here has all three modalities);
-  the text's weight is a gate on how much emotion its words carry, w_t = clip((KL(p_t || pi_t) - a) / b, 0, 1),
+  the text's weight is a gate on how much emotion its words carry, w_t = clip((1 - p_t(neutral) - a) / b, 0, 1),
   fitted on RAVDESS voices with their lexically neutral sentences and with same-class MELD texts
-  (`experts.KL_GATE`; a lone expert keeps weight 1). Text from low-confidence ASR (`transcripts.asr_reliability`:
+  (`experts.TEXT_GATE`, stated there; a lone expert keeps weight 1). Text from low-confidence ASR (`transcripts.asr_reliability`:
   another language, noise) is left out (`ClipEvidence.text_reliable`).
   Each expert is calibrated on its own validation data (text: MELD dev temperature; audio: temperature on
   the validation actors; vision: FER_TEMPERATURE below). Missing modalities drop out of the product.
@@ -186,7 +186,7 @@ class DefaultLabeler:
         against other evidence, and tempering a lone expert towards the prior could change its argmax)."""
         weights = {m: self.weights[m] for m in per_modality}
         if "t" in per_modality and len(per_modality) > 1:
-            weights["t"] *= text_gate_weight(per_modality["t"], self.priors["t"])
+            weights["t"] *= text_gate_weight(per_modality["t"], CLASSES.index("neutral"))
         return weights
 
     def _fuse(self, evidence: ClipEvidence, state: DefaultClipState, start: float, end: float | None,

@@ -113,15 +113,17 @@ def test_weights_and_errors():
         product_of_experts({"t": evidence}, {"t": np.array([0.5, 0.5, 0.0])}, PRIOR)
 
 
-def test_the_text_gate_is_zero_at_the_prior_one_far_from_it_and_the_stated_clip_in_between():
-    from affectflow.pipeline.label.experts import kl_from_prior, text_gate_weight
+def test_the_text_gate_is_zero_without_emotion_mass_one_with_it_and_the_stated_clip_in_between():
+    from affectflow.pipeline.label.experts import TEXT_GATE, text_gate_weight
 
-    assert kl_from_prior(PRIOR, PRIOR) <= FLOAT64_SLACK + EXPERT_SMOOTHING  # smoothing moves p' by <= eps
-    assert text_gate_weight(PRIOR, PRIOR, 0.05, 0.5) == 0.0  # words that say nothing: no pull
-    assert text_gate_weight(np.array([0.0, 0.0, 1.0]), PRIOR, 0.05, 0.5) == 1.0  # KL ~ log(1/0.2) = 1.6 nats
-    middle = np.array([0.3, 0.3, 0.4])
-    kl = kl_from_prior(middle, PRIOR)
-    np.testing.assert_allclose(text_gate_weight(middle, PRIOR, 0.0, 1.0), kl, atol=FLOAT64_SLACK)
-    np.testing.assert_allclose(text_gate_weight(middle, PRIOR, kl / 2, kl), 0.5, atol=FLOAT64_SLACK)
+    neutral = 0
+    assert text_gate_weight(np.array([1.0, 0.0, 0.0]), neutral) == 0.0  # words that say nothing: no pull
+    assert text_gate_weight(np.array([0.0, 0.0, 1.0]), neutral) == 1.0  # all mass on an emotion: full pull
+    middle = np.array([0.6, 0.1, 0.3])
+    mass = 1.0 - smooth_posterior(middle)[neutral]  # 0.4 * (1 - eps) + 2 eps / 3
+    np.testing.assert_allclose(text_gate_weight(middle, neutral, 0.0, 1.0), mass, atol=FLOAT64_SLACK)
+    np.testing.assert_allclose(text_gate_weight(middle, neutral, mass - 0.1, 0.2), 0.5, atol=FLOAT64_SLACK)
+    a, b = TEXT_GATE
+    assert text_gate_weight(np.array([1.0 - a + b, a - b, 0.0]), neutral) == 0.0  # below a
     with pytest.raises(ValueError, match="scale"):
-        text_gate_weight(middle, PRIOR, 0.0, 0.0)
+        text_gate_weight(middle, neutral, 0.0, 0.0)
