@@ -14,8 +14,8 @@
   train's (the text head's). w_a = w_v = 1 (stated, not fitted: no corpus here has all three modalities);
   the text's weight is a gate on how much emotion its words carry, w_t = clip((1 - p_t(neutral) - a) / b, 0, 1),
   fitted on RAVDESS voices with their lexically neutral sentences and with same-class MELD texts
-  (`experts.TEXT_GATE`, stated there; a lone expert keeps weight 1). Text from low-confidence ASR (`transcripts.asr_reliability`:
-  another language, noise) is left out (`ClipEvidence.text_reliable`).
+  (`experts.TEXT_GATE`, stated there; a lone expert keeps weight 1). Text from low-confidence ASR
+  (`transcripts.asr_reliability`: another language, noise) is left out (`ClipEvidence.text_reliable`).
   Each expert is calibrated on its own validation data (text: MELD dev temperature; audio: temperature on
   the validation actors; vision: FER_TEMPERATURE below). Missing modalities drop out of the product.
   Each p_m is mixed with the uniform distribution first (`experts.EXPERT_SMOOTHING`, which bounds how far a
@@ -48,11 +48,12 @@ HEAD_PATH = Path(__file__).with_name("default_text_head.safetensors")
 HEAD_INFO_PATH = Path(__file__).with_name("default_text_head.json")
 TEXT_EXTRACTOR = {"name": "hf_text", "config": {"model": "minilm", "layers": "last"}}
 AUDIO_EXTRACTOR = {"name": "whisper", "config": {}}
-# FER2013's training split (Goodfellow et al. 2013), the prior the FER model's softmax was trained under:
 FER_TEMPERATURE = 1.30
 """Softmax temperature of FER's expression logits (p ∝ p_FER^(1/T), the same as logits / T: the port returns
 probabilities). The NLL-optimal T on one half of the FER2013 public-test faces (7,178), measured on the other
-half: ECE 0.063 -> 0.020, NLL 0.990 -> 0.954 (FER's published softmax is over-confident)."""
+half: ECE 0.063 -> 0.020, NLL 0.990 -> 0.954 (FER's published softmax is over-confident). Applied per face
+frame, before the frames of a span are averaged."""
+# FER2013's training split (Goodfellow et al. 2013), the prior the FER model's softmax was trained under:
 FER2013_TRAIN_COUNTS = {"anger": 3995, "disgust": 436, "fear": 4097, "joy": 7215, "neutral": 4965,
                         "sadness": 4830, "surprise": 3171}
 

@@ -82,7 +82,11 @@ def test_low_confidence_asr_text_is_left_out_of_the_product(labeler):
 def test_fer_probabilities_are_tempered_as_logits_over_t():
     rng = np.random.default_rng(0)
     logits = rng.normal(0.0, 3.0, size=(5, len(CLASSES)))
-    softmax = lambda z: np.exp(z - z.max(axis=1, keepdims=True)) / np.exp(z - z.max(axis=1, keepdims=True)).sum(1, keepdims=True)
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        exps = np.exp(z - z.max(axis=1, keepdims=True))
+        return exps / exps.sum(axis=1, keepdims=True)
+
     np.testing.assert_allclose(temper(softmax(logits), FER_TEMPERATURE), softmax(logits / FER_TEMPERATURE),
                                atol=FLOAT32_SLACK)
 
