@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         audio, y, folds, table = audio_out_of_fold(args.cache, args.workers, args.stored_only)
         statements = table["statement"].astype(int).to_numpy()
-        np.savez(saved, probs=audio, labels=y, folds=folds, statements=statements)
+        np.savez(saved, probs=audio, labels=y, folds=np.asarray(folds).astype(str), statements=statements)
     if args.stage == "audio":
         return 0
     labeler = DefaultLabeler()
