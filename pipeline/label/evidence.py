@@ -61,6 +61,17 @@ class ClipEvidence:
         return self.transcript is not None and not self.transcript.is_empty
 
     @property
+    def text_reliable(self) -> bool | None:
+        """Whether the transcript is readable evidence (False: low-confidence ASR, see `text_unreliable_reason`;
+        labellers leave such text out); None without a transcript."""
+        return self.transcript.reliable if self.has_text else None
+
+    @property
+    def text_unreliable_reason(self) -> str:
+        """Why the transcript is not used as evidence ("" when it is, or when there is none)."""
+        return (self.transcript.unreliable or "") if self.has_text else ""
+
+    @property
     def has_vision(self) -> bool:
         return self.faces is not None and not self.faces.is_missing
 

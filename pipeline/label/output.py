@@ -76,13 +76,16 @@ class OutputWriteError(OSError):
 
 
 def output_columns(class_names: tuple[str, ...], modalities: tuple[str, ...], per_modality: bool) -> list[str]:
-    """Row columns: clip, label, prob_<class>..., flags, then window bounds (and with per-modality probs,
-    `audio_note`: why present audio was not used as voice, e.g. no speech; "" when it was or is absent)."""
+    """Row columns: clip, label, prob_<class>..., flags, then window bounds; with per_modality (JSONL) also
+    `audio_note` (why present audio was not used as voice, e.g. no speech; "" when it was or is absent),
+    `text_reliable` / `text_unreliable_reason` (whether the transcript was used as evidence, and why not),
+    then the per-modality probabilities."""
     columns = ["clip", "label"] + [f"prob_{c}" for c in class_names]
     columns += ["has_audio", "has_text", "has_vision", "face_frames_ratio", "transcript_source", "transcript",
                 "duration_s", "error", "window_start", "window_end"]
     if per_modality:
-        columns += ["audio_note"] + [f"prob_{MODALITY_NAMES[m]}_{c}" for m in modalities for c in class_names]
+        columns += ["audio_note", "text_reliable", "text_unreliable_reason"]
+        columns += [f"prob_{MODALITY_NAMES[m]}_{c}" for m in modalities for c in class_names]
     return columns
 
 
@@ -294,12 +297,18 @@ def check_header(path: Path, text: str, columns: list[str], file_format: str) ->
                              "use another --out")
 
 
+LATER_JSONL_KEYS = frozenset({"audio_note", "text_reliable", "text_unreliable_reason"})
+"""JSONL keys added after the first release: a file whose rows lack only these (written by an earlier
+affectflow) is still this run's labels file, resumed as it is (its rows read them as null)."""
+
+
 def check_keys(path: Path, rows: list[dict[str, Any]], columns: list[str], file_format: str) -> None:
-    """OutputMismatchError when a JSONL row has other keys than `columns` (CSV: the header's)."""
+    """OutputMismatchError when a JSONL row has other keys than `columns` (CSV: the header's), except that
+    a row may lack the LATER_JSONL_KEYS."""
     if file_format != "jsonl":
         return
     for row in rows:
-        if set(row) != set(columns):
+        if set(row) != set(columns) and not (set(row) <= set(columns) and set(columns) - set(row) <= LATER_JSONL_KEYS):
             raise OutputMismatchError(f"{path}: existing rows have columns {sorted(row)}, this run "
                                       f"writes {sorted(columns)}; use another --out")
 

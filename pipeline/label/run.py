@@ -204,7 +204,8 @@ def _flags(evidence: ClipEvidence) -> dict[str, Any]:
     return {"has_audio": evidence.has_audio, "has_text": evidence.has_text, "has_vision": evidence.has_vision,
             "face_frames_ratio": round(evidence.faces.face_ratio, 4) if evidence.faces is not None else 0.0,
             "transcript_source": evidence.transcript_source, "duration_s": round(evidence.recording.duration, 3),
-            "audio_note": evidence.audio_note or ""}
+            "audio_note": evidence.audio_note or "", "text_reliable": evidence.text_reliable,
+            "text_unreliable_reason": evidence.text_unreliable_reason}
 
 
 def _predict_spans(labeler: Labeler, evidence: ClipEvidence, state: Any,

