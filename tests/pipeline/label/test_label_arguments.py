@@ -10,32 +10,14 @@ import threading
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from affectflow.pipeline.cli.main import main
-from affectflow.pipeline.label import LabelingSetupError, SpanPrediction, job, label
-from affectflow.pipeline.label.evidence import ClipEvidence
+from affectflow.pipeline.label import LabelingSetupError, job, label
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
+from factories.labelers import VisionLabeler
 from factories.media import make_video
-
-class VisionLabeler:
-    """A tiny labeller of the Labeler protocol: "excited" wherever a face is seen."""
-
-    class_names = ("calm", "excited")
-    modalities = ("v",)
-    face_crop_size = 64
-
-    def clip_state(self, evidence: ClipEvidence) -> None:
-        return None
-
-    def predict(self, evidence: ClipEvidence, state: None, start: float, end: float | None) -> SpanPrediction:
-        faces = evidence.faces_between(start, end)
-        if faces is None or faces.is_missing:
-            return SpanPrediction.nothing()
-        probs = np.array([0.25, 0.75])
-        return SpanPrediction(probs, {"v": probs})
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,17 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from affectflow.pipeline.cli.main import main
-from affectflow.pipeline.label import LabelingSetupError, SpanPrediction, job, label
-from affectflow.pipeline.label.evidence import ClipEvidence
+from affectflow.pipeline.label import LabelingSetupError, job, label
 from affectflow.pipeline.label.output import (
     OutputError, OutputLockedError, ResumableRowWriter, parse_rows, read_labels, render_rows, unescape_clip,
 )
 from affectflow.pipeline.label.report import plot_name, write_plots
 from affectflow.pipeline.media.transcripts import TranscriptError, read_transcript_file
+from factories.labelers import VisionLabeler
 from factories.media import make_video
 
 COLUMNS = ["clip", "label", "error", "window_start", "window_end"]
@@ -28,23 +27,6 @@ ODD_NAMES = ["new\nline.mp4", "two  spaces .mp4", 'quote"d, comma.mp4']
 NEITHER_UTF8_NOR_CP1252 = b"1\n00:00:00,000 --> 00:00:01,000\nhello \x81\x8d\x8f\x90\x9d\n"
 GOOD_SRT = "1\n00:00:00,000 --> 00:00:01,000\nhello there\n"
 
-
-class VisionLabeler:
-    """A tiny labeller of the Labeler protocol: "excited" wherever a face is seen."""
-
-    class_names = ("calm", "excited")
-    modalities = ("v",)
-    face_crop_size = 64
-
-    def clip_state(self, evidence: ClipEvidence) -> None:
-        return None
-
-    def predict(self, evidence: ClipEvidence, state: None, start: float, end: float | None) -> SpanPrediction:
-        faces = evidence.faces_between(start, end)
-        if faces is None or faces.is_missing:
-            return SpanPrediction.nothing()
-        probs = np.array([0.25, 0.75])
-        return SpanPrediction(probs, {"v": probs})
 
 
 @pytest.fixture(scope="module")
