@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import dataclasses
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ WINDOW_SECONDS = 30
 WINDOW_SAMPLES = WINDOW_SECONDS * SAMPLE_RATE
 WINDOW_MEL_FRAMES = WINDOW_SAMPLES // HOP_SAMPLES  # 3000: Whisper's fixed input length
 MIN_SAMPLES = 400  # one STFT window (n_fft): shorter clips are zero-padded before the front end
+CONTEXT_SAMPLES = 3 * HOP_SAMPLES  # >= n_fft / 2: a streamed window's edge frames see their real neighbours
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,40 @@ class WhisperEncoderExtractor(Extractor):
         encoded = self._encode([window for window, _ in windows])
         values = np.concatenate([frames[:keep] for frames, (_, keep) in zip(encoded, windows)], axis=0)
         return self._sequence(values), encoded[0]
+
+    def extract_windows(self, windows: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Stream a long clip: for consecutive windows of it (WINDOW_SAMPLES samples each, the last may be
+        shorter), yield (the window's samples, its kept encoder frames [keep, D], its whole encoder output
+        [1500, D]) one window at a time, holding at most two windows of audio (one ahead, for the next window's edge frames).
+
+        The frames, concatenated, are those of `extract` on the whole clip, except where Whisper's log-mel
+        clamp (80 dB below the loudest bin of what the front end sees) differs between a window and the clip.
+        """
+        iterator = iter(windows)
+        current = next(iterator, None)
+        before = np.zeros(0, np.float32)
+        loudest = -np.inf
+        while current is not None:
+            following = next(iterator, None)
+            if following is not None and current.size != WINDOW_SAMPLES:
+                raise ValueError(f"whisper: streamed windows must hold {WINDOW_SAMPLES} samples (but the last), "
+                                 f"got {current.size}")
+            after = following[:CONTEXT_SAMPLES] if following is not None else np.zeros(0, np.float32)
+            if before.size == 0 and after.size == 0:
+                piece = self.log_mel(current)  # a clip of one window: exactly as `extract`
+            else:
+                first = before.size // HOP_SAMPLES
+                piece = self.log_mel(np.concatenate([before, current, after]))[:, first: first + current.size // HOP_SAMPLES]
+            loudest = max(loudest, float(piece.max())) if piece.size else loudest
+            window = np.full((piece.shape[0], WINDOW_MEL_FRAMES), max(loudest - 2.0, -1.5), np.float32)
+            window[:, :piece.shape[1]] = piece
+            encoded = self._encode([window])[0]
+            yield current, encoded[:kept_frames(current.size)], encoded
+            before, current = current[-CONTEXT_SAMPLES:], following
+
+    def sequence_of(self, values: np.ndarray) -> FeatureSequence:
+        """The FeatureSequence of a clip's kept encoder frames [T, D] (e.g. `extract_windows`' frames joined)."""
+        return self._sequence(values)
 
     def _sequence(self, values: np.ndarray) -> FeatureSequence:
         """The FeatureSequence of a clip's kept encoder frames [T, D] (times at frame centres, all valid)."""

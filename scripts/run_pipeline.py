@@ -3,7 +3,8 @@
 
 import sys
 
-from affectflow.pipeline.cli.main import main
+from affectflow.pipeline.cli.main import console_main
 
 if __name__ == "__main__":
-    sys.exit(main(["label", *sys.argv[1:]]))
+    sys.argv[1:1] = ["label"]
+    console_main()

@@ -71,7 +71,7 @@ def test_wheel_contains_every_module_and_no_test_code(wheel):
     test_code = sorted(n for n in names if n.startswith(("affectflow/pipeline/testing", "factories/", "tests/")))
     assert not test_code, f"test code in the wheel: {test_code[:5]}"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "affectflow = affectflow.pipeline.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "affectflow = affectflow.pipeline.cli.main:console_main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 @pytest.mark.slow

@@ -27,12 +27,12 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import numpy as np
-import torch
-from safetensors.numpy import save as save_numpy
-from safetensors.torch import save as save_torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def temporary_name(path: Path) -> Path:
@@ -139,6 +139,9 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor | np.ndarray], path: str
     Tensors are made contiguous first; shared storage is not deduplicated (use
     `safetensors.torch.save_model` inside an `atomic_dir` for a module with tied weights).
     """
+    from safetensors.numpy import save as save_numpy  # here, not above: reading and writing labels files
+    from safetensors.torch import save as save_torch  # (output.py) must not import torch (~1.5 s)
+
     metadata = dict(metadata) if metadata is not None else None
     if tensors and all(isinstance(value, np.ndarray) for value in tensors.values()):
         payload = save_numpy({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata)

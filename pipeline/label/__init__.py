@@ -9,7 +9,8 @@ harness, transformers and the rest cost a worker seconds it would spend before i
 import importlib
 
 _EXPORTS = {"LabelingSetupError": "job", "label": "job", "Labeler": "labeler", "SpanPrediction": "labeler",
-            "LabelingOptions": "run", "LabelingSummary": "run", "read_labels": "output"}
+            "LabelingOptions": "run", "LabelingSummary": "run", "LabelingInterrupted": "run",
+            "read_labels": "output"}
 __all__ = sorted(_EXPORTS)
 
 

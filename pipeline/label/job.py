@@ -12,33 +12,60 @@ transcripts table, runs the local loop or the Ray actor pool, then writes the pl
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Mapping
+import time
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+from transformers.utils import logging as transformers_logging
+
 from affectflow.pipeline.core.devices import resolve_device
+from affectflow.pipeline.label.arguments import (
+    ENGINES, FORMATS, SEGMENT_BY, LabelingArgumentError, LabelingConflictError, LabelingSetupError, check_arguments,
+    output_format, resolve_out,
+)
 from affectflow.pipeline.label.checkpoint_labeler import CheckpointLabeler
 from affectflow.pipeline.label.default_model import DefaultLabeler
 from affectflow.pipeline.label.html_report import write_html_report
 from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
+from affectflow.pipeline.label.output import OutputMismatchError, format_from_name, output_columns
+from affectflow.pipeline.label.pending import PendingClips, pending_clips, planned_classes
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
 from affectflow.pipeline.label.run import (
-    LabelingOptions, LabelingSummary, main_threads, run_labeling, start_early_pool,
+    LabelingInterrupted, LabelingOptions, LabelingSummary, main_threads, run_labeling, start_early_pool,
+    worker_limit,
 )
 from affectflow.pipeline.label.server import start_worker_server
 from affectflow.pipeline.label.thumbnails import thumbnail_folder
 from affectflow.pipeline.label.workers import WorkerSetupError
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 
-ENGINES = ("local", "ray")
-FORMATS = ("csv", "jsonl")
-SEGMENT_BY = ("window", "utterance")
+__all__ = ["ENGINES", "FORMATS", "SEGMENT_BY", "LabelingArgumentError", "LabelingConflictError", "LabelingSetupError",
+           "WorkerLimitNotice", "build_labeler", "capped_workers", "default_labeler_factory", "label", "output_format",
+           "resolve_out"]
 PLOT_SEGMENT_SECONDS = 1.0  # windows a plot gets when the caller asked for none
 
 
-class LabelingSetupError(ValueError):
-    """A labelling run that cannot start: a bad argument, an unusable checkpoint or labeller."""
+class WorkerLimitNotice(UserWarning):
+    """More evidence workers were asked for than this machine can run: the run uses `worker_limit()`."""
+
+
+def capped_workers(workers: int | None) -> int | None:
+    """`workers` lowered to `worker_limit()` (cores, and memory at WORKER_MEMORY_BYTES each) with a
+    WorkerLimitNotice naming both; None (automatic) stays None (auto_workers applies the same limit)."""
+    if workers is None:
+        return None
+    limit = worker_limit()
+    if workers > limit:
+        warnings.warn(WorkerLimitNotice(f"workers lowered from {workers} to {limit}: this machine can run "
+                                        f"{limit} evidence workers (one per usable core, ~1 GiB of available "
+                                        "memory each)"), stacklevel=3)
+        return limit
+    return workers
 
 
 def default_labeler_factory(checkpoint: str | Path | None = None, trust_remote_code: bool = False) -> LabelerFactory:
@@ -49,15 +76,6 @@ def default_labeler_factory(checkpoint: str | Path | None = None, trust_remote_c
     if checkpoint is None:
         return DefaultLabeler
     return functools.partial(CheckpointLabeler, checkpoint, trust_remote_code=trust_remote_code)
-
-
-def output_format(out: str | Path, file_format: str | None) -> str:
-    """The file format of a run: the one asked for, else from `out`'s suffix (.jsonl -> jsonl, else csv)."""
-    if file_format is None:
-        return "jsonl" if str(out).lower().endswith(".jsonl") else "csv"
-    if file_format not in FORMATS:
-        raise LabelingSetupError(f"format must be one of {FORMATS}, got {file_format!r}")
-    return file_format
 
 
 def _missing_members(labeler: object) -> list[str]:
@@ -90,6 +108,22 @@ def build_labeler(device: str, checkpoint: str | Path | None = None, labeler: La
     return labeler, make_labeler
 
 
+@contextlib.contextmanager
+def no_loading_bars() -> Iterator[None]:
+    """transformers' and huggingface_hub's progress bars off inside the block (restored after): loading the
+    labeller's models draws none, so a run shows one bar, its own (and none with progress=False)."""
+    transformers_enabled, hub_disabled = transformers_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if transformers_enabled:
+            transformers_logging.enable_progress_bar()
+        if not hub_disabled:
+            enable_progress_bars()
+
+
 def _transcript_table(transcripts: str | Path | Mapping[str, str] | None) -> dict[str, str] | None:
     """clip -> text from a `clip,text` CSV file or a mapping (None stays None)."""
     if transcripts is None or isinstance(transcripts, Mapping):
@@ -100,23 +134,17 @@ def _transcript_table(transcripts: str | Path | Mapping[str, str] | None) -> dic
         raise LabelingSetupError(str(error)) from error
 
 
-def _check_arguments(videos: Path, segment_seconds: float | None, engine: str, workers: int | None = None,
-                     segment_by: str = "window") -> None:
-    if not videos.is_dir():
-        raise LabelingSetupError(f"videos: {videos} is not a folder")
-    if segment_seconds is not None and segment_seconds <= 0:
-        raise LabelingSetupError(f"segment_seconds must be > 0, got {segment_seconds}")
-    if segment_by not in SEGMENT_BY:
-        raise LabelingSetupError(f"segment_by must be one of {SEGMENT_BY}, got {segment_by!r}")
-    if segment_by == "utterance" and segment_seconds is not None:
-        raise LabelingSetupError("segment_by='utterance' gives one row per utterance; segment_seconds is the "
-                                 "window length of segment_by='window': give one of them")
-    if engine not in ENGINES:
-        raise LabelingSetupError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if workers is not None and workers < 0:
-        raise LabelingSetupError(f"workers must be >= 0, got {workers}")
-    if workers is not None and engine == "ray":
-        raise LabelingSetupError("workers is an option of the local engine; the Ray engine's pool size is actors")
+def _pending_if_columns_match(videos: Path, out: Path, classes: tuple[tuple[str, ...], tuple[str, ...]] | None,
+                              file_format: str) -> PendingClips | None:
+    """The run's pending clips when its labeller's classes are known before loading it and `out` holds
+    those columns; None otherwise (the loaded labeller decides, and reports another class set). Raises
+    the output errors that do not depend on the columns (locked, a folder, read-only, not a labels file)."""
+    if classes is None:
+        return None
+    try:
+        return pending_clips(videos, out, output_columns(*classes, file_format == "jsonl"), file_format)
+    except OutputMismatchError:
+        return None
 
 
 def label(videos: str | Path, out: str | Path | None = None, *, format: str | None = None,
@@ -139,22 +167,33 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     text is its own ASR words, or the timed sidecar cues it overlaps; a transcript without times leaves it
     none) — not with segment_seconds; plot: a PNG of probabilities over time per clip (over its window or
     utterance rows) in `<out>.plots/`; face_fps: frames per second searched for faces; asr: transcribe
-    speech when there is no sidecar or table entry; engine: "local" | "ray" (ray_address, actors: pool size); progress: progress
-    bars and the printed table of results; trust_remote_code: let a checkpoint's extractors whose recorded
+    speech when there is no sidecar or table entry; engine: "local" | "ray" (ray_address, actors: pool
+    size); progress: progress bars and the printed table of results; trust_remote_code: let a checkpoint's extractors whose recorded
     config asks for it run their model folder's code (default False: such a checkpoint is refused);
     workers: local engine, processes that decode, transcribe and detect faces in the next clips while the
     models run on this one (0 = all in this process; None = one per CPU core, at most one per two clips);
+    more than `worker_limit()` (one per usable core, ~1 GiB of available memory each) is lowered to it with
+    a WorkerLimitNotice warning. `out` ending with "/" or naming an existing folder means `labels.<format>`
+    inside it. Numbers must be finite: segment_seconds in [0.1, 86400], face_fps in [0.01, 1000],
+    workers >= 0, actors >= 1 (`arguments.py`); segment_by in SEGMENT_BY;
     report: write a self-contained HTML report of the whole labels file there after the run (rebuilt from
     `out`, so a resumed run's report covers every clip; face thumbnails cached in `<out>.thumbs/`).
 
-    Raises LabelingSetupError for bad arguments or an unusable checkpoint, OutputError when `out`
-    holds rows of another class set or format, OutputWriteError (an OSError) when writing `out` fails (it
-    then ends at its last whole row; a re-run resumes). Per-file problems are rows of the output, never raised.
+    Nothing is loaded when every clip is already done (the output's columns known without the labeller:
+    the default model, a checkpoint's bundle.json, a labeller with plain class_names/modalities); the
+    summary's seconds are this call's, loading included. Raises LabelingSetupError (LabelingArgumentError
+    for a number out of range) for bad arguments or an unusable checkpoint, OutputError when `out` holds
+    rows of another class set or format, OutputWriteError (an OSError) when writing `out` fails (it then
+    ends at its last whole row; a re-run resumes), and LabelingInterrupted (a KeyboardInterrupt) on Ctrl-C,
+    with the count of rows written whole (workers already ended; a re-run resumes). Per-file problems are
+    rows of the output, never raised.
     """
+    started = time.perf_counter()
     videos = Path(videos)
-    _check_arguments(videos, segment_seconds, engine, workers, segment_by)
+    check_arguments(videos, segment_seconds, engine, workers, face_fps, actors, segment_by)
     file_format = output_format(out or "", format)
-    out = Path(out) if out is not None else Path(f"labels.{file_format}")
+    out = resolve_out(out, file_format)
+    workers = capped_workers(workers)
     try:
         resolved = str(resolve_device(device))
     except ValueError as error:
@@ -162,6 +201,11 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     table = _transcript_table(transcripts)
     if engine == "ray" and labeler is not None:
         raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
+    classes = planned_classes(checkpoint, labeler, make_labeler)
+    pending = _pending_if_columns_match(videos, out, classes, file_format)
+    if pending is not None and not pending.todo:  # nothing to label: no model, no worker, no forkserver
+        return _finish(LabelingSummary(skipped=pending.skipped), out, file_format, classes[0], plot, progress,
+                       started, report)
     plot_windows = PLOT_SEGMENT_SECONDS if plot and segment_by == "window" else None
     options = LabelingOptions(segment_seconds=segment_seconds or plot_windows, segment_by=segment_by,
                               face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved, workers=workers,
@@ -172,11 +216,13 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
         if labeler is None:  # the workers build their face detector and ASR while the labeller loads, too
             early_pool = start_early_pool(videos, options, make_labeler or default_labeler_factory(checkpoint))
     try:  # beside busy early workers, one thread: OpenMP threads spinning for a busy core slow loading badly
-        with main_threads(1 if early_pool is not None and resolved == "cpu" else None):
+        with main_threads(1 if early_pool is not None and resolved == "cpu" else None), no_loading_bars():
             labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
-    except BaseException:
+    except BaseException as error:
         if early_pool is not None:
-            early_pool.shutdown()
+            early_pool.terminate()
+        if isinstance(error, KeyboardInterrupt):
+            raise LabelingInterrupted(0, 0, out) from None
         raise
     if engine == "ray":
         summary = ray_label(videos, out, make_labeler, options, file_format, actors=actors, address=ray_address,
@@ -187,11 +233,19 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
                                    early_pool=early_pool)
         except WorkerSetupError as error:
             raise LabelingSetupError(str(error)) from error
+    return _finish(summary, out, file_format, tuple(labeler.class_names), plot, progress, started, report)
+
+
+def _finish(summary: LabelingSummary, out: Path, file_format: str, class_names: tuple[str, ...], plot: bool,
+            progress: bool, started: float, report: str | Path | None = None) -> LabelingSummary:
+    """The run's summary with its output, plots and report (when asked) and seconds since `started`; the
+    table printed."""
     summary.out = out
     if plot:
-        summary.plots = write_plots(out, file_format, labeler.class_names)
-    if report is not None:
-        summary.report = write_html_report(out, report, tuple(labeler.class_names), file_format)
+        summary.plots = write_plots(out, file_format, class_names)
+    if report is not None:  # rebuilt from the whole labels file, so it also covers clips of earlier runs
+        summary.report = write_html_report(out, report, class_names, file_format)
     if progress:
-        print_table(summary, labeler.class_names)
+        print_table(summary, class_names)
+    summary.seconds = time.perf_counter() - started
     return summary

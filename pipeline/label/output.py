@@ -24,6 +24,8 @@ file name's bytes. CSV quoting carries newlines and runs of spaces.
     render_rows(rows, columns, "csv", header=True)  -> the text a labels file holds for `rows`
     parse_rows(text, "jsonl")                       -> every whole row of a labels file's text
     read_labels("labels.csv")                       -> the rows as a resume reads them
+    finished_clips(read_labels("labels.csv"))       -> the clips a resume skips
+    peek_finished_clips(path, columns, "csv")       -> the same, checked and under the lock, nothing modified
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from affectflow.pipeline.core.io import write_text
+from affectflow.pipeline.core.names import MODALITY_NAMES
 
 KEY_COLUMN = "clip"
 WINDOW_COLUMN = "window_start"  # empty on a clip's file-level row
@@ -70,6 +73,20 @@ class ForeignOutputError(OutputError):
 
 class OutputWriteError(OSError):
     """Writing the labels file failed (disk full, size limit, I/O error); it ends at its last whole row."""
+
+
+def output_columns(class_names: tuple[str, ...], modalities: tuple[str, ...], per_modality: bool) -> list[str]:
+    """Row columns: clip, label, prob_<class>..., flags, then window bounds; with per_modality (JSONL) also
+    `audio_note` (why present audio was not used as voice, e.g. no speech; "" when it was or is absent),
+    `text_reliable` / `text_unreliable_reason` (whether the transcript was used as evidence, and why not),
+    then the per-modality probabilities."""
+    columns = ["clip", "label"] + [f"prob_{c}" for c in class_names]
+    columns += ["has_audio", "has_text", "has_vision", "face_frames_ratio", "transcript_source", "transcript",
+                "duration_s", "error", "window_start", "window_end"]
+    if per_modality:
+        columns += ["audio_note", "text_reliable", "text_unreliable_reason"]
+        columns += [f"prob_{MODALITY_NAMES[m]}_{c}" for m in modalities for c in class_names]
+    return columns
 
 
 # --- clip names ---------------------------------------------------------------------------------
@@ -212,6 +229,11 @@ def latest_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for group in groups.values() for row in group]
 
 
+def format_from_name(path: str | Path) -> str:
+    """The format a labels file's name implies: .jsonl (any case) -> "jsonl", anything else -> "csv"."""
+    return "jsonl" if str(path).lower().endswith(".jsonl") else "csv"
+
+
 def read_labels(path: str | Path, file_format: str | None = None) -> list[dict[str, Any]]:
     """The rows of a labels file as a resume reads them (`latest_rows` of `parse_rows`).
 
@@ -220,8 +242,75 @@ def read_labels(path: str | Path, file_format: str | None = None) -> list[dict[s
     surrogates, which pandas' strings refuse: `escape_clip` gives its text form).
     """
     path = Path(path)
-    file_format = file_format or ("jsonl" if path.name.lower().endswith(".jsonl") else "csv")
+    file_format = file_format or format_from_name(path)
     return latest_rows(parse_rows(path.read_bytes().decode("utf-8", errors="replace"), file_format, path))
+
+
+def finished_clips(rows: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The clips a resume skips: those whose file-level row (in `latest_rows`) has no error; a clip whose
+    file-level row has an error is retried."""
+    return {row[KEY_COLUMN] for row in rows if row.get(WINDOW_COLUMN) in (None, "") and not row.get("error")}
+
+
+def peek_finished_clips(path: str | Path, columns: list[str], file_format: str) -> set[str]:
+    """`finished_clips` of the output file a run with `columns` would resume, read without modifying it.
+
+    The same checks as opening a `ResumableRowWriter`, before anything is loaded: OutputLockedError when
+    another run is writing it, OutputError when it is a folder or read-only, ForeignOutputError /
+    OutputMismatchError when it is not a labels file of these columns. An absent or empty file: no clips.
+    """
+    _check_format(file_format)
+    path = Path(path)
+    _check_writable(path)
+    if not path.exists():
+        return set()
+    lock = _lock(path)
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        if not text:
+            return set()
+        check_header(path, text, columns, file_format)
+        rows = parse_rows(text, file_format, path)
+        check_keys(path, rows, columns, file_format)
+        return finished_clips(latest_rows(rows))
+    finally:
+        lock.close()
+
+
+def check_header(path: Path, text: str, columns: list[str], file_format: str) -> None:
+    """ForeignOutputError unless `text` starts like a labels file of this format (never modifies it);
+    OutputMismatchError when it is a CSV labels file with other columns."""
+    if file_format == "jsonl":
+        if not text.startswith('{"clip": '):
+            raise ForeignOutputError(f"{path}: not a JSONL labels file (its first line is not a labels "
+                                     "row); refusing to modify it: use another --out")
+        return
+    first = text.split("\n", 1)[0]
+    if first == render_rows([], columns, "csv", header=True).rstrip("\n"):
+        return
+    names = next(csv.reader([first]), [])
+    if names[:1] == [KEY_COLUMN] and "\n" in text:
+        raise OutputMismatchError(
+            f"{path}: existing header {names} differs from this run's columns {columns}; "
+            "use another --out or the same checkpoint/format as before")
+    raise ForeignOutputError(f"{path}: not a CSV labels file (no labels header); refusing to modify it: "
+                             "use another --out")
+
+
+LATER_JSONL_KEYS = frozenset({"audio_note", "text_reliable", "text_unreliable_reason"})
+"""JSONL keys added after the first release: a file whose rows lack only these (written by an earlier
+affectflow) is still this run's labels file, resumed as it is (its rows read them as null)."""
+
+
+def check_keys(path: Path, rows: list[dict[str, Any]], columns: list[str], file_format: str) -> None:
+    """OutputMismatchError when a JSONL row has other keys than `columns` (CSV: the header's), except that
+    a row may lack the LATER_JSONL_KEYS."""
+    if file_format != "jsonl":
+        return
+    for row in rows:
+        if set(row) != set(columns) and not (set(row) <= set(columns) and set(columns) - set(row) <= LATER_JSONL_KEYS):
+            raise OutputMismatchError(f"{path}: existing rows have columns {sorted(row)}, this run "
+                                      f"writes {sorted(columns)}; use another --out")
 
 
 # --- the writer ---------------------------------------------------------------------------------
@@ -313,43 +402,15 @@ class ResumableRowWriter:
             self._rewrite([])
             return
         text = self._read()
-        self._check_header(text)
+        check_header(self.path, text, self.columns, self.format)
         complete = complete_records(text, self.format)
         rows = parse_rows(complete, self.format, self.path)
-        self._check_keys(rows)
+        check_keys(self.path, rows, self.columns, self.format)
         kept = latest_rows(rows)
-        finals = [row for row in kept if row.get(WINDOW_COLUMN) in (None, "")]
-        self.done_clips = {row[KEY_COLUMN] for row in finals if not row.get("error")}
-        self.retry_clips = {row[KEY_COLUMN] for row in finals if row.get("error")}
+        self.done_clips = finished_clips(kept)
+        self.retry_clips = {row[KEY_COLUMN] for row in kept if row.get(WINDOW_COLUMN) in (None, "")} - self.done_clips
         if complete != text or len(kept) != len(rows):
             self._rewrite(kept)
-
-    def _check_header(self, text: str) -> None:
-        """ForeignOutputError unless `text` starts like a labels file of this format (never modifies it)."""
-        if self.format == "jsonl":
-            if not text.startswith('{"clip": '):
-                raise ForeignOutputError(f"{self.path}: not a JSONL labels file (its first line is not a labels "
-                                         "row); refusing to modify it: use another --out")
-            return
-        first = text.split("\n", 1)[0]
-        if first == render_rows([], self.columns, "csv", header=True).rstrip("\n"):
-            return
-        names = next(csv.reader([first]), [])
-        if names[:1] == [KEY_COLUMN] and "\n" in text:
-            raise OutputMismatchError(
-                f"{self.path}: existing header {names} differs from this run's columns {self.columns}; "
-                "use another --out or the same checkpoint/format as before")
-        raise ForeignOutputError(f"{self.path}: not a CSV labels file (no labels header); refusing to modify it: "
-                                 "use another --out")
-
-    def _check_keys(self, rows: list[dict[str, Any]]) -> None:
-        """OutputMismatchError when a JSONL row has other keys than this run's columns (CSV: the header's)."""
-        if self.format != "jsonl":
-            return
-        for row in rows:
-            if set(row) != set(self.columns):
-                raise OutputMismatchError(f"{self.path}: existing rows have columns {sorted(row)}, this run "
-                                          f"writes {sorted(self.columns)}; use another --out")
 
     # --- writing --------------------------------------------------------------------------------
     def _write_error(self, error: OSError, whole: bool = True) -> OutputWriteError:

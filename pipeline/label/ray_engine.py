@@ -77,7 +77,7 @@ def ray_label(videos: str | Path, out: str | Path, make_labeler: LabelerFactory,
         writer.close()
         return summary
     # file names as bytes: a name that is not UTF-8 has no str that pandas and Arrow accept
-    table = pd.DataFrame({"path": [os.fsencode(p.resolve()) for p in todo],
+    table = pd.DataFrame({"path": [os.fsencode(p.absolute()) for p in todo],  # absolute(): a symlink loop gets its row
                           "clip": [os.fsencode(p.relative_to(videos).as_posix()) for p in todo]})
     started = time.perf_counter()
     with writer, ray_session(address, num_cpus) as ray:  # closing the writer drops superseded rows

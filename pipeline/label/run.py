@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,9 +29,10 @@ from tqdm import tqdm
 from affectflow.pipeline.core.devices import default_worker_count, threads_per_worker
 from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.core.timing import StageTimer, timed
-from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector, find_media
+from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector
 from affectflow.pipeline.label.labeler import Labeler, SpanPrediction
-from affectflow.pipeline.label.output import ResumableRowWriter
+from affectflow.pipeline.label.output import ResumableRowWriter, output_columns
+from affectflow.pipeline.label.pending import find_media, unfinished
 from affectflow.pipeline.label.thumbnails import save_thumbnails
 from affectflow.pipeline.label.workers import (
     ITEM_ERRORS, CollectorFactory, StartedPool, collect_clip, error_rows, iter_collected, start_pool,
@@ -104,20 +108,79 @@ def make_collector(options: LabelingOptions, labeler: Labeler) -> EvidenceCollec
     return collector_factory(options, labeler)()
 
 
-def auto_workers(clips: int, cpu_count: int | None = None) -> int:
+WORKER_MEMORY_BYTES = 1 << 30
+"""Memory one evidence worker is counted for (1 GiB): measured with the default model's collector (face
+detector, Whisper ASR and encoder) after a 10 s 640x360 talking clip, VmRSS 0.97 GB (peak 0.99 GB, of which
+0.36 GB private; the rest is shared with the forkserver); a 15 min clip adds ~0.1 GB of audio and crops."""
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else all cores)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new processes (MemAvailable of /proc/meminfo); None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def worker_limit(cores: int | None = None, memory: int | None = None) -> int:
+    """Most evidence workers this machine can run: one per usable core, and no more than the available
+    memory holds at WORKER_MEMORY_BYTES each (0 = collect in the labelling process).
+
+    cores, memory: override what is measured (usable_cores(), available_memory(); unknown memory = no cap)."""
+    cores = cores if cores is not None else usable_cores()
+    memory = memory if memory is not None else available_memory()
+    by_memory = cores if memory is None else memory // WORKER_MEMORY_BYTES
+    return max(0, min(cores, by_memory))
+
+
+def auto_workers(clips: int, cpu_count: int | None = None, memory: int | None = None) -> int:
     """Evidence workers for `clips` files: `default_worker_count()` (one per core from two cores on), but at
-    most one per two clips, since every worker first loads its own face detector and ASR."""
-    return max(0, min(default_worker_count(cpu_count), clips // 2))
+    most one per two clips, since every worker first loads its own face detector and ASR, and at most
+    `worker_limit` (memory: bytes available, default measured)."""
+    limit = worker_limit(cpu_count or usable_cores(), memory)
+    return max(0, min(default_worker_count(cpu_count), clips // 2, limit))
 
 
-def output_columns(class_names: tuple[str, ...], modalities: tuple[str, ...], per_modality: bool) -> list[str]:
-    """Row columns: clip, label, prob_<class>..., flags, then window bounds (and per-modality probs)."""
-    columns = ["clip", "label"] + [f"prob_{c}" for c in class_names]
-    columns += ["has_audio", "has_text", "has_vision", "face_frames_ratio", "transcript_source", "transcript",
-                "duration_s", "error", "window_start", "window_end"]
-    if per_modality:
-        columns += [f"prob_{MODALITY_NAMES[m]}_{c}" for m in modalities for c in class_names]
-    return columns
+class LabelingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run: `rows_written` rows of `clips_written` clips reached `out` whole (a re-run
+    resumes after them); the workers are already gone."""
+
+    def __init__(self, rows_written: int = 0, clips_written: int = 0, out: Path | None = None) -> None:
+        super().__init__(f"interrupted; {rows_written} rows written; rerun to resume")
+        self.rows_written = rows_written
+        self.clips_written = clips_written
+        self.out = out
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Ctrl-C inside the block takes effect when it ends, so a clip's rows are written and counted together.
+
+    Only the main thread receives signals; elsewhere the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, None)
+        elif received and previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
 
 
 def _prediction_row(clip: str, evidence: ClipEvidence, prediction: SpanPrediction, class_names: tuple[str, ...],
@@ -144,7 +207,9 @@ def _flags(evidence: ClipEvidence) -> dict[str, Any]:
     """The per-file columns every row of the clip repeats (modality flags, transcript source, duration)."""
     return {"has_audio": evidence.has_audio, "has_text": evidence.has_text, "has_vision": evidence.has_vision,
             "face_frames_ratio": round(evidence.faces.face_ratio, 4) if evidence.faces is not None else 0.0,
-            "transcript_source": evidence.transcript_source, "duration_s": round(evidence.recording.duration, 3)}
+            "transcript_source": evidence.transcript_source, "duration_s": round(evidence.recording.duration, 3),
+            "audio_note": evidence.audio_note or "", "text_reliable": evidence.text_reliable,
+            "text_unreliable_reason": evidence.text_unreliable_reason}
 
 
 def _predict_spans(labeler: Labeler, evidence: ClipEvidence, state: Any,
@@ -204,8 +269,7 @@ def open_output(videos: Path, out: str | Path, class_names: tuple[str, ...], mod
     """
     writer = ResumableRowWriter(out, output_columns(class_names, modalities, file_format == "jsonl"), file_format)
     files = find_media(videos)
-    todo = [p for p in files if p.relative_to(videos).as_posix() not in writer.done_clips]
-    return writer, files, todo
+    return writer, files, unfinished(videos, files, writer.done_clips)
 
 
 @contextlib.contextmanager
@@ -249,20 +313,21 @@ def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options:
 
     timer: when given, gets the seconds of the evidence stages (summed over worker processes) and "writing";
     early_pool: workers from `start_early_pool` (used when they collect what this labeller needs; always
-    shut down).
+    shut down). Raises LabelingInterrupted (a KeyboardInterrupt) on Ctrl-C, after the workers are killed and
+    the rows written so far are closed whole.
     """
     videos = Path(videos)
     try:
         writer, files, todo = open_output(videos, out, labeler.class_names, labeler.modalities, file_format)
     except BaseException:
         if early_pool is not None:
-            early_pool.shutdown()
+            early_pool.terminate()
         raise
     with writer:
         summary = LabelingSummary(skipped=len(files) - len(todo))
         make = collector_factory(options, labeler)
         if early_pool is not None and (not todo or not same_factory(early_pool.make_collector, make)):
-            early_pool.shutdown()
+            early_pool.terminate()  # what it is collecting ahead is not wanted
             early_pool = None
         if not todo:
             return summary
@@ -273,13 +338,19 @@ def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options:
             workers = early_pool.workers
         collected_clips = iter_collected(items, make, workers=workers, threads=threads_per_worker(workers),
                                          timer=timer, pool=early_pool)
-        with main_threads(1 if workers and options.device == "cpu" else None):
-            for collected in tqdm(collected_clips, total=len(items), desc="labelling", unit="file",
-                                  disable=not progress):
-                rows = collected.error_rows if collected.evidence is None else \
-                    rows_for_evidence(collected.clip, collected.evidence, labeler, options)
-                with timed(timer, "writing"):
-                    writer.append_clip(collected.clip, rows)
-                summary.record(rows)
+        rows_written = 0
+        try:  # closing: on Ctrl-C the collection ends (its workers are killed) before this raises
+            with main_threads(1 if workers and options.device == "cpu" else None), \
+                    contextlib.closing(collected_clips):
+                for collected in tqdm(collected_clips, total=len(items), desc="labelling", unit="file",
+                                      disable=not progress):
+                    rows = collected.error_rows if collected.evidence is None else \
+                        rows_for_evidence(collected.clip, collected.evidence, labeler, options)
+                    with timed(timer, "writing"), sigint_deferred():
+                        writer.append_clip(collected.clip, rows)
+                        summary.record(rows)
+                        rows_written += len(rows)
+        except KeyboardInterrupt:
+            raise LabelingInterrupted(rows_written, len(summary.rows), Path(out)) from None
         summary.seconds = time.perf_counter() - started
     return summary

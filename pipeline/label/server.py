@@ -1,8 +1,8 @@
 """The forkserver that evidence worker processes are forked from, startable before anything heavy is imported.
 
-This module imports only the standard library, so a command can start the server first thing
-(`start_early(argv)`, which `affectflow label` calls before importing the labelling job): the server's
-imports (torch, the face detector, the ASR, the decoders) then run on another core while this process
+This module imports only the standard library, so a command can start the server before its own heavy
+imports (`affectflow label` calls `start_worker_server()` once it knows there is work, before importing
+the labelling job): the server's imports (torch, the face detector, the ASR, the decoders) then run on another core while this process
 imports its own and loads the labeller.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing
-from collections.abc import Sequence
 
-PRELOAD = ["affectflow.pipeline.label.workers", "facenet_pytorch", "faster_whisper", "faster_whisper.vad",
+PRELOAD = ["affectflow.pipeline.label.worker_signals", "affectflow.pipeline.label.workers", "facenet_pytorch", "faster_whisper", "faster_whisper.vad",
            "ctranslate2", "decord", "torchcodec.decoders"]
-"""Imported once by the forkserver and so shared by every worker it forks (each import costs seconds)."""
+"""Imported once by the forkserver and so shared by every worker it forks (each import costs seconds); the
+first makes the server and its workers ignore Ctrl-C, which the labelling process handles."""
 
 
 def start_worker_server() -> multiprocessing.context.BaseContext:
@@ -27,15 +27,3 @@ def start_worker_server() -> multiprocessing.context.BaseContext:
     context.set_forkserver_preload([name for name in PRELOAD if importlib.util.find_spec(name) is not None])
     forkserver.ensure_running()
     return context
-
-
-def start_early(argv: Sequence[str]) -> None:
-    """Start the worker server for an `affectflow label` command line that will use worker processes (not for
-    --help, `--workers 0` or `--engine ray`); a run that ends up without workers only leaves it idle."""
-    words = list(argv)
-    if {"-h", "--help"} & set(words):
-        return
-    for flag, value in (("--workers", "0"), ("--engine", "ray")):
-        if f"{flag}={value}" in words or any(a == flag and b == value for a, b in zip(words, words[1:])):
-            return
-    start_worker_server()

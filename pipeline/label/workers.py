@@ -13,6 +13,7 @@ are collected again one at a time, so only the clip that kills a worker again ge
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -35,6 +36,8 @@ CollectorFactory = Callable[[], EvidenceCollector]
 """Builds an EvidenceCollector (picklable, e.g. a functools.partial of EvidenceCollector)."""
 ITEM_ERRORS = (MediaError, TranscriptError, AffectflowError, ValueError)
 """Errors that belong to one clip (its row says so); anything else stops the run."""
+TERMINATE_TIMEOUT_SECONDS = 5.0
+"""Longest wait for one killed worker (or the pool's thread) to be gone; killed processes end at once."""
 
 
 @dataclass
@@ -97,8 +100,9 @@ def _exit_with(owner: int, poll_seconds: float = 1.0) -> None:
 
 
 def _start_worker(make_collector: CollectorFactory, threads: int, owner: int | None = None) -> None:
-    """Pool initializer: exit with the process `owner`, cap torch (and so CTranslate2, which follows it)
+    """Pool initializer: ignore SIGINT, exit with the process `owner`, cap torch (and so CTranslate2, which follows it)
     threads, build the collector."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the labelling process's to handle (see `terminate`)
     if owner is not None:
         threading.Thread(target=_exit_with, args=(owner,), daemon=True, name="exit-with-owner").start()
     torch.set_num_threads(threads)
@@ -139,10 +143,33 @@ class StartedPool:
     workers: int
     pool: ProcessPoolExecutor
     ahead: dict[tuple[Path, str], Future] = field(default_factory=dict)
+    _closed: bool = field(default=False, init=False, repr=False)
 
-    def shutdown(self) -> None:
-        """Stop the workers without waiting (collections not started are cancelled)."""
+    @property
+    def closed(self) -> bool:
+        """True once `shutdown` or `terminate` was called (no more collections can be submitted)."""
+        return self._closed
+
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop the workers once their current clip is done (collections not started are cancelled);
+        wait: block until they have exited."""
+        self._closed = True
+        self.pool.shutdown(wait=wait, cancel_futures=True)
+
+    def terminate(self, timeout: float = TERMINATE_TIMEOUT_SECONDS) -> None:
+        """Stop the workers now (e.g. on Ctrl-C): kill them, dropping the clips in flight, and wait at most
+        `timeout` seconds each for them and for the pool's management thread to end."""
+        self._closed = True
+        # ProcessPoolExecutor has no public way to end busy workers before Python 3.14 (terminate_workers)
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
+        manager = getattr(self.pool, "_executor_manager_thread", None)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.join(timeout)
+        if manager is not None:
+            manager.join(timeout)
 
 
 def start_pool(make_collector: CollectorFactory, workers: int, threads: int,
@@ -167,7 +194,9 @@ def iter_collected(items: list[tuple[Path, str]], make_collector: CollectorFacto
     timer: gets every clip's stage seconds (summed over the workers) and, with workers, the seconds this
     process waited for them ("waiting for workers": the main process was starved while it grew);
     pool: a pool from `start_pool(make_collector, workers, threads, ahead)` to use (and shut down) instead of a
-    new one; the clips it collected ahead are taken from it (those not in `items` are dropped).
+    new one; the clips it collected ahead are taken from it (those not in `items` are dropped). When the
+    iteration stops early (an exception such as KeyboardInterrupt, or `close()`), the workers are killed
+    at once rather than left to finish their clips.
     """
     if workers <= 0:
         with timed(timer, "model loading"):
@@ -179,22 +208,22 @@ def iter_collected(items: list[tuple[Path, str]], make_collector: CollectorFacto
     todo = deque(items)
     pending: deque[tuple[Path, str, Future]] = deque()
     careful = 0  # after a worker died: clips to collect one at a time, so a death names its clip
-    ahead = pool.ahead if pool is not None else {}
-    pool = pool.pool if pool is not None else _new_pool(make_collector, workers, threads)
+    started = pool if pool is not None else start_pool(make_collector, workers, threads)
+    finished = False
     try:
         while todo or pending:
             while todo and len(pending) < (1 if careful else limit):
                 path, clip = todo.popleft()
-                future = ahead.pop((path, clip), None) or pool.submit(_collect_in_worker, path, clip)
+                future = started.ahead.pop((path, clip), None) or started.pool.submit(_collect_in_worker, path, clip)
                 pending.append((path, clip, future))
             path, clip, future = pending.popleft()
             try:
                 with timed(timer, "waiting for workers"):
                     collected = future.result()
             except BrokenProcessPool:
-                ahead.clear()  # their pool is gone
-                pool.shutdown(wait=True, cancel_futures=True)
-                pool = _new_pool(make_collector, workers, threads)
+                started.ahead.clear()  # their pool is gone
+                started.pool.shutdown(wait=True, cancel_futures=True)
+                started.pool = _new_pool(make_collector, workers, threads)
                 if not careful:  # any clip in flight may have killed it: retry them one by one
                     retry = [(path, clip)] + [(p, c) for p, c, _ in pending]
                     pending.clear()
@@ -207,5 +236,9 @@ def iter_collected(items: list[tuple[Path, str]], make_collector: CollectorFacto
             if timer is not None:
                 timer.add(collected.seconds)
             yield collected
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        finished = True
+    finally:  # stopped early (Ctrl-C, an error, the caller closed us): nobody wants the clips in flight
+        if finished:
+            started.shutdown(wait=True)
+        else:
+            started.terminate()

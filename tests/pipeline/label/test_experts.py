@@ -111,3 +111,19 @@ def test_weights_and_errors():
         product_of_experts({"t": evidence}, {}, PRIOR)
     with pytest.raises(ValueError, match="positive"):
         product_of_experts({"t": evidence}, {"t": np.array([0.5, 0.5, 0.0])}, PRIOR)
+
+
+def test_the_text_gate_is_zero_without_emotion_mass_one_with_it_and_the_stated_clip_in_between():
+    from affectflow.pipeline.label.experts import TEXT_GATE, text_gate_weight
+
+    neutral = 0
+    assert text_gate_weight(np.array([1.0, 0.0, 0.0]), neutral) == 0.0  # words that say nothing: no pull
+    assert text_gate_weight(np.array([0.0, 0.0, 1.0]), neutral) == 1.0  # all mass on an emotion: full pull
+    middle = np.array([0.6, 0.1, 0.3])
+    mass = 1.0 - smooth_posterior(middle)[neutral]  # 0.4 * (1 - eps) + 2 eps / 3
+    np.testing.assert_allclose(text_gate_weight(middle, neutral, 0.0, 1.0), mass, atol=FLOAT64_SLACK)
+    np.testing.assert_allclose(text_gate_weight(middle, neutral, mass - 0.1, 0.2), 0.5, atol=FLOAT64_SLACK)
+    a, b = TEXT_GATE
+    assert text_gate_weight(np.array([1.0 - a + b, a - b, 0.0]), neutral) == 0.0  # below a
+    with pytest.raises(ValueError, match="scale"):
+        text_gate_weight(middle, neutral, 0.0, 0.0)

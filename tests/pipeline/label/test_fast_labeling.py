@@ -2,6 +2,7 @@
 against the serial path, and the worker pool's order and error handling."""
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,20 +139,50 @@ def test_a_started_pool_collects_ahead_and_its_collections_are_used(tmp_path):
     assert collected[0].evidence == "evidence of a.mp4"
     assert collected[1].evidence is None and "worker process died" in collected[1].error_rows[0]["error"]
     assert [c.evidence for c in collected[2:]] == ["evidence of b.mp4", "evidence of c.mp4"]
-    assert started.pool._shutdown_thread  # iter_collected shut the started pool down
+    assert started.closed  # iter_collected shut the started pool down
+
+
+class SleepingCollector:
+    """A collector busy for ten minutes on every clip, after writing its process id beside the clip."""
+
+    def collect(self, path: Path, clip: str, timer=None):
+        path.with_suffix(".pid").write_text(str(os.getpid()))
+        time.sleep(600)
+
+
+def test_terminate_ends_busy_workers_at_once(tmp_path):
+    from affectflow.pipeline.label.workers import _process_gone
+
+    item = (tmp_path / "slow.mp4", "slow.mp4")
+    started = start_pool(SleepingCollector, 1, 1, ahead=[item])
+    pid_file = tmp_path / "slow.pid"
+    for _ in range(600):  # the worker starts within seconds (a minute on a very busy machine)
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    pid = int(pid_file.read_text())
+    assert not started.closed and not _process_gone(pid)
+    started.terminate()
+    assert started.closed and _process_gone(pid)  # killed, not left to finish its ten minutes
+    assert started.ahead[item].done()
 
 
 @pytest.mark.parametrize("argv, starts", [
-    (["clips/"], True), (["clips/", "--workers", "2"], True), (["clips/", "--help"], False),
-    (["clips/", "--workers", "0"], False), (["clips/", "--workers=0"], False), (["clips/", "--engine", "ray"], False),
+    ([], True), (["--workers", "2"], True), (["--workers", "0"], False), (["--workers=0"], False),
+    (["--engine", "ray"], False),
 ])
-def test_affectflow_label_starts_the_worker_server_first_unless_it_will_not_use_workers(argv, starts, monkeypatch):
-    from affectflow.pipeline.label import server
+def test_affectflow_label_starts_the_worker_server_before_the_job_unless_it_will_not_use_workers(
+        argv, starts, tmp_path, monkeypatch):
+    from affectflow.pipeline.cli import label as cli_label
+    from affectflow.pipeline.cli.main import main
+    from affectflow.pipeline.label import job, run
 
+    (tmp_path / "a.mp4").write_bytes(b"")  # a clip to label: the run has work
     calls = []
-    monkeypatch.setattr(server, "start_worker_server", lambda: calls.append(1))
-    server.start_early(argv)
-    assert calls == ([1] if starts else [])
+    monkeypatch.setattr(cli_label, "start_worker_server", lambda: calls.append("server"))
+    monkeypatch.setattr(job, "label", lambda *args, **kwargs: calls.append("label") or run.LabelingSummary())
+    assert main(["label", "--videos", str(tmp_path), "--out", str(tmp_path / "labels.csv"), *argv]) == 0
+    assert calls == (["server", "label"] if starts else ["label"])
 
 
 def test_the_worker_server_module_imports_only_the_standard_library():

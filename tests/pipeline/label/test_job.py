@@ -68,8 +68,8 @@ def test_a_custom_labeler_labels_generated_clips(clips, tmp_path):
     table = pd.read_json(out, lines=True)
     assert list(table.columns) == [
         "clip", "label", "prob_calm", "prob_excited", "has_audio", "has_text", "has_vision", "face_frames_ratio",
-        "transcript_source", "transcript", "duration_s", "error", "window_start", "window_end", "prob_vision_calm",
-        "prob_vision_excited"]
+        "transcript_source", "transcript", "duration_s", "error", "window_start", "window_end", "audio_note",
+        "text_reliable", "text_unreliable_reason", "prob_vision_calm", "prob_vision_excited"]
     files = table[table["window_start"].isna()].set_index("clip")
     assert files.loc["face.mp4", "label"] == "excited" and files.loc["face.mp4", "prob_vision_excited"] == 0.75
     assert list(table.loc[table["clip"] == "face.mp4", "window_start"].dropna()) == [0.0, 0.5]
@@ -172,7 +172,7 @@ def test_workers_start_while_the_labeller_loads_and_are_used_only_when_they_fit(
     summary = label(clips, tmp_path / "labels.csv", make_labeler=factory, device="cpu", asr=False, workers=2,
                     progress=False)
     assert (summary.labeled, summary.failed) == (1, 2)
-    assert len(started) == 1 and started[0].pool._shutdown_thread  # started before the labeller, always shut down
+    assert len(started) == 1 and started[0].closed  # started before the labeller, always shut down
     assert len(pools) == (1 if factory is FaceCountingFactory else 2)  # the early pool did the work when it fit
     face = next(row for row in summary.rows if row["clip"] == "face.mp4")
     assert face["label"] == ("excited" if factory is FaceCountingFactory else "calm")

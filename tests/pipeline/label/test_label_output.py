@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from affectflow.pipeline.label.output import (
-    OutputMismatchError, ResumableRowWriter, escape_clip, parse_rows, read_labels, render_rows, unescape_clip,
+    LATER_JSONL_KEYS, OutputMismatchError, ResumableRowWriter, escape_clip, parse_rows, read_labels, render_rows, unescape_clip,
 )
 
 COLUMNS = ["clip", "label", "error", "window_start", "window_end"]
@@ -39,6 +39,22 @@ def test_other_columns_refused(tmp_path):
     with pytest.raises(OutputMismatchError, match="header"):
         ResumableRowWriter(path, COLUMNS + ["prob_x"])
 
+
+
+def test_a_jsonl_file_of_an_earlier_release_resumes_without_the_later_keys(tmp_path):
+    """JSONL rows written before audio_note / text_reliable existed are still this run's rows; other keys are not."""
+    columns = COLUMNS + ["audio_note", "text_reliable", "text_unreliable_reason", "prob_audio_joy"]
+    earlier = [c for c in columns if c not in LATER_JSONL_KEYS]
+    path = tmp_path / "out.jsonl"
+    ResumableRowWriter(path, earlier, "jsonl").append_clip("a.mp4", [{"clip": "a.mp4", "label": "joy"}])
+    resumed = ResumableRowWriter(path, columns, "jsonl")
+    assert resumed.done_clips == {"a.mp4"}
+    resumed.append_clip("b.mp4", [{"clip": "b.mp4", "label": "fear", "audio_note": "audio not used: no speech"}])
+    resumed.close()
+    assert [(r["clip"], r.get("audio_note")) for r in read_labels(path, "jsonl")] == [
+        ("a.mp4", None), ("b.mp4", "audio not used: no speech")]
+    with pytest.raises(OutputMismatchError, match="columns"):  # a missing key that is not a later one
+        ResumableRowWriter(path, columns + ["prob_vision_joy"], "jsonl")
 
 # --- issue 26: names that are not UTF-8, linear retries, failed writes ---------------------------
 NAMES = [b"caf\xe9.wav", "café.wav".encode(), b"back\\slash.wav", b"literal\\xe9.wav",

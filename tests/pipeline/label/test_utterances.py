@@ -12,9 +12,13 @@ import pytest
 from affectflow.pipeline.cli.label import configure, run
 from affectflow.pipeline.label import LabelingSetupError, SpanPrediction, label
 from affectflow.pipeline.label.default_model import DefaultLabeler
-from affectflow.pipeline.label.evidence import ClipEvidence
+from affectflow.pipeline.label import evidence as evidence_module
+from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector
 from affectflow.pipeline.label.output import read_labels
-from affectflow.pipeline.media.transcripts import UTTERANCE_PAD_SECONDS, TimedText, Utterance, split_utterances
+from affectflow.pipeline.media.decode import AUDIO_WINDOW_SECONDS
+from affectflow.pipeline.media.transcripts import (
+    UTTERANCE_MAX_SECONDS, UTTERANCE_PAD_SECONDS, TimedText, Utterance, join_spans, split_utterances,
+)
 from factories.media import mux_with_face, write_silence, write_utterances
 
 SENTENCES = ["Please close the window before you leave the room.",
@@ -181,3 +185,56 @@ def test_utterance_rows_refuse_a_window_length(tmp_path, capsys):
         label(tmp_path, tmp_path / "x.csv", labeler=SpeechLabeler(), segment_by="utterance", segment_seconds=1.0)
     with pytest.raises(LabelingSetupError, match="segment_by"):
         label(tmp_path, tmp_path / "x.csv", labeler=SpeechLabeler(), segment_by="sentence")
+
+
+@pytest.fixture(scope="module")
+def long_talk(tmp_path_factory):
+    """A recording longer than one 30 s audio window (so the collector streams it): the four sentences
+    between equal pauses chosen so that the 30 s window boundary falls in the middle of the last sentence
+    (its VAD spans of the two windows must be joined); the folder and the true speech spans."""
+    folder = tmp_path_factory.mktemp("long_talk")
+    probe_spans = write_utterances(folder / "probe" / "probe.wav", SENTENCES, PAUSE_SECONDS)
+    lengths = [end - start for start, end in probe_spans]
+    pause = (AUDIO_WINDOW_SECONDS - sum(lengths[:3]) - lengths[3] / 2) / 4  # 4 pauses + 3.5 sentences = 30 s
+    spans = write_utterances(folder / "clips" / "long_talk.wav", SENTENCES, pause)
+    assert spans[3][0] < AUDIO_WINDOW_SECONDS < spans[3][1] and spans[3][1] + pause > AUDIO_WINDOW_SECONDS + 1
+    return folder / "clips", spans
+
+
+def test_a_streamed_long_recording_gives_one_row_per_utterance_with_its_words(long_talk, default_labeler, tmp_path,
+                                                                                 monkeypatch):
+    """A track longer than a window is streamed (no samples kept, never read whole): its utterances are found
+    window by window, the one cut by the window boundary joined, and each is transcribed from its own audio
+    read by span."""
+    folder, truth = long_talk
+    streamed, reads = [], []
+    stream_audio, read_span = EvidenceCollector._stream_audio, evidence_module.read_audio
+
+    def spy_stream(self, *args, **kwargs):
+        audio, found = stream_audio(self, *args, **kwargs)
+        streamed.append(audio.samples.size)
+        return audio, found
+
+    def spy_read(path, start=0.0, end=None, **kwargs):
+        reads.append((start, end))
+        return read_span(path, start, end, **kwargs)
+
+    monkeypatch.setattr(EvidenceCollector, "_stream_audio", spy_stream)
+    monkeypatch.setattr(evidence_module, "read_audio", spy_read)
+    out = tmp_path / "labels.jsonl"
+    summary = label(folder, out, labeler=default_labeler, segment_by="utterance", device="cpu", progress=False,
+                    workers=0)
+    assert (summary.labeled, summary.failed) == (1, 0)
+    assert streamed == [0]  # the streamed path, which keeps no samples
+    assert len(reads) == len(truth) and all(end is not None and end - start <= UTTERANCE_MAX_SECONDS
+                                            for start, end in reads)  # one read per utterance, never the track
+    rows = read_labels(out)
+    utterances = _window_rows(rows, "long_talk.wav")
+    _match_spans(utterances, truth)
+    for row, sentence in zip(utterances, SENTENCES):
+        said, heard = _words(sentence), _words(row["transcript"])
+        assert len(said & heard) >= 0.6 * len(said), (sentence, row["transcript"])  # tiny.en mishears some
+        others = set().union(*(_words(s) for s in SENTENCES if s != sentence)) - said
+        assert len(heard & others) <= 1, (sentence, row["transcript"])
+        assert row["label"] in default_labeler.class_names and row["prob_audio_joy"] is not None
+        assert row["text_reliable"] is True  # English speech: the ASR reliability is still marked

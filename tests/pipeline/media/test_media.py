@@ -73,7 +73,7 @@ def test_frames_at_requested_fps_with_times(media):
 
 
 def test_chunks_are_bounded_and_cover_segment(media):
-    chunks = list(iter_frame_chunks(media["talking_face"], chunk_size=7))
+    chunks = list(iter_frame_chunks(media["talking_face"], budget_bytes=7 * 240 * 320 * 3))
     assert all(len(c) <= 7 for c in chunks)
     assert sum(len(c) for c in chunks) == 50
 

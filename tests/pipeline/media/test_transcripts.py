@@ -92,3 +92,60 @@ def test_asr_from_the_shared_encoder_pass_reads_the_same_words(media):
     assert "happy to see you today" in shared.text.lower() and "happy to see you today" in alone.text.lower()
     assert shared.cues and 0.0 <= shared.cues[0][0] < shared.cues[-1][1]
     assert recognizer.transcribe(samples).text == alone.text  # the shared window was used once only
+
+
+def _segment(avg_logprob: float, compression_ratio: float = 1.0, no_speech_prob: float = 0.1, start: float = 0.0,
+             end: float = 2.0):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(avg_logprob=avg_logprob, compression_ratio=compression_ratio,
+                           no_speech_prob=no_speech_prob, start=start, end=end)
+
+
+def test_asr_reliability_names_each_limit():
+    from affectflow.pipeline.media.transcripts import asr_reliability
+
+    assert asr_reliability([]) is None
+    assert asr_reliability([_segment(-0.4)]) is None
+    assert "avg_logprob -1.20" in asr_reliability([_segment(-1.2)])
+    # duration-weighted: a short unsure segment in a long sure one does not mark the text
+    assert asr_reliability([_segment(-1.5, end=0.5), _segment(-0.3, start=0.5, end=6.0)]) is None
+    assert "compression_ratio 2.80" in asr_reliability([_segment(-0.3, compression_ratio=2.8)])
+    assert "no_speech_prob 0.90" in asr_reliability([_segment(-0.3, no_speech_prob=0.9)])
+
+
+@pytest.mark.parametrize("voice, words, reliable", [
+    (None, "I am so happy to see you today, this is wonderful news.", True),
+    ("de", "Das Wetter war kalt und der Zug hatte heute Morgen wieder Verspätung.", False),
+])
+def test_tiny_en_asr_of_german_speech_is_marked_unreliable(tmp_path, voice, words, reliable):
+    # measured (transcripts.py docstring): avg_logprob -0.35 for this English sentence, -1.76 for this German one
+    from factories.media import write_speech
+
+    from affectflow.pipeline.media.decode import read_audio
+    from affectflow.pipeline.media.transcripts import SpeechRecognizer
+
+    samples = read_audio(write_speech(tmp_path / "speech.wav", words, voice=voice)).samples
+    recognizer = SpeechRecognizer()
+    timed = recognizer.transcribe(samples)
+    assert not timed.is_empty  # tiny.en writes English-looking words for German speech too
+    assert timed.reliable is reliable
+    assert reliable or "avg_logprob" in timed.unreliable
+    # utterance rows: the speech transcribed as utterances (one here) is marked the same way
+    utterances = recognizer.transcribe_spans(samples, [(0.0, samples.size / 16000)])
+    assert not utterances.is_empty and utterances.reliable is reliable
+    assert reliable or "avg_logprob" in utterances.unreliable
+
+
+def test_join_spans_joins_only_speech_cut_by_a_window_boundary():
+    from affectflow.pipeline.media.transcripts import (
+        UTTERANCE_PAD_SECONDS, UTTERANCE_PAUSE_SECONDS, join_spans,
+    )
+
+    gap = UTTERANCE_PAUSE_SECONDS - 2 * UTTERANCE_PAD_SECONDS  # what one window's VAD leaves between two utterances
+    first = [(1.0, 5.0), (8.0, 30.0)]
+    assert join_spans(first, [(30.0, 32.0), (35.0, 36.0)]) == [(1.0, 5.0), (8.0, 32.0), (35.0, 36.0)]
+    assert join_spans(first, [(30.0 + gap * 0.9, 32.0)]) == [(1.0, 5.0), (8.0, 32.0)]  # a shorter pause
+    assert join_spans(first, [(30.0 + gap, 32.0)]) == first + [(30.0 + gap, 32.0)]  # a pause: two utterances
+    assert join_spans([], [(30.0, 31.0)]) == [(30.0, 31.0)] and join_spans(first, []) == first
+    assert join_spans([(1.0, 30.0)], [(30.0, 31.5)]) == [(1.0, 30.0), (30.0, 31.5)]  # longer than 30 s: cut
