@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import signal
 import threading
 import time
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from affectflow.extractors.batching import available_cpus
 from affectflow.pipeline.core.devices import default_worker_count, threads_per_worker
 from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.core.timing import StageTimer, timed
@@ -115,10 +115,8 @@ detector, Whisper ASR and encoder) after a 10 s 640x360 talking clip, VmRSS 0.97
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one, else all cores)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+    """CPU cores this process may run on (its affinity mask where the OS has one, else all cores), at least 1."""
+    return max(1, available_cpus())
 
 
 def available_memory() -> int | None:
