@@ -98,10 +98,14 @@ def fused(labeler: DefaultLabeler, audio: np.ndarray, text: np.ndarray, gate: tu
     return out
 
 
-def fused_fast(audio_log: np.ndarray, text_log: np.ndarray, kl: np.ndarray, target_log: np.ndarray,
-               gate: tuple[float, float]) -> np.ndarray:
-    """The same product in closed form over arrays (for the grid search): log ratios given, weights from kl."""
+def fused_fast(audio_log: np.ndarray, text_log: np.ndarray, kl: np.ndarray, priors_log: tuple[np.ndarray, np.ndarray],
+               gate: tuple[float, float], target_log: np.ndarray | None = None) -> np.ndarray:
+    """The same product in closed form over arrays (for the grid search): log ratios given, the text's weight
+    from its gate statistic `kl`; the target prior is the voice's and text's priors pooled with weights 1 and
+    w_t (`experts.pooled_prior`, the shipped rule) unless `target_log` (a fixed target) is given."""
     weight = np.clip((kl - gate[0]) / gate[1], 0.0, 1.0)[:, None]
+    if target_log is None:
+        target_log = (priors_log[0][None] + weight * priors_log[1][None]) / (1.0 + weight)
     log_total = target_log + audio_log + weight * text_log
     log_total -= log_total.max(axis=1, keepdims=True)
     total = np.exp(log_total)
@@ -137,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     labeler = DefaultLabeler()
     prior_t, target = labeler.priors["t"], labeler.target_prior
+    priors_log = (np.log(labeler.priors["a"]), np.log(prior_t))
     sentence_probs = {s: labeler.text_posterior(text) for s, text in SENTENCES.items()}
     for s, p in sentence_probs.items():
         print(f"text head on {SENTENCES[s]!r}: " + " ".join(f"{c} {v:.3f}" for c, v in zip(CLASSES, p))
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     a_log, t_log = logs(audio, labeler.priors["a"]), logs(text, prior_t)
     pa_log, pt_log = logs(pair_audio, labeler.priors["a"]), logs(pair_text, prior_t)
-    target_log = np.log(target)
+    meld_target_log = np.log(prior_t)  # the previous rule's target prior: MELD train's, whatever was present
     statistics = {  # candidate measures of how much emotion the words carry (the gate's input)
         "kl_from_prior": lambda probs: np.array([kl_to_prior(p, prior_t) for p in probs]),
         "emotion_mass": lambda probs: 1.0 - smooth(probs)[:, CLASSES.index("neutral")],
@@ -172,21 +177,26 @@ def main(argv: list[str] | None = None) -> int:
             best, choice = np.inf, None
             for a in grid:
                 for b in SCALES:
-                    score = nll(fused_fast(a_log[train_rows], t_log[train_rows], kl[train_rows], target_log, (a, b)), y[train_rows]) \
-                        + nll(fused_fast(pa_log[train_pairs], pt_log[train_pairs], pkl[train_pairs], target_log, (a, b)), pair_y[train_pairs])
+                    score = nll(fused_fast(a_log[train_rows], t_log[train_rows], kl[train_rows], priors_log, (a, b)), y[train_rows]) \
+                        + nll(fused_fast(pa_log[train_pairs], pt_log[train_pairs], pkl[train_pairs], priors_log, (a, b)), pair_y[train_pairs])
                     if score < best - 1e-12:
                         best, choice = score, (float(a), float(b))
             return choice
 
         rows = []
-        results = {key: np.zeros_like(audio) for key in ("voice_only", "before", "after")}
-        pair_results = {key: np.zeros_like(pair_audio) for key in ("voice_only", "before", "after")}
+        # before: w_t = 1, MELD target (the rule before issue 24); gate_meld_target: the gate with MELD's target
+        # (the previous release); after: the gate with the pooled target (shipped); voice_only: w_t = 0
+        kinds = {"voice_only": lambda gate: ((np.inf, 1.0), None), "before": lambda gate: ((-np.inf, 1.0), meld_target_log),
+                 "gate_meld_target": lambda gate: (gate, meld_target_log), "after": lambda gate: (gate, None)}
+        results = {key: np.zeros_like(audio) for key in kinds}
+        pair_results = {key: np.zeros_like(pair_audio) for key in kinds}
         for fold in sorted(np.unique(folds)):
             held, pheld = folds == fold, pair_folds == fold
             gate = fit(~held, ~pheld)
-            for key, g in (("voice_only", (np.inf, 1.0)), ("before", (-np.inf, 1.0)), ("after", gate)):
-                results[key][held] = fused_fast(a_log[held], t_log[held], kl[held], target_log, g)
-                pair_results[key][pheld] = fused_fast(pa_log[pheld], pt_log[pheld], pkl[pheld], target_log, g)
+            for key, kind in kinds.items():
+                g, target_log = kind(gate)
+                results[key][held] = fused_fast(a_log[held], t_log[held], kl[held], priors_log, g, target_log)
+                pair_results[key][pheld] = fused_fast(pa_log[pheld], pt_log[pheld], pkl[pheld], priors_log, g, target_log)
             rows.append({"fold": str(fold), "gate": gate, "voice_ua": ua(audio[held], y[held]),
                          "text_ua": ua(text[held], y[held]),
                          **{f"fused_{k}_ua": ua(v[held], y[held]) for k, v in results.items()},
@@ -201,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         summary_all[name] = summary
     # the shipped rule reproduces the grid's closed form (emotion mass, TEXT_GATE)
     shipped = fused(labeler, audio[:50], text[:50], TEXT_GATE)
-    closed = fused_fast(a_log[:50], t_log[:50], statistics["emotion_mass"](text[:50]), target_log, TEXT_GATE)
+    closed = fused_fast(a_log[:50], t_log[:50], statistics["emotion_mass"](text[:50]), priors_log, TEXT_GATE)
     assert np.abs(shipped - closed).max() < 1e-9, np.abs(shipped - closed).max()
     # MELD test through the text-only path (a lone text expert: weight 1, the head's smoothed posterior)
     from sklearn.metrics import f1_score

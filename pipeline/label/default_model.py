@@ -10,8 +10,9 @@
   averaged over the face frames of the span (FER's angry/happy/sad map to anger/joy/sadness).
 - Fusion of the present modalities: a product of experts with the class prior counted once
   (`experts.product_of_experts`): p(c | x) ∝ pi(c) Π_m [p_m(c | x_m) / pi_m(c)]^{w_m}, where pi_m is the
-  prior each expert was trained under (RAVDESS, MELD train, FER2013 train), the target prior pi is MELD
-  train's (the text head's). w_a = w_v = 1 (stated, not fitted: no corpus here has all three modalities);
+  prior each expert was trained under (RAVDESS, MELD train, FER2013 train), the target prior pi is the present
+  experts' priors pooled like their evidence (`experts.pooled_prior`: the labeller assumes no base rate of its
+  own, so a lone expert's answer is its own posterior). w_a = w_v = 1 (stated, not fitted: no corpus here has all three modalities);
   the text's weight is a gate on how much emotion its words carry, w_t = clip((1 - p_t(neutral) - a) / b, 0, 1),
   fitted on RAVDESS voices with their lexically neutral sentences and with same-class MELD texts
   (`experts.TEXT_GATE`, stated there; a lone expert keeps weight 1). Text from low-confidence ASR
@@ -106,7 +107,7 @@ class DefaultLabeler:
         self.weights = {"a": 1.0, "t": 1.0, "v": 1.0, **(weights or {})}
         self.priors = {"a": audio_head_prior(self.audio_head), "t": normalize_prior(self.head.class_prior, "text prior"),
                        "v": normalize_prior([FER2013_TRAIN_COUNTS[c] for c in CLASSES], "FER2013 prior")}
-        self.target_prior = self.priors["t"]
+        self.target_prior: np.ndarray | None = None  # the present experts' pooled prior (experts.pooled_prior)
         self.text_extractor = create_extractor(TEXT_EXTRACTOR["name"], device=self.device, **TEXT_EXTRACTOR["config"])
         self.audio_features_id = whisper_features_id(self.device)  # checks the model folder now
         self._audio_extractor = None  # built on first use: with a collector that runs it, never here

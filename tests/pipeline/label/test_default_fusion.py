@@ -42,10 +42,22 @@ def test_a_lexically_neutral_sentence_does_not_outvote_the_voice(labeler):
     text = labeler.text_posterior("Kids are talking by the door.")
     assert int(np.argmax(text)) == NEUTRAL
     angry = voice("anger", 0.6)
-    ungated = product_of_experts({"a": angry, "t": text}, labeler.priors, labeler.target_prior)
-    assert int(np.argmax(ungated)) == NEUTRAL  # the product with w_t = 1 (main) turns an angry voice neutral
+    ungated = product_of_experts({"a": angry, "t": text}, labeler.priors, labeler.priors["t"])
+    assert int(np.argmax(ungated)) == NEUTRAL  # the rule before issue 24 (w_t = 1, MELD's prior) turned it neutral
     assert labeler.expert_weights({"a": angry, "t": text})["t"] < 0.5
     assert CLASSES[int(np.argmax(fuse(labeler, {"a": angry, "t": text})))] == "anger"
+
+
+def test_the_voice_alone_or_with_muted_words_is_the_fused_answer(labeler):
+    # issue 24: with MELD's prior (47 % neutral) as the target, a sad voice at 0.3 came out neutral
+    sad = np.array([0.12, 0.1, 0.1, 0.1, 0.18, 0.3, 0.1])
+    meld_target = product_of_experts({"a": sad}, labeler.priors, labeler.priors["t"])
+    assert int(np.argmax(meld_target)) == NEUTRAL
+    alone = fuse(labeler, {"a": sad})
+    np.testing.assert_allclose(alone, 0.99 * sad + 0.01 / len(CLASSES), atol=FLOAT32_SLACK)
+    muted = fuse(labeler, {"a": sad, "t": labeler.text_posterior("Kids are talking by the door.")})
+    assert CLASSES[int(np.argmax(muted))] == "sadness"
+    np.testing.assert_allclose(muted, alone, atol=FLOAT32_SLACK)
 
 
 def test_an_emotional_transcript_still_beats_a_neutral_voice(labeler):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from affectflow.pipeline.label.experts import (EXPERT_SMOOTHING, fused_change_bound, product_of_experts,
-                                                smooth_posterior)
+from affectflow.pipeline.label.experts import (EXPERT_SMOOTHING, fused_change_bound, pooled_prior,
+                                                product_of_experts, smooth_posterior)
 
 pytestmark = pytest.mark.numeric
 
@@ -127,3 +127,33 @@ def test_the_text_gate_is_zero_without_emotion_mass_one_with_it_and_the_stated_c
     assert text_gate_weight(np.array([1.0 - a + b, a - b, 0.0]), neutral) == 0.0  # below a
     with pytest.raises(ValueError, match="scale"):
         text_gate_weight(middle, neutral, 0.0, 0.0)
+
+
+def test_without_a_target_prior_a_lone_expert_is_its_own_smoothed_posterior_whatever_its_prior():
+    # issue 24: the voice alone must not be pulled towards another corpus's base rate (MELD's 47 % neutral)
+    posterior = np.array([0.2, 0.45, 0.35])
+    for prior in (PRIOR, np.full(3, 1 / 3), np.array([0.1, 0.1, 0.8])):
+        fused = product_of_experts({"a": posterior}, {"a": prior, "t": PRIOR})
+        np.testing.assert_allclose(fused, smooth_posterior(posterior), atol=FLOAT64_SLACK)
+
+
+def test_the_pooled_prior_is_the_weighted_geometric_mean_of_the_counted_experts_priors():
+    skewed, uniform = np.array([0.6, 0.3, 0.1]), np.full(3, 1 / 3)
+    expected = np.sqrt(skewed * uniform)
+    np.testing.assert_allclose(pooled_prior({"a": uniform, "t": skewed}, {"a": 1.0, "t": 1.0}),
+                               expected / expected.sum(), atol=FLOAT64_SLACK)
+    weighted = uniform ** (1 / 1.5) * skewed ** (0.5 / 1.5)
+    np.testing.assert_allclose(pooled_prior({"a": uniform, "t": skewed}, {"a": 1.0, "t": 0.5}),
+                               weighted / weighted.sum(), atol=FLOAT64_SLACK)
+    # a muted expert brings no base rate; a shared prior is the target; nothing counted: uniform
+    np.testing.assert_allclose(pooled_prior({"a": uniform, "t": skewed}, {"a": 1.0, "t": 0.0}), uniform,
+                               atol=FLOAT64_SLACK)
+    np.testing.assert_allclose(pooled_prior({"a": skewed, "t": skewed}, {"a": 1.0, "t": 0.3}), skewed,
+                               atol=FLOAT64_SLACK)
+    np.testing.assert_allclose(pooled_prior({"a": skewed}, {"a": 0.0}), uniform, atol=FLOAT64_SLACK)
+
+
+def test_a_muted_expert_leaves_the_others_answer_exactly():
+    voice, words = np.array([0.5, 0.3, 0.2]), np.array([0.9, 0.05, 0.05])
+    fused = product_of_experts({"a": voice, "t": words}, {"a": np.full(3, 1 / 3), "t": PRIOR}, weights={"t": 0.0})
+    np.testing.assert_allclose(fused, smooth_posterior(voice), atol=FLOAT64_SLACK)
