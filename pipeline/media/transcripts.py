@@ -20,6 +20,7 @@ hallucination guards (compression ratio > 2.4: repetitive text; no-speech probab
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Iterable
@@ -46,6 +47,18 @@ ASR_MAX_COMPRESSION_RATIO = 2.4
 """ASR text with a segment whose gzip compression ratio is above this is unreliable (repetition; Whisper's limit)."""
 ASR_MAX_NO_SPEECH_PROB = 0.6
 """ASR text whose mean segment no_speech_prob is above this is unreliable (Whisper's no-speech limit)."""
+ASR_DECODING = {"language": "en", "beam_size": 1, "temperature": 0.0, "condition_on_previous_text": False}
+"""faster-whisper decoding options of every ASR call (`decoding_options` adds the token budget)."""
+ASR_TOKENS_PER_SECOND = 12.0
+ASR_TOKENS_BASE = 16
+"""Most tokens decoded per Whisper window: ASR_TOKENS_BASE + ASR_TOKENS_PER_SECOND per second of its audio."""
+
+
+def decoding_options(seconds: float) -> dict:
+    """faster-whisper `transcribe` options for `seconds` of audio: ASR_DECODING and a token budget per window
+    (`max_new_tokens`) from the audio's length, at most one window's (30 s)."""
+    budget = ASR_TOKENS_BASE + int(math.ceil(ASR_TOKENS_PER_SECOND * min(max(seconds, 0.0), 30.0)))
+    return {**ASR_DECODING, "max_new_tokens": budget}
 
 
 class TranscriptError(AffectflowError):
@@ -212,7 +225,7 @@ class SpeechRecognizer:
         so faster-whisper's VAD filter (which would cut the audio and so change the window) is off then.
         """
         if first_window_encoding is None:
-            segments, _ = self._model.transcribe(samples, language="en", vad_filter=True, beam_size=1)
+            segments, _ = self._model.transcribe(samples, vad_filter=True, **decoding_options(samples.size / 16000))
             return self._timed(segments)
         import ctranslate2
 
@@ -225,7 +238,7 @@ class SpeechRecognizer:
 
         model.encode = encode_once  # this instance only, for this call
         try:
-            segments, _ = model.transcribe(samples, language="en", vad_filter=False, beam_size=1)
+            segments, _ = model.transcribe(samples, vad_filter=False, **decoding_options(samples.size / 16000))
             return self._timed(segments)
         finally:
             del model.encode
@@ -247,8 +260,8 @@ class SpeechRecognizer:
         one transcription of the file (the joined text is one piece of evidence)."""
         cues, kept = [], []
         for start, end, piece in pieces:
-            segments, _ = self._model.transcribe(piece, language="en", vad_filter=False, beam_size=1,
-                                                 condition_on_previous_text=False, without_timestamps=True)
+            segments, _ = self._model.transcribe(piece, vad_filter=False, without_timestamps=True,
+                                                 **decoding_options(piece.size / 16000))
             spoken = [s for s in segments if s.text.strip()]
             text = " ".join(" ".join(s.text for s in spoken).split())
             if text:
