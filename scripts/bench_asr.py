@@ -145,55 +145,55 @@ def cpu_seconds(function, *args):
     return result, time.process_time() - started
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--files", type=int, default=40, help="RAVDESS utterances drawn (seed 0)")
-    parser.add_argument("--threads", type=int, default=1, help="CTranslate2 threads (CPU seconds are counted)")
-    parser.add_argument("--pads", type=int, nargs="+", default=[100, 200], help="mel frames after the clip")
-    args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    from affectflow.extractors.base import create_extractor
+def encoder_costs(extractor, samples: np.ndarray, pads: list[int], encoder: dict[str, list[float]]) -> np.ndarray:
+    """The 30 s window's encoding [1500, D]; adds the encoders' CPU-s and the frame cosines to `encoder`."""
     from affectflow.extractors.whisper import kept_frames
+
+    full, seconds = cpu_seconds(lambda: extractor._encode([extractor.windows(samples)[0][0]])[0])
+    encoder.setdefault("30 s window", []).append(seconds)
+    keep = kept_frames(samples.size)
+    for pad in pads:
+        frames, seconds = cpu_seconds(lambda: extractor._encode([short_window(extractor, samples, pad)])[0])
+        encoder.setdefault(f"clip + {pad * 10} ms", []).append(seconds)
+        a, b = full[:min(keep, len(frames))], frames[:min(keep, len(frames))]
+        cosine = float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).mean())
+        encoder.setdefault(f"cosine clip + {pad * 10} ms", []).append(cosine)
+    return full
+
+
+def measure(measured: list, threads: int, pads: list[int]) -> tuple[dict, dict]:
+    """({(group, option): per-clip results}, {encoder row: per-clip values}) of every clip and option."""
+    from affectflow.extractors.base import create_extractor
     from affectflow.pipeline.media.decode import read_audio
     from affectflow.pipeline.media.transcripts import SpeechRecognizer, asr_reliability
 
     options = options_table()
-    extractor, asr = create_extractor("whisper"), SpeechRecognizer(cpu_threads=args.threads)
-    model = asr._model
-    counter = Counting(model)
+    extractor, asr = create_extractor("whisper"), SpeechRecognizer(cpu_threads=threads)
+    counter = Counting(asr._model)
     rows: dict[tuple[str, str], list[dict]] = {}
     encoder: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        measured = clips(args.files, Path(folder))
-        for group, name, path, spoken in measured:
-            samples = read_audio(path).samples
-            if group.endswith("noise"):  # white noise at 0 dB SNR over the speech's own RMS (seeded by name)
-                noise = np.random.default_rng(zlib.crc32(name.encode())).standard_normal(samples.size)
-                samples = (samples + noise * np.sqrt(np.mean(samples ** 2))).astype(np.float32)
-            full, seconds = cpu_seconds(lambda: extractor._encode([extractor.windows(samples)[0][0]])[0])
-            encoder.setdefault("30 s window", []).append(seconds)
-            keep = kept_frames(samples.size)
-            for pad in args.pads:
-                frames, seconds = cpu_seconds(lambda: extractor._encode([short_window(extractor, samples, pad)])[0])
-                encoder.setdefault(f"clip + {pad * 10} ms", []).append(seconds)
-                a, b = full[:min(keep, len(frames))], frames[:min(keep, len(frames))]
-                cosine = float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).mean())
-                encoder.setdefault(f"cosine clip + {pad * 10} ms", []).append(cosine)
-            today, short = None, extractor._encode([short_window(extractor, samples, 200)])[0]
-            for option, kwargs in options.items():
-                counter.windows = counter.tokens = counter.decodes = 0
-                encoding, kwargs = (short, kwargs[1]) if isinstance(kwargs, tuple) else (full, kwargs)
-                segments, seconds = cpu_seconds(decode, model, samples, encoding, kwargs)
-                text = " ".join(s.text.strip() for s in segments)
-                today = text if today is None else today
-                rows.setdefault((group, option), []).append({
-                    "cpu": seconds, "windows": counter.windows, "decodes": counter.decodes,
-                    "tokens_per_s": counter.tokens / (samples.size / 16000), "vs_today": word_errors(today, text),
-                    "vs_spoken": word_errors(spoken, text) if spoken else None,
-                    "unreliable": asr_reliability(segments) is not None, "text": text})
-    print(f"{len(measured)} clips, {args.threads} CTranslate2 thread(s); decoding from the shared 30 s encoding")
+    for group, name, path, spoken in measured:
+        samples = read_audio(path).samples
+        if group.endswith("noise"):  # white noise at 0 dB SNR over the speech's own RMS (seeded by name)
+            noise = np.random.default_rng(zlib.crc32(name.encode())).standard_normal(samples.size)
+            samples = (samples + noise * np.sqrt(np.mean(samples ** 2))).astype(np.float32)
+        full = encoder_costs(extractor, samples, pads, encoder)
+        today, short = None, extractor._encode([short_window(extractor, samples, 200)])[0]
+        for option, kwargs in options.items():
+            counter.windows = counter.tokens = counter.decodes = 0
+            encoding, kwargs = (short, kwargs[1]) if isinstance(kwargs, tuple) else (full, kwargs)
+            segments, seconds = cpu_seconds(decode, asr._model, samples, encoding, kwargs)
+            text = " ".join(s.text.strip() for s in segments)
+            today = text if today is None else today
+            rows.setdefault((group, option), []).append({
+                "name": name, "cpu": seconds, "windows": counter.windows, "decodes": counter.decodes,
+                "tokens_per_s": counter.tokens / (samples.size / 16000), "vs_today": word_errors(today, text),
+                "vs_spoken": word_errors(spoken, text) if spoken else None,
+                "unreliable": asr_reliability(segments) is not None, "text": text})
+    return rows, encoder
+
+
+def print_tables(rows: dict, encoder: dict) -> None:
     print("| group | option | CPU-s/clip | windows/clip | decodes/clip | max tokens/s | WER vs today | "
           "WER vs spoken | unreliable |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -210,9 +210,25 @@ def main(argv: list[str] | None = None) -> int:
     print("frame cosine vs the 30 s window over the clip: " + ", ".join(
         f"{k[7:]} {np.mean(v):.4f} (min {np.min(v):.4f})" for k, v in encoder.items() if k.startswith("cosine")))
     for (group, option), items in rows.items():
-        for item, (_, name, _, _) in zip(items, [m for m in measured if m[0] == group]):
+        for item in items:
             if item["vs_today"][0]:
-                print(f"differs: {group} {name} [{option}]: {item['text']!r}")
+                print(f"differs: {group} {item['name']} [{option}]: {item['text']!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=40, help="RAVDESS utterances drawn (seed 0)")
+    parser.add_argument("--threads", type=int, default=1, help="CTranslate2 threads (CPU seconds are counted)")
+    parser.add_argument("--pads", type=int, nargs="+", default=[100, 200], help="mel frames after the clip")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as folder:
+        measured = clips(args.files, Path(folder))
+        rows, encoder = measure(measured, args.threads, args.pads)
+    print(f"{len(measured)} clips, {args.threads} CTranslate2 thread(s); decoding from the shared 30 s encoding")
+    print_tables(rows, encoder)
     return 0
 
 

@@ -16,6 +16,17 @@ of 6 German sentences (`espeak-ng -v de`) -0.86 .. -1.76 (2 more gave no text at
 ASR_MIN_AVG_LOGPROB = -0.8, between the two. compression_ratio (English and German <= 1.02 here) and
 no_speech_prob (English <= 0.20, German <= 0.43) did not separate them; their limits are Whisper's own
 hallucination guards (compression ratio > 2.4: repetitive text; no-speech probability > 0.6).
+
+Decoding (`ASR_DECODING`, `decoding_options`): one greedy pass per window (temperature 0: no fallback),
+no previous-text prompt, and at most ASR_TOKENS_BASE + ASR_TOKENS_PER_SECOND tokens per second of audio per
+window. faster-whisper's default fallback decodes a window again, best of 5 samples at temperatures 0.2 .. 1.0,
+while its text is unsure (avg_logprob < -1) or repetitive, which is the text the limits above mark unreliable
+anyway: `scripts/bench_asr.py` (2 cores, 1 thread) measured 1.73 -> 0.10 CPU-s per German espeak sentence
+(4.9 decodes each, all 8 unreliable before and after), 0.33 -> 0.07 on RAVDESS utterances in white noise at
+0 dB (2 of 10 texts changed, both unreliable before and after), and the same words at the same cost on 40
+clean RAVDESS utterances and 8 English espeak clips (the fallback never ran there). The most tokens a second
+seen there was 4.2 (timestamps included); the budget (12 a second + 16) cuts a decoder stuck in a loop, which
+went on to 62 tokens a second on one German sentence, and leaves room for the prompt in Whisper's 448.
 """
 
 from __future__ import annotations
