@@ -10,6 +10,11 @@ its frames differ (cosine ~0.97 over the clip, `bench_asr.py`), so the head woul
 them. This registers such an extractor as "whisperclip" (clips over 30 s keep the 30 s windows) and runs
 `train_default_audio_head.py` with `--no-write` on it (arguments after `--` are passed on; the cache defaults
 to the script's `.cache/ser`, where today's RAVDESS manifest is reused).
+
+Measured 2026-12-06 (clip + 2 s, 5 actor folds, 1200 clips): whisperclip_meanstd_lr WA 68.0 / UA 67.5 against
+the shipped head's 68.6 / 67.9 on 30 s windows. Not shipped: ASR still needs the 30 s window (decoded from the
+clip-length one, tiny.en repeats the sentence on half the RAVDESS clips), so with ASR on a clip would cost one
+more (short) encoder pass, not one fewer; it would save ~0.36 CPU-s per clip only where ASR does not run.
 """
 
 from __future__ import annotations
