@@ -16,10 +16,22 @@ of 6 German sentences (`espeak-ng -v de`) -0.86 .. -1.76 (2 more gave no text at
 ASR_MIN_AVG_LOGPROB = -0.8, between the two. compression_ratio (English and German <= 1.02 here) and
 no_speech_prob (English <= 0.20, German <= 0.43) did not separate them; their limits are Whisper's own
 hallucination guards (compression ratio > 2.4: repetitive text; no-speech probability > 0.6).
+
+Decoding (`ASR_DECODING`, `decoding_options`): one greedy pass per window (temperature 0: no fallback),
+no previous-text prompt, and at most ASR_TOKENS_BASE + ASR_TOKENS_PER_SECOND tokens per second of audio per
+window. faster-whisper's default fallback decodes a window again, best of 5 samples at temperatures 0.2 .. 1.0,
+while its text is unsure (avg_logprob < -1) or repetitive, which is the text the limits above mark unreliable
+anyway: `scripts/bench_asr.py` (2 cores, 1 thread) measured 1.73 -> 0.10 CPU-s per German espeak sentence
+(4.9 decodes each, all 8 unreliable before and after), 0.33 -> 0.07 on RAVDESS utterances in white noise at
+0 dB (2 of 10 texts changed, both unreliable before and after), and the same words at the same cost on 40
+clean RAVDESS utterances and 8 English espeak clips (the fallback never ran there). The most tokens a second
+seen there was 4.2 (timestamps included); the budget (12 a second + 16) cuts a decoder stuck in a loop, which
+went on to 62 tokens a second on one German sentence, and leaves room for the prompt in Whisper's 448.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Iterable
@@ -46,6 +58,18 @@ ASR_MAX_COMPRESSION_RATIO = 2.4
 """ASR text with a segment whose gzip compression ratio is above this is unreliable (repetition; Whisper's limit)."""
 ASR_MAX_NO_SPEECH_PROB = 0.6
 """ASR text whose mean segment no_speech_prob is above this is unreliable (Whisper's no-speech limit)."""
+ASR_DECODING = {"language": "en", "beam_size": 1, "temperature": 0.0, "condition_on_previous_text": False}
+"""faster-whisper decoding options of every ASR call (`decoding_options` adds the token budget)."""
+ASR_TOKENS_PER_SECOND = 12.0
+ASR_TOKENS_BASE = 16
+"""Most tokens decoded per Whisper window: ASR_TOKENS_BASE + ASR_TOKENS_PER_SECOND per second of its audio."""
+
+
+def decoding_options(seconds: float) -> dict:
+    """faster-whisper `transcribe` options for `seconds` of audio: ASR_DECODING and a token budget per window
+    (`max_new_tokens`) from the audio's length, at most one window's (30 s)."""
+    budget = ASR_TOKENS_BASE + int(math.ceil(ASR_TOKENS_PER_SECOND * min(max(seconds, 0.0), 30.0)))
+    return {**ASR_DECODING, "max_new_tokens": budget}
 
 
 class TranscriptError(AffectflowError):
@@ -212,7 +236,7 @@ class SpeechRecognizer:
         so faster-whisper's VAD filter (which would cut the audio and so change the window) is off then.
         """
         if first_window_encoding is None:
-            segments, _ = self._model.transcribe(samples, language="en", vad_filter=True, beam_size=1)
+            segments, _ = self._model.transcribe(samples, vad_filter=True, **decoding_options(samples.size / 16000))
             return self._timed(segments)
         import ctranslate2
 
@@ -225,7 +249,7 @@ class SpeechRecognizer:
 
         model.encode = encode_once  # this instance only, for this call
         try:
-            segments, _ = model.transcribe(samples, language="en", vad_filter=False, beam_size=1)
+            segments, _ = model.transcribe(samples, vad_filter=False, **decoding_options(samples.size / 16000))
             return self._timed(segments)
         finally:
             del model.encode
@@ -247,8 +271,8 @@ class SpeechRecognizer:
         one transcription of the file (the joined text is one piece of evidence)."""
         cues, kept = [], []
         for start, end, piece in pieces:
-            segments, _ = self._model.transcribe(piece, language="en", vad_filter=False, beam_size=1,
-                                                 condition_on_previous_text=False, without_timestamps=True)
+            segments, _ = self._model.transcribe(piece, vad_filter=False, without_timestamps=True,
+                                                 **decoding_options(piece.size / 16000))
             spoken = [s for s in segments if s.text.strip()]
             text = " ".join(" ".join(s.text for s in spoken).split())
             if text:
