@@ -13,10 +13,13 @@ of audio longer than 30 s are stitched into one sequence. Windows of several cli
 `encode` call (`window_batch_size`); batching does not change the features.
 
 compute_type: "auto" = int8 on CPU, float16 on CUDA; "int8" or "float32" anywhere; "float16" on CUDA
-only. The model is the process's one of its folder, device, compute type and threads
-(`pipeline/media/whisper_model.py`): offline ASR built alike (the bundled tiny.en, int8 on CPU) decodes with
-the same model, loaded once; another folder or compute type loads a second one. The config hash does not see the device: features stored on a GPU with "auto" (float16) and on
+only. The config hash does not see the device: features stored on a GPU with "auto" (float16) and on
 a CPU (int8) share a key, and differ slightly (frame cosine ~0.999 between int8 and float32).
+
+The model is the process's one of its folder, device, compute type and threads
+(`pipeline/media/whisper_model.py`): offline ASR built alike (`SpeechRecognizer`: the bundled tiny.en, int8
+on CPU, float16 on CUDA, as "auto" here) decodes with the same model, loaded once. Another folder or compute
+type (e.g. `model="/models/whisper-small-ct2"` or `compute_type="float32"`) loads a second model beside ASR's.
 """
 
 from __future__ import annotations
