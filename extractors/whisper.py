@@ -15,6 +15,11 @@ of audio longer than 30 s are stitched into one sequence. Windows of several cli
 compute_type: "auto" = int8 on CPU, float16 on CUDA; "int8" or "float32" anywhere; "float16" on CUDA
 only. The config hash does not see the device: features stored on a GPU with "auto" (float16) and on
 a CPU (int8) share a key, and differ slightly (frame cosine ~0.999 between int8 and float32).
+
+The model is the process's one of its folder, device, compute type and threads
+(`pipeline/media/whisper_model.py`): offline ASR built alike (`SpeechRecognizer`: the bundled tiny.en, int8
+on CPU, float16 on CUDA, as "auto" here) decodes with the same model, loaded once. Another folder or compute
+type (e.g. `model="/models/whisper-small-ct2"` or `compute_type="float32"`) loads a second model beside ASR's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 import torch
 
 from affectflow.pipeline.core.records import FeatureSequence
+from affectflow.pipeline.media.whisper_model import load_whisper
 
 from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
 from affectflow.extractors.hf_common import missing_audio
@@ -101,7 +107,6 @@ class WhisperEncoderExtractor(Extractor):
 
     def __init__(self, config: WhisperEncoderConfig, device: torch.device | str = "cpu") -> None:
         super().__init__(config, device)
-        import ctranslate2
         from faster_whisper.feature_extractor import FeatureExtractor
 
         self.model_folder = resolve_model_folder(config.model)
@@ -110,13 +115,13 @@ class WhisperEncoderExtractor(Extractor):
         # so they must not share a feature store's config hash.
         self.config = dataclasses.replace(config, compute_type=self.compute_type)
         threads = torch.get_num_threads() if self.device.type == "cpu" else 0
-        try:
-            self.model = ctranslate2.models.Whisper(
-                str(self.model_folder), device=self.device.type, device_index=self.device.index or 0,
-                compute_type=self.compute_type, intra_threads=threads)
+        try:  # the process's model of these arguments, shared with ASR (`SpeechRecognizer`) on the same device
+            self.whisper = load_whisper(self.model_folder, self.device.type, self.device.index or 0,
+                                        self.compute_type, threads)
         except (RuntimeError, ValueError) as error:
             raise ValueError(f"whisper: cannot load {self.model_folder} ({self.compute_type} on {self.device}): "
                              f"{error}") from error
+        self.model = self.whisper.encoder  # ctranslate2.models.Whisper
         self.front_end = FeatureExtractor(feature_size=self.model.n_mels, sampling_rate=SAMPLE_RATE,
                                           hop_length=HOP_SAMPLES, chunk_length=WINDOW_SECONDS)
         self._output_dim = int(self._encode([np.zeros((self.model.n_mels, 4), np.float32)])[0].shape[1])

@@ -17,6 +17,7 @@ from affectflow.extractors.base import extractor_from_spec
 from affectflow.pipeline.core.names import IGNORE_INDEX, IMPORTED_PREFIX
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.labeler import SpanPrediction
+from affectflow.pipeline.label.needs import EvidenceNeeds, FaceCrops
 from affectflow.pipeline.train.checkpoint import load_bundle
 from affectflow.pipeline.train.data import Item, collate
 
@@ -68,6 +69,12 @@ class CheckpointLabeler:
         if vision is not None and vision.contract.image_size:
             # Crop faces at the size the features were extracted with (affectflow extract does the same).
             self.face_crop_size = int(vision.contract.image_size[0])
+
+    @property
+    def evidence_needs(self) -> EvidenceNeeds:
+        """Face crops at its vision extractor's size and the transcript; its extractors run on the spans'
+        samples, crops and text themselves (no audio frames from the collector)."""
+        return EvidenceNeeds(faces=FaceCrops(size=self.face_crop_size), transcript=True)
 
     def clip_state(self, evidence: ClipEvidence) -> None:
         """Nothing to precompute: features are extracted per span (the per-clip state is None)."""

@@ -40,6 +40,7 @@ from affectflow.pipeline.label.audio_head import AUDIO_HEAD_PATH, AudioEmotionHe
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.experts import normalize_prior, product_of_experts, text_gate_weight
 from affectflow.pipeline.label.labeler import SpanPrediction
+from affectflow.pipeline.label.needs import AudioFrames, EvidenceNeeds, FaceCrops
 from affectflow.pipeline.label.pending import DEFAULT_CLASSES, DEFAULT_MODALITIES
 from affectflow.pipeline.label.text_head import TextEmotionHead
 
@@ -90,10 +91,12 @@ class DefaultLabeler:
 
     class_names = CLASSES
     modalities = DEFAULT_MODALITIES
-    face_crop_size = 96
-    evidence_audio_features = AUDIO_EXTRACTOR
-    """The audio extractor an EvidenceCollector may run for this labeller (its frames are used when their
-    extractor id equals this labeller's own Whisper extractor's)."""
+    evidence_needs = EvidenceNeeds(faces=FaceCrops(size=96), audio_frames=AudioFrames.of(AUDIO_EXTRACTOR),
+                                   transcript=True)
+    """What the collector gathers for it (known before it loads: needs.py): 96 px face crops for FER, the Whisper
+    frames of AUDIO_EXTRACTOR (used when their extractor id equals this labeller's own Whisper extractor's)
+    and the transcript."""
+    face_crop_size = evidence_needs.faces.size
     timer: StageTimer | None = None
     """When set, the seconds of the "vision model", "text model" and "audio model" stages are added to it."""
 

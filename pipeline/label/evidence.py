@@ -183,7 +183,8 @@ class EvidenceCollector:
     use_asr: transcribe speech when neither a sidecar nor the table has the clip's text (an unavailable
     recogniser is recorded in `asr_problem`, and text is then missing); device: "cpu" or "cuda[:N]";
     min_face_fraction: detect faces on frames downscaled to what a face of this fraction of the shorter
-    side needs (None: full resolution; see `faces.MIN_FACE_FRACTION`); audio_features: {"name", "config"}
+    side needs (None: full resolution; see `faces.MIN_FACE_FRACTION`); face_crop_size: side of the face
+    crops in pixels (None: no face detection, vision is missing); audio_features: {"name", "config"}
     of an audio extractor run on every usable track into `ClipEvidence.audio_features` (the labeller's
     own, so it need not run it again); when it is Whisper, ASR decodes from its first window's encoder
     output instead of encoding the audio a second time; utterances: also cut the speech into utterances
@@ -191,20 +192,21 @@ class EvidenceCollector:
     transcribe each utterance from its own audio, so that each gets its own words.
     """
 
-    def __init__(self, *, face_crop_size: int, face_fps: float = 2.0, transcripts: dict[str, str] | None = None,
+    def __init__(self, *, face_crop_size: int | None, face_fps: float = 2.0, transcripts: dict[str, str] | None = None,
                  use_asr: bool = True, device: str = "cpu", min_face_fraction: float | None = MIN_FACE_FRACTION,
                  audio_features: dict | None = None, utterances: bool = False) -> None:
         self.face_fps = face_fps
         self.utterances = utterances
         self.transcripts = transcripts or {}
-        self.detector = FaceDetector(device=device, crop_size=face_crop_size, min_face_fraction=min_face_fraction)
+        self.detector = None if face_crop_size is None else \
+            FaceDetector(device=device, crop_size=face_crop_size, min_face_fraction=min_face_fraction)
         self.audio_extractor = None if audio_features is None else \
             create_extractor(audio_features["name"], device=device, **audio_features.get("config", {}))
         self._asr: SpeechRecognizer | None = None
         self.asr_problem: str | None = None
         if use_asr:
             try:
-                self._asr = SpeechRecognizer(device="cuda" if device.startswith("cuda") else "cpu")
+                self._asr = SpeechRecognizer(device=device)  # the audio extractor's Whisper model when it is the same
             except TranscriptError as error:
                 self.asr_problem = str(error)
 
@@ -239,7 +241,7 @@ class EvidenceCollector:
         text, source, problem = given or ((transcript, "asr", None) if transcript is not None else (None, "none", None))
         utterances = split_utterances(spans, text) if usable and note is None else ()
         faces = None
-        if recording.has_video:
+        if recording.has_video and self.detector is not None:
             faces = track_faces(path, self.detector, fps=self.face_fps, timer=timer,
                                 max_short_side=self.detector.needed_short_side())
         return ClipEvidence(recording, audio, usable, text, source, faces, problem, features, note, utterances)

@@ -31,13 +31,13 @@ from affectflow.pipeline.label.checkpoint_labeler import CheckpointLabeler
 from affectflow.pipeline.label.default_model import DefaultLabeler
 from affectflow.pipeline.label.html_report import write_html_report
 from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
+from affectflow.pipeline.label.needs import start_early_pool
 from affectflow.pipeline.label.output import OutputMismatchError, format_from_name, output_columns
-from affectflow.pipeline.label.pending import PendingClips, pending_clips, planned_classes
+from affectflow.pipeline.label.pending import PendingClips, find_media, pending_clips, planned_classes
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
 from affectflow.pipeline.label.run import (
-    LabelingInterrupted, LabelingOptions, LabelingSummary, main_threads, run_labeling, start_early_pool,
-    worker_limit,
+    LabelingInterrupted, LabelingOptions, LabelingSummary, auto_workers, main_threads, run_labeling, worker_limit,
 )
 from affectflow.pipeline.label.server import start_worker_server
 from affectflow.pipeline.label.thumbnails import thumbnail_folder
@@ -214,7 +214,9 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     if engine == "local" and workers != 0:
         start_worker_server()  # the workers' imports run while the labeller loads
         if labeler is None:  # the workers build their face detector and ASR while the labeller loads, too
-            early_pool = start_early_pool(videos, options, make_labeler or default_labeler_factory(checkpoint))
+            early_workers = auto_workers(len(find_media(videos))) if workers is None else workers
+            early_pool = start_early_pool(videos, options, make_labeler or default_labeler_factory(checkpoint),
+                                          early_workers)
     try:  # beside busy early workers, one thread: OpenMP threads spinning for a busy core slow loading badly
         with main_threads(1 if early_pool is not None and resolved == "cpu" else None), no_loading_bars():
             labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)

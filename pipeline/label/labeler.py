@@ -14,8 +14,10 @@
 `DefaultLabeler` (default_model.py) and `CheckpointLabeler` (checkpoint_labeler.py) implement it.
 Optional members the labelling loop uses when present: `predict_spans(evidence, state, spans)` -> one
 SpanPrediction per (start, end) (so a labeller can batch its models over a clip's windows), and
-`evidence_audio_features` ({"name", "config"} of an audio extractor the evidence collector runs for it,
-see `EvidenceCollector`).
+`evidence_needs` (an `EvidenceNeeds`, needs.py: the face crops, audio frames and transcript the evidence
+collector gathers for it; on the class when it is known before loading, so the evidence workers start
+early). Without it, `face_crop_size` and an optional `evidence_audio_features` ({"name", "config"} of an
+audio extractor the collector runs for it) say the same.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ import torch
 from affectflow.extractors.ray_engine import ray_session
 from affectflow.pipeline.core.devices import default_actor_count
 from affectflow.pipeline.label.labeler import LabelerFactory
-from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, label_clip, make_collector, open_output
+from affectflow.pipeline.label.needs import make_collector
+from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, label_clip, open_output
 
 
 def _plain(value: Any) -> Any:

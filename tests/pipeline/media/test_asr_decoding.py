@@ -23,11 +23,14 @@ class _RecordingWhisper:
         type(self).calls.append({"seconds": audio.size / 16000, **options})
         return iter(()), None
 
+    def transcribe_from_encoding(self, audio, first_window_encoding, **options):
+        return self.transcribe(audio, **options)
+
 
 def test_every_asr_call_passes_the_decoding_options(monkeypatch):
-    import faster_whisper
+    from affectflow.pipeline.media import transcripts
 
-    monkeypatch.setattr(faster_whisper, "WhisperModel", _RecordingWhisper)
+    monkeypatch.setattr(transcripts, "load_whisper", lambda *args: SimpleNamespace(recognizer=_RecordingWhisper()))
     monkeypatch.setattr(_RecordingWhisper, "calls", [])
     recognizer = SpeechRecognizer(model_path="unused")
     samples = np.zeros(16000 * 7, np.float32)
@@ -70,7 +73,14 @@ def test_a_looping_decoder_is_cut_by_the_budget_and_decoded_once():
     model = recognizer._model
     loop = model.hf_tokenizer.encode(" I'm mine,", add_special_tokens=False).ids
     looping = _LoopingDecoder(model.model, loop)
-    model.model = looping
+    model.model = looping  # the process's shared model: put back below
+    try:
+        _check_the_budget_cuts_the_loop(recognizer, model, looping)
+    finally:
+        model.model = looping._model
+
+
+def _check_the_budget_cuts_the_loop(recognizer, model, looping) -> None:
     seconds = 4.0
     samples = np.random.default_rng(0).standard_normal(int(16000 * seconds)).astype(np.float32) * 0.1
     timed = recognizer.transcribe(samples, np.zeros((1500, 384), np.float32))
@@ -79,7 +89,7 @@ def test_a_looping_decoder_is_cut_by_the_budget_and_decoded_once():
     # the decoder ran until the budget, not Whisper's whole context (448 tokens), and only once: faster-whisper's
     # fallback would decode such repetitive text (compression ratio > 2.4) five more times
     assert looping.calls == 1
-    assert budget - len(loop) <= tokens <= budget + 1
+    assert budget - len(looping._loop) <= tokens <= budget + 1
     assert timed.unreliable is not None and "compression_ratio" in timed.unreliable
 
 

@@ -87,11 +87,14 @@ def test_asr_from_the_shared_encoder_pass_reads_the_same_words(media):
     np.testing.assert_array_equal(sequence.values, extractor.extract(samples).values)  # the same frames
     assert first_window.shape == (1500, extractor.output_dim)
     recognizer = SpeechRecognizer()
+    assert recognizer.whisper is extractor.whisper  # one model in this process for the frames and ASR
     alone, shared = recognizer.transcribe(samples), recognizer.transcribe(samples, first_window)
     # the 2 s clip cuts the sentence after "today": the word cut off may come out differently (padding differs)
     assert "happy to see you today" in shared.text.lower() and "happy to see you today" in alone.text.lower()
     assert shared.cues and 0.0 <= shared.cues[0][0] < shared.cues[-1][1]
     assert recognizer.transcribe(samples).text == alone.text  # the shared window was used once only
+    with pytest.raises(ValueError, match="no VAD filter"):  # the filter would cut the audio the window encoded
+        recognizer.whisper.recognizer.transcribe_from_encoding(samples, first_window, vad_filter=True)
 
 
 def _segment(avg_logprob: float, compression_ratio: float = 1.0, no_speech_prob: float = 0.1, start: float = 0.0,
