@@ -165,14 +165,14 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     Nothing is loaded when every clip is already done (the output's columns known without the labeller:
     the default model, a checkpoint's bundle.json, a labeller with plain class_names/modalities); the
     summary's seconds are this call's, loading included. Raises LabelingSetupError (LabelingArgumentError
-    for a number out of range) for bad arguments or an unusable checkpoint, OutputError when `out` holds
-    rows of another class set or format, OutputWriteError (an OSError) when writing `out` fails (it then
-    ends at its last whole row; a re-run resumes), and LabelingInterrupted (a KeyboardInterrupt) on Ctrl-C,
-    with the count of rows written whole (workers already ended; a re-run resumes). Per-file problems are
-    rows of the output, never raised.
+    for a number out of range) for bad arguments, a device this machine lacks or an unusable checkpoint,
+    OutputError when `out` holds rows of another class set or format, OutputWriteError (an OSError) when
+    writing `out` fails (it then ends at its last whole row; a re-run resumes), and LabelingInterrupted (a
+    KeyboardInterrupt) on Ctrl-C, with the count of rows written whole (workers already ended; a re-run
+    resumes). Per-file problems are rows of the output, never raised.
     """
     started = time.perf_counter()
-    videos = Path(videos)
+    videos = Path(videos)  # 1. the arguments, checked
     check_arguments(videos, segment_seconds, engine, workers, face_fps, actors, segment_by)
     if engine == "ray" and labeler is not None:
         raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
@@ -180,7 +180,7 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     out = resolve_out(out, file_format)
     workers = capped_workers(workers)
     table = _transcript_table(transcripts)
-    classes = planned_classes(checkpoint, labeler, make_labeler)
+    classes = planned_classes(checkpoint, labeler, make_labeler)  # 2. what is left to do, before anything loads
     pending = _pending_if_columns_match(videos, out, classes, file_format)
     if pending is not None and not pending.todo:  # nothing to label: no model, no worker, no forkserver
         return _finish(LabelingSummary(skipped=pending.skipped), out, file_format, classes[0], plot, progress,
@@ -190,6 +190,7 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
                               face_fps=face_fps, transcripts=table, use_asr=asr, workers=workers,
                               device=torch_device(device),  # after the nothing-to-do answer: it needs no device
                               thumbnails=thumbnail_folder(out).absolute() if report is not None else None)
+    # 3. the evidence workers start, the labeller loads beside them; 4. the run, then plots, report, table
     early_pool = _start_workers(videos, options, engine, labeler, make_labeler or default_labeler_factory(checkpoint))
     labeler, make_labeler = _load_labeler(options.device, early_pool, out, checkpoint, labeler, make_labeler,
                                           trust_remote_code)

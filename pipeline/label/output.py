@@ -1,5 +1,10 @@
 """Append-only, crash-safe output of labelling rows (CSV or JSONL) that a re-run resumes.
 
+The one place rows become text: a run's `LabelRow`s (rows.py) are rendered here (`render_rows`), and a
+labels file's text reads back as column -> value records (`parse_rows`, `read_labels`: dicts, since a file
+may come from another class set or an earlier release, and a resume rewrites the records it read as they
+were), which `label_row` types back into a LabelRow.
+
 Each clip's rows (its window rows first, then its file-level row) are appended in one write and fsync'd.
 On open the writer takes an exclusive lock (a hidden `.<name>.lock` sibling, so a second run on the same
 output stops at once), refuses a file that is not a labels file of this run (no matching header: it is

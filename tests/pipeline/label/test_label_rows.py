@@ -181,3 +181,13 @@ def test_run_labeling_lends_its_timer_to_the_labeller(tmp_path):
     assert summary.labeled + summary.failed == 2
     assert timer.counts["labeller model"] == 2 and "writing" in timer.seconds
     assert current_timer() is None  # only during the run
+
+
+def test_the_row_schema_and_the_writer_import_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, affectflow.pipeline.label.rows, affectflow.pipeline.label.output, "
+            "affectflow.pipeline.label.pending; print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == \
+        "False"  # `affectflow label` answers "nothing to do" without importing torch
