@@ -65,6 +65,12 @@ def default_worker_count(cpu_count: int | None = None) -> int:
     return 0 if cores < 2 else min(MAX_DEFAULT_WORKERS, cores)
 
 
+def threads_per_worker(workers: int, cpu_count: int | None = None) -> int:
+    """Math-library threads for each of `workers` processes so that workers x threads <= usable cores (>= 1)."""
+    cores = cpu_count or available_cpus()
+    return max(1, cores // max(1, workers))
+
+
 def spare_cores(workers: int) -> int:
     """Cores left to this process beside `workers` single-threaded worker processes (at least 1)."""
     return max(1, available_cpus() - workers)

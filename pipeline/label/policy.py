@@ -1,11 +1,10 @@
-"""How many evidence worker processes a labelling run uses, and how many math threads each gets.
+"""How many evidence worker processes a labelling run uses, and the notice when a caller asks for more.
 
     auto_workers(len(files))       # the default: one per usable core, one per two clips, what memory holds
     capped_workers(1000)           # a caller's number lowered to worker_limit(), with a WorkerLimitNotice
-    threads_per_worker(workers)    # so that workers x threads <= usable cores
 
 Cores are counted one way everywhere: the CPUs this process may run on (`devices.available_cpus`, its
-affinity mask), not the machine's.
+affinity mask), not the machine's; `devices.threads_per_worker` gives each worker its share of them.
 """
 
 from __future__ import annotations
@@ -74,9 +73,3 @@ def capped_workers(workers: int | None) -> int | None:
                                         "memory each)"), stacklevel=3)
         return limit
     return workers
-
-
-def threads_per_worker(workers: int, cpu_count: int | None = None) -> int:
-    """Math-library threads for each of `workers` processes so that workers x threads <= usable cores (>= 1)."""
-    cores = cpu_count or usable_cores()
-    return max(1, cores // max(1, workers))

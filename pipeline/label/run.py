@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from affectflow.pipeline.core.devices import capped_threads
+from affectflow.pipeline.core.devices import capped_threads, threads_per_worker
 from affectflow.pipeline.core.timing import StageTimer, timed, timing_into
 from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector
 from affectflow.pipeline.label.labeler import Labeler, SpanPrediction
 from affectflow.pipeline.label.output import ResumableRowWriter, output_columns
 from affectflow.pipeline.label.pending import find_media, unfinished
-from affectflow.pipeline.label.policy import auto_workers, threads_per_worker
+from affectflow.pipeline.label.policy import auto_workers
 from affectflow.pipeline.label.rows import LabelRow, span_row
 from affectflow.pipeline.label.thumbnails import save_thumbnails
 from affectflow.pipeline.label.workers import (

@@ -9,7 +9,8 @@ import torch
 
 from affectflow.pipeline.core import devices
 from affectflow.pipeline.core.devices import (
-    available_cpus, capped_threads, default_actor_count, default_worker_count, resolve_device, spare_cores, to_device,
+    available_cpus, capped_threads, default_actor_count, default_worker_count, resolve_device, spare_cores,
+    threads_per_worker, to_device,
 )
 
 
@@ -93,5 +94,5 @@ def test_capped_threads_restores_the_thread_count_when_the_block_raises(three_th
 def test_cores_are_counted_one_way_the_affinity_mask(monkeypatch):
     monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(devices.os, "cpu_count", lambda: 64)  # the machine's cores, not this process's
-    assert available_cpus() == 4 and default_worker_count() == 4
+    assert available_cpus() == 4 and default_worker_count() == 4 and threads_per_worker(2) == 2
     assert (spare_cores(2), spare_cores(8)) == (2, 1)  # beside workers, at least one
