@@ -263,8 +263,9 @@ def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options:
             return summary
         started = time.perf_counter()
         items = [(path, path.relative_to(videos).as_posix()) for path in todo]
-        workers = early_pool.workers if early_pool is not None else \
-            auto_workers(len(items)) if options.workers is None else options.workers
+        workers = auto_workers(len(items)) if options.workers is None else options.workers
+        if early_pool is not None:
+            workers = early_pool.workers
         collected_clips = iter_collected(items, make, workers=workers, threads=threads_per_worker(workers),
                                          timer=timer, pool=early_pool)
         # beside workers busy on every core, one thread here (see capped_threads)
