@@ -14,27 +14,16 @@ face detection batched across clips.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
-import torch
-
+from affectflow.pipeline.core.devices import available_cpus
 from affectflow.pipeline.core.records import Segment
 
 AUTO_WORKERS = {"t": 0, "a": 4, "v": 8}
 """Most worker processes `resolve_workers` gives each modality (text needs no decoding); the cores bound
 it too. Vision workers decode and (on CPU) run MTCNN, the heavy part: on a 2-core machine both cores go
 to them while the light model stage waits in the main process."""
-
-
-def available_cpus() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def resolve_workers(num_workers: int | None, modality: str, segments: int, batch_size: int) -> int:
@@ -48,23 +37,6 @@ def resolve_workers(num_workers: int | None, modality: str, segments: int, batch
     if batches <= 1:
         return 0
     return min(AUTO_WORKERS.get(modality, 0), available_cpus(), batches)
-
-
-@contextmanager
-def threads_beside_workers(num_workers: int) -> Iterator[int]:
-    """Within the block, this process's torch threads are cut to the cores that `num_workers` decoding
-    processes (one thread each) leave free, at least 1 and at most the current setting; restored after.
-
-    Yields the thread count used. Without it the model stage's threads and the workers oversubscribe the
-    cores, and spinning OpenMP threads that lose their core stall every small operator.
-    """
-    before = torch.get_num_threads()
-    threads = max(1, min(before, available_cpus() - num_workers)) if num_workers > 0 else before
-    torch.set_num_threads(threads)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(before)
 
 
 def length_key(segment: Segment, modality: str) -> float:

@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from affectflow.pipeline.core.devices import capped_threads, spare_cores
 from affectflow.pipeline.core.errors import AffectflowError, MediaError
 from affectflow.pipeline.core.manifest import iter_segments, resolve_media_path
 from affectflow.pipeline.core.records import FeatureSequence, Segment
@@ -31,8 +32,7 @@ from affectflow.pipeline.media.decode import load_decoders, probe, read_audio, r
 from affectflow.pipeline.media.faces import track_faces
 
 from affectflow.extractors.base import Extractor
-from affectflow.extractors.batching import (bucket_by_length, iter_decoded_batches, resolve_workers,
-                                            threads_beside_workers)
+from affectflow.extractors.batching import bucket_by_length, iter_decoded_batches, resolve_workers
 from affectflow.extractors.store import FeatureStore
 
 FAILURES_FILE = "failures.jsonl"
@@ -225,7 +225,7 @@ def run_extraction(table: pd.DataFrame, extractor: Extractor, store: FeatureStor
     workers = resolve_workers(num_workers, extractor.modality, len(todo), batch_size)
     started = time.perf_counter()
     with tqdm(total=len(todo), desc=extractor.extractor_id, unit="seg", disable=not progress) as bar, \
-            threads_beside_workers(workers):
+            capped_threads(spare_cores(workers) if workers > 0 else None):  # workers take one core each
         for decoded in iter_decoded_batches(decoder, todo, batch_size, workers):
             _process_batch(extractor, store, summary, decoded)
             bar.update(len(decoded))

@@ -126,7 +126,6 @@ def run_once(name: str, videos: Path, fast: bool, args: argparse.Namespace) -> B
         early_pool = start_early_pool(videos, options, DefaultLabeler, options.workers) if fast else None
         with main_threads(1 if early_pool is not None and args.device == "cpu" else None):
             labeler = DefaultLabeler(device=args.device)
-    labeler.timer = timer
     out = Path(tempfile.mkdtemp(prefix="bench-label-")) / "labels.csv"
     summary = run_labeling(videos, out, labeler, options, progress=False, timer=timer, early_pool=early_pool)
     wall = time.time() - args.started_at
@@ -163,7 +162,10 @@ def write_result(result: BenchResult, path: Path) -> None:
     """A run as JSON (what `run_in_fresh_process` reads back)."""
     import json
 
-    payload = {"seconds": result.timer.seconds, "wall": result.wall, "cpu": result.cpu, "rows": result.rows}
+    from affectflow.pipeline.label.output import row_cells
+
+    rows = [row_cells(row) for row in result.rows]  # LabelRows as column -> value (compare_labels reads them)
+    payload = {"seconds": result.timer.seconds, "wall": result.wall, "cpu": result.cpu, "rows": rows}
     path.write_text(json.dumps(payload, default=lambda value: value.item() if hasattr(value, "item") else str(value)))
 
 

@@ -7,6 +7,13 @@
 
 Stages measured in worker processes are merged into the parent's timer with `add`, so a stage's total
 is the time spent in it across all processes (it can exceed the wall time of a parallel run).
+
+Code deep in a call chain (a labeller's models) times its stages into the run's timer without being
+handed it: the run sets it for its block, and such code asks for it.
+
+    with timing_into(timer):                     # e.g. run_labeling(timer=timer)
+        with timed(current_timer(), "vision model"):   # inside the labeller: timed when a run set one
+            ...
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 
 
 class StageTimer:
@@ -51,3 +59,21 @@ class StageTimer:
 def timed(timer: StageTimer | None, name: str) -> contextlib.AbstractContextManager:
     """`timer.stage(name)`, or a context that measures nothing when `timer` is None."""
     return timer.stage(name) if timer is not None else contextlib.nullcontext()
+
+
+_CURRENT_TIMER: ContextVar[StageTimer | None] = ContextVar("affectflow_stage_timer", default=None)
+
+
+def current_timer() -> StageTimer | None:
+    """The timer `timing_into` set for the running block (this thread or task), None outside one."""
+    return _CURRENT_TIMER.get()
+
+
+@contextlib.contextmanager
+def timing_into(timer: StageTimer | None) -> Iterator[StageTimer | None]:
+    """Within the block `current_timer()` is `timer` (None: nothing is timed); the previous one after."""
+    token = _CURRENT_TIMER.set(timer)
+    try:
+        yield timer
+    finally:
+        _CURRENT_TIMER.reset(token)

@@ -10,7 +10,7 @@ import importlib
 
 _EXPORTS = {"LabelingSetupError": "job", "label": "job", "Labeler": "labeler", "SpanPrediction": "labeler",
             "LabelingOptions": "run", "LabelingSummary": "run", "LabelingInterrupted": "run",
-            "read_labels": "output"}
+            "LabelRow": "rows", "read_labels": "output"}
 __all__ = sorted(_EXPORTS)
 
 

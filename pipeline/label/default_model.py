@@ -35,7 +35,7 @@ import torch
 from affectflow.extractors.base import create_extractor
 from affectflow.extractors.fer import FER_CLASSES, fer_probabilities, load_fer_model
 from affectflow.extractors.whisper import WhisperEncoderConfig, resolve_compute_type, resolve_model_folder
-from affectflow.pipeline.core.timing import StageTimer, timed
+from affectflow.pipeline.core.timing import current_timer, timed
 from affectflow.pipeline.label.audio_head import AUDIO_HEAD_PATH, AudioEmotionHead
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.experts import normalize_prior, product_of_experts, text_gate_weight
@@ -87,7 +87,10 @@ class DefaultClipState:
 
 
 class DefaultLabeler:
-    """Whisper speech head + MiniLM text head + FER vision, fused as a product of experts (module docstring)."""
+    """Whisper speech head + MiniLM text head + FER vision, fused as a product of experts (module docstring).
+
+    The seconds of its "vision model", "text model" and "audio model" stages go to the run's timer
+    (`timing.current_timer()`: what `run_labeling(timer=...)` was given), when there is one."""
 
     class_names = CLASSES
     modalities = DEFAULT_MODALITIES
@@ -97,8 +100,6 @@ class DefaultLabeler:
     frames of AUDIO_EXTRACTOR (used when their extractor id equals this labeller's own Whisper extractor's)
     and the transcript."""
     face_crop_size = evidence_needs.faces.size
-    timer: StageTimer | None = None
-    """When set, the seconds of the "vision model", "text model" and "audio model" stages are added to it."""
 
     def __init__(self, device: torch.device | str = "cpu", head_path: str | Path = HEAD_PATH,
                  audio_head_path: str | Path = AUDIO_HEAD_PATH, weights: dict[str, float] | None = None) -> None:
@@ -134,21 +135,21 @@ class DefaultLabeler:
         """[C] class probabilities of a transcript, or None when it is empty."""
         if text is None or not text.strip():
             return None
-        with timed(self.timer, "text model"):
+        with timed(current_timer(), "text model"):
             return self.head.probabilities(self.text_embeddings([text]))[0]
 
     def vision_frame_posteriors(self, crops: np.ndarray) -> np.ndarray:
         """Face crops uint8 [N, S, S, 3] -> per-frame class probabilities [N, C] in CLASSES order."""
         if len(crops) == 0:
             return np.zeros((0, len(CLASSES)), np.float32)
-        with timed(self.timer, "vision model"):
+        with timed(current_timer(), "vision model"):
             return temper(fer_probabilities(crops, model=self.fer_model), FER_TEMPERATURE)[:, self._fer_order]
 
     def audio_posterior(self, frames: np.ndarray | None) -> np.ndarray | None:
         """[C] class probabilities of a span's Whisper frames [K, D], or None without frames."""
         if frames is None or len(frames) == 0:
             return None
-        with timed(self.timer, "audio model"):
+        with timed(current_timer(), "audio model"):
             return self.audio_head.probabilities([frames])[0]
 
     def clip_state(self, evidence: ClipEvidence) -> DefaultClipState:
@@ -159,7 +160,7 @@ class DefaultLabeler:
             return DefaultClipState(vision)
         sequence = evidence.audio_features
         if (sequence is None or sequence.extractor_id != self.audio_features_id) and evidence.audio.samples.size:
-            with timed(self.timer, "audio model"):
+            with timed(current_timer(), "audio model"):
                 sequence = self.audio_extractor.extract(evidence.audio.samples)
         if sequence is None or sequence.is_missing:
             return DefaultClipState(vision)
@@ -179,7 +180,7 @@ class DefaultLabeler:
         distinct = [text for text in dict.fromkeys(texts) if text is not None and text.strip()]
         posteriors: dict[str, np.ndarray] = {}
         if distinct:
-            with timed(self.timer, "text model"):
+            with timed(current_timer(), "text model"):
                 posteriors = dict(zip(distinct, self.head.probabilities(self.text_embeddings(distinct))))
         return [self._fuse(evidence, state, start, end, posteriors.get(text) if text is not None else None)
                 for (start, end), text in zip(spans, texts)]

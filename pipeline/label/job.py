@@ -15,14 +15,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import torch
 from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 from transformers.utils import logging as transformers_logging
 
-from affectflow.pipeline.core.devices import resolve_device
+from affectflow.pipeline.core.devices import capped_threads, resolve_device
 from affectflow.pipeline.label.arguments import (
     ENGINES, FORMATS, SEGMENT_BY, LabelingArgumentError, LabelingConflictError, LabelingSetupError, check_arguments,
     output_format, resolve_out,
@@ -32,40 +32,23 @@ from affectflow.pipeline.label.default_model import DefaultLabeler
 from affectflow.pipeline.label.html_report import write_html_report
 from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
 from affectflow.pipeline.label.needs import start_early_pool
-from affectflow.pipeline.label.output import OutputMismatchError, format_from_name, output_columns
+from affectflow.pipeline.label.output import OutputMismatchError, output_columns
 from affectflow.pipeline.label.pending import PendingClips, find_media, pending_clips, planned_classes
+from affectflow.pipeline.label.policy import WorkerLimitNotice, auto_workers, capped_workers
 from affectflow.pipeline.label.ray_engine import ray_label
 from affectflow.pipeline.label.report import print_table, write_plots
 from affectflow.pipeline.label.run import (
-    LabelingInterrupted, LabelingOptions, LabelingSummary, auto_workers, main_threads, run_labeling, worker_limit,
+    LabelingInterrupted, LabelingOptions, LabelingSummary, run_labeling,
 )
 from affectflow.pipeline.label.server import start_worker_server
 from affectflow.pipeline.label.thumbnails import thumbnail_folder
-from affectflow.pipeline.label.workers import WorkerSetupError
+from affectflow.pipeline.label.workers import StartedPool, WorkerSetupError
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 
 __all__ = ["ENGINES", "FORMATS", "SEGMENT_BY", "LabelingArgumentError", "LabelingConflictError", "LabelingSetupError",
            "WorkerLimitNotice", "build_labeler", "capped_workers", "default_labeler_factory", "label", "output_format",
            "resolve_out"]
 PLOT_SEGMENT_SECONDS = 1.0  # windows a plot gets when the caller asked for none
-
-
-class WorkerLimitNotice(UserWarning):
-    """More evidence workers were asked for than this machine can run: the run uses `worker_limit()`."""
-
-
-def capped_workers(workers: int | None) -> int | None:
-    """`workers` lowered to `worker_limit()` (cores, and memory at WORKER_MEMORY_BYTES each) with a
-    WorkerLimitNotice naming both; None (automatic) stays None (auto_workers applies the same limit)."""
-    if workers is None:
-        return None
-    limit = worker_limit()
-    if workers > limit:
-        warnings.warn(WorkerLimitNotice(f"workers lowered from {workers} to {limit}: this machine can run "
-                                        f"{limit} evidence workers (one per usable core, ~1 GiB of available "
-                                        "memory each)"), stacklevel=3)
-        return limit
-    return workers
 
 
 def default_labeler_factory(checkpoint: str | Path | None = None, trust_remote_code: bool = False) -> LabelerFactory:
@@ -83,7 +66,7 @@ def _missing_members(labeler: object) -> list[str]:
     return [name for name in members if not hasattr(labeler, name)]
 
 
-def build_labeler(device: str, checkpoint: str | Path | None = None, labeler: Labeler | None = None,
+def build_labeler(device: torch.device, checkpoint: str | Path | None = None, labeler: Labeler | None = None,
                   make_labeler: LabelerFactory | None = None,
                   trust_remote_code: bool = False) -> tuple[Labeler, LabelerFactory | None]:
     """(the labeller of a run, the factory Ray actors rebuild it with; None for a caller's object).
@@ -150,7 +133,7 @@ def _pending_if_columns_match(videos: Path, out: Path, classes: tuple[tuple[str,
 def label(videos: str | Path, out: str | Path | None = None, *, format: str | None = None,
           checkpoint: str | Path | None = None, labeler: Labeler | None = None,
           make_labeler: LabelerFactory | None = None, transcripts: str | Path | Mapping[str, str] | None = None,
-          device: str = "auto", segment_seconds: float | None = None, segment_by: str = "window",
+          device: str | torch.device = "auto", segment_seconds: float | None = None, segment_by: str = "window",
           plot: bool = False, face_fps: float = 2.0,
           asr: bool = True, engine: str = "local", ray_address: str | None = None, actors: int | None = None,
           progress: bool = True, trust_remote_code: bool = False, workers: int | None = None,
@@ -161,7 +144,8 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     out's suffix; jsonl adds per-modality probabilities); checkpoint: a bundle from `affectflow train`,
     labeler: any `Labeler` object (local engine only), make_labeler: device -> Labeler (picklable; what Ray
     actors run) — at most one of the three, none = the offline default model; transcripts: a `clip,text`
-    CSV or a mapping; device: "auto" | "cpu" | "cuda[:N]"; segment_seconds: also a row per window of that
+    CSV or a mapping; device: "auto" | "cpu" | "cuda[:N]" or a torch.device (resolved once, after the
+    nothing-to-do check; the labeller and the run get a torch.device); segment_seconds: also a row per window of that
     many seconds (plot alone implies 1 s); segment_by: "window" (the segment_seconds windows) or
     "utterance": also a row per spoken utterance (speech between pauses of 0.5 s, found by the VAD; its
     text is its own ASR words, or the timed sidecar cues it overlaps; a transcript without times leaves it
@@ -182,60 +166,88 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     Nothing is loaded when every clip is already done (the output's columns known without the labeller:
     the default model, a checkpoint's bundle.json, a labeller with plain class_names/modalities); the
     summary's seconds are this call's, loading included. Raises LabelingSetupError (LabelingArgumentError
-    for a number out of range) for bad arguments or an unusable checkpoint, OutputError when `out` holds
-    rows of another class set or format, OutputWriteError (an OSError) when writing `out` fails (it then
-    ends at its last whole row; a re-run resumes), and LabelingInterrupted (a KeyboardInterrupt) on Ctrl-C,
-    with the count of rows written whole (workers already ended; a re-run resumes). Per-file problems are
-    rows of the output, never raised.
+    for a number out of range) for bad arguments, a device this machine lacks or an unusable checkpoint,
+    OutputError when `out` holds rows of another class set or format, OutputWriteError (an OSError) when
+    writing `out` fails (it then ends at its last whole row; a re-run resumes), and LabelingInterrupted (a
+    KeyboardInterrupt) on Ctrl-C, with the count of rows written whole (workers already ended; a re-run
+    resumes). Per-file problems are rows of the output, never raised.
     """
     started = time.perf_counter()
-    videos = Path(videos)
+    videos = Path(videos)  # 1. the arguments, checked
     check_arguments(videos, segment_seconds, engine, workers, face_fps, actors, segment_by)
+    if engine == "ray" and labeler is not None:
+        raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
     file_format = output_format(out or "", format)
     out = resolve_out(out, file_format)
     workers = capped_workers(workers)
-    try:
-        resolved = str(resolve_device(device))
-    except ValueError as error:
-        raise LabelingSetupError(str(error)) from error
     table = _transcript_table(transcripts)
-    if engine == "ray" and labeler is not None:
-        raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
-    classes = planned_classes(checkpoint, labeler, make_labeler)
+    classes = planned_classes(checkpoint, labeler, make_labeler)  # 2. what is left to do, before anything loads
     pending = _pending_if_columns_match(videos, out, classes, file_format)
     if pending is not None and not pending.todo:  # nothing to label: no model, no worker, no forkserver
         return _finish(LabelingSummary(skipped=pending.skipped), out, file_format, classes[0], plot, progress,
                        started, report)
     plot_windows = PLOT_SEGMENT_SECONDS if plot and segment_by == "window" else None
     options = LabelingOptions(segment_seconds=segment_seconds or plot_windows, segment_by=segment_by,
-                              face_fps=face_fps, transcripts=table, use_asr=asr, device=resolved, workers=workers,
+                              face_fps=face_fps, transcripts=table, use_asr=asr, workers=workers,
+                              device=torch_device(device),  # after the nothing-to-do answer: it needs no device
                               thumbnails=thumbnail_folder(out).absolute() if report is not None else None)
-    early_pool = None
-    if engine == "local" and workers != 0:
-        start_worker_server()  # the workers' imports run while the labeller loads
-        if labeler is None:  # the workers build their face detector and ASR while the labeller loads, too
-            early_workers = auto_workers(len(find_media(videos))) if workers is None else workers
-            early_pool = start_early_pool(videos, options, make_labeler or default_labeler_factory(checkpoint),
-                                          early_workers)
-    try:  # beside busy early workers, one thread: OpenMP threads spinning for a busy core slow loading badly
-        with main_threads(1 if early_pool is not None and resolved == "cpu" else None), no_loading_bars():
-            labeler, make_labeler = build_labeler(resolved, checkpoint, labeler, make_labeler, trust_remote_code)
+    # 3. the evidence workers start, the labeller loads beside them; 4. the run, then plots, report, table
+    early_pool = _start_workers(videos, options, engine, labeler, make_labeler or default_labeler_factory(checkpoint))
+    labeler, make_labeler = _load_labeler(options.device, early_pool, out, checkpoint, labeler, make_labeler,
+                                          trust_remote_code)
+    if engine == "ray":
+        summary = ray_label(videos, out, make_labeler, options, file_format, actors=actors, address=ray_address,
+                            progress=progress, labeler_columns=(tuple(labeler.class_names), tuple(labeler.modalities)))
+    else:
+        summary = _label_locally(videos, out, labeler, options, file_format, progress, early_pool)
+    return _finish(summary, out, file_format, tuple(labeler.class_names), plot, progress, started, report)
+
+
+def torch_device(device: str | torch.device) -> torch.device:
+    """The run's device ("auto": CUDA when present, else CPU); LabelingSetupError naming it when this machine
+    has no such device."""
+    try:
+        return resolve_device(device)
+    except ValueError as error:
+        raise LabelingSetupError(str(error)) from error
+
+
+def _start_workers(videos: Path, options: LabelingOptions, engine: str, labeler: Labeler | None,
+                   labeler_class: LabelerFactory) -> StartedPool | None:
+    """What can load while the labeller loads: the worker server's imports (local engine with workers) and,
+    when the run builds its labeller, evidence workers collecting the first clips (`start_early_pool`)."""
+    if engine != "local" or options.workers == 0:
+        return None
+    start_worker_server()
+    if labeler is not None:
+        return None
+    workers = auto_workers(len(find_media(videos))) if options.workers is None else options.workers
+    return start_early_pool(videos, options, labeler_class, workers)
+
+
+def _load_labeler(device: torch.device, early_pool: StartedPool | None, out: Path, checkpoint: str | Path | None,
+                  labeler: Labeler | None, make_labeler: LabelerFactory | None,
+                  trust_remote_code: bool) -> tuple[Labeler, LabelerFactory | None]:
+    """`build_labeler` with no loading bars (and one torch thread beside busy early workers on CPU: OpenMP
+    threads spinning for a busy core slow loading badly); on failure or Ctrl-C the early workers end."""
+    try:
+        with capped_threads(1 if early_pool is not None and device.type == "cpu" else None), no_loading_bars():
+            return build_labeler(device, checkpoint, labeler, make_labeler, trust_remote_code)
     except BaseException as error:
         if early_pool is not None:
             early_pool.terminate()
         if isinstance(error, KeyboardInterrupt):
             raise LabelingInterrupted(0, 0, out) from None
         raise
-    if engine == "ray":
-        summary = ray_label(videos, out, make_labeler, options, file_format, actors=actors, address=ray_address,
-                            progress=progress, labeler_columns=(tuple(labeler.class_names), tuple(labeler.modalities)))
-    else:
-        try:
-            summary = run_labeling(videos, out, labeler, options, file_format, progress=progress,
-                                   early_pool=early_pool)
-        except WorkerSetupError as error:
-            raise LabelingSetupError(str(error)) from error
-    return _finish(summary, out, file_format, tuple(labeler.class_names), plot, progress, started, report)
+
+
+def _label_locally(videos: Path, out: Path, labeler: Labeler, options: LabelingOptions, file_format: str,
+                   progress: bool, early_pool: StartedPool | None) -> LabelingSummary:
+    """`run_labeling`, an evidence worker that cannot start reported as LabelingSetupError."""
+    try:
+        return run_labeling(videos, out, labeler, options, file_format, progress=progress, early_pool=early_pool)
+    except WorkerSetupError as error:
+        raise LabelingSetupError(str(error)) from error
 
 
 def _finish(summary: LabelingSummary, out: Path, file_format: str, class_names: tuple[str, ...], plot: bool,

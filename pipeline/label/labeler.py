@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
+import torch
 
 from affectflow.pipeline.core.names import MODALITY_NAMES
 from affectflow.pipeline.label.evidence import ClipEvidence
@@ -79,5 +80,5 @@ class Labeler(Protocol[StateT]):
         ...
 
 
-LabelerFactory = Callable[[str], Labeler]
-"""Builds a labeller on a device ("cpu", "cuda:0"); Ray actors each build their own with it (picklable)."""
+LabelerFactory = Callable[[torch.device], Labeler]
+"""Builds a labeller on a torch.device (cpu, cuda:0); Ray actors each build their own with it (picklable)."""

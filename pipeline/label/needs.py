@@ -125,7 +125,7 @@ def plan_for(needs: EvidenceNeeds, options: "LabelingOptions") -> EvidencePlan:
     return EvidencePlan(needs.for_run(face_fps=options.face_fps, min_face_fraction=options.min_face_fraction,
                                       use_asr=options.use_asr, share_audio_encoder=options.share_audio_encoder,
                                       utterances=options.segment_by == "utterance"),
-                        options.device, options.transcripts)
+                        str(options.device), options.transcripts)
 
 
 def collector_factory(options: "LabelingOptions", labeler: Any) -> EvidencePlan:

@@ -1,5 +1,10 @@
 """Append-only, crash-safe output of labelling rows (CSV or JSONL) that a re-run resumes.
 
+The one place rows become text: a run's `LabelRow`s (rows.py) are rendered here (`render_rows`), and a
+labels file's text reads back as column -> value records (`parse_rows`, `read_labels`: dicts, since a file
+may come from another class set or an earlier release, and a resume rewrites the records it read as they
+were), which `label_row` types back into a LabelRow.
+
 Each clip's rows (its window rows first, then its file-level row) are appended in one write and fsync'd.
 On open the writer takes an exclusive lock (a hidden `.<name>.lock` sibling, so a second run on the same
 output stops at once), refuses a file that is not a labels file of this run (no matching header: it is
@@ -21,8 +26,9 @@ written `\\xHH` (two lowercase hex digits) and a backslash is written `\\\\`. In
 decoded as `os.fsdecode` does (undecodable bytes become U+DC80..U+DCFF), so `os.fsencode(clip)` gives the
 file name's bytes. CSV quoting carries newlines and runs of spaces.
 
-    render_rows(rows, columns, "csv", header=True)  -> the text a labels file holds for `rows`
-    parse_rows(text, "jsonl")                       -> every whole row of a labels file's text
+    render_rows(rows, columns, "csv", header=True)  -> the text a labels file holds for `rows` (LabelRows)
+    parse_rows(text, "jsonl")                       -> every whole row of a labels file's text (as dicts)
+    label_row(record, class_names)                  -> one parsed record as the LabelRow it was written from
     read_labels("labels.csv")                       -> the rows as a resume reads them
     finished_clips(read_labels("labels.csv"))       -> the clips a resume skips
     peek_finished_clips(path, columns, "csv")       -> the same, checked and under the lock, nothing modified
@@ -45,6 +51,7 @@ from typing import IO, Any
 
 from affectflow.pipeline.core.io import write_text
 from affectflow.pipeline.core.names import MODALITY_NAMES
+from affectflow.pipeline.label.rows import LabelRow
 
 KEY_COLUMN = "clip"
 WINDOW_COLUMN = "window_start"  # empty on a clip's file-level row
@@ -145,16 +152,64 @@ def _check_format(file_format: str) -> None:
         raise ValueError(f"format must be one of {FORMATS}, got {file_format!r}")
 
 
-def render_rows(rows: Iterable[Mapping[str, Any]], columns: list[str], file_format: str,
+def row_cells(row: LabelRow) -> dict[str, Any]:
+    """column -> value of a LabelRow, before escaping (see `output_columns` for the names): `prob_<class>`
+    per fused probability and `prob_<modality name>_<class>` per modality's."""
+    cells: dict[str, Any] = {"clip": row.clip, "label": row.label}
+    cells.update({f"prob_{name}": value for name, value in row.probs.items()})
+    cells.update({"has_audio": row.has_audio, "has_text": row.has_text, "has_vision": row.has_vision,
+                  "face_frames_ratio": row.face_frames_ratio, "transcript_source": row.transcript_source,
+                  "transcript": row.transcript, "duration_s": row.duration_s, "error": row.error,
+                  "window_start": row.window_start, "window_end": row.window_end, "audio_note": row.audio_note,
+                  "text_reliable": row.text_reliable, "text_unreliable_reason": row.text_unreliable_reason})
+    for modality, probs in row.modality_probs.items():
+        cells.update({f"prob_{MODALITY_NAMES[modality]}_{name}": value for name, value in probs.items()})
+    return cells
+
+
+def _number(value: Any) -> float | None:
+    return None if value in (None, "") else float(value)
+
+
+def _flag(value: Any) -> bool | None:
+    """A boolean cell: JSON true/false, or CSV's "True"/"False" text (empty = None)."""
+    if value in (None, ""):
+        return None
+    return value if isinstance(value, bool) else str(value).strip().lower() == "true"
+
+
+def label_row(record: Mapping[str, Any], class_names: tuple[str, ...]) -> LabelRow:
+    """The LabelRow of one record of `parse_rows` (CSV text cells or JSONL values): numbers and flags typed,
+    the probabilities of `class_names` (fused and per modality) gathered. Columns the format lacks (CSV has
+    no per-modality columns) read as the LabelRow's defaults; free text reads as written (on one line)."""
+    def probabilities(prefix: str) -> dict[str, float]:
+        values = {name: _number(record.get(f"{prefix}{name}")) for name in class_names}
+        return {name: value for name, value in values.items() if value is not None}
+
+    by_modality = {key: probabilities(f"prob_{name}_") for key, name in MODALITY_NAMES.items()}
+    return LabelRow(
+        record[KEY_COLUMN], label=record.get("label") or None, error=record.get("error") or "",
+        probs=probabilities("prob_"), modality_probs={key: probs for key, probs in by_modality.items() if probs},
+        window_start=_number(record.get("window_start")), window_end=_number(record.get("window_end")),
+        transcript=record.get("transcript") or "", transcript_source=record.get("transcript_source") or "none",
+        has_audio=bool(_flag(record.get("has_audio"))), has_text=bool(_flag(record.get("has_text"))),
+        has_vision=bool(_flag(record.get("has_vision"))), face_frames_ratio=_number(record.get("face_frames_ratio")),
+        duration_s=_number(record.get("duration_s")), audio_note=record.get("audio_note"),
+        text_reliable=_flag(record.get("text_reliable")), text_unreliable_reason=record.get("text_unreliable_reason"))
+
+
+def render_rows(rows: Iterable[LabelRow | Mapping[str, Any]], columns: list[str], file_format: str,
                 header: bool = False) -> str:
     """The text a labels file holds for `rows`: one CSV record or JSON line per row, ending in a newline.
 
-    Cells in `columns` order (missing ones empty/null); the clip name escaped (`escape_clip`); free text on
-    one line; NaN empty/null. header: CSV only, the header line first.
+    rows: LabelRows (a run's), or column -> value mappings (`parse_rows`' records, rewritten as they were
+    read). Cells in `columns` order (missing ones empty/null); the clip name escaped (`escape_clip`); free
+    text on one line; NaN empty/null. header: CSV only, the header line first.
     """
     _check_format(file_format)
 
-    def cells(row: Mapping[str, Any]) -> dict[str, Any]:
+    def cells(row: LabelRow | Mapping[str, Any]) -> dict[str, Any]:
+        row = row_cells(row) if isinstance(row, LabelRow) else row
         return {c: escape_clip(row[c]) if c == KEY_COLUMN else _clean(row.get(c)) for c in columns}
 
     if file_format == "jsonl":
@@ -451,7 +506,7 @@ class ResumableRowWriter:
         finally:
             os.close(descriptor)
 
-    def append_clip(self, clip: str, rows: list[dict[str, Any]]) -> None:
+    def append_clip(self, clip: str, rows: list[LabelRow | Mapping[str, Any]]) -> None:
         """Append one clip's rows (window rows first, the file-level row last) in one durable write.
 
         A clip written before (an error row being retried) is appended again: the new rows win on reading,

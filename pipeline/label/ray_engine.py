@@ -13,13 +13,12 @@ the local engine writes, and a re-run (local or Ray) skips the clips already fin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -27,22 +26,19 @@ from affectflow.extractors.ray_engine import ray_session
 from affectflow.pipeline.core.devices import default_actor_count
 from affectflow.pipeline.label.labeler import LabelerFactory
 from affectflow.pipeline.label.needs import make_collector
+from affectflow.pipeline.label.rows import LabelRow
 from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, label_clip, open_output
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars -> Python values for JSON transport of rows."""
-    return value.item() if isinstance(value, np.generic) else str(value)
 
 
 class LabelingActor:
     """Actor: an EvidenceCollector + a labeller on its device; (path, clip) rows -> that clip's rows as JSON."""
 
     def __init__(self, make_labeler: LabelerFactory, options: LabelingOptions) -> None:
-        if options.device == "cpu":
+        device = torch.device(options.device)
+        if device.type == "cpu":
             torch.set_num_threads(1)  # one core per actor: the pool provides the parallelism
         self.options = options
-        self.labeler = make_labeler(options.device)
+        self.labeler = make_labeler(device)
         self.collector = make_collector(options, self.labeler)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -51,7 +47,8 @@ class LabelingActor:
         for path, clip in zip(batch["path"], batch["clip"]):
             clip_rows = label_clip(Path(os.fsdecode(path)), os.fsdecode(clip), self.collector, self.labeler,
                                    self.options)
-            rows.append(json.dumps(clip_rows, default=_plain))  # ASCII JSON: a name's undecodable bytes travel
+            # ASCII JSON of the LabelRows' fields (plain Python values): a name's undecodable bytes travel
+            rows.append(json.dumps([dataclasses.asdict(row) for row in clip_rows]))
         return pd.DataFrame({"clip": list(batch["clip"]), "rows": rows})
 
 
@@ -68,7 +65,7 @@ def ray_label(videos: str | Path, out: str | Path, make_labeler: LabelerFactory,
     """
     videos = Path(videos)
     if labeler_columns is None:
-        probe_labeler = make_labeler("cpu")
+        probe_labeler = make_labeler(torch.device("cpu"))
         labeler_columns = (tuple(probe_labeler.class_names), tuple(probe_labeler.modalities))
         del probe_labeler
     class_names, modalities = labeler_columns
@@ -87,7 +84,7 @@ def ray_label(videos: str | Path, out: str | Path, make_labeler: LabelerFactory,
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = progress
         context.execution_options.preserve_order = True
-        cuda = options.device.startswith("cuda")
+        cuda = torch.device(options.device).type == "cuda"
         size = default_actor_count(cuda, ray.cluster_resources(), actors)
         dataset = ray.data.from_pandas(table).repartition(max(1, -(-len(table) // batch_size)))
         labeled = dataset.map_batches(LabelingActor, batch_size=batch_size, batch_format="pandas",
@@ -96,7 +93,7 @@ def ray_label(videos: str | Path, out: str | Path, make_labeler: LabelerFactory,
                                       **({"num_gpus": 1} if cuda else {}))
         for batch in labeled.iter_batches(batch_size=batch_size, batch_format="pandas"):
             for clip, payload in zip(batch["clip"], batch["rows"]):
-                rows = json.loads(payload)
+                rows = [LabelRow(**fields) for fields in json.loads(payload)]
                 writer.append_clip(os.fsdecode(clip), rows)
                 summary.record(rows)
     summary.seconds = time.perf_counter() - started

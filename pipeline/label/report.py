@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from affectflow.pipeline.label.output import printable
+from affectflow.pipeline.label.output import printable, row_cells
 from affectflow.pipeline.label.run import LabelingSummary
 
 PLOT_NAME_CHARS = 80  # of the clip path kept in a plot's name (file names stop at 255 bytes)
@@ -19,7 +19,7 @@ def print_table(summary: LabelingSummary, class_names: tuple[str, ...], limit: i
     if not summary.rows:
         return
     # a file name's undecodable bytes as \xHH: pandas' strings and the terminal take UTF-8 only
-    table = pd.DataFrame([{k: printable(v) if isinstance(v, str) else v for k, v in row.items()}
+    table = pd.DataFrame([{k: printable(v) if isinstance(v, str) else v for k, v in row_cells(row).items()}
                           for row in summary.rows])
     prob_columns = [f"prob_{c}" for c in class_names if f"prob_{c}" in table.columns]
     table["p"] = table[prob_columns].max(axis=1) if prob_columns else None

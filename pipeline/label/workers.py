@@ -29,6 +29,7 @@ import torch
 from affectflow.pipeline.core.errors import AffectflowError, MediaError
 from affectflow.pipeline.core.timing import StageTimer, timed
 from affectflow.pipeline.label.evidence import ClipEvidence, EvidenceCollector
+from affectflow.pipeline.label.rows import LabelRow, error_rows
 from affectflow.pipeline.label.server import start_worker_server
 from affectflow.pipeline.media.transcripts import TranscriptError
 
@@ -47,15 +48,8 @@ class CollectedClip:
     path: Path
     clip: str
     evidence: ClipEvidence | None
-    error_rows: list[dict[str, Any]] | None = None
+    error_rows: list[LabelRow] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def error_rows(clip: str, error: BaseException | str) -> list[dict[str, Any]]:
-    """The single row of a clip that could not be labelled: label None and the error's type and text."""
-    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return [{"clip": clip, "label": None, "error": message, "transcript_source": "none", "transcript": "",
-             "has_audio": False, "has_text": False, "has_vision": False}]
 
 
 def collect_clip(path: Path, clip: str, collector: EvidenceCollector, timer: StageTimer | None = None) -> CollectedClip:

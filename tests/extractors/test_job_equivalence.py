@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from affectflow.extractors.base import create_extractor
-from affectflow.extractors.batching import threads_beside_workers
 from affectflow.extractors.run import MediaDecoder, run_extraction
 from affectflow.extractors.store import FeatureStore
+from affectflow.pipeline.core.devices import capped_threads, spare_cores
 from affectflow.pipeline.core.manifest import iter_segments, manifest_from_segments, read_manifest, write_manifest
 from affectflow.pipeline.core.records import FeatureSequence, Segment
 from affectflow.pipeline.media.decode import load_decoders, probe, read_audio, read_frames
@@ -99,7 +99,7 @@ def straightforward(manifest: Path, extractor, workers: int | None) -> dict[str,
 
     mtcnn = MTCNN(keep_all=True, min_face_size=20) if extractor.modality == "v" else None
     detector = FaceDetector(crop_size=64) if extractor.modality == "v" else None
-    with threads_beside_workers(workers or 0):
+    with capped_threads(spare_cores(workers) if workers else None):
         return {segment.id: straightforward_segment(manifest, segment, extractor, mtcnn, detector)
                 for segment in iter_segments(read_manifest(manifest))}
 
@@ -141,23 +141,6 @@ def test_job_features_equal_the_straightforward_path(two_clips, tiny_models, tmp
         assert difference <= tolerance, (segment_id, difference, tolerance)
 
 
-def test_model_threads_beside_workers_are_cut_and_restored(monkeypatch):
-    monkeypatch.setattr("affectflow.extractors.batching.available_cpus", lambda: 4)
-    before = torch.get_num_threads()
-    torch.set_num_threads(3)
-    try:
-        with threads_beside_workers(2) as threads:
-            assert threads == torch.get_num_threads() == 2  # 4 cores - 2 workers, within the 3 allowed
-        assert torch.get_num_threads() == 3
-        with threads_beside_workers(8) as threads:
-            assert threads == 1  # never below one
-        with threads_beside_workers(0) as threads:
-            assert threads == 3  # no workers: untouched
-        with pytest.raises(RuntimeError), threads_beside_workers(1):
-            raise RuntimeError("restored on errors too")
-        assert torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_decoding_libraries_are_loaded_before_workers_fork(two_clips, tmp_path, monkeypatch):

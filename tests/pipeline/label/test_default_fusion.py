@@ -115,14 +115,15 @@ def test_the_labeller_applies_the_fer_temperature(labeler):
 
 def test_the_row_says_the_transcript_was_not_used_and_why(labeler):
     from affectflow.pipeline.label.output import render_rows
-    from affectflow.pipeline.label.run import LabelingOptions, output_columns, rows_for_evidence
+    from affectflow.pipeline.label.output import output_columns
+    from affectflow.pipeline.label.run import LabelingOptions, rows_for_evidence
 
     recording = Recording(Path("clip.mp4"), duration=2.0, has_video=False, has_audio=False)
     reason = "low ASR confidence (avg_logprob -1.40 < -0.8: not English speech, or unclear)"
     words = "I'm going to start with a little bit of water."
     unread = ClipEvidence(recording, None, False, TimedText(words, "asr", ((0.0, 2.0, words),), reason), "asr", None)
     (row,) = rows_for_evidence("clip.mp4", unread, labeler, LabelingOptions())
-    assert (row["text_reliable"], row["text_unreliable_reason"], row["transcript"]) == (False, reason, words)
-    assert row["label"] is None  # the text was the only modality and it is not evidence
+    assert (row.text_reliable, row.text_unreliable_reason, row.transcript) == (False, reason, words)
+    assert row.label is None  # the text was the only modality and it is not evidence
     jsonl = render_rows([row], output_columns(CLASSES, ("a", "t", "v"), True), "jsonl")
     assert '"text_reliable": false' in jsonl and reason in jsonl

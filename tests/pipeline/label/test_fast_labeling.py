@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from affectflow.pipeline.label.experts import fused_change_bound
-from affectflow.pipeline.label.run import LabelingOptions, auto_workers, run_labeling
+from affectflow.pipeline.label.output import row_cells
+from affectflow.pipeline.label.policy import auto_workers
+from affectflow.pipeline.label.run import LabelingOptions, run_labeling
 from affectflow.pipeline.label.workers import CollectedClip, WorkerSetupError, iter_collected, start_pool
 
 EXPERT_TOLERANCE = {"audio": 0.0, "text": 0.0, "vision": 0.01}
@@ -49,7 +51,7 @@ def labeler():
 
 def _label(folder: Path, out: Path, labeler, **fields) -> list[dict]:
     summary = run_labeling(folder, out, labeler, LabelingOptions(**fields), progress=False)
-    return summary.rows
+    return [row_cells(row) for row in summary.rows]
 
 
 def _difference(before: dict, after: dict, prefix: str, classes) -> np.ndarray:
@@ -114,15 +116,15 @@ def test_workers_keep_order_and_give_errors_their_rows(tmp_path):
     assert [c.evidence for c in collected if c.clip != "bad.mp4"] == [
         "evidence of a.mp4", "evidence of b.mp4", "evidence of c.mp4", "evidence of d.mp4"]
     bad = collected[1]
-    assert bad.evidence is None and bad.error_rows[0]["clip"] == "bad.mp4"
-    assert bad.error_rows[0]["error"].startswith("MediaError") and bad.error_rows[0]["label"] is None
+    assert bad.evidence is None and bad.error_rows[0].clip == "bad.mp4"
+    assert bad.error_rows[0].error.startswith("MediaError") and bad.error_rows[0].label is None
 
 
 def test_a_dying_worker_costs_only_its_clip(tmp_path):
     items = [(tmp_path / name, name) for name in ("a.mp4", "crash.mp4", "b.mp4", "c.mp4")]
     collected: list[CollectedClip] = list(iter_collected(items, ScriptedCollector, workers=2, in_flight=3))
     assert [c.clip for c in collected] == ["a.mp4", "crash.mp4", "b.mp4", "c.mp4"]
-    assert collected[1].evidence is None and "worker process died" in collected[1].error_rows[0]["error"]
+    assert collected[1].evidence is None and "worker process died" in collected[1].error_rows[0].error
     assert [c.evidence for c in collected[2:]] == ["evidence of b.mp4", "evidence of c.mp4"]
 
 
@@ -137,7 +139,7 @@ def test_a_started_pool_collects_ahead_and_its_collections_are_used(tmp_path):
     collected += list(iterator)
     assert [c.clip for c in collected] == ["a.mp4", "crash.mp4", "b.mp4", "c.mp4"]
     assert collected[0].evidence == "evidence of a.mp4"
-    assert collected[1].evidence is None and "worker process died" in collected[1].error_rows[0]["error"]
+    assert collected[1].evidence is None and "worker process died" in collected[1].error_rows[0].error
     assert [c.evidence for c in collected[2:]] == ["evidence of b.mp4", "evidence of c.mp4"]
     assert started.closed  # iter_collected shut the started pool down
 

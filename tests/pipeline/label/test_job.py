@@ -174,8 +174,8 @@ def test_workers_start_while_the_labeller_loads_and_are_used_only_when_they_fit(
     assert (summary.labeled, summary.failed) == (1, 2)
     assert len(started) == 1 and started[0].closed  # started before the labeller, always shut down
     assert len(pools) == (1 if factory is FaceCountingFactory else 2)  # the early pool did the work when it fit
-    face = next(row for row in summary.rows if row["clip"] == "face.mp4")
-    assert face["label"] == ("excited" if factory is FaceCountingFactory else "calm")
+    face = next(row for row in summary.rows if row.clip == "face.mp4")
+    assert face.label == ("excited" if factory is FaceCountingFactory else "calm")
 
 
 class BrokenAudioFactory(FaceCountingFactory):

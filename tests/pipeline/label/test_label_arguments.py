@@ -76,7 +76,7 @@ def test_the_smallest_window_is_accepted(videos, tmp_path):
 
 # --- row 3: the worker count ---------------------------------------------------------------------
 def test_the_worker_limit_is_the_cores_and_the_memory():
-    from affectflow.pipeline.label.run import WORKER_MEMORY_BYTES, auto_workers, worker_limit
+    from affectflow.pipeline.label.policy import WORKER_MEMORY_BYTES, auto_workers, worker_limit
 
     each = WORKER_MEMORY_BYTES
     assert worker_limit(cores=8, memory=64 * each) == 8
@@ -105,7 +105,7 @@ def _recording_pools(monkeypatch) -> list[int]:
 
 def test_label_lowers_too_many_workers_to_the_limit_with_a_notice(videos, tmp_path, monkeypatch):
     from affectflow.pipeline.label.job import WorkerLimitNotice
-    from affectflow.pipeline.label.run import worker_limit
+    from affectflow.pipeline.label.policy import worker_limit
 
     sizes = _recording_pools(monkeypatch)
     with pytest.warns(WorkerLimitNotice, match=f"workers lowered from 1000 to {worker_limit()}"):
@@ -116,7 +116,7 @@ def test_label_lowers_too_many_workers_to_the_limit_with_a_notice(videos, tmp_pa
 
 
 def test_the_cli_lowers_too_many_workers_in_one_warning_line(videos, tmp_path, capsys, monkeypatch):
-    from affectflow.pipeline.label.run import worker_limit
+    from affectflow.pipeline.label.policy import worker_limit
 
     sizes = _recording_pools(monkeypatch)
     code = _cli(videos, tmp_path / "labels.csv", "--workers", "1000", monkeypatch=monkeypatch)
