@@ -22,9 +22,10 @@ from affectflow.pipeline.label import job
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.labeler import SpanPrediction
 from affectflow.pipeline.label.output import ResumableRowWriter, label_row, output_columns, parse_rows, render_rows
+from affectflow.pipeline.label.default_model import DefaultLabeler
+from affectflow.pipeline.label.needs import plan_for
 from affectflow.pipeline.label.rows import LabelRow, error_rows
-from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, collector_options, rows_for_evidence, \
-    run_labeling
+from affectflow.pipeline.label.run import LabelingOptions, LabelingSummary, rows_for_evidence, run_labeling
 from affectflow.pipeline.media.transcripts import TimedText, Utterance
 from factories.media import write_silence
 
@@ -142,7 +143,8 @@ def test_label_turns_the_device_into_a_torch_device_for_the_labeller_and_the_run
               device="cpu", workers=0, progress=False)
     assert built == [torch.device("cpu")] and isinstance(built[0], torch.device)
     assert isinstance(runs[0].device, torch.device) and runs[0].device.type == "cpu"
-    assert collector_options(runs[0]).device == "cpu"  # what EvidenceCollector is given (it takes a string)
+    # the run's evidence plan holds the device as text, so it equals the plan of workers started before it resolved
+    assert plan_for(DefaultLabeler.evidence_needs, runs[0]).device == "cpu"
 
 
 @pytest.mark.parametrize("device, message", [
