@@ -213,8 +213,9 @@ class DefaultLabeler:
             per_modality["v"] = frame_probs.mean(axis=0)
         if not per_modality:
             return SpanPrediction(None, per_modality)
-        fused = product_of_experts(per_modality, self.priors, self.target_prior, self.expert_weights(per_modality))
-        return SpanPrediction(fused, per_modality)
+        weights = self.expert_weights(per_modality)
+        fused = product_of_experts(per_modality, self.priors, self.target_prior, weights)
+        return SpanPrediction(fused, per_modality, weights)
 
 
 def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:

@@ -47,6 +47,7 @@ class ClipView:
     transcript_source: str
     transcript: str
     error: str
+    text_note: str = ""  # why the transcript counted less or not at all (JSONL), "" when it counted fully
     bars: list[dict[str, Any]] = field(default_factory=list)
     timeline: dict[str, Any] | None = None
     thumbnail: str | None = None  # a data: URI
@@ -64,6 +65,19 @@ def _number(value: Any) -> float | None:
 
 def _flag(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ("true", "1")
+
+
+def text_note(row: dict[str, Any]) -> str:
+    """How far a row's transcript counted in its label, when not fully: "not used: <reason>" (unreliable ASR
+    text) or "weight W" (the gate on how much emotion the words carry; 0: "its words carry no emotion")."""
+    if not (row.get("transcript") or ""):
+        return ""
+    if row.get("text_reliable") is False or str(row.get("text_reliable")).lower() == "false":
+        return f"not used: {row.get('text_unreliable_reason') or 'unreliable'}"
+    weight = _number(row.get("text_weight"))
+    if weight is None or weight >= 1.0:
+        return ""
+    return "weight 0: its words carry no emotion" if weight == 0 else f"weight {weight:.2f}"
 
 
 def class_names_of(rows: Iterable[dict[str, Any]]) -> tuple[str, ...]:
@@ -150,7 +164,7 @@ def clip_views(rows: list[dict[str, Any]], class_names: tuple[str, ...], thumbna
             clip=escape_clip(clip), label=label, confidence=_number(row.get(f"prob_{label}")) if label else None,
             modalities=[name for name in MODALITY_NAMES.values() if _flag(row.get(f"has_{name}"))],
             duration=duration, transcript_source=row.get("transcript_source") or "none",
-            transcript=row.get("transcript") or "", error=row.get("error") or "",
+            transcript=row.get("transcript") or "", error=row.get("error") or "", text_note=text_note(row),
             bars=_bars(row, class_names), timeline=_timeline(windows.get(clip, []), class_names, duration),
             thumbnail=_thumbnail(thumbnails, clip),
             color=next((b["color"] for b in _bars(row, class_names) if b["name"] == label), "#555")))

@@ -41,11 +41,13 @@ class SpanPrediction:
 
     probs: float [C] class probabilities in the labeller's `class_names` order, or None when no modality
     could say anything about the span; per_modality: modality key ("a", "t", "v") -> float [C]
-    probabilities of that modality alone (empty when the labeller does not expose them).
+    probabilities of that modality alone (empty when the labeller does not expose them); weights: modality key
+    -> the weight that modality's expert had in `probs` (0 = left out; empty when the labeller does not say).
     """
 
     probs: np.ndarray | None
     per_modality: dict[str, np.ndarray] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.per_modality) - set(MODALITY_NAMES))

@@ -86,12 +86,13 @@ def output_columns(class_names: tuple[str, ...], modalities: tuple[str, ...], pe
     """Row columns: clip, label, prob_<class>..., flags, then window bounds; with per_modality (JSONL) also
     `audio_note` (why present audio was not used as voice, e.g. no speech; "" when it was or is absent),
     `text_reliable` / `text_unreliable_reason` (whether the transcript was used as evidence, and why not),
+    `text_weight` (the transcript's weight in this row's fused label: 0 when its words carry no emotion),
     then the per-modality probabilities."""
     columns = ["clip", "label"] + [f"prob_{c}" for c in class_names]
     columns += ["has_audio", "has_text", "has_vision", "face_frames_ratio", "transcript_source", "transcript",
                 "duration_s", "error", "window_start", "window_end"]
     if per_modality:
-        columns += ["audio_note", "text_reliable", "text_unreliable_reason"]
+        columns += ["audio_note", "text_reliable", "text_unreliable_reason", "text_weight"]
         columns += [f"prob_{MODALITY_NAMES[m]}_{c}" for m in modalities for c in class_names]
     return columns
 
@@ -161,7 +162,8 @@ def row_cells(row: LabelRow) -> dict[str, Any]:
                   "face_frames_ratio": row.face_frames_ratio, "transcript_source": row.transcript_source,
                   "transcript": row.transcript, "duration_s": row.duration_s, "error": row.error,
                   "window_start": row.window_start, "window_end": row.window_end, "audio_note": row.audio_note,
-                  "text_reliable": row.text_reliable, "text_unreliable_reason": row.text_unreliable_reason})
+                  "text_reliable": row.text_reliable, "text_unreliable_reason": row.text_unreliable_reason,
+                  "text_weight": row.text_weight})
     for modality, probs in row.modality_probs.items():
         cells.update({f"prob_{MODALITY_NAMES[modality]}_{name}": value for name, value in probs.items()})
     return cells
@@ -195,7 +197,8 @@ def label_row(record: Mapping[str, Any], class_names: tuple[str, ...]) -> LabelR
         has_audio=bool(_flag(record.get("has_audio"))), has_text=bool(_flag(record.get("has_text"))),
         has_vision=bool(_flag(record.get("has_vision"))), face_frames_ratio=_number(record.get("face_frames_ratio")),
         duration_s=_number(record.get("duration_s")), audio_note=record.get("audio_note"),
-        text_reliable=_flag(record.get("text_reliable")), text_unreliable_reason=record.get("text_unreliable_reason"))
+        text_reliable=_flag(record.get("text_reliable")), text_unreliable_reason=record.get("text_unreliable_reason"),
+        text_weight=_number(record.get("text_weight")))
 
 
 def render_rows(rows: Iterable[LabelRow | Mapping[str, Any]], columns: list[str], file_format: str,
@@ -352,7 +355,7 @@ def check_header(path: Path, text: str, columns: list[str], file_format: str) ->
                              "use another --out")
 
 
-LATER_JSONL_KEYS = frozenset({"audio_note", "text_reliable", "text_unreliable_reason"})
+LATER_JSONL_KEYS = frozenset({"audio_note", "text_reliable", "text_unreliable_reason", "text_weight"})
 """JSONL keys added after the first release: a file whose rows lack only these (written by an earlier
 affectflow) is still this run's labels file, resumed as it is (its rows read them as null)."""
 

@@ -30,7 +30,9 @@ class LabelRow:
     probs: class -> fused probability (empty when `label` is None); modality_probs: modality key ("a", "t",
     "v") -> class -> that modality's probability (JSONL only). The per-clip fields (has_*, face_frames_ratio,
     transcript_source, duration_s, audio_note, text_reliable, text_unreliable_reason) repeat on every row of
-    the clip; a clip that could not be read (an error row) leaves the unknown ones None.
+    the clip; a clip that could not be read (an error row) leaves the unknown ones None. text_weight: the
+    weight the transcript had in this row's fused label (1 = full, 0 = left out because its words carry no
+    emotion, `experts.text_gate_weight`; None when no text counted or the labeller does not say; JSONL only).
     """
 
     clip: str
@@ -50,6 +52,7 @@ class LabelRow:
     audio_note: str | None = None
     text_reliable: bool | None = None
     text_unreliable_reason: str | None = None
+    text_weight: float | None = None
 
     @property
     def is_file_level(self) -> bool:
@@ -102,4 +105,5 @@ def span_row(clip: str, evidence: ClipEvidence, prediction: SpanPrediction, clas
     return LabelRow(clip, label=label, error=error, probs=probs,
                     modality_probs={m: _rounded(values, class_names) for m, values in prediction.per_modality.items()},
                     window_start=start, window_end=end, transcript=evidence.text_between(start or 0.0, end) or "",
+                    text_weight=round(float(prediction.weights["t"]), 4) if "t" in prediction.weights else None,
                     **clip_fields(evidence))

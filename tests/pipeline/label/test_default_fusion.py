@@ -127,3 +127,20 @@ def test_the_row_says_the_transcript_was_not_used_and_why(labeler):
     assert row.label is None  # the text was the only modality and it is not evidence
     jsonl = render_rows([row], output_columns(CLASSES, ("a", "t", "v"), True), "jsonl")
     assert '"text_reliable": false' in jsonl and reason in jsonl
+
+
+def test_the_row_says_how_far_the_words_counted(labeler):
+    # issue 24: a muted transcript is visible in the row (JSONL text_weight), not only in the fused numbers
+    from affectflow.pipeline.label.default_model import DefaultClipState
+    from affectflow.pipeline.label.rows import span_row
+
+    frames = np.random.default_rng(0).standard_normal((100, labeler.audio_head.input_dim)).astype(np.float32)
+    state = DefaultClipState(None, frames, np.arange(100) * 0.02)
+    recording = Recording(Path("clip.wav"), duration=2.0, has_video=False, has_audio=True)
+    weights = {}
+    for words in ("Kids are talking by the door.", "I am furious, this is awful!"):
+        evidence = ClipEvidence(recording, None, True, TimedText(words, "asr", ((0.0, 2.0, words),)), "asr", None)
+        prediction = labeler.predict(evidence, state, 0.0, None)
+        assert set(prediction.weights) == {"a", "t"} and prediction.weights["a"] == 1.0
+        weights[words] = span_row("clip.wav", evidence, prediction, CLASSES, None, None).text_weight
+    assert weights == {"Kids are talking by the door.": 0.0, "I am furious, this is awful!": 1.0}

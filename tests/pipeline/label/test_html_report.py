@@ -92,6 +92,12 @@ class Elements(HTMLParser):
         return next(a for t, a in self.tags if t == "html")
 
 
+TEXT_COUNTED = {0: {"text_reliable": True, "text_weight": 0.0},
+                2: {"text_reliable": False, "text_unreliable_reason": "low ASR confidence (avg_logprob -1.40 < -0.8)"},
+                3: {"text_reliable": True, "text_weight": 0.5}}
+"""How far the transcript counted, by clip index (JSONL `text_reliable`, `text_weight`; the others: fully)."""
+
+
 def write_batch(out: Path, file_format: str = "jsonl") -> dict[str, str]:
     """A labels file written through the public writer, plus thumbnails in its cache: clip -> label ('' = failed)."""
     rng = np.random.default_rng(7)
@@ -110,7 +116,8 @@ def write_batch(out: Path, file_format: str = "jsonl") -> dict[str, str]:
                         **{f"prob_{c}": p for c, p in zip(CLASS_NAMES, rng.dirichlet(np.ones(3)))}} for s in range(3)]
             row = {"clip": clip, "label": label_name, **{f"prob_{c}": p for c, p in zip(CLASS_NAMES, probs)},
                    "has_audio": True, "has_text": True, "has_vision": index != 1, "duration_s": 3.0,
-                   "transcript_source": "asr", "transcript": f"words of clip {index} <i>not markup</i>", "error": ""}
+                   "transcript_source": "asr", "transcript": f"words of clip {index} <i>not markup</i>", "error": "",
+                   **TEXT_COUNTED.get(index, {})}
             for modality in ("audio", "text") + (("vision",) if index != 1 else ()):
                 row.update({f"prob_{modality}_{c}": p for c, p in zip(CLASS_NAMES, rng.dirichlet(np.ones(3)))})
             writer.append_clip(clip, windows + [row])
@@ -149,6 +156,16 @@ def test_the_error_of_a_broken_file_is_shown(batch, tmp_path):
     assert page.with_clip("section")[BROKEN]["data-error"] == "yes"
     assert BROKEN_ERROR in html.unescape(re.search(r'<tr data-clip="broken.mp4".*?</tr>', report.read_text(),
                                                    re.S).group())
+
+
+def test_each_section_says_how_far_its_transcript_counted(batch, tmp_path):
+    # issue 24: the rows and the report say when the text was left out and why
+    report, _ = batch
+    page = Elements(dump_dom(report, tmp_path)[0])
+    assert "weight 0: its words carry no emotion" in page.section_text["talking.mp4"]
+    assert "not used: low ASR confidence (avg_logprob -1.40 < -0.8)" in page.section_text[HOSTILE]
+    assert "weight 0.50" in page.section_text[escape_clip(NOT_UTF8)]
+    assert "weight" not in page.section_text["nested/quiet.mp4"] and "not used" not in page.section_text["nested/quiet.mp4"]
 
 
 @pytest.mark.parametrize("fragment", ["label=joy", "error=yes"])
