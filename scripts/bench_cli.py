@@ -56,11 +56,13 @@ def data_rows(path: Path, limit: int = 2) -> int:
     text = text[: text.rfind("\n") + 1]
     if path.suffix.lower() == ".jsonl":
         return min(limit, sum(1 for line in text.splitlines() if line.strip()))
-    count = 0
-    for _ in csv.reader(io.StringIO(text)):
-        count += 1
-        if count >= limit:
+    count, records = 0, csv.reader(io.StringIO(text), strict=True)
+    while count < limit:
+        try:
+            next(records)
+        except (StopIteration, csv.Error):  # csv.Error: a quoted field still open (its row is being written)
             break
+        count += 1
     return count
 
 
