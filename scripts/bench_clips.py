@@ -75,8 +75,9 @@ def ravdess_files(root: Path | None) -> list[Path]:
 
 def plan_clip_set(total_seconds: float = 300.0, seed: int = 0, ravdess: Path | None = None,
                   min_seconds: float = 2.0, max_seconds: float = 25.0, sizes=SIZES) -> list[ClipSpec]:
-    """Specs of clips until their lengths reach `total_seconds`: first one of each kind (SPECIAL_KINDS),
-    then ravdess 45%, espeak 35%, face-leaves 20%. Lengths log-uniform in [min, max] s (seeded)."""
+    """Specs of clips until their lengths reach `total_seconds`: first one of each kind (SPECIAL_KINDS, at
+    most (min + max) / 2 s long, so that a 1-minute batch holds them and more), then ravdess 45%, espeak
+    35%, face-leaves 20%. Lengths log-uniform in [min, max] s (seeded)."""
     rng = np.random.default_rng(seed)
     utterances = ravdess_files(ravdess)
     specs: list[ClipSpec] = []
@@ -85,7 +86,8 @@ def plan_clip_set(total_seconds: float = 300.0, seed: int = 0, ravdess: Path | N
         index = len(specs)
         kind = SPECIAL_KINDS[index] if index < len(SPECIAL_KINDS) else \
             str(rng.choice(["ravdess", "espeak", "face-leaves"], p=[0.45, 0.35, 0.20]))
-        seconds = round(float(math.exp(rng.uniform(math.log(min_seconds), math.log(max_seconds)))), 1)
+        longest = max_seconds if index >= len(SPECIAL_KINDS) else (min_seconds + max_seconds) / 2
+        seconds = round(float(math.exp(rng.uniform(math.log(min_seconds), math.log(longest)))), 1)
         size = tuple(sizes[int(rng.integers(len(sizes)))])
         fps = int(rng.choice([25, 30]))
         real = bool(utterances) and kind in ("ravdess", "face-leaves")

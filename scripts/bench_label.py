@@ -314,7 +314,7 @@ def realistic_batches(args: argparse.Namespace) -> list[tuple[float, Path, objec
         print(f"note: no RAVDESS utterances under {args.ravdess}: the real-voice clips use espeak-ng voices")
     specs = plan_clip_set(max(lengths) * 1.05, seed=args.seed, ravdess=args.ravdess)
     real = "ravdess" if any(spec.ravdess_used for spec in specs) else "espeak"
-    cache = args.clip_dir or Path(tempfile.gettempdir()) / f"affectflow-bench-clips-v1-{real}-seed{args.seed}"
+    cache = args.clip_dir or Path(tempfile.gettempdir()) / f"affectflow-bench-clips-v2-{real}-seed{args.seed}"
     started = time.time()
     make_clip_set(cache, specs)
     print(f"clip set {cache} ({time.time() - started:.0f} s to make or check): {ClipSetSummary.of(specs).describe()}")
@@ -358,11 +358,12 @@ def measured_trees(args: argparse.Namespace) -> list[tuple[str, dict]]:
 
 
 def checked_run(command: list[str], out: Path, env: dict, expect: dict, what: str):
-    """`measure_command` of one labelling run; RuntimeError when it fails or labels other than expected
-    (`expect`: summary fields such as {"done": 12})."""
+    """`measure_command` of one labelling run, from the output's folder (as a user runs it from a project
+    folder); RuntimeError when it fails or labels other than expected (`expect`: summary fields such as
+    {"done": 12})."""
     from bench_cli import measure_command
 
-    run = measure_command(command, out, env=env)
+    run = measure_command(command, out, env=env, cwd=out.parent)
     if run.exit_code != 0 or run.summary is None or any(run.summary.get(k) != v for k, v in expect.items()):
         raise RuntimeError(f"{what}: exit code {run.exit_code}, summary {run.summary}, expected {expect}:\n"
                            f"{run.stdout[-1000:]}\n{run.stderr[-3000:]}")
