@@ -30,11 +30,40 @@ REPO = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"(\d+) labelled, (\d+) with errors, (\d+) already done -> .* \((\d+(?:\.\d+)?) s\)")
 
 
+class TreeUsage(TreeSampler):
+    """`TreeSampler` (peak PSS of a process and its descendants) that also keeps each process's CPU ticks
+    (utime + stime) as last seen: `cpu_seconds` is their sum. Worker processes are reaped by a forkserver
+    that nobody waits for, so getrusage(RUSAGE_CHILDREN) of the launcher would miss them."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.ticks: dict[int, int] = {}
+        super().__init__(pid, interval)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            tree = self._tree()
+            total = sum(self._pss_kib(pid) for pid in tree) / 1024.0
+            if total > self.peak_mib:
+                self.peak_mib, self.peak_processes = total, len(tree)
+            for pid in tree:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    self.ticks[pid] = max(self.ticks.get(pid, 0), int(fields[11]) + int(fields[12]))
+                except (OSError, IndexError, ValueError):
+                    continue
+            self._stop.wait(self.interval)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class CommandRun:
     """One launch of a command: exit code, wall s (launch to exit), first row s after launch (None when
-    no data row appeared), peak PSS of its process tree (MiB, sampled every 0.1 s), CPU s of the tree
-    (all reaped descendants), the summary line's numbers (`parse_summary`), its stdout and stderr."""
+    no data row appeared), peak PSS of its process tree (MiB), CPU s of the tree (each process's own, the
+    launched one's exact, the others' as last sampled: up to 0.1 s each is missed), the summary line's
+    numbers (`parse_summary`), its stdout and stderr. The tree is sampled every 0.1 s."""
 
     exit_code: int
     wall: float
@@ -90,7 +119,7 @@ def measure_command(command: list[str], out: Path | None = None, env: dict | Non
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=cwd, text=True)
-        sampler = TreeSampler(process.pid)
+        sampler = TreeUsage(process.pid)
         first_row = None
         while process.poll() is None:
             if out is not None and not had_rows and first_row is None and first_row_seen(out):
@@ -103,12 +132,14 @@ def measure_command(command: list[str], out: Path | None = None, env: dict | Non
         stdout.seek(0)
         stderr.seek(0)
         printed, errors = stdout.read(), stderr.read()
-    return CommandRun(process.returncode, wall, first_row, sampler.peak_mib, _children_cpu() - cpu_before,
+    launched = _children_cpu() - cpu_before  # exact for the launched process (and what it reaped)
+    others = sampler.cpu_seconds - sampler.ticks.get(process.pid, 0) / os.sysconf("SC_CLK_TCK")
+    return CommandRun(process.returncode, wall, first_row, sampler.peak_mib, launched + others,
                       parse_summary(printed), printed, errors)
 
 
 def _children_cpu() -> float:
-    """User + system CPU seconds of every reaped descendant of this process so far."""
+    """User + system CPU seconds of every reaped child of this process so far (with what they reaped)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
