@@ -407,7 +407,8 @@ def run_user_benchmark(args: argparse.Namespace) -> int:
     load_after = os.getloadavg()
     print(f"load average (1, 5, 15 min) before {', '.join(f'{v:.2f}' for v in load_before)}; after "
           f"{', '.join(f'{v:.2f}' for v in load_after)} on {os.cpu_count()} cores. The machine may be shared: "
-          "other jobs slow every run, which is why the trees alternate; compare the ratios, not the absolutes.")
+          "other jobs slow every run, which is why the trees alternate; compare the ratios, not the absolutes, and "
+          "prefer the CPU seconds, which other jobs change least.")
     return 0
 
 
