@@ -3,6 +3,7 @@
 
     python scripts/bench_label.py                          # default: realistic 1- and 5-minute batches, vs 20d3dcd
     python scripts/bench_label.py --rounds 2 --baseline-ref main
+    python scripts/bench_label.py --tree-ref main          # a commit in place of this checkout (both installed)
     python scripts/bench_label.py --stages                 # seconds per stage, 12 uniform clips of 5-10 s
     python scripts/bench_label.py --compare-serial         # the old serial path and the fast path, same run
     python scripts/bench_label.py --videos DIR --workers 2 --threads 1
@@ -246,6 +247,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", default="60,300", help="default mode: batch lengths in s drawn from the clip set")
     parser.add_argument("--baseline-ref", default="20d3dcd", help="default mode: the git ref timed as today's path")
     parser.add_argument("--no-baseline", action="store_true", help="default mode: time this tree only")
+    parser.add_argument("--tree-ref", default=None,
+                        help="default mode: time this git ref (installed like the baseline) instead of this checkout")
     parser.add_argument("--seed", type=int, default=0, help="default mode: seed of the clip set and the batches")
     parser.add_argument("--ravdess", type=Path, default=SHARED_DATA / "ravdess-speech",
                         help="RAVDESS utterances (Actor_NN/*.flac) for the real voices; espeak-ng when absent")
@@ -349,6 +352,12 @@ def measured_trees(args: argparse.Namespace) -> list[tuple[str, dict]]:
         if not imported_from(env).is_relative_to(site):
             raise RuntimeError(f"the baseline does not import from {site}: {imported_from(env)}")
         trees.append((f"baseline {args.baseline_ref}", env))
+    if args.tree_ref:  # another commit in place of this checkout, installed the same way as the baseline
+        site = install_ref(args.tree_ref)
+        env = ref_environment(site)
+        if not imported_from(env).is_relative_to(site):
+            raise RuntimeError(f"--tree-ref {args.tree_ref} does not import from {site}: {imported_from(env)}")
+        return trees + [(f"this {args.tree_ref}", env)]
     env = ref_environment(None)
     if not imported_from(env).is_relative_to(REPO):
         raise RuntimeError(f"this Python imports affectflow from {imported_from(env)}, not from {REPO}: run the "
