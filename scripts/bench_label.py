@@ -1,13 +1,28 @@
 #!/usr/bin/env python
-"""Labelling speed: seconds per stage and x real time of the default labeller on talking-face clips.
+"""Labelling speed: the user's command on realistic clips against today's path, or seconds per stage.
 
-    python scripts/bench_label.py                          # 12 generated clips of 5-10 s (90 s of media)
+    python scripts/bench_label.py                          # default: realistic 1- and 5-minute batches, vs 20d3dcd
+    python scripts/bench_label.py --rounds 2 --baseline-ref main
+    python scripts/bench_label.py --tree-ref main          # a commit in place of this checkout (both installed)
+    python scripts/bench_label.py --stages                 # seconds per stage, 12 uniform clips of 5-10 s
     python scripts/bench_label.py --compare-serial         # the old serial path and the fast path, same run
     python scripts/bench_label.py --videos DIR --workers 2 --threads 1
     python scripts/bench_label.py --device cuda
-    python scripts/bench_label.py --clips 48                 # a longer batch (360 s): loading weighs less
 
-The clips are generated once (real face photo + espeak-ng speech, `tests/factories/media.py`) into
+Default mode (what users wait for). A realistic clip set (`bench_clips.py`: 2-25 s, 640x360 and 1280x720,
+real RAVDESS voices and several espeak-ng voices with pauses, a face that leaves the frame at half the clip,
+a clip without speech, one with a sidecar transcript) is generated once into a cache folder (`--clip-dir`,
+default a temp folder named after the seed) and a batch of each `--batches` length (default 60 and 300 s)
+is drawn from it with `--seed`. The command `affectflow label --videos BATCH --out labels.csv --quiet` runs as
+a fresh process, timed from its launch to its exit, for this checkout and for `--baseline-ref` (default
+`20d3dcd`, installed once from `git archive` into a temp folder with `pip install --no-deps --target`),
+in alternating order over `--rounds`: each batch into an empty output (time to the first data row, x real
+time = media seconds / wall seconds, CPU seconds and peak PSS of the whole process tree, workers included),
+then the largest batch again with every clip done (time to exit with nothing to do). The table shows the
+best of the rounds, this tree / baseline and the targets of issue 22; the load average before and after.
+
+Per-stage mode (`--stages`, `--videos`, `--compare-serial`, `--serial-only`). The uniform clips are
+generated once (real face photo + espeak-ng speech, `tests/factories/media.py`) into
 `--clip-dir` and reused. Each run builds the default labeller (model loading is timed and included in the
 wall time), labels every clip with `run_labeling` into a fresh CSV, and prints the seconds per stage
 (probe, audio decoding, VAD, ASR, frame decoding, face detection, vision / text / audio models, writing),
@@ -25,7 +40,9 @@ and the fast path in the same run, in alternating order over `--rounds`, and pri
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -212,20 +229,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--videos", type=Path, default=None, help="label this folder instead of generated clips")
     parser.add_argument("--clip-dir", type=Path, default=None,
-                        help="where generated clips are kept (default: a temp folder named after --clips)")
-    parser.add_argument("--clips", type=int, default=12)
+                        help="where generated clips are kept (default: a temp folder named after --seed, or "
+                        "--clips with --stages)")
+    parser.add_argument("--clips", type=int, default=12, help="--stages: uniform generated clips")
     parser.add_argument("--min-seconds", type=float, default=5.0)
     parser.add_argument("--max-seconds", type=float, default=10.0)
     parser.add_argument("--size", default="640x360", help="generated frame size WxH")
     parser.add_argument("--face-fps", type=float, default=2.0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default=None, help="cpu (per-stage default) | cuda; default mode: the CLI's auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
     parser.add_argument("--workers", type=int, default=None, help="evidence worker processes (default: from cores)")
     parser.add_argument("--min-face-fraction", type=float, default=0.1,
                         help="fast path: smallest face as a fraction of the shorter side (faces.MIN_FACE_FRACTION)")
     parser.add_argument("--compare-serial", action="store_true", help="also time the old serial path")
     parser.add_argument("--serial-only", action="store_true", help="time only the old serial path")
-    parser.add_argument("--rounds", type=int, default=1, help="with --compare-serial: alternating rounds")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (this tree and baseline, or serial "
+                        "and fast)")
+    parser.add_argument("--stages", action="store_true",
+                        help="seconds per stage on the uniform clips (--clips ...) instead of the user's command")
+    parser.add_argument("--batches", default="60,300", help="default mode: batch lengths in s drawn from the clip set")
+    parser.add_argument("--baseline-ref", default="20d3dcd", help="default mode: the git ref timed as today's path")
+    parser.add_argument("--no-baseline", action="store_true", help="default mode: time this tree only")
+    parser.add_argument("--tree-ref", default=None,
+                        help="default mode: time this git ref (installed like the baseline) instead of this checkout")
+    parser.add_argument("--seed", type=int, default=0, help="default mode: seed of the clip set and the batches")
+    parser.add_argument("--ravdess", type=Path, default=SHARED_DATA / "ravdess-speech",
+                        help="RAVDESS utterances (Actor_NN/*.flac) for the real voices; espeak-ng when absent")
     parser.add_argument("--mode", choices=("serial", "fast"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json-out", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--started-at", type=float, default=None, help=argparse.SUPPRESS)
@@ -234,6 +263,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not per_stage_mode(args):
+        return run_user_benchmark(args)
+    args.device = args.device or "cpu"
     if args.mode is not None:  # one run in this (fresh) process, for run_in_fresh_process
         write_result(run_once(args.mode, args.videos, args.mode == "fast", args), args.json_out)
         return 0
@@ -264,6 +296,188 @@ def main(argv: list[str] | None = None) -> int:
               f"{best[0].cpu / best[1].cpu:.2f}x CPU")
         compare_labels(best[0], best[1])
     return 0
+
+
+BATCH_TARGETS = {60.0: 8.0, 300.0: 15.0}  # x real time from launch to exit (issue 22), per batch length
+NOTHING_TO_DO_TARGET = 2.0  # s from launch to exit when every clip is already done
+FIRST_ROW_TARGET = 6.0  # s from launch to the first data row
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def per_stage_mode(args: argparse.Namespace) -> bool:
+    """Whether the run is the per-stage profile (in-process timers) rather than the user's command timed
+    from outside (the default)."""
+    return bool(args.stages or args.videos is not None or args.compare_serial or args.serial_only or args.mode)
+
+
+def realistic_batches(args: argparse.Namespace) -> list[tuple[float, Path, object]]:
+    """The realistic clip set generated (once) in the cache folder, and one folder per `--batches` length
+    drawn from it (seeded): [(batch seconds asked, folder, ClipSetSummary)]."""
+    from bench_clips import ClipSetSummary, draw_batch, link_batch, make_clip_set, plan_clip_set, ravdess_files
+
+    lengths = [float(value) for value in args.batches.split(",") if value.strip()]
+    if not ravdess_files(args.ravdess):
+        print(f"note: no RAVDESS utterances under {args.ravdess}: the real-voice clips use espeak-ng voices")
+    specs = plan_clip_set(max(lengths) * 1.05, seed=args.seed, ravdess=args.ravdess)
+    real = "ravdess" if any(spec.ravdess_used for spec in specs) else "espeak"
+    cache = args.clip_dir or Path(tempfile.gettempdir()) / f"affectflow-bench-clips-v2-{real}-seed{args.seed}"
+    started = time.time()
+    make_clip_set(cache, specs)
+    print(f"clip set {cache} ({time.time() - started:.0f} s to make or check): {ClipSetSummary.of(specs).describe()}")
+    batches = []
+    for seconds in lengths:
+        batch = draw_batch(specs, seconds, seed=args.seed)
+        folder = link_batch(cache, batch, cache / "batches" / f"batch-{seconds:g}s")
+        summary = ClipSetSummary.of(batch)
+        print(f"  batch of {seconds:g} s: {summary.describe()}")
+        batches.append((seconds, folder, summary))
+    return batches
+
+
+def label_command(videos: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    """The user's command, `affectflow label --videos DIR --out FILE --quiet` (the console entry point's
+    module run by this Python), with --device / --workers only when given here."""
+    command = [sys.executable, "-m", "affectflow.pipeline.cli.main", "label", "--videos", str(videos),
+               "--out", str(out), "--quiet"]
+    command += ["--device", args.device] if args.device else []
+    return command + (["--workers", str(args.workers)] if args.workers is not None else [])
+
+
+def measured_trees(args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """[(name, environment)] of the baseline ref (installed once into a temp folder) and this checkout,
+    each checked to import affectflow from where it should."""
+    from bench_cli import REPO, describe_tree, imported_from, install_ref, ref_environment
+
+    trees = []
+    if not args.no_baseline:
+        site = install_ref(args.baseline_ref)
+        env = ref_environment(site)
+        if not imported_from(env).is_relative_to(site):
+            raise RuntimeError(f"the baseline does not import from {site}: {imported_from(env)}")
+        trees.append((f"baseline {args.baseline_ref}", env))
+    if args.tree_ref:  # another commit in place of this checkout, installed the same way as the baseline
+        site = install_ref(args.tree_ref)
+        env = ref_environment(site)
+        if not imported_from(env).is_relative_to(site):
+            raise RuntimeError(f"--tree-ref {args.tree_ref} does not import from {site}: {imported_from(env)}")
+        return trees + [(f"this {args.tree_ref}", env)]
+    env = ref_environment(None)
+    if not imported_from(env).is_relative_to(REPO):
+        raise RuntimeError(f"this Python imports affectflow from {imported_from(env)}, not from {REPO}: run the "
+                           "script with the Python whose editable install is this checkout")
+    trees.append((f"this {describe_tree()}", env))
+    return trees
+
+
+def checked_run(command: list[str], out: Path, env: dict, expect: dict, what: str):
+    """`measure_command` of one labelling run, from the output's folder (as a user runs it from a project
+    folder); RuntimeError when it fails or labels other than expected (`expect`: summary fields such as
+    {"done": 12})."""
+    from bench_cli import measure_command
+
+    run = measure_command(command, out, env=env, cwd=out.parent)
+    if run.exit_code != 0 or run.summary is None or any(run.summary.get(k) != v for k, v in expect.items()):
+        raise RuntimeError(f"{what}: exit code {run.exit_code}, summary {run.summary}, expected {expect}:\n"
+                           f"{run.stdout[-1000:]}\n{run.stderr[-3000:]}")
+    return run
+
+
+def run_user_benchmark(args: argparse.Namespace) -> int:
+    """The user's command on the realistic batches, for the baseline and this tree in alternating order
+    over `--rounds`: each batch from an empty output, then the largest batch again with nothing to do."""
+    load_before = os.getloadavg()
+    batches = realistic_batches(args)
+    trees = measured_trees(args)
+    subprocess.run([sys.executable, "-c", "import torch, transformers, faster_whisper, cv2"], check=True,
+                   env=trees[-1][1])  # libraries into the page cache: the first measured run is not the cold one
+    runs: dict[tuple[str, str], list] = {}
+    work = Path(tempfile.mkdtemp(prefix="bench-label-user-"))
+    try:
+        for round_index in range(args.rounds):
+            order = trees if round_index % 2 == 0 else trees[::-1]
+            for seconds, folder, summary in batches:
+                for name, env in order:
+                    out = work / f"{name.split()[0]}-{seconds:g}-{round_index}" / "labels.csv"
+                    out.parent.mkdir(parents=True)
+                    run = checked_run(label_command(folder, out, args), out, env, {"labelled": summary.clips},
+                                      f"{name}, batch of {seconds:g} s")
+                    runs.setdefault((name, f"{seconds:g}"), []).append(run)
+                    print(f"round {round_index + 1} {name} batch {seconds:g} s: {run.wall:.2f} s wall, first row "
+                          f"{run.first_row:.2f} s, {summary.seconds / run.wall:.2f}x real time, {run.cpu:.1f} CPU-s, "
+                          f"{run.peak_mib:.0f} MiB; load {os.getloadavg()[0]:.2f}", flush=True)
+            seconds, folder, summary = batches[-1]
+            for name, env in order:
+                out = work / f"{name.split()[0]}-{seconds:g}-{round_index}" / "labels.csv"
+                run = checked_run(label_command(folder, out, args), out, env, {"done": summary.clips, "labelled": 0},
+                                  f"{name}, nothing to do")
+                runs.setdefault((name, "nothing"), []).append(run)
+                print(f"round {round_index + 1} {name} nothing to do: {run.wall:.2f} s", flush=True)
+        compare_user_labels(work, trees, batches, args.rounds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_user_table(trees, batches, runs, args.rounds)
+    load_after = os.getloadavg()
+    print(f"load average (1, 5, 15 min) before {', '.join(f'{v:.2f}' for v in load_before)}; after "
+          f"{', '.join(f'{v:.2f}' for v in load_after)} on {os.cpu_count()} cores. The machine may be shared: "
+          "other jobs slow every run, which is why the trees alternate; compare the ratios, not the absolutes, and "
+          "prefer the CPU seconds, which other jobs change least.")
+    return 0
+
+
+def compare_user_labels(work: Path, trees: list, batches: list, rounds: int) -> None:
+    """Per batch: clips whose file-level label is the same in the baseline's and this tree's last run."""
+    import csv
+
+    if len(trees) < 2:
+        return
+    for seconds, _, _ in batches:
+        labels = []
+        for name, _ in trees:
+            with open(work / f"{name.split()[0]}-{seconds:g}-{rounds - 1}" / "labels.csv", encoding="utf-8") as f:
+                labels.append({row["clip"]: row.get("label") for row in csv.DictReader(f)})
+        same = sum(labels[0].get(clip) == label for clip, label in labels[1].items())
+        print(f"batch of {seconds:g} s: labels equal on {same}/{len(labels[1])} clips (baseline vs this tree)")
+
+
+def user_table_rows(batches: list) -> list[tuple[str, str, str, str]]:
+    """(row title, runs key, metric, target) of the table."""
+    rows = [("nothing to do: exit (s)", "nothing", "wall", f"<= {NOTHING_TO_DO_TARGET:g}")]
+    for seconds, _, summary in batches:
+        length = f"{seconds / 60:g}-min" if seconds % 60 == 0 else f"{seconds:g}-s"
+        title = f"{length} batch ({summary.clips} clips, {summary.seconds:.0f} s)"
+        target = BATCH_TARGETS.get(seconds)
+        rows += [(f"{title}: first row (s)", f"{seconds:g}", "first_row", f"<= {FIRST_ROW_TARGET:g}"),
+                 (f"{title}: wall (s)", f"{seconds:g}", "wall", ""),
+                 (f"{title}: x real time", f"{seconds:g}", "speed", f">= {target:g}" if target else ""),
+                 (f"{title}: CPU s (tree)", f"{seconds:g}", "cpu", ""),
+                 (f"{title}: peak PSS (MiB, tree)", f"{seconds:g}", "peak_mib", "")]
+    return rows
+
+
+def user_metric(runs: list, metric: str, media_seconds: float) -> float:
+    """The best of the rounds: fastest wall / first row / CPU, highest x real time, largest peak memory."""
+    if metric == "speed":
+        return media_seconds / min(run.wall for run in runs)
+    if metric == "peak_mib":
+        return max(run.peak_mib for run in runs)
+    return min(getattr(run, metric) for run in runs)
+
+
+def print_user_table(trees: list, batches: list, runs: dict, rounds: int) -> None:
+    """Each metric for each tree (best of `rounds`), this tree / baseline, and the issue's target."""
+    media = {f"{seconds:g}": summary.seconds for seconds, _, summary in batches}
+    names = [name for name, _ in trees]
+    width = max(len(title) for title, *_ in user_table_rows(batches)) + 2
+    print(f"\n{'(best of %d round%s)' % (rounds, 's' * (rounds > 1)):<{width}}"
+          + "".join(f"{name:>24}" for name in names) + (f"{'this / baseline':>17}" if len(names) == 2 else "")
+          + f"{'target':>10}")
+    for title, key, metric, target in user_table_rows(batches):
+        values = [user_metric(runs[(name, key)], metric, media.get(key, 0.0)) for name in names]
+        line = f"{title:<{width}}" + "".join(f"{value:>23.2f}{'x' if metric == 'speed' else ' '}"
+                                              for value in values)
+        if len(values) == 2:
+            line += f"{values[1] / values[0]:>16.2f}x" if values[0] else f"{'-':>17}"
+        print(line + f"{target:>10}")
 
 
 if __name__ == "__main__":
