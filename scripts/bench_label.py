@@ -136,12 +136,13 @@ def run_once(name: str, videos: Path, fast: bool, args: argparse.Namespace) -> B
             torch.set_num_threads(args.threads)
         from affectflow.pipeline.label.default_model import DefaultLabeler
         from affectflow.pipeline.label.needs import start_early_pool
-        from affectflow.pipeline.label.run import LabelingOptions, main_threads, run_labeling
+        from affectflow.pipeline.core.devices import capped_threads
+        from affectflow.pipeline.label.run import LabelingOptions, run_labeling
 
         options = LabelingOptions(face_fps=args.face_fps, device=args.device, **fast_options(fast, args))
         # as label() does: the workers load their models and collect the first clips while the labeller loads
         early_pool = start_early_pool(videos, options, DefaultLabeler, options.workers) if fast else None
-        with main_threads(1 if early_pool is not None and args.device == "cpu" else None):
+        with capped_threads(1 if early_pool is not None and args.device == "cpu" else None):
             labeler = DefaultLabeler(device=args.device)
     out = Path(tempfile.mkdtemp(prefix="bench-label-")) / "labels.csv"
     summary = run_labeling(videos, out, labeler, options, progress=False, timer=timer, early_pool=early_pool)

@@ -186,9 +186,6 @@ def open_output(videos: Path, out: str | Path, class_names: tuple[str, ...], mod
     return writer, files, unfinished(videos, files, writer.done_clips)
 
 
-main_threads = capped_threads
-"""The old name of `devices.capped_threads` (scripts/bench_label.py still imports it)."""
-
 
 def run_labeling(videos: str | Path, out: str | Path, labeler: Labeler, options: LabelingOptions,
                  file_format: str = "csv", progress: bool = True, timer: StageTimer | None = None,
