@@ -69,7 +69,7 @@ def test_a_custom_labeler_labels_generated_clips(clips, tmp_path):
     assert list(table.columns) == [
         "clip", "label", "prob_calm", "prob_excited", "has_audio", "has_text", "has_vision", "face_frames_ratio",
         "transcript_source", "transcript", "duration_s", "error", "window_start", "window_end", "audio_note",
-        "text_reliable", "text_unreliable_reason", "prob_vision_calm", "prob_vision_excited"]
+        "text_reliable", "text_unreliable_reason", "text_weight", "prob_vision_calm", "prob_vision_excited"]
     files = table[table["window_start"].isna()].set_index("clip")
     assert files.loc["face.mp4", "label"] == "excited" and files.loc["face.mp4", "prob_vision_excited"] == 0.75
     assert list(table.loc[table["clip"] == "face.mp4", "window_start"].dropna()) == [0.0, 0.5]
