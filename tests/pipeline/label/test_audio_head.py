@@ -276,3 +276,20 @@ def test_augmented_copies_are_trained_on_never_scored(tmp_path):
     table = pd.DataFrame({"speaker": ["a", "a", "b"], "augment_copy": [None, "noise-s0-c0", None]})
     groups = script.standardise_groups(table)["per-speaker"]
     assert groups[0] != groups[1] and groups[0].startswith("a") and len(set(script.standardise_groups(table)["per-file"])) == 3
+
+
+def test_default_labeller_standardises_spans_by_the_track():
+    """DefaultLabeler passes the clip state's track statistics to a per-file-standardising head (none for today's)."""
+    from affectflow.pipeline.label.default_model import DefaultClipState, DefaultLabeler
+
+    rng = np.random.default_rng(8)
+    head = _standardising_head("linear", rng)
+    track = rng.normal(0.5, 2.0, size=(200, 6)).astype(np.float32)
+    labeler = object.__new__(DefaultLabeler)  # only the speech head is needed here
+    labeler.audio_head, labeler.timer = head, None
+    state = DefaultClipState(None, track, np.arange(200) * 0.02, head.file_statistics(track))
+    span = state.audio_frames_between(1.0, 2.0)
+    np.testing.assert_allclose(labeler.audio_posterior(span, state.audio_statistics),
+                               head.probabilities([span], head.file_statistics(track))[0])
+    assert not np.allclose(labeler.audio_posterior(span, state.audio_statistics), labeler.audio_posterior(span))
+    assert DefaultClipState(None, track, np.arange(200) * 0.02).audio_statistics is None
