@@ -384,9 +384,11 @@ def linear_temperature(x: np.ndarray, y: np.ndarray, folds: np.ndarray, strength
                                              round(expected_calibration_error(after, y), 4)]}
 
 
-def cross_validate(corpus: Corpus, variant: str, standardise: str = "none") -> dict:
+def cross_validate(corpus: Corpus, variant: str, standardise: str = "none", test_standardise: str | None = None) -> dict:
     """Outer leave-one-fold-out CV of a variant: per-fold WA/UA, pooled confusion, chosen hyperparameters.
-    Test folds are scored on their original clips; augmented copies of training speakers are trained on."""
+    Test folds are scored on their original clips; augmented copies of training speakers are trained on.
+    `test_standardise` (default: `standardise`) standardises the test clips otherwise, e.g. a head trained
+    per speaker scored with each test clip as its own file (the labelling condition for short files)."""
     extractor, kind = variant_parts(variant)
     y, folds, classes, copies = corpus.labels, corpus.folds, corpus.classes, corpus.copies
     if kind != "linear" and (standardise != "none" or copies.any()):
@@ -398,7 +400,11 @@ def cross_validate(corpus: Corpus, variant: str, standardise: str = "none") -> d
         if kind == "linear":
             x, _ = corpus.linear_features(extractor, standardise, train)
             strength, _ = choose_linear_c(x[train], y[train], folds[train], len(classes), copies[train])
-            predictions[test] = predict_linear(fit_linear(x[train], y[train], strength), x[test])
+            if test_standardise not in (None, standardise):
+                x_test = corpus.linear_features(extractor, test_standardise, train)[0][test]
+            else:
+                x_test = x[test]
+            predictions[test] = predict_linear(fit_linear(x[train], y[train], strength), x_test)
             chosen.append({"C": strength})
         else:
             frames = corpus.strided_frames(extractor)
