@@ -61,9 +61,15 @@ STANDARDISE_PRIOR_FRAMES = 1500
 
 
 def frame_sums(values: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """Frames [T, D] -> (T, sum [D], sum of squares [D]) in float64: the sufficient statistics of a group of frames."""
-    values = np.asarray(values, np.float64)
-    return int(values.shape[0]), values.sum(axis=0), np.square(values).sum(axis=0)
+    """Frames [T, D] -> (T, sum [D], sum of squares [D]) in float64: the sufficient statistics of a group of frames.
+    Summed over chunks of POOL_CHUNK_FRAMES, so an hour's track is never copied whole as float64."""
+    total = np.zeros(values.shape[1], np.float64)
+    squares = np.zeros(values.shape[1], np.float64)
+    for start in range(0, values.shape[0], POOL_CHUNK_FRAMES):
+        chunk = values[start: start + POOL_CHUNK_FRAMES].astype(np.float64)
+        total += chunk.sum(axis=0)
+        squares += np.square(chunk).sum(axis=0)
+    return int(values.shape[0]), total, squares
 
 
 def shrunk_statistics(count, total: np.ndarray, total_squares: np.ndarray, prior_mean: np.ndarray,
