@@ -502,6 +502,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--standardise", choices=STANDARDISE_MODES, default="none",
                         help="frame standardisation before pooling (linear variants): per speaker or per file, shrunk "
                              "towards the training statistics; the head then standardises per file when labelling")
+    parser.add_argument("--test-standardise", choices=STANDARDISE_MODES, default=None,
+                        help="CV only: standardise the test clips otherwise than the training ones (e.g. per-file: "
+                             "a per-speaker head on short files, each its own file)")
     parser.add_argument("--augment", default=None,
                         help="train also on augmented copies of the training speakers' clips: comma-separated "
                              "speed,pitch,noise,reverb,bandlimit (linear variants)")
@@ -615,7 +618,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     results = []
     for variant in variants:
         began = time.time()
-        results.append(cross_validate(corpus, variant, args.standardise))
+        results.append(cross_validate(corpus, variant, args.standardise, args.test_standardise))
         results[-1]["seconds"] = round(time.time() - began, 1)
     print(format_table(results))
     best = max(results, key=lambda r: r["ua"])

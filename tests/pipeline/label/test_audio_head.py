@@ -293,3 +293,20 @@ def test_default_labeller_standardises_spans_by_the_track():
                                head.probabilities([span], head.file_statistics(track))[0])
     assert not np.allclose(labeler.audio_posterior(span, state.audio_statistics), labeler.audio_posterior(span))
     assert DefaultClipState(None, track, np.arange(200) * 0.02).audio_statistics is None
+
+
+def test_test_standardise_scores_other_features():
+    """--test-standardise per-file scores a per-speaker head on clips standardised alone (changes only the test rows)."""
+    import pandas as pd
+
+    script = _load_script()
+    rng = np.random.default_rng(9)
+    speakers = np.repeat(["s1", "s2", "s3", "s4"], 6)
+    labels = np.tile([0, 1], 12)
+    frames = [rng.normal(label + (i % 3), 1.0, size=(20, 3)).astype(np.float32) for i, label in enumerate(labels)]
+    table = pd.DataFrame({"speaker": speakers, "segment_id": [f"c{i}" for i in range(24)]})
+    corpus = script.Corpus({"whisper": frames}, labels, speakers, ("a", "b"), table, groups=script.standardise_groups(table))
+    same = script.cross_validate(corpus, "whisper_meanstd_lr", "per-speaker")
+    assert script.cross_validate(corpus, "whisper_meanstd_lr", "per-speaker", "per-speaker") == same
+    args = script.parse_args(["--standardise", "per-speaker", "--test-standardise", "per-file"])
+    assert args.test_standardise == "per-file"
