@@ -32,14 +32,20 @@ import pandas as pd
 import torch
 
 from affectflow.datasets.ravdess import prepare_ravdess
+from scipy.io import wavfile
+
 from affectflow.extractors.base import create_extractor
 from affectflow.extractors.run import run_extraction
 from affectflow.extractors.spec import ExtractorSpec
 from affectflow.extractors.store import FeatureStore
-from affectflow.pipeline.core.manifest import read_manifest
+from affectflow.extractors.whisper import resolve_model_folder
+from affectflow.pipeline.core.manifest import read_manifest, resolve_media_path
 from affectflow.pipeline.label.audio_head import (
-    AUDIO_HEAD_PATH, AttentiveStatsPooling, AudioEmotionHead, average_frames, mean_std_pool, pad_frames,
+    AUDIO_HEAD_PATH, STANDARDISE_PRIOR_FRAMES, AttentiveStatsPooling, AudioEmotionHead, average_frames, frame_sums,
+    mean_std_pool, pad_frames, shrunk_statistics, standardise_pooled,
 )
+from affectflow.pipeline.media.augment import augment, augmentation_rng, parse_augmentations
+from affectflow.pipeline.media.decode import read_audio
 from affectflow.pipeline.label.calibration import (expected_calibration_error, fit_temperature,
                                                    negative_log_likelihood, softmax)
 from affectflow.pipeline.label.default_model import CLASSES
@@ -56,6 +62,12 @@ DEFAULT_VARIANTS = ("whisper_meanstd_lr", "whisper_attentive", "logmel_meanstd_l
 """prosody_meanstd_lr is available but not run by default: its pitch tracker (torchaudio
 detect_pitch_frequency) took ~4 s per RAVDESS clip on a shared 2-core machine (over an hour for 1,200)."""
 HEAD_SUFFIXES = {"_meanstd_lr": "linear", "_attentive": "attentive"}
+STANDARDISE_MODES = ("none", "per-speaker", "per-file")
+"""--standardise: frame standardisation before pooling by the statistics of the clip's speaker (all their
+clips: on RAVDESS one actor's session, what one file of a recording is at labelling time) or of the clip
+alone, each shrunk towards the training frames' (`audio_head.shrunk_statistics`). The head applies it per
+file at labelling time. Linear (*_meanstd_lr) variants only."""
+AUGMENT_SAMPLE_RATE = 16000
 
 
 def variant_parts(variant: str) -> tuple[str, str]:
@@ -78,6 +90,40 @@ class Corpus:
     table: pd.DataFrame
     pooled: dict[str, np.ndarray] = field(default_factory=dict)
     strided: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    copies: np.ndarray | None = None
+    """[N] True for augmented copies (rows after the originals): trained on, never validated or tested on."""
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
+    """Standardisation group of every row per mode (speaker + copy set; or the row itself)."""
+    sums: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.copies is None:
+            self.copies = np.zeros(len(self.labels), bool)
+
+    def frame_sums(self, extractor: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: frame count [N], frame sum [N, D] and sum of squares [N, D] (float64; computed once)."""
+        if extractor not in self.sums:
+            parts = [frame_sums(values) for values in self.frames[extractor]]
+            self.sums[extractor] = (np.array([p[0] for p in parts], np.float64), np.stack([p[1] for p in parts]),
+                                    np.stack([p[2] for p in parts]))
+        return self.sums[extractor]
+
+    def linear_features(self, extractor: str, standardise: str, prior_rows: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Mean+std pooled frames [N, 2D] of every row, standardised per group (`standardise`) with statistics
+        shrunk towards those of the frames of `prior_rows` (the training rows); also the prior {mean, scale}."""
+        pooled = self.pooled_features(extractor)
+        if standardise == "none":
+            return pooled, {}
+        count, total, squares = self.frame_sums(extractor)
+        frames = count[prior_rows].sum()
+        prior_mean = total[prior_rows].sum(axis=0) / frames
+        prior_scale = np.sqrt(np.maximum(squares[prior_rows].sum(axis=0) / frames - np.square(prior_mean), 0.0))
+        names, group = np.unique(self.groups[standardise], return_inverse=True)
+        sums = [np.zeros((len(names),) + part.shape[1:]) for part in (count, total, squares)]
+        for summed, part in zip(sums, (count, total, squares)):
+            np.add.at(summed, group, part)
+        mean, scale = shrunk_statistics(sums[0], sums[1], sums[2], prior_mean, prior_scale, STANDARDISE_PRIOR_FRAMES)
+        return standardise_pooled(pooled, mean[group], scale[group]), {"mean": prior_mean, "scale": prior_scale}
 
     def strided_frames(self, extractor: str) -> list[np.ndarray]:
         """Frames averaged over runs of ATTENTIVE["frame_stride"] (the attentive model's input; computed once)."""
@@ -104,11 +150,13 @@ def dataset_sha256(paths: list[str]) -> str:
 
 
 def extract_features(table: pd.DataFrame, cache: Path, names: list[str], manifest_path: Path | None,
-                     workers: int | None = None, progress: bool = True) -> dict[str, FeatureStore]:
-    """Feature stores of `names` for every segment (under cache/features/<extractor_id>; re-runs skip)."""
+                     workers: int | None = None, progress: bool = True,
+                     settings: dict[str, dict] | None = None) -> dict[str, FeatureStore]:
+    """Feature stores of `names` for every segment (under cache/features/<extractor_id>; re-runs skip);
+    `settings` overrides an extractor's EXTRACTORS settings (e.g. --encoder)."""
     stores = {}
     for name in names:
-        extractor = create_extractor(name, **EXTRACTORS.get(name, {}))
+        extractor = create_extractor(name, **{**EXTRACTORS.get(name, {}), **(settings or {}).get(name, {})})
         store = FeatureStore.create(cache / "features" / extractor.extractor_id, extractor.spec())
         started = time.time()
         summary = run_extraction(table, extractor, store, manifest_path=manifest_path, batch_size=8,
@@ -134,12 +182,70 @@ def speaker_folds(table: pd.DataFrame, folds: int) -> np.ndarray:
     return table["speaker"].astype(str).map(fold_of).to_numpy()
 
 
-def load_corpus(table: pd.DataFrame, stores: dict[str, FeatureStore], label_column: str, folds: int) -> Corpus:
-    """Frames of every labelled segment with features present in every store."""
+def augmented_table(table: pd.DataFrame, kinds: tuple[str, ...], copies: int, seed: int, cache: Path,
+                    manifest_path: Path | None) -> pd.DataFrame:
+    """Manifest rows of `copies` augmented copies of every segment (`media.augment.augment`, seeded per segment
+    and copy), written once as 16 kHz float WAVs under cache/augmented/<kinds>-s<seed>/; the column
+    `augmented_from` names the original segment. Copies are only ever trained on (`load_corpus`)."""
+    tag = f"{'-'.join(kinds)}-s{seed}"
+    folder = cache / "augmented" / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, started, written = [], time.process_time(), 0
+    for row in table.to_dict("records"):
+        for copy in range(copies):
+            segment_id = f"{row['segment_id']}~{tag}-c{copy}"
+            path = folder / f"{segment_id}.wav"
+            if not path.is_file():
+                end = None if pd.isna(row.get("end")) else float(row["end"])
+                clip = read_audio(resolve_media_path(row["media_path"], manifest_path), float(row.get("start") or 0.0),
+                                  end, sample_rate=AUGMENT_SAMPLE_RATE)
+                samples = augment(clip.samples, AUGMENT_SAMPLE_RATE, kinds,
+                                  augmentation_rng(seed, str(row["segment_id"]), copy))
+                partial = path.with_suffix(".partial.wav")
+                wavfile.write(partial, AUGMENT_SAMPLE_RATE, samples.astype(np.float32))
+                partial.replace(path)
+                written += 1
+            rows.append({**row, "segment_id": segment_id, "media_path": str(path), "start": 0.0, "end": None,
+                         "augmented_from": row["segment_id"], "augment_copy": f"{tag}-c{copy}"})
+    if written:
+        print(f"augmented {written} copies ({tag}) in {time.process_time() - started:.0f} CPU-s -> {folder}")
+    return pd.DataFrame(rows)
+
+
+def load_corpus(table: pd.DataFrame, stores: dict[str, FeatureStore], label_column: str, folds: int,
+                copies: pd.DataFrame | None = None) -> Corpus:
+    """Frames of every labelled segment with features present in every store, then those of its augmented
+    `copies` (same label and fold as their original; marked in Corpus.copies)."""
+    corpus = _load_rows(table, stores, label_column, folds)
+    if copies is None or copies.empty:
+        return corpus
+    fold_of = dict(zip(corpus.table["segment_id"].astype(str), corpus.folds))
+    copies = copies[copies["augmented_from"].astype(str).isin(fold_of)].reset_index(drop=True)
+    extra = _load_rows(copies, stores, label_column, folds, classes=corpus.classes)
+    return Corpus({name: corpus.frames[name] + extra.frames[name] for name in corpus.frames},
+                  np.concatenate([corpus.labels, extra.labels]),
+                  np.concatenate([corpus.folds, extra.table["augmented_from"].astype(str).map(fold_of).to_numpy()]),
+                  corpus.classes, pd.concat([corpus.table, extra.table], ignore_index=True),
+                  copies=np.concatenate([np.zeros(len(corpus.labels), bool), np.ones(len(extra.labels), bool)]),
+                  groups=standardise_groups(pd.concat([corpus.table, extra.table], ignore_index=True)))
+
+
+def standardise_groups(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Standardisation group of every row: per-speaker = speaker (+ the copy set of an augmented copy, which
+    plays another recording of that speaker); per-file = the row."""
+    speaker = table["speaker"].astype(str)
+    if "augment_copy" in table.columns:
+        speaker = speaker + "|" + table["augment_copy"].fillna("").astype(str)
+    return {"per-speaker": speaker.to_numpy(), "per-file": np.arange(len(table)).astype(str)}
+
+
+def _load_rows(table: pd.DataFrame, stores: dict[str, FeatureStore], label_column: str, folds: int,
+               classes: tuple[str, ...] | None = None) -> Corpus:
     table = table[table[label_column].notna()].reset_index(drop=True)
     values = table[label_column].astype(str)
     present = sorted(values.unique())
-    classes = tuple(c for c in CLASSES if c in present) if set(present) <= set(CLASSES) else tuple(present)
+    if classes is None:
+        classes = tuple(c for c in CLASSES if c in present) if set(present) <= set(CLASSES) else tuple(present)
     frames: dict[str, list[np.ndarray]] = {name: [] for name in stores}
     keep = []
     for index, segment_id in enumerate(table["segment_id"].astype(str)):
@@ -150,8 +256,9 @@ def load_corpus(table: pd.DataFrame, stores: dict[str, FeatureStore], label_colu
         for name, seq in sequences.items():
             frames[name].append(seq.values[seq.mask])
     table = table.iloc[keep].reset_index(drop=True)
-    labels = np.array([classes.index(v) for v in table[label_column].astype(str)])
-    return Corpus(frames, labels, speaker_folds(table, folds), classes, table)
+    labels = np.array([classes.index(v) for v in table[label_column].astype(str)], dtype=int)
+    return Corpus(frames, labels, speaker_folds(table, folds) if len(table) else np.array([], str), classes, table,
+                  groups=standardise_groups(table))
 
 
 # --- models ---------------------------------------------------------------------------------------------
@@ -175,14 +282,18 @@ def ua(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     return float(classification_metrics(y_true, y_pred, num_classes)["ua"])
 
 
-def choose_linear_c(x: np.ndarray, y: np.ndarray, folds: np.ndarray, num_classes: int) -> tuple[float, dict]:
-    """C with the best mean UA over leave-one-fold-out validation folds (validation speakers only)."""
+def choose_linear_c(x: np.ndarray, y: np.ndarray, folds: np.ndarray, num_classes: int,
+                    copies: np.ndarray | None = None) -> tuple[float, dict]:
+    """C with the best mean UA over leave-one-fold-out validation folds (validation speakers only; scored on
+    their original clips, never on augmented `copies`, and their copies are not trained on either)."""
+    copies = np.zeros(len(y), bool) if copies is None else copies
     scores = {}
     for strength in LINEAR_C:
         per_fold = []
         for fold in np.unique(folds):
             held = folds == fold
-            per_fold.append(ua(y[held], predict_linear(fit_linear(x[~held], y[~held], strength), x[held]), num_classes))
+            scored = held & ~copies
+            per_fold.append(ua(y[scored], predict_linear(fit_linear(x[~held], y[~held], strength), x[scored]), num_classes))
         scores[strength] = float(np.mean(per_fold))
     return max(scores, key=scores.get), scores
 
@@ -250,13 +361,20 @@ def attentive_fold(frames: list[np.ndarray], y: np.ndarray, folds: np.ndarray, n
 
 
 # --- cross-validation -----------------------------------------------------------------------------------
-def linear_temperature(x: np.ndarray, y: np.ndarray, folds: np.ndarray, strength: float) -> tuple[float, dict]:
+def linear_temperature(x: np.ndarray, y: np.ndarray, folds: np.ndarray, strength: float,
+                       copies: np.ndarray | None = None) -> tuple[float, dict]:
     """Softmax temperature fitted on out-of-fold logits (each fold scored by a model that never saw its
-    speakers), with the NLL / ECE before and after: the head's posterior is calibrated on held-out actors."""
+    speakers), with the NLL / ECE before and after: the head's posterior is calibrated on held-out actors
+    (their original clips; augmented copies are only trained on)."""
+    if copies is not None and copies.any():
+        x_all, y_all, folds_all = x, y, folds
+        x, y, folds = x[~copies], y[~copies], folds[~copies]
+    else:
+        x_all, y_all, folds_all = x, y, folds
     logits = np.zeros((len(y), len(np.unique(y))))
     for fold in np.unique(folds):
         held = folds == fold
-        mean, scale, model = fit_linear(x[~held], y[~held], strength)
+        mean, scale, model = fit_linear(x_all[folds_all != fold], y_all[folds_all != fold], strength)
         logits[held] = model.decision_function((x[held] - mean) / scale)
     temperature = fit_temperature(logits, y)
     before, after = softmax(logits), softmax(logits / temperature)
@@ -266,18 +384,27 @@ def linear_temperature(x: np.ndarray, y: np.ndarray, folds: np.ndarray, strength
                                              round(expected_calibration_error(after, y), 4)]}
 
 
-def cross_validate(corpus: Corpus, variant: str) -> dict:
-    """Outer leave-one-fold-out CV of a variant: per-fold WA/UA, pooled confusion, chosen hyperparameters."""
+def cross_validate(corpus: Corpus, variant: str, standardise: str = "none", test_standardise: str | None = None) -> dict:
+    """Outer leave-one-fold-out CV of a variant: per-fold WA/UA, pooled confusion, chosen hyperparameters.
+    Test folds are scored on their original clips; augmented copies of training speakers are trained on.
+    `test_standardise` (default: `standardise`) standardises the test clips otherwise, e.g. a head trained
+    per speaker scored with each test clip as its own file (the labelling condition for short files)."""
     extractor, kind = variant_parts(variant)
-    y, folds, classes = corpus.labels, corpus.folds, corpus.classes
+    y, folds, classes, copies = corpus.labels, corpus.folds, corpus.classes, corpus.copies
+    if kind != "linear" and (standardise != "none" or copies.any()):
+        raise ValueError(f"{variant}: --standardise and --augment apply to *_meanstd_lr variants only")
     predictions = np.zeros_like(y)
     per_fold, chosen = [], []
     for fold in sorted(np.unique(folds)):
-        test = folds == fold
+        test, train = (folds == fold) & ~copies, folds != fold
         if kind == "linear":
-            x = corpus.pooled_features(extractor)
-            strength, _ = choose_linear_c(x[~test], y[~test], folds[~test], len(classes))
-            predictions[test] = predict_linear(fit_linear(x[~test], y[~test], strength), x[test])
+            x, _ = corpus.linear_features(extractor, standardise, train)
+            strength, _ = choose_linear_c(x[train], y[train], folds[train], len(classes), copies[train])
+            if test_standardise not in (None, standardise):
+                x_test = corpus.linear_features(extractor, test_standardise, train)[0][test]
+            else:
+                x_test = x[test]
+            predictions[test] = predict_linear(fit_linear(x[train], y[train], strength), x_test)
             chosen.append({"C": strength})
         else:
             frames = corpus.strided_frames(extractor)
@@ -289,9 +416,12 @@ def cross_validate(corpus: Corpus, variant: str) -> dict:
         metrics = classification_metrics(y[test], predictions[test], len(classes))
         per_fold.append({"fold": str(fold), "wa": float(metrics["wa"]), "ua": float(metrics["ua"]), **chosen[-1]})
         print(f"  {variant} {fold}: WA {metrics['wa']:.3f} UA {metrics['ua']:.3f} {chosen[-1]}", flush=True)
+    originals = ~copies
     return {"variant": variant, "folds": per_fold, "wa": float(np.mean([f["wa"] for f in per_fold])),
             "ua": float(np.mean([f["ua"] for f in per_fold])), "wa_std": float(np.std([f["wa"] for f in per_fold])),
-            "ua_std": float(np.std([f["ua"] for f in per_fold])), "confusion": confusion(y, predictions, len(classes))}
+            "ua_std": float(np.std([f["ua"] for f in per_fold])),
+            "ua_range": [float(min(f["ua"] for f in per_fold)), float(max(f["ua"] for f in per_fold))],
+            "confusion": confusion(y[originals], predictions[originals], len(classes))}
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> list[list[int]]:
@@ -320,20 +450,22 @@ def format_confusion(matrix: list[list[int]], classes: tuple[str, ...]) -> str:
 
 
 # --- final head -----------------------------------------------------------------------------------------
-def fit_final_head(corpus: Corpus, cv_result: dict) -> tuple[AudioEmotionHead, dict]:
+def fit_final_head(corpus: Corpus, cv_result: dict, standardise: str = "none") -> tuple[AudioEmotionHead, dict]:
     """The head of the CV result's variant on every clip. Linear: C chosen by leave-one-fold-out CV over
     all folds. Attentive: the median of the outer folds' early-stopping epochs (each chosen on
     validation speakers), so no further search is run."""
     extractor, kind = variant_parts(cv_result["variant"])
     y, folds, classes = corpus.labels, corpus.folds, corpus.classes
     if kind == "linear":
-        x = corpus.pooled_features(extractor)
-        strength, scores = choose_linear_c(x, y, folds, len(classes))
-        temperature, calibration = linear_temperature(x, y, folds, strength)
+        x, prior = corpus.linear_features(extractor, standardise, np.ones(len(y), bool))
+        strength, scores = choose_linear_c(x, y, folds, len(classes), corpus.copies)
+        temperature, calibration = linear_temperature(x, y, folds, strength, corpus.copies)
         mean, scale, model = fit_linear(x, y, strength)
         half = x.shape[1] // 2
         tensors = {"mean": mean, "scale": scale, "weight": model.coef_, "bias": model.intercept_,
                    "temperature": np.array([temperature]), "frame_mean": np.zeros(half), "frame_scale": np.ones(half)}
+        if standardise != "none":
+            tensors.update(standardise_mean=prior["mean"], standardise_scale=prior["scale"])
         return AudioEmotionHead("linear", tensors), {"C": strength, "temperature": temperature, **calibration,
                                                      "cv_ua_by_C": {str(k): round(v, 4) for k, v in scores.items()}}
     epochs = [fold["epochs"] for fold in cv_result["folds"]]
@@ -365,7 +497,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-write", action="store_true", help="cross-validate only")
     parser.add_argument("--cache", type=Path, default=REPO_ROOT / ".cache" / "ser", help="features + prepared manifest")
     parser.add_argument("--report", type=Path, default=None, help="also write the CV results as JSON here")
-    return parser.parse_args(argv)
+    parser.add_argument("--encoder", default=None,
+                        help="a CTranslate2 Whisper model folder for the `whisper` extractor (default: bundled tiny.en)")
+    parser.add_argument("--standardise", choices=STANDARDISE_MODES, default="none",
+                        help="frame standardisation before pooling (linear variants): per speaker or per file, shrunk "
+                             "towards the training statistics; the head then standardises per file when labelling")
+    parser.add_argument("--test-standardise", choices=STANDARDISE_MODES, default=None,
+                        help="CV only: standardise the test clips otherwise than the training ones (e.g. per-file: "
+                             "a per-speaker head on short files, each its own file)")
+    parser.add_argument("--augment", default=None,
+                        help="train also on augmented copies of the training speakers' clips: comma-separated "
+                             "speed,pitch,noise,reverb,bandlimit (linear variants)")
+    parser.add_argument("--augment-copies", type=int, default=1, help="augmented copies per clip")
+    parser.add_argument("--augment-seed", type=int, default=0, help="seed of the augmented copies")
+    args = parser.parse_args(argv)
+    args.augment = parse_augmentations(args.augment)
+    if args.augment_copies < 1:
+        parser.error(f"--augment-copies must be >= 1, got {args.augment_copies}")
+    return args
+
+
+def whisper_settings(encoder: str | None) -> dict:
+    """The `whisper` extractor's settings for --encoder: {} for the bundled tiny.en, else {"model": the
+    resolved folder}; ValueError naming the folder when it holds no CTranslate2 model."""
+    if encoder is None:
+        return {}
+    return {"model": str(resolve_model_folder(str(encoder)).resolve())}
 
 
 def load_table(args: argparse.Namespace) -> tuple[pd.DataFrame, Path | None, str]:
@@ -406,8 +563,8 @@ def head_info(corpus: Corpus, results: list[dict], best: dict, hyper: dict, stor
         "extractor": {"name": extractor.spec.name, "config": extractor.spec.config,
                       "output_dim": extractor.output_dim},
         "encoder_model": encoder_description(extractor.spec), "data": source,
-        "data_sha256": dataset_sha256(corpus.table["media_path"].astype(str).tolist()),
-        "clips": int(len(corpus.labels)), "speakers": sorted(corpus.table["speaker"].astype(str).unique()),
+        "data_sha256": dataset_sha256(corpus.table["media_path"][~corpus.copies].astype(str).tolist()),
+        "clips": int((~corpus.copies).sum()), "speakers": sorted(corpus.table["speaker"].astype(str).unique()),
         "cv": {r["variant"]: {"wa": round(r["wa"], 4), "ua": round(r["ua"], 4)} for r in results},
         # Balanced class weights: the posterior is the one a classifier trained under a uniform prior gives.
         "class_prior": {c: round(1.0 / len(corpus.classes), 6) for c in corpus.classes},
@@ -418,7 +575,23 @@ def head_info(corpus: Corpus, results: list[dict], best: dict, hyper: dict, stor
         "retrain_other_data": "python scripts/train_default_audio_head.py --manifest M --label-column emotion "
                               "--out my_audio_head.safetensors  (any manifest with speakers and an emotion column)",
         "cv_folds": {r["variant"]: r["folds"] for r in results},
+        **training_options(args, kind),
     }
+
+
+def training_options(args: argparse.Namespace, kind: str) -> dict:
+    """The head JSON's record of --standardise / --augment (absent when off, so today's head JSON is unchanged);
+    `frame_standardise` is what `AudioEmotionHead` applies when labelling."""
+    options: dict = {}
+    if args.standardise != "none" and kind == "linear":
+        options["frame_standardise"] = {
+            "train_group": args.standardise.removeprefix("per-"), "apply": "per file", "prior_frames": STANDARDISE_PRIOR_FRAMES,
+            "note": "frames standardised per dimension by their file's statistics, shrunk towards the training "
+                    "frames' (standardise_mean / standardise_scale) as if prior_frames of them were added"}
+    if args.augment:
+        options["augmentation"] = {"kinds": list(args.augment), "copies_per_clip": args.augment_copies,
+                                   "seed": args.augment_seed, "module": "affectflow.pipeline.media.augment"}
+    return options
 
 
 def run(args: argparse.Namespace, command: str) -> dict:
@@ -429,26 +602,32 @@ def run(args: argparse.Namespace, command: str) -> dict:
         variant_parts(variant)  # fail early on a bad name
     ATTENTIVE["max_epochs"] = args.attentive_epochs
     table, manifest_path, source = load_table(args)
-    stores = extract_features(table, args.cache, sorted({variant_parts(v)[0] for v in variants}), manifest_path,
-                              args.workers)
-    corpus = load_corpus(table, stores, args.label_column, args.folds)
+    settings = {"whisper": whisper_settings(args.encoder)}
+    names = sorted({variant_parts(v)[0] for v in variants})
+    stores = extract_features(table, args.cache, names, manifest_path, args.workers, settings=settings)
+    copies = None
+    if args.augment:
+        copies = augmented_table(table, args.augment, args.augment_copies, args.augment_seed, args.cache, manifest_path)
+        extract_features(copies, args.cache, names, None, args.workers, settings=settings)
+    corpus = load_corpus(table, stores, args.label_column, args.folds, copies)
     if len(np.unique(corpus.folds)) < 3:
         raise ValueError(f"need at least 3 speaker folds (test + training with an inner validation fold), got "
                          f"{sorted(np.unique(corpus.folds))}: give more speakers or --folds >= 3")
-    print(f"{len(corpus.labels)} clips, {len(np.unique(corpus.folds))} speaker folds, classes {corpus.classes}")
+    print(f"{int((~corpus.copies).sum())} clips (+ {int(corpus.copies.sum())} augmented copies), "
+          f"{len(np.unique(corpus.folds))} speaker folds, classes {corpus.classes}")
     results = []
     for variant in variants:
         began = time.time()
-        results.append(cross_validate(corpus, variant))
+        results.append(cross_validate(corpus, variant, args.standardise, args.test_standardise))
         results[-1]["seconds"] = round(time.time() - began, 1)
     print(format_table(results))
     best = max(results, key=lambda r: r["ua"])
     print(f"\nconfusion matrix of {best['variant']} (rows true, columns predicted, pooled over folds):")
     print(format_confusion(best["confusion"], corpus.classes))
-    summary = {"source": source, "clips": int(len(corpus.labels)), "classes": list(corpus.classes), "results": results,
+    summary = {"source": source, "clips": int((~corpus.copies).sum()), "classes": list(corpus.classes), "results": results,
                "best": best["variant"]}
     if not args.no_write:
-        head, hyper = fit_final_head(corpus, best)
+        head, hyper = fit_final_head(corpus, best, args.standardise)
         head.info = head_info(corpus, results, best, hyper, stores, source, args, command)
         head.save(args.out)
         print(f"wrote {args.out} and {args.out.with_suffix('.json').name}")

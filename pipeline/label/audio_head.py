@@ -9,6 +9,13 @@ is `default_audio_head.safetensors` + its provenance JSON beside this module. Tw
   `AttentiveStatsPooling` (attention-weighted mean and standard deviation) -> linear layer; its torch
   state is stored under "model.*".
 
+Optional per-file standardisation (`info["frame_standardise"]`, off unless the JSON records it; the shipped head's
+JSON does not): before pooling, the frames of a span are standardised per dimension with the mean and scale of
+the frames of its whole file (the clip's track), shrunk towards the training frames' statistics
+(`standardise_mean` / `standardise_scale`) as if `prior_frames` training frames were added to the file
+(`shrunk_statistics`): a long recording is normalised by its own statistics (speaker and channel), a short
+clip mostly by the training corpus's. Training applies the same functions per speaker or per file.
+
 The RAVDESS-trained default head inherits RAVDESS's CC BY-NC-SA 4.0 licence: non-commercial use only.
 """
 
@@ -47,6 +54,40 @@ def mean_std_pool(values: np.ndarray) -> np.ndarray:
     mean = sum(values[i: i + POOL_CHUNK_FRAMES].sum(axis=0, dtype=np.float64) for i in chunks) / count
     squares = sum(np.square(values[i: i + POOL_CHUNK_FRAMES].astype(np.float64) - mean).sum(axis=0) for i in chunks)
     return np.concatenate([mean, np.sqrt(squares / count)]).astype(np.float32)
+
+
+STANDARDISE_PRIOR_FRAMES = 1500
+"""Pseudo-frames of the training statistics mixed into a file's frame statistics (1500 = 30 s of Whisper frames)."""
+
+
+def frame_sums(values: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Frames [T, D] -> (T, sum [D], sum of squares [D]) in float64: the sufficient statistics of a group of frames.
+    Summed over chunks of POOL_CHUNK_FRAMES, so an hour's track is never copied whole as float64."""
+    total = np.zeros(values.shape[1], np.float64)
+    squares = np.zeros(values.shape[1], np.float64)
+    for start in range(0, values.shape[0], POOL_CHUNK_FRAMES):
+        chunk = values[start: start + POOL_CHUNK_FRAMES].astype(np.float64)
+        total += chunk.sum(axis=0)
+        squares += np.square(chunk).sum(axis=0)
+    return int(values.shape[0]), total, squares
+
+
+def shrunk_statistics(count, total: np.ndarray, total_squares: np.ndarray, prior_mean: np.ndarray,
+                      prior_scale: np.ndarray, prior_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) [..., D] of a group's frames (count [...] frames with sums [..., D]) pooled with `prior_frames`
+    frames of mean `prior_mean` and standard deviation `prior_scale` [D]; scale + 1e-6 so it never divides by 0."""
+    count = np.asarray(count, np.float64)[..., None] + prior_frames
+    mean = (total + prior_frames * prior_mean) / count
+    second = (total_squares + prior_frames * (np.square(prior_scale, dtype=np.float64) + np.square(prior_mean))) / count
+    scale = np.sqrt(np.maximum(second - np.square(mean), 0.0)) + 1e-6
+    return mean.astype(np.float32), scale.astype(np.float32)
+
+
+def standardise_pooled(pooled: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Mean+std pooled frames [..., 2D] -> those of the frames standardised as (x - mean) / scale (same [..., 2D]):
+    the pooled mean becomes (m - mean) / scale and the standard deviation s / scale."""
+    half = pooled.shape[-1] // 2
+    return np.concatenate([(pooled[..., :half] - mean) / scale, pooled[..., half:] / scale], axis=-1).astype(np.float32)
 
 
 def average_frames(values: np.ndarray, stride: int) -> np.ndarray:
@@ -147,23 +188,46 @@ class AudioEmotionHead:
         info = {**self.info, "kind": self.kind}
         path.with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
-    def logits(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
-        """Frame arrays [T_i, D] (one per clip) -> logits [N, C] (before the temperature)."""
+    @property
+    def frame_standardise(self) -> dict | None:
+        """The per-file standardisation the head was trained with (module docstring), None when off."""
+        return self.info.get("frame_standardise") or None
+
+    def file_statistics(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean, scale) [D] that standardise the spans of a file whose frames [T, D] are given; None when the
+        head uses no per-file standardisation (then frames are used as they are)."""
+        if self.frame_standardise is None:
+            return None
+        count, total, total_squares = frame_sums(frames)
+        return shrunk_statistics(count, total, total_squares, self.tensors["standardise_mean"],
+                                 self.tensors["standardise_scale"], int(self.frame_standardise["prior_frames"]))
+
+    def logits(self, sequences: Sequence[np.ndarray],
+               file_statistics: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Frame arrays [T_i, D] (one per clip) -> logits [N, C] (before the temperature). With per-file
+        standardisation, `file_statistics` (from `file_statistics(the file's frames)`) standardise every
+        sequence; without them each sequence is taken as its own file."""
         for values in sequences:
             if values.ndim != 2 or values.shape[1] != self.input_dim or values.shape[0] == 0:
                 raise ValueError(f"audio head expects frames [T>0, {self.input_dim}], got shape {values.shape}")
+        statistics = [None] * len(sequences)
+        if self.frame_standardise is not None:
+            statistics = [file_statistics or self.file_statistics(values) for values in sequences]
         if self.kind == "linear":
-            pooled = np.stack([mean_std_pool(values) for values in sequences])
+            pooled = np.stack([mean_std_pool(values) if stats is None else standardise_pooled(mean_std_pool(values), *stats)
+                               for values, stats in zip(sequences, statistics)])
             standard = (pooled - self.tensors["mean"]) / self.tensors["scale"]
             return standard @ self.tensors["weight"].T + self.tensors["bias"]
-        frames, mask = pad_frames([self.standardise_frames(values) for values in sequences])
+        frames, mask = pad_frames([self.standardise_frames(values if stats is None else (values - stats[0]) / stats[1])
+                                   for values, stats in zip(sequences, statistics)])
         with torch.inference_mode():
             return self.attentive_model()(frames, mask).numpy()
 
-    def probabilities(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
-        """Frame arrays [T_i, D] -> class probabilities [N, C] in `classes` order."""
+    def probabilities(self, sequences: Sequence[np.ndarray],
+                      file_statistics: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Frame arrays [T_i, D] -> class probabilities [N, C] in `classes` order (`file_statistics`: see `logits`)."""
         temperature = float(self.tensors.get("temperature", np.ones(1))[0])
-        return softmax(self.logits(sequences) / temperature)
+        return softmax(self.logits(sequences, file_statistics) / temperature)
 
     def standardise_frames(self, values: np.ndarray) -> np.ndarray:
         """Frames [T, D] averaged over `frame_stride` and standardised with the training frames' statistics."""

@@ -69,6 +69,8 @@ class DefaultClipState:
     vision_frame_probs: np.ndarray | None
     audio_frames: np.ndarray | None = None
     audio_times: np.ndarray | None = None
+    audio_statistics: tuple[np.ndarray, np.ndarray] | None = None
+    """(mean, scale) [D] of the whole track's frames when the speech head standardises per file, else None."""
 
     def audio_frames_between(self, start: float, end: float | None) -> np.ndarray | None:
         """Whisper encoder frames [K, D] whose centre lies in [start, end) (a view: the times are sorted); None
@@ -145,12 +147,14 @@ class DefaultLabeler:
         with timed(current_timer(), "vision model"):
             return temper(fer_probabilities(crops, model=self.fer_model), FER_TEMPERATURE)[:, self._fer_order]
 
-    def audio_posterior(self, frames: np.ndarray | None) -> np.ndarray | None:
-        """[C] class probabilities of a span's Whisper frames [K, D], or None without frames."""
+    def audio_posterior(self, frames: np.ndarray | None,
+                        statistics: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
+        """[C] class probabilities of a span's Whisper frames [K, D], or None without frames; `statistics`: the
+        file's (`DefaultClipState.audio_statistics`) for a head that standardises per file."""
         if frames is None or len(frames) == 0:
             return None
         with timed(current_timer(), "audio model"):
-            return self.audio_head.probabilities([frames])[0]
+            return self.audio_head.probabilities([frames], statistics)[0]
 
     def clip_state(self, evidence: ClipEvidence) -> DefaultClipState:
         """Once per clip: FER probabilities of every face frame and the Whisper frames of the whole track
@@ -165,8 +169,10 @@ class DefaultLabeler:
         if sequence is None or sequence.is_missing:
             return DefaultClipState(vision)
         if sequence.mask.all():  # no copy of an hour's frames
-            return DefaultClipState(vision, sequence.values, sequence.times)
-        return DefaultClipState(vision, sequence.values[sequence.mask], sequence.times[sequence.mask])
+            frames, times = sequence.values, sequence.times
+        else:
+            frames, times = sequence.values[sequence.mask], sequence.times[sequence.mask]
+        return DefaultClipState(vision, frames, times, self.audio_head.file_statistics(frames))
 
     def predict(self, evidence: ClipEvidence, state: DefaultClipState, start: float,
                 end: float | None) -> SpanPrediction:
@@ -203,7 +209,7 @@ class DefaultLabeler:
               text_probs: np.ndarray | None) -> SpanPrediction:
         """The span's audio and vision posteriors with the given text posterior, as a product of experts."""
         per_modality: dict[str, np.ndarray] = {}
-        audio_probs = self.audio_posterior(state.audio_frames_between(start, end))
+        audio_probs = self.audio_posterior(state.audio_frames_between(start, end), state.audio_statistics)
         if audio_probs is not None:
             per_modality["a"] = audio_probs
         if text_probs is not None:

@@ -118,3 +118,195 @@ def test_cv_loop_on_three_ravdess_actors(tmp_path):
     head = AudioEmotionHead.load(tmp_path / "head.safetensors")
     assert head.classes == CLASSES and head.input_dim == 80 and head.info["variant"] == summary["best"]
     assert "CC BY-NC-SA 4.0" in head.info["licence"]
+
+
+def _standardising_head(kind: str, rng: np.random.Generator, dim: int = 6) -> AudioEmotionHead:
+    tensors = {"frame_mean": rng.normal(size=dim), "frame_scale": rng.uniform(0.5, 2, size=dim),
+               "temperature": np.ones(1), "standardise_mean": rng.normal(size=dim),
+               "standardise_scale": rng.uniform(0.5, 2, size=dim)}
+    if kind == "linear":
+        tensors.update(mean=rng.normal(size=2 * dim), scale=rng.uniform(0.5, 2, size=2 * dim),
+                       weight=rng.normal(size=(3, 2 * dim)), bias=rng.normal(size=3))
+    else:
+        tensors.update({f"model.{k}": v.numpy() for k, v in AttentiveStatsPooling(dim, 3, hidden=4).state_dict().items()})
+        tensors["bias"] = tensors["model.classifier.bias"]
+        tensors["frame_stride"] = np.array([1])
+    info = {"classes": ["anger", "joy", "neutral"], "frame_standardise": {"train_group": "speaker", "prior_frames": 40}}
+    return AudioEmotionHead(kind, tensors, info)
+
+
+def test_standardise_pooled_equals_pooling_standardised_frames():
+    from affectflow.pipeline.label.audio_head import standardise_pooled
+
+    rng = np.random.default_rng(3)
+    frames = rng.normal(2.0, 3.0, size=(50, 4)).astype(np.float32)
+    mean, scale = rng.normal(size=4).astype(np.float32), rng.uniform(0.5, 2, size=4).astype(np.float32)
+    # float32 pooling of values ~|5|: agreement to 1e-4 relative is far above the rounding (~1e-6).
+    np.testing.assert_allclose(standardise_pooled(mean_std_pool(frames), mean, scale),
+                               mean_std_pool((frames - mean) / scale), rtol=1e-4, atol=1e-5)
+
+
+def test_shrunk_statistics_limits():
+    from affectflow.pipeline.label.audio_head import frame_sums, shrunk_statistics
+
+    rng = np.random.default_rng(4)
+    frames = rng.normal(5.0, 2.0, size=(400, 3))
+    prior_mean, prior_scale = np.zeros(3), np.ones(3)
+    own_mean, own_scale = shrunk_statistics(*frame_sums(frames), prior_mean, prior_scale, 0)
+    np.testing.assert_allclose(own_mean, frames.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(own_scale, frames.std(axis=0), rtol=1e-5)
+    # Equal weight of file and prior: the pooled mean is halfway, the variance that of the 50/50 mixture.
+    mixed_mean, mixed_scale = shrunk_statistics(*frame_sums(frames), prior_mean, prior_scale, 400)
+    np.testing.assert_allclose(mixed_mean, frames.mean(axis=0) / 2, rtol=1e-5)
+    mixture_variance = (frames.var(axis=0) + 1) / 2 + np.square(frames.mean(axis=0) / 2)
+    np.testing.assert_allclose(mixed_scale, np.sqrt(mixture_variance), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["linear", "attentive"])
+def test_per_file_standardisation_at_inference(kind, tmp_path):
+    rng = np.random.default_rng(5)
+    head = _standardising_head(kind, rng)
+    track = rng.normal(1.0, 2.0, size=(120, 6)).astype(np.float32)
+    spans = [track[:30], track[30:100]]
+    statistics = head.file_statistics(track)
+    expected = head.probabilities(spans, statistics)
+    # The same as a head without standardisation given frames standardised by the file's statistics.
+    plain = AudioEmotionHead(kind, dict(head.tensors), {"classes": list(head.classes)})
+    assert plain.file_statistics(track) is None
+    np.testing.assert_allclose(plain.probabilities([(s - statistics[0]) / statistics[1] for s in spans]), expected,
+                               rtol=1e-4, atol=1e-6)
+    # Without the file's statistics each span is its own file; the JSON round trip keeps the setting.
+    assert not np.allclose(head.probabilities(spans), expected)
+    np.testing.assert_allclose(head.probabilities([spans[0]]), head.probabilities([spans[0]], head.file_statistics(spans[0])))
+    head.save(tmp_path / "head.safetensors")
+    np.testing.assert_allclose(AudioEmotionHead.load(tmp_path / "head.safetensors").probabilities(spans, statistics),
+                               expected, rtol=1e-5)
+
+
+def test_shipped_head_does_not_standardise():
+    """Today's labels are unchanged: the shipped JSON records no per-file standardisation."""
+    head = AudioEmotionHead.load()
+    frames = np.random.default_rng(0).normal(size=(20, head.input_dim)).astype(np.float32)
+    assert head.frame_standardise is None and head.file_statistics(frames) is None
+
+
+def test_training_standardisation_matches_inference():
+    """A speaker's clip standardised by the script (per-speaker group, training prior) is pooled exactly as the
+    head pools it at labelling time with the statistics of that speaker's frames as one file."""
+    import pandas as pd
+
+    from affectflow.pipeline.label.audio_head import STANDARDISE_PRIOR_FRAMES
+
+    script = _load_script()
+    rng = np.random.default_rng(6)
+    dim, speakers = 4, ["s1", "s1", "s2", "s2", "s3"]
+    frames = [rng.normal(i, 1 + i, size=(rng.integers(5, 40), dim)).astype(np.float32) for i in range(len(speakers))]
+    table = pd.DataFrame({"speaker": speakers, "segment_id": [f"c{i}" for i in range(5)]})
+    corpus = script.Corpus({"whisper": frames}, np.array([0, 1, 0, 1, 0]), np.array(speakers), ("a", "b"), table,
+                           groups=script.standardise_groups(table))
+    train = np.array([True, True, True, True, False])
+    features, prior = corpus.linear_features("whisper", "per-speaker", train)
+    np.testing.assert_allclose(prior["mean"], np.concatenate([f for f, t in zip(frames, train) if t]).mean(axis=0),
+                               rtol=1e-5)
+    head = AudioEmotionHead("linear", {"standardise_mean": prior["mean"], "standardise_scale": prior["scale"],
+                                       "frame_mean": np.zeros(dim)},
+                            {"frame_standardise": {"prior_frames": STANDARDISE_PRIOR_FRAMES}})
+    from affectflow.pipeline.label.audio_head import standardise_pooled
+
+    for row, speaker in enumerate(speakers):
+        file_frames = np.concatenate([f for f, s in zip(frames, speakers) if s == speaker])
+        inference = standardise_pooled(mean_std_pool(frames[row]), *head.file_statistics(file_frames))
+        np.testing.assert_allclose(features[row], inference, rtol=1e-4, atol=1e-5)
+    assert np.allclose(corpus.linear_features("whisper", "none", train)[0], corpus.pooled_features("whisper"))
+
+
+def test_encoder_and_augment_arguments(tmp_path):
+    script = _load_script()
+    assert script.whisper_settings(None) == {}
+    with pytest.raises(ValueError, match=str(tmp_path / "empty")):
+        script.whisper_settings(str(tmp_path / "empty"))
+    folder = tmp_path / "whisper-base-ct2"
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(b"\0")  # resolution only: loading needs real weights
+    assert script.whisper_settings(str(folder)) == {"model": str(folder.resolve())}
+    args = script.parse_args(["--encoder", str(folder), "--augment", "noise,speed", "--standardise", "per-speaker"])
+    assert args.augment == ("speed", "noise") and args.standardise == "per-speaker" and args.encoder == str(folder)
+    with pytest.raises(ValueError, match="'chorus'"):
+        script.parse_args(["--augment", "noise,chorus"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--standardise", "per-day"])
+
+
+def test_augmented_copies_are_trained_on_never_scored(tmp_path):
+    """Copies share their original's fold; validation scores originals only and never trains on the held fold's copies."""
+    import pandas as pd
+
+    script = _load_script()
+    rng = np.random.default_rng(7)
+    folds = np.repeat(["f1", "f2", "f3"], 4)
+    y = np.tile([0, 1], 6)
+    x = rng.normal(size=(12, 3)) + y[:, None]
+    copies = np.zeros(12, bool)
+    # Copies of f2 are labelled against their originals: if they were trained on while f2 is held out, or scored,
+    # the f2 score would move.
+    x_all = np.concatenate([x, x[folds == "f2"]])
+    y_all = np.concatenate([y, 1 - y[folds == "f2"]])
+    folds_all = np.concatenate([folds, folds[folds == "f2"]])
+    copies_all = np.concatenate([copies, np.ones(4, bool)])
+    seen, scored = [], []
+    original_fit, original_ua = script.fit_linear, script.ua
+
+    def spy_fit(train_x, train_y, strength):
+        seen.append(len(train_y))
+        return original_fit(train_x, train_y, strength)
+
+    def spy_ua(y_true, y_pred, num_classes):
+        scored.append(len(y_true))
+        return original_ua(y_true, y_pred, num_classes)
+
+    script.fit_linear, script.ua = spy_fit, spy_ua
+    try:
+        strength, _ = script.choose_linear_c(x_all, y_all, folds_all, 2, copies_all)
+    finally:
+        script.fit_linear, script.ua = original_fit, original_ua
+    # Held f1 / f3: 4 + 4 originals and f2's 4 copies; held f2: its originals and its copies are both left out.
+    assert seen == [12, 8, 12] * len(script.LINEAR_C)
+    assert scored == [4, 4, 4] * len(script.LINEAR_C), "only the held fold's originals are scored"
+    assert strength in script.LINEAR_C
+    table = pd.DataFrame({"speaker": ["a", "a", "b"], "augment_copy": [None, "noise-s0-c0", None]})
+    groups = script.standardise_groups(table)["per-speaker"]
+    assert groups[0] != groups[1] and groups[0].startswith("a") and len(set(script.standardise_groups(table)["per-file"])) == 3
+
+
+def test_default_labeller_standardises_spans_by_the_track():
+    """DefaultLabeler passes the clip state's track statistics to a per-file-standardising head (none for today's)."""
+    from affectflow.pipeline.label.default_model import DefaultClipState, DefaultLabeler
+
+    rng = np.random.default_rng(8)
+    head = _standardising_head("linear", rng)
+    track = rng.normal(0.5, 2.0, size=(200, 6)).astype(np.float32)
+    labeler = object.__new__(DefaultLabeler)  # only the speech head is needed here
+    labeler.audio_head, labeler.timer = head, None
+    state = DefaultClipState(None, track, np.arange(200) * 0.02, head.file_statistics(track))
+    span = state.audio_frames_between(1.0, 2.0)
+    np.testing.assert_allclose(labeler.audio_posterior(span, state.audio_statistics),
+                               head.probabilities([span], head.file_statistics(track))[0])
+    assert not np.allclose(labeler.audio_posterior(span, state.audio_statistics), labeler.audio_posterior(span))
+    assert DefaultClipState(None, track, np.arange(200) * 0.02).audio_statistics is None
+
+
+def test_test_standardise_scores_other_features():
+    """--test-standardise per-file scores a per-speaker head on clips standardised alone (changes only the test rows)."""
+    import pandas as pd
+
+    script = _load_script()
+    rng = np.random.default_rng(9)
+    speakers = np.repeat(["s1", "s2", "s3", "s4"], 6)
+    labels = np.tile([0, 1], 12)
+    frames = [rng.normal(label + (i % 3), 1.0, size=(20, 3)).astype(np.float32) for i, label in enumerate(labels)]
+    table = pd.DataFrame({"speaker": speakers, "segment_id": [f"c{i}" for i in range(24)]})
+    corpus = script.Corpus({"whisper": frames}, labels, speakers, ("a", "b"), table, groups=script.standardise_groups(table))
+    same = script.cross_validate(corpus, "whisper_meanstd_lr", "per-speaker")
+    assert script.cross_validate(corpus, "whisper_meanstd_lr", "per-speaker", "per-speaker") == same
+    args = script.parse_args(["--standardise", "per-speaker", "--test-standardise", "per-file"])
+    assert args.test_standardise == "per-file"
