@@ -186,8 +186,8 @@ class EvidenceCollector:
     side needs (None: full resolution; see `faces.MIN_FACE_FRACTION`); face_crop_size: side of the face
     crops in pixels (None: no face detection, vision is missing); audio_features: {"name", "config"}
     of an audio extractor run on every usable track into `ClipEvidence.audio_features` (the labeller's
-    own, so it need not run it again); when it is Whisper, ASR decodes from its first window's encoder
-    output instead of encoding the audio a second time; utterances: also cut the speech into utterances
+    own, so it need not run it again); when it is Whisper with ASR's model, ASR decodes from its first
+    window's encoder output instead of encoding the audio a second time (another Whisper: ASR encodes anew); utterances: also cut the speech into utterances
     (`transcripts.speech_spans`, one VAD pass that also decides whether there is speech) and let ASR
     transcribe each utterance from its own audio, so that each gets its own words.
     """
@@ -209,6 +209,10 @@ class EvidenceCollector:
                 self._asr = SpeechRecognizer(device=device)  # the audio extractor's Whisper model when it is the same
             except TranscriptError as error:
                 self.asr_problem = str(error)
+        # ASR decodes from the extractor's encoder output only when both hold the same Whisper model (another
+        # encoder, e.g. `--audio-model base` beside tiny.en's ASR, gives frames of another width and meaning)
+        self._asr_shares_encoder = self._asr is not None and self.audio_extractor is not None and \
+            getattr(self.audio_extractor, "whisper", None) is self._asr.whisper
 
     def _given_transcript(self, path: Path, clip: str) -> tuple[TimedText | None, str, str | None] | None:
         """(transcript, its source, the sidecar's problem) from a sidecar or the table; None when neither has it
@@ -278,7 +282,7 @@ class EvidenceCollector:
         if usable and note is None and given is None and self._asr is not None:
             with timed(timer, "ASR"):
                 transcript = self._asr.transcribe_spans(audio.samples, spans, audio.sample_rate) if self.utterances \
-                    else self._asr.transcribe(audio.samples, first_window)
+                    else self._asr.transcribe(audio.samples, first_window if self._asr_shares_encoder else None)
         found = transcript if transcript is not None and not transcript.is_empty else None
         return audio, (usable, note, features, found, spans)
 
@@ -309,7 +313,7 @@ class EvidenceCollector:
             if given is None and self._asr is not None and not self.utterances \
                     and window_speech >= MIN_SPEECH_SECONDS:
                 with timed(timer, "ASR"):
-                    timed_text = self._asr.transcribe(samples, encoded)
+                    timed_text = self._asr.transcribe(samples, encoded if self._asr_shares_encoder else None)
                 cues.extend((start + offset, end + offset, text) for start, end, text in timed_text.cues)
         silent = count == 0 or float(np.sqrt(squares / count)) < SILENCE_RMS
         audio = AudioClip(np.zeros(0, np.float32), 16000, None if count else "no audio samples", silent=silent)

@@ -20,6 +20,7 @@ from affectflow.pipeline.cli.main import main
 from affectflow.pipeline.label import job, label
 from affectflow.pipeline.label.audio_head import AudioEmotionHead
 from affectflow.pipeline.label.default_model import CLASSES, DefaultLabeler, DefaultLabelerFactory
+from affectflow.pipeline.label.evidence import EvidenceCollector
 from affectflow.pipeline.label.needs import AudioFrames
 from affectflow.pipeline.label.output import read_labels
 from affectflow.pipeline.media.decode import read_audio
@@ -149,13 +150,25 @@ def test_the_default_model_labels_with_another_audio_model(workers, tmp_path, mo
     start_early_pool = job.start_early_pool
     monkeypatch.setattr(job, "start_early_pool", recording_pool)
     make_labeler = DefaultLabelerFactory(str(encoder), str(tmp_path / "head.safetensors"))
-    label(clips, tmp_path / "labels.jsonl", make_labeler=make_labeler, asr=False, workers=workers, progress=False,
-          device="cpu")
+    label(clips, tmp_path / "labels.jsonl", make_labeler=make_labeler, workers=workers, progress=False, device="cpu")
     assert (workers > 0) == bool(started and started[0] is not None)  # the early workers start before the labeller loads
 
     row = read_labels(tmp_path / "labels.jsonl")[0]  # the file's row: all its frames
+    assert row["error"] == "" and row["transcript_source"] == "asr"  # tiny.en ASR beside the other encoder
     frames = create_extractor("whisper", model=str(encoder)).extract(read_audio(clip).samples)
     expected = head.probabilities([frames.values[frames.mask]])[0]
     got = np.array([row[f"prob_audio_{c}"] for c in CLASSES], float)
     # Same frames, same float32 head arithmetic: equal up to float32 rounding of probabilities (<= 1).
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_asr_encodes_anew_beside_another_whisper_encoder(tmp_path):
+    """The collector hands ASR (tiny.en) the extractor's encoder output only when it is tiny.en's: another
+    Whisper's [1500, 16] output would be refused by tiny.en's decoder (it expects [1500, 384])."""
+    encoder = save_tiny_whisper_model(tmp_path / "whisper")
+    clip = make_video(tmp_path / "speech.mp4", seconds=2.0, face=False, audio="speech")
+    collector = EvidenceCollector(face_crop_size=None, audio_features={"name": "whisper",
+                                                                       "config": {"model": str(encoder)}})
+    evidence = collector.collect(clip, "speech.mp4")
+    assert evidence.audio_features.values.shape[1] == WIDTH
+    assert evidence.transcript_source == "asr" and evidence.has_text
