@@ -173,3 +173,14 @@ def test_asr_encodes_anew_beside_another_whisper_encoder(tmp_path):
     evidence = collector.collect(clip, "speech.mp4")
     assert evidence.audio_features.values.shape[1] == WIDTH
     assert evidence.transcript_source == "asr" and evidence.has_text
+
+
+def test_audio_model_base_with_a_checkpoint_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(job, "build_labeler", lambda *args, **kwargs: pytest.fail("loaded a labeller"))
+    monkeypatch.setattr(job, "start_early_pool", lambda *args, **kwargs: None)
+    (tmp_path / "clips").mkdir()
+    make_video(tmp_path / "clips" / "a.mp4", seconds=1.0, audio=None)
+    code = main(["label", "--videos", str(tmp_path / "clips"), "--out", str(tmp_path / "l.csv"), "--audio-model",
+                 "base", "--checkpoint", str(tmp_path / "bundle"), "--workers", "0"])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and error == "error: --audio-model chooses the default model's speech head: not with --checkpoint"
