@@ -39,19 +39,14 @@ class TreeUsage(TreeSampler):
         self.ticks: dict[int, int] = {}
         super().__init__(pid, interval)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            tree = self._tree()
-            total = sum(self._pss_kib(pid) for pid in tree) / 1024.0
-            if total > self.peak_mib:
-                self.peak_mib, self.peak_processes = total, len(tree)
-            for pid in tree:
-                try:
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    self.ticks[pid] = max(self.ticks.get(pid, 0), int(fields[11]) + int(fields[12]))
-                except (OSError, IndexError, ValueError):
-                    continue
-            self._stop.wait(self.interval)
+    def _sample(self, tree: list[int]) -> None:
+        super()._sample(tree)
+        for pid in tree:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                self.ticks[pid] = max(self.ticks.get(pid, 0), int(fields[11]) + int(fields[12]))
+            except (OSError, IndexError, ValueError):
+                continue
 
     @property
     def cpu_seconds(self) -> float:

@@ -199,12 +199,15 @@ class TreeSampler:
             pass
         return 0
 
+    def _sample(self, tree: list[int]) -> None:
+        """One sample of the tree's processes (a subclass may record more than the peak PSS)."""
+        total = sum(self._pss_kib(pid) for pid in tree) / 1024.0
+        if total > self.peak_mib:
+            self.peak_mib, self.peak_processes = total, len(tree)
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            tree = self._tree()
-            total = sum(self._pss_kib(pid) for pid in tree) / 1024.0
-            if total > self.peak_mib:
-                self.peak_mib, self.peak_processes = total, len(tree)
+            self._sample(self._tree())
             self._stop.wait(self.interval)
 
     def stop(self) -> None:
