@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-from transformers.utils import logging as transformers_logging
 
 from affectflow.pipeline.core.devices import capped_threads, resolve_device
 from affectflow.pipeline.label.arguments import (
@@ -96,15 +96,22 @@ def build_labeler(device: torch.device, checkpoint: str | Path | None = None, la
 @contextlib.contextmanager
 def no_loading_bars() -> Iterator[None]:
     """transformers' and huggingface_hub's progress bars off inside the block (restored after): loading the
-    labeller's models draws none, so a run shows one bar, its own (and none with progress=False)."""
-    transformers_enabled, hub_disabled = transformers_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
-    transformers_logging.disable_progress_bar()
+    labeller's models draws none, so a run shows one bar, its own (and none with progress=False).
+
+    transformers is not imported for this (half a second; the default labeller never needs it): when a
+    model inside the block imports it, it reads huggingface_hub's switch, off, at import."""
+    hub_disabled = are_progress_bars_disabled()
+    logging_module = sys.modules.get("transformers.utils.logging")
+    transformers_enabled = logging_module.is_progress_bar_enabled() if logging_module else not hub_disabled
+    if logging_module is not None:
+        logging_module.disable_progress_bar()
     disable_progress_bars()
     try:
         yield
     finally:
-        if transformers_enabled:
-            transformers_logging.enable_progress_bar()
+        logging_module = sys.modules.get("transformers.utils.logging")  # perhaps imported inside the block
+        if logging_module is not None and transformers_enabled:
+            logging_module.enable_progress_bar()
         if not hub_disabled:
             enable_progress_bars()
 

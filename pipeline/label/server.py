@@ -17,6 +17,12 @@ PRELOAD = ["affectflow.pipeline.label.worker_signals", "affectflow.pipeline.labe
 first makes the server and its workers ignore Ctrl-C, which the labelling process handles."""
 
 
+def installed(names: list[str]) -> list[str]:
+    """The module names whose top-level package is installed, found without importing anything: `find_spec`
+    of a dotted name imports its parents (torchcodec.decoders would import torch, ~1.8 s, in this process)."""
+    return [name for name in names if importlib.util.find_spec(name.partition(".")[0]) is not None]
+
+
 def start_worker_server() -> multiprocessing.context.BaseContext:
     """Start the forkserver that worker processes are forked from (if not running), importing the heavy
     modules in the background: call it before loading the labeller so both happen at once. Returns the
@@ -24,6 +30,6 @@ def start_worker_server() -> multiprocessing.context.BaseContext:
     from multiprocessing import forkserver
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([name for name in PRELOAD if importlib.util.find_spec(name) is not None])
+    context.set_forkserver_preload(installed(PRELOAD))
     forkserver.ensure_running()
     return context

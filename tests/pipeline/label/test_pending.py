@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing.forkserver
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -148,3 +150,13 @@ class OtherClassesLabeler(EmptyLabeler):
 
     def __init__(self, device: str) -> None:
         self.device = device
+
+
+def test_starting_the_worker_server_imports_nothing_heavy_here():
+    """The forkserver's imports run in the server, beside this process's own: finding which preloads are
+    installed must not import them here (find_spec of "torchcodec.decoders" imports torch, ~1.8 s)."""
+    script = ("import sys; from affectflow.pipeline.label.server import PRELOAD, installed; names = installed(PRELOAD); "
+              "print(sorted(m for m in ('torch', 'torchcodec', 'faster_whisper', 'decord', 'ctranslate2') "
+              "if m in sys.modules), 'torchcodec.decoders' in names)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["[]", "True"], done.stderr
