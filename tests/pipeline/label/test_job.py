@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,3 +190,22 @@ def test_evidence_workers_that_cannot_start_stop_the_run_with_a_setup_error(clip
     with pytest.raises(LabelingSetupError, match="evidence worker could not start: .*no_such_extractor"):
         label(clips, tmp_path / "labels.csv", make_labeler=BrokenAudioFactory, device="cpu", asr=False, workers=2,
               progress=False)
+
+
+BARS_SCRIPT = """
+import sys
+from huggingface_hub.utils import are_progress_bars_disabled
+from affectflow.pipeline.label.job import no_loading_bars
+imported = 'transformers' in sys.modules
+with no_loading_bars():
+    from transformers.utils import logging  # as a checkpoint's model loads it, inside the block
+    inside = (are_progress_bars_disabled(), logging.is_progress_bar_enabled())
+print(imported, inside, are_progress_bars_disabled(), logging.is_progress_bar_enabled())
+"""
+
+
+def test_loading_bars_are_off_while_models_load_and_back_after_without_importing_transformers():
+    """The labelling job does not import transformers (half a second of start-up) to silence it: a model that
+    imports it inside the block finds its bars off, and both libraries' bars are on again after."""
+    done = subprocess.run([sys.executable, "-c", BARS_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False (True, False) False True", done.stderr
