@@ -112,8 +112,7 @@ def load_bert_encoder(folder: str | Path, device: torch.device | str = "cpu") ->
     Raises ValueError naming the file when a weight is missing or has the wrong shape."""
     path = Path(folder) / "model.safetensors"
     config = _read_json(Path(folder) / "config.json")
-    with torch.device("meta"):  # no random initialisation: every parameter comes from the file
-        encoder = BertEncoder(config)
+    encoder = BertEncoder(config)  # random init, then replaced: on the meta device it would import torch._dynamo
     try:
         encoder.load_state_dict(_renamed_weights(load_file(path), config["num_hidden_layers"]), assign=True)
     except (KeyError, RuntimeError) as error:
