@@ -163,3 +163,31 @@ def test_real_minilm_embeddings_and_text_head_equal_transformers(monkeypatch):
           f" (bound {bound:.2e})")
     assert difference <= bound, f"text head probabilities differ by {difference:.2e} > {bound:.2e}"
     assert difference <= 1e-5  # label rows carry 6 decimals: the two paths write the same probabilities to ~5
+
+
+def test_a_checkpoint_with_missing_weights_is_named_and_left_to_transformers(tiny_bert, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = edited_copy(tiny_bert, tmp_path / "partial")
+    weights = load_file(folder / "model.safetensors")
+    del weights["encoder.layer.1.intermediate.dense.weight"]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"partial/model\.safetensors: not a BERT encoder checkpoint"):
+        load_bert_encoder(folder)
+    extractor = create_extractor("hf_text", model=str(folder))
+    assert not isinstance(extractor.tokenizer, BertTokenizer)
+
+
+def test_real_minilm_tokenisation_equals_autotokenizer_on_awkward_text():
+    from transformers import AutoTokenizer
+
+    folder = resolve_text_model("minilm")
+    awkward = ["Café NAÏVE résumé — “quotes” ’tis", "北京欢迎你 and 東京", "emoji 😊🎉 tab\tnew\nline \x00 ctrl",
+               "a" * 150 + " supercalifragilisticexpialidocious", "[MASK] [CLS] literal [SEP] tokens", "  spaced   out  ",
+               "don't won't y'all 3.14 $5,000 e-mail", "word " * 600]
+    for max_length in (8, 512):
+        expected = AutoTokenizer.from_pretrained(folder)(awkward, padding=True, truncation=True, max_length=max_length,
+                                                         return_special_tokens_mask=True, return_tensors="pt")
+        encoded = BertTokenizer(folder)(awkward, max_length=max_length)
+        for key in expected:
+            assert torch.equal(encoded[key], expected[key]), (max_length, key)
