@@ -1,5 +1,7 @@
 """Transcript features: any Hugging Face text encoder (BERT, RoBERTa, DeBERTa-v2/v3, MiniLM) by
-hub id or local folder, loaded with `AutoModel` + `AutoTokenizer`.
+hub id or local folder, loaded with `AutoModel` + `AutoTokenizer`; a local BERT-architecture folder
+(MiniLM included) runs on the torch-only `bert_runtime` instead, the same numbers without importing
+transformers (`bert_runtime.fast_path_blocker` says when it does not apply).
 
     extractor = create_extractor("hf_text")                         # the offline default: "minilm"
     extractor = create_extractor("hf_text", model="microsoft/deberta-v3-large", layers="last4")
@@ -14,6 +16,7 @@ gives a missing sequence (no valid frame), never zeros posing as features.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +25,9 @@ from affectflow.pipeline.core.devices import to_device
 from affectflow.pipeline.core.records import FeatureSequence
 
 from affectflow.extractors.base import Extractor, ExtractorConfig, InputContract, register_extractor
-from affectflow.extractors.hf_common import PretrainedEncoder, normalize_layers, select_layers, to_numpy
+from affectflow.extractors.bert_runtime import BertTokenizer, fast_path_blocker, load_bert_encoder
+from affectflow.extractors.hf_common import (PretrainedEncoder, normalize_layers, resolve_precision, select_layers,
+                                             to_numpy)
 
 
 def _minilm_path() -> str:
@@ -69,17 +74,36 @@ class HFTextExtractor(PretrainedEncoder, Extractor):
 
     def __init__(self, config: HFTextConfig, device: torch.device | str = "cpu") -> None:
         super().__init__(config, device)
-        from transformers import AutoModel, AutoTokenizer
-
         path = resolve_text_model(config.model)
-        self._load_encoder(AutoModel, path)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"hf_text: cannot load the tokenizer of {config.model!r}: {error}") from error
+        self.tokenizer: Any = None
+        if fast_path_blocker(path, config.precision, config.trust_remote_code) is None:
+            try:  # a local BERT folder: the torch-only runtime, without importing transformers (~2 CPU-s)
+                self.dtype = resolve_precision(config.precision, self.device)
+                self.model, self.tokenizer = load_bert_encoder(path, self.device), BertTokenizer(path)
+            except ValueError:
+                self.tokenizer = None
+        if self.tokenizer is None:
+            self._load_with_transformers(path)
         limits = [config.max_tokens, getattr(self.model.config, "max_position_embeddings", None),
                   getattr(self.tokenizer, "model_max_length", None)]
         self.max_tokens = int(min(limit for limit in limits if isinstance(limit, int) and limit > 0))
+
+    def _load_with_transformers(self, path: str) -> None:
+        """`AutoModel` + `AutoTokenizer`: any architecture, hub ids, other precisions."""
+        from transformers import AutoModel, AutoTokenizer
+
+        self._load_encoder(AutoModel, path)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.config.trust_remote_code)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"hf_text: cannot load the tokenizer of {self.config.model!r}: {error}") from error
+
+    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """input_ids, attention_mask, special_tokens_mask (+ token_type_ids): [B, L], padded to the longest."""
+        if isinstance(self.tokenizer, BertTokenizer):
+            return self.tokenizer(texts, max_length=self.max_tokens)
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
+                                   return_special_tokens_mask=True, return_tensors="pt"))
 
     @property
     def contract(self) -> InputContract:
@@ -110,8 +134,7 @@ class HFTextExtractor(PretrainedEncoder, Extractor):
     @torch.inference_mode()
     def _encode(self, texts: list[str]) -> list[FeatureSequence]:
         """Encode non-empty transcripts in one padded batch."""
-        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                                 return_special_tokens_mask=True, return_tensors="pt")
+        encoded = self._tokenize(texts)
         special = encoded.pop("special_tokens_mask").bool()
         inputs = {key: to_device(value, self.device) for key, value in encoded.items()}
         hidden = to_numpy(select_layers(self.model(**inputs, output_hidden_states=True), self.config.layers))

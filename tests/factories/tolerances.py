@@ -85,3 +85,9 @@ TINY_FUSION_TERMS = 1024
 FUSION_RELATIVE = float32_sum_bound(TINY_FUSION_TERMS, 1.0)
 """Two float32 evaluations of a tiny fusion model (or its gradients) in another order agree within this,
 relative to the values' scale (rtol), and absolutely for values below 1 (atol): 1.2e-4."""
+
+
+MINILM_TERMS = 6 * (384 + 32 + 128 + 384 + 384 + 384 + 1536 + 384) + 384
+"""all-MiniLM-L6-v2 (6 layers, hidden 384, 12 heads of 32, FFN 1536) on <= 128 tokens, the chain of sums per layer:
+q/k/v 384, scores 32, attention mix 128, output 384, LayerNorm 384, FFN 384 + 1536, LayerNorm 384; + the
+embeddings' LayerNorm 384 (float32_chain_bound of it: 2.6e-3 relative)."""
