@@ -38,7 +38,8 @@ from affectflow.extractors.base import create_extractor
 from affectflow.extractors.run import run_extraction
 from affectflow.extractors.spec import ExtractorSpec
 from affectflow.extractors.store import FeatureStore
-from affectflow.extractors.whisper import resolve_model_folder
+from affectflow.extractors.whisper import (DEFAULT_WINDOW_MIN_SECONDS, DEFAULT_WINDOW_PAD_SECONDS, WINDOW_RULES,
+                                           WhisperEncoderConfig, resolve_model_folder)
 from affectflow.pipeline.core.manifest import read_manifest, resolve_media_path
 from affectflow.pipeline.label.audio_head import (
     AUDIO_HEAD_PATH, STANDARDISE_PRIOR_FRAMES, AttentiveStatsPooling, AudioEmotionHead, average_frames, frame_sums,
@@ -499,6 +500,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, default=None, help="also write the CV results as JSON here")
     parser.add_argument("--encoder", default=None,
                         help="a CTranslate2 Whisper model folder for the `whisper` extractor (default: bundled tiny.en)")
+    parser.add_argument("--window", choices=WINDOW_RULES, default="30s",
+                        help="the `whisper` extractor's encoder window: 30s (Whisper's) or clip (one window of "
+                             "max(--window-min-seconds, clip + --window-pad-seconds) per clip up to 30 s)")
+    parser.add_argument("--window-min-seconds", type=float, default=DEFAULT_WINDOW_MIN_SECONDS)
+    parser.add_argument("--window-pad-seconds", type=float, default=DEFAULT_WINDOW_PAD_SECONDS)
     parser.add_argument("--standardise", choices=STANDARDISE_MODES, default="none",
                         help="frame standardisation before pooling (linear variants): per speaker or per file, shrunk "
                              "towards the training statistics; the head then standardises per file when labelling")
@@ -517,12 +523,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def whisper_settings(encoder: str | None) -> dict:
-    """The `whisper` extractor's settings for --encoder: {} for the bundled tiny.en, else {"model": the
-    resolved folder}; ValueError naming the folder when it holds no CTranslate2 model."""
+def whisper_settings(encoder: str | None, window: dict | None = None) -> dict:
+    """The `whisper` extractor's settings for --encoder and --window*: {} for the bundled tiny.en in 30 s windows,
+    else {"model": the resolved folder} and/or the window fields (`WhisperEncoderConfig`); ValueError naming the
+    folder when it holds no CTranslate2 model."""
+    settings = WhisperEncoderConfig(**(window or {})).to_dict() if window and window.get("window") != "30s" else {}
+    settings = {key: value for key, value in settings.items() if key.startswith("window")}
     if encoder is None:
-        return {}
-    return {"model": str(resolve_model_folder(str(encoder)).resolve())}
+        return settings
+    return {"model": str(resolve_model_folder(str(encoder)).resolve()), **settings}
 
 
 def load_table(args: argparse.Namespace) -> tuple[pd.DataFrame, Path | None, str]:
@@ -602,7 +611,9 @@ def run(args: argparse.Namespace, command: str) -> dict:
         variant_parts(variant)  # fail early on a bad name
     ATTENTIVE["max_epochs"] = args.attentive_epochs
     table, manifest_path, source = load_table(args)
-    settings = {"whisper": whisper_settings(args.encoder)}
+    settings = {"whisper": whisper_settings(args.encoder, {"window": args.window,
+                                                           "window_min_seconds": args.window_min_seconds,
+                                                           "window_pad_seconds": args.window_pad_seconds})}
     names = sorted({variant_parts(v)[0] for v in variants})
     stores = extract_features(table, args.cache, names, manifest_path, args.workers, settings=settings)
     copies = None

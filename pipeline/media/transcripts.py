@@ -231,7 +231,8 @@ class SpeechRecognizer:
     def transcribe(self, samples: np.ndarray, first_window_encoding: np.ndarray | None = None) -> TimedText:
         """16 kHz mono float32 samples -> timed text ("" when the VAD hears no speech).
 
-        first_window_encoding: the Whisper encoder output [1500, D] of the clip's first 30 s window, computed
+        first_window_encoding: the Whisper encoder output of the clip's first window ([1500, D] of a 30 s window, or
+        fewer frames of a shorter window padded alike: the whisper extractor's window="clip"), computed
         elsewhere from the same samples with the same model (`WhisperEncoderExtractor.extract_with_first_window`):
         the decoder starts from it instead of encoding that window again
         (`EncodedWhisperModel.transcribe_from_encoding`). The caller has already found speech, so

@@ -112,3 +112,54 @@ def test_auto_compute_type_is_recorded_as_what_it_resolved_to(tiny_whisper):
     assert extractor.config.compute_type == "int8"  # CPU: int8
     assert extractor.config_hash == explicit.config_hash  # same features, same store
     assert extractor.spec().config["compute_type"] == "int8"
+
+
+def test_clip_window_length_rule():
+    """window="clip": max(min, clip + pad) mel frames, even, at least the clip's kept frames, at most 30 s."""
+    from affectflow.extractors.whisper import clip_window_frames
+
+    assert clip_window_frames(3 * 16000) == 1000  # a 3 s clip: the 10 s minimum
+    assert clip_window_frames(12 * 16000) == 1400  # 12 s + 2 s
+    assert clip_window_frames(12 * 16000 + 170) == 1402  # 1201 mel frames + 200, rounded up to even
+    assert clip_window_frames(29 * 16000) == clip_window_frames(30 * 16000) == 3000  # capped at Whisper's window
+    assert clip_window_frames(16000, 0.0, 0.0) == 100 and clip_window_frames(16000 + 100, 0.0, 0.0) == 102
+    assert clip_window_frames(3 * 16000, 15.0, 4.0) == 1500
+
+
+def test_clip_windows_one_per_clip(tiny_whisper, speech):
+    """A clip up to 30 s is one window of `clip_window_frames`; longer clips keep the 30 s windows; the kept
+    frames are as many as with 30 s windows; clips of different lengths batch like one by one."""
+    from affectflow.extractors.whisper import clip_window_frames
+
+    clip = create_extractor("whisper", model=tiny_whisper.config.model, window="clip")
+    twenty = np.tile(speech, 9)[:20 * 16000]
+    for samples in (speech, twenty):
+        (window, keep), = clip.windows(samples)
+        assert window.shape == (80, clip_window_frames(samples.size)) and keep == kept_frames(samples.size)
+        sequence, encoding = clip.extract_with_first_window(samples)
+        assert encoding.shape == (clip_window_frames(samples.size) // 2, WIDTH)
+        assert sequence.values.shape == tiny_whisper.extract(samples).values.shape
+    long = np.tile(speech, 14)[:33 * 16000]
+    assert [w.shape for w, _ in clip.windows(long)] == [w.shape for w, _ in tiny_whisper.windows(long)]
+    items = [speech, twenty, speech[:9000], long]
+    for item, together in zip(items, clip.extract_batch(items)):
+        alone = clip.extract(item).values
+        np.testing.assert_allclose(together.values, alone,
+                                   atol=float32_chain_bound(TINY_MODEL_TERMS, np.abs(alone).max(initial=0.0)))
+
+
+def test_window_config_keeps_the_30s_hash(tiny_whisper):
+    from affectflow.extractors.whisper import WhisperEncoderConfig
+
+    assert WhisperEncoderConfig().to_dict() == {"model": "tiny.en", "compute_type": "auto"}  # as before the field
+    clip = create_extractor("whisper", model=tiny_whisper.config.model, window="clip")
+    assert clip.spec().config["window"] == "clip" and clip.config_hash != tiny_whisper.config_hash
+    assert extractor_from_spec(clip.spec()).extractor_id == clip.extractor_id
+    other = create_extractor("whisper", model=tiny_whisper.config.model, window="clip", window_min_seconds=15.0)
+    assert other.config_hash != clip.config_hash
+    with pytest.raises(ValueError, match="window must be one of"):
+        WhisperEncoderConfig(window="20s")
+    with pytest.raises(ValueError, match="window='clip' only"):
+        WhisperEncoderConfig(window_pad_seconds=4.0)
+    with pytest.raises(ValueError, match="must lie in"):
+        WhisperEncoderConfig(window="clip", window_min_seconds=40.0)
