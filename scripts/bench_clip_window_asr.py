@@ -13,7 +13,7 @@ variant: encoder and decoder CPU-s per clip (one thread), encoder calls per clip
 when it seeks inside the clip), word error against today's transcripts (the shipped options on the 30 s
 encoding) and against the words spoken, and how many transcripts repeat a word 4-gram that today's does not.
 Clips: RAVDESS as `bench_asr.py` draws them, its 8 English espeak-ng clips (5-10 s), 3 longer espeak-ng clips
-(14-26 s, 3-4 sentences).
+(14-26 s, 3-4 sentences), and with --clip-dir the clips of a `bench_label.py` clip set (2-25 s, mp4).
 """
 
 from __future__ import annotations
@@ -98,12 +98,32 @@ def long_clips(folder: Path) -> list[tuple[str, str, Path, str]]:
     return found
 
 
+def bench_clips(folder: Path) -> list[tuple[str, str, Path, str | None]]:
+    """The mp4 clips of a `bench_label.py` clip set (seed 0, planned with RAVDESS when present) with their words:
+    the statement of each RAVDESS piece, the sentence of each espeak-ng piece, "" for no-speech clips."""
+    from bench_clips import plan_clip_set
+    from bench_whisper_window import SHARED
+
+    specs = {spec.name: spec for spec in plan_clip_set(3600.0, seed=0, ravdess=SHARED)}
+    found = []
+    for path in sorted(folder.glob("*.mp4")):
+        spec = specs.get(path.stem)
+        spoken = None if spec is None else " ".join(
+            bench_asr.STATEMENTS[Path(source).stem.split("-")[4]] if kind == "ravdess" else text
+            for kind, source, text in spec.speech)
+        found.append(("bench clips", path.stem, path, spoken))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=40)
     parser.add_argument("--windows", nargs="+", default=["1000:200", "1000:400", "1500:200", "1500:400", "0:200"],
                         help="MIN:PAD in mel frames")
     parser.add_argument("--texts", action="store_true", help="print every differing transcript")
+    parser.add_argument("--clip-dir", type=Path, default=None,
+                        help="also the mp4 clips of a bench_label.py clip set (e.g. /tmp/affectflow-bench-clips-v2-"
+                             "ravdess-seed0), spoken words from its plan (seed 0)")
     args = parser.parse_args(argv)
     import torch
 
@@ -123,9 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         measured = [c for c in bench_asr.clips(args.files, Path(folder)) if c[0] in ("RAVDESS", "espeak en")]
         measured += long_clips(Path(folder))
+        measured += bench_clips(args.clip_dir) if args.clip_dir else []
         for group, name, path, spoken in measured:
             samples = read_audio(path).samples
-            assert samples.size <= WINDOW_SAMPLES
+            if samples.size > WINDOW_SAMPLES or not samples.size:
+                continue
             full, seconds = cpu(lambda: extractor._encode([extractor.windows(samples)[0][0]])[0])
             cost.setdefault((group, "30 s encoder"), []).append(seconds)
             calls.calls = 0
@@ -146,22 +168,25 @@ def main(argv: list[str] | None = None) -> int:
                     rows.setdefault((group, rule, variant), []).append({
                         "name": name, "decode": seconds, "encodes": calls.calls, "text": text,
                         "vs_today": bench_asr.word_errors(today, text), "today": today,
-                        "vs_spoken": bench_asr.word_errors(spoken, text) if spoken else None,
-                        "today_vs_spoken": bench_asr.word_errors(spoken, today) if spoken else None,
+                        "vs_spoken": bench_asr.word_errors(spoken, text) if spoken is not None else None,
+                        "today_vs_spoken": bench_asr.word_errors(spoken, today) if spoken is not None else None,
                         "repeats": repeats(text, today)})
     print(f"{len(measured)} clips, 1 thread; CPU-s per clip: " + "; ".join(
         f"{g} {k} {np.mean(v):.3f}" for (g, k), v in cost.items()))
     print("| group | window | variant | encoder CPU-s | decode CPU-s | extra encodes | words changed (WER) vs today "
-          "| WER vs spoken (today's) | repeats |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+          "| WER vs spoken (today's) | clips worse vs spoken | repeats |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for (group, rule, variant), items in rows.items():
         errors = [sum(x) for x in zip(*(i["vs_today"] for i in items))]
         spoken = [sum(x) for x in zip(*(i["vs_spoken"] for i in items if i["vs_spoken"]))] or [0, 0]
         today = [sum(x) for x in zip(*(i["today_vs_spoken"] for i in items if i["today_vs_spoken"]))] or [0, 0]
+        # no-speech clips (spoken ""): every word written is an insertion, counted in the errors, not the words
         print(f"| {group} | {rule} | {variant} | {np.mean(cost[(group, f'{rule} encoder')]):.3f} | "
               f"{np.mean([i['decode'] for i in items]):.3f} | {np.mean([i['encodes'] for i in items]):.2f} | "
               f"{errors[0]} ({errors[0] / max(1, errors[1]):.3f}) | {spoken[0] / max(1, spoken[1]):.3f} "
-              f"({today[0] / max(1, today[1]):.3f}) | {sum(i['repeats'] for i in items)}/{len(items)} |")
+              f"({today[0] / max(1, today[1]):.3f}) | "
+              f"{sum(i['vs_spoken'][0] > i['today_vs_spoken'][0] for i in items if i['vs_spoken'])} | "
+              f"{sum(i['repeats'] for i in items)}/{len(items)} |")
     if args.texts:
         for (group, rule, variant), items in rows.items():
             for item in items:
