@@ -10,7 +10,16 @@ over the whole clip, cut into 30 s windows (3000 mel frames) and padded like ope
 The encoder (`ctranslate2.models.Whisper.encode`) turns each window into 1500 frames of 20 ms; only
 the ceil(samples / 320) frames that cover real audio are kept (not the padding), and the windows
 of audio longer than 30 s are stitched into one sequence. Windows of several clips share one
-`encode` call (`window_batch_size`); batching does not change the features.
+`encode` call (`window_batch_size`; only windows of one length); batching does not change the features.
+
+window="clip" (`window_min_seconds`, `window_pad_seconds`; default 10 and 2): a clip up to 30 s is encoded
+in one window of max(min, clip + pad) (`clip_window_frames`), padded as the 30 s window is, instead of
+Whisper's 30 s: its cost grows with the clip (tiny.en int8, one thread: 0.08 CPU-s for a 3-8 s clip against
+0.41 for the 30 s window, scripts/bench_clip_window_asr.py). Each clip's window depends on that clip
+alone. The frames differ from the 30 s window's (a head must be trained on them: the default labeller's
+is), so they have their own config hash; clips over 30 s and `extract_windows` keep the 30 s windows.
+The default window="30s" leaves the window fields out of the config (`to_dict`): its hash, and so the
+feature stores and heads keyed on it, is the one from before the field.
 
 compute_type: "auto" = int8 on CPU, float16 on CUDA; "int8" or "float32" anywhere; "float16" on CUDA
 only. The config hash does not see the device: features stored on a GPU with "auto" (float16) and on

@@ -27,6 +27,14 @@ anyway: `scripts/bench_asr.py` (2 cores, 1 thread) measured 1.73 -> 0.10 CPU-s p
 clean RAVDESS utterances and 8 English espeak clips (the fallback never ran there). The most tokens a second
 seen there was 4.2 (timestamps included); the budget (12 a second + 16) cuts a decoder stuck in a loop, which
 went on to 62 tokens a second on one German sentence, and leaves room for the prompt in Whisper's 448.
+
+The default labeller encodes a clip up to 30 s in one window of max(10 s, clip + 2 s) (the `whisper`
+extractor's window="clip") and ASR decodes from that encoder output with the same options. Measured by
+`scripts/bench_clip_window_asr.py` against the 30 s window's transcripts: no transcript repeats and none is
+further from the spoken words (the words that changed were closer, e.g. "Keeps are talking" -> "Kids are
+talking"). A window of the clip + 2 s alone is not enough: tiny.en then repeats the sentence on about half of
+the RAVDESS clips, and repetition limits (no_repeat_ngram_size, repetition_penalty, dropping segments after
+the clip's end) did not make that right without changing correct text elsewhere.
 """
 
 from __future__ import annotations

@@ -120,6 +120,28 @@ def test_cv_loop_on_three_ravdess_actors(tmp_path):
     assert "CC BY-NC-SA 4.0" in head.info["licence"]
 
 
+def test_clip_window_head_with_30s_window_copies(tmp_path):
+    """--window clip --also-30s-frames: the head's frames come from the clip window, each training clip is also
+    trained on with its 30 s-window frames, and the CV scores the test actors on both windows' frames."""
+    if not RAVDESS.is_dir():
+        pytest.skip(f"RAVDESS speech not found at {RAVDESS} (../shared/data/ravdess-speech beside the repo)")
+    script = _load_script()
+    with pytest.raises(SystemExit):
+        script.parse_args(["--also-30s-frames"])  # 30 s windows already: nothing to add
+    args = script.parse_args(["--ravdess-dir", str(RAVDESS), "--actors", "3,4,7", "--cache", str(tmp_path / "cache"),
+                              "--query", "statement == 1 and repetition == 1 and intensity == 'normal'", "--workers", "0",
+                              "--variants", "whisper_meanstd_lr", "--window", "clip", "--also-30s-frames",
+                              "--out", str(tmp_path / "head.safetensors")])
+    summary = script.run(args, "python scripts/train_default_audio_head.py --window clip --also-30s-frames")
+    assert summary["clips"] == 24
+    result, = summary["results"]
+    assert sum(map(sum, result["confusion"])) == 24  # tested on the originals only, not on the copies
+    assert [f["fold"] for f in result["test_30s_frames"]["folds"]] == ["3", "4", "7"]
+    info = AudioEmotionHead.load(tmp_path / "head.safetensors").info
+    assert info["extractor"]["config"]["window"] == "clip" and info["clips"] == 24
+    assert set(info["cv_tested_on_30s_window_frames"]) == {"whisper_meanstd_lr"} and "30 s" in info["training_frames"]
+
+
 def _standardising_head(kind: str, rng: np.random.Generator, dim: int = 6) -> AudioEmotionHead:
     tensors = {"frame_mean": rng.normal(size=dim), "frame_scale": rng.uniform(0.5, 2, size=dim),
                "temperature": np.ones(1), "standardise_mean": rng.normal(size=dim),
