@@ -12,11 +12,12 @@ the ceil(samples / 320) frames that cover real audio are kept (not the padding),
 of audio longer than 30 s are stitched into one sequence. Windows of several clips share one
 `encode` call (`window_batch_size`; only windows of one length); batching does not change the features.
 
-window="clip" (`window_min_seconds`, `window_pad_seconds`; default 10 and 2): a clip up to 30 s is encoded
-in one window of max(min, clip + pad) (`clip_window_frames`), padded as the 30 s window is, instead of
-Whisper's 30 s: its cost grows with the clip (tiny.en int8, one thread: 0.08 CPU-s for a 3-8 s clip against
-0.41 for the 30 s window, scripts/bench_clip_window_asr.py). Each clip's window depends on that clip
-alone. The frames differ from the 30 s window's (a head must be trained on them: the default labeller's
+window="clip" (`window_min_seconds`, `window_pad_seconds`, `window_max_seconds`; default 15, 2 and 15): a
+clip whose length + pad is at most max is encoded in one window of max(min, clip + pad)
+(`clip_window_frames`), padded as the 30 s window is, instead of Whisper's 30 s; longer clips keep the 30 s
+window(s). With the defaults: clips up to 13 s in a 15 s window (tiny.en int8, one thread: 0.13 CPU-s
+against 0.38-0.40 for the 30 s window, scripts/bench_clip_window_asr.py). Each clip's window depends on that
+clip alone. The frames differ from the 30 s window's (a head must be trained on them: the default labeller's
 is), so they have their own config hash; clips over 30 s and `extract_windows` keep the 30 s windows.
 The default window="30s" leaves the window fields out of the config (`to_dict`): its hash, and so the
 feature stores and heads keyed on it, is the one from before the field.
@@ -61,8 +62,11 @@ WINDOW_MEL_FRAMES = WINDOW_SAMPLES // HOP_SAMPLES  # 3000: Whisper's fixed input
 MIN_SAMPLES = 400  # one STFT window (n_fft): shorter clips are zero-padded before the front end
 CONTEXT_SAMPLES = 3 * HOP_SAMPLES  # >= n_fft / 2: a streamed window's edge frames see their real neighbours
 WINDOW_RULES: tuple[str, ...] = ("30s", "clip")
-DEFAULT_WINDOW_MIN_SECONDS = 10.0
+DEFAULT_WINDOW_MIN_SECONDS = 15.0
 DEFAULT_WINDOW_PAD_SECONDS = 2.0
+DEFAULT_WINDOW_MAX_SECONDS = 15.0
+DEFAULT_WINDOW = {"window_min_seconds": DEFAULT_WINDOW_MIN_SECONDS, "window_pad_seconds": DEFAULT_WINDOW_PAD_SECONDS,
+                  "window_max_seconds": DEFAULT_WINDOW_MAX_SECONDS}
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class WhisperEncoderConfig(ExtractorConfig):
     `clip_window_frames` (longer clips keep the 30 s windows); see the module docstring."""
     window_min_seconds: float = DEFAULT_WINDOW_MIN_SECONDS
     window_pad_seconds: float = DEFAULT_WINDOW_PAD_SECONDS
+    window_max_seconds: float = DEFAULT_WINDOW_MAX_SECONDS
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -86,18 +91,20 @@ class WhisperEncoderConfig(ExtractorConfig):
             raise ValueError(f"whisper: compute_type must be one of {COMPUTE_TYPES}, got {self.compute_type!r}")
         if self.window not in WINDOW_RULES:
             raise ValueError(f"whisper: window must be one of {WINDOW_RULES}, got {self.window!r}")
-        if not 0 <= self.window_min_seconds <= WINDOW_SECONDS or not 0 <= self.window_pad_seconds <= WINDOW_SECONDS:
-            raise ValueError(f"whisper: window_min_seconds and window_pad_seconds must lie in [0, {WINDOW_SECONDS}], "
-                             f"got {self.window_min_seconds} and {self.window_pad_seconds}")
-        if self.window == "30s" and self.window_settings() != self.window_settings(DEFAULT_WINDOW_MIN_SECONDS,
-                                                                                   DEFAULT_WINDOW_PAD_SECONDS):
-            raise ValueError("whisper: window_min_seconds / window_pad_seconds apply to window='clip' only")
+        if not (0 <= self.window_min_seconds <= self.window_max_seconds <= WINDOW_SECONDS
+                and 0 <= self.window_pad_seconds <= WINDOW_SECONDS):
+            raise ValueError(f"whisper: window_min_seconds <= window_max_seconds and window_pad_seconds must lie in "
+                             f"[0, {WINDOW_SECONDS}], got {self.window_min_seconds}, {self.window_max_seconds} and "
+                             f"{self.window_pad_seconds}")
+        if self.window == "30s" and self.window_settings() != {**self.window_settings(), **DEFAULT_WINDOW}:
+            raise ValueError("whisper: window_min_seconds / window_pad_seconds / window_max_seconds apply to "
+                             "window='clip' only")
 
-    def window_settings(self, minimum: float | None = None, pad: float | None = None) -> dict:
-        """{"window", "window_min_seconds", "window_pad_seconds"} of this config (with `minimum` / `pad` instead)."""
-        return {"window": self.window,
-                "window_min_seconds": float(self.window_min_seconds if minimum is None else minimum),
-                "window_pad_seconds": float(self.window_pad_seconds if pad is None else pad)}
+    def window_settings(self) -> dict:
+        """{"window", "window_min_seconds", "window_pad_seconds", "window_max_seconds"} of this config."""
+        return {"window": self.window, "window_min_seconds": float(self.window_min_seconds),
+                "window_pad_seconds": float(self.window_pad_seconds),
+                "window_max_seconds": float(self.window_max_seconds)}
 
     def to_dict(self) -> dict:
         """The config's fields; the window fields only with window="clip", so the 30 s config (and the feature
@@ -142,11 +149,15 @@ def kept_frames(num_samples: int) -> int:
 
 
 def clip_window_frames(num_samples: int, min_seconds: float = DEFAULT_WINDOW_MIN_SECONDS,
-                       pad_seconds: float = DEFAULT_WINDOW_PAD_SECONDS) -> int:
+                       pad_seconds: float = DEFAULT_WINDOW_PAD_SECONDS,
+                       max_seconds: float = DEFAULT_WINDOW_MAX_SECONDS) -> int:
     """Mel frames (10 ms) of the window="clip" window of a clip of `num_samples` (<= 30 s): max(min_seconds, the
-    clip + pad_seconds), at least the clip's kept frames, rounded up to even (the encoder halves it), at most 3000."""
-    frames = max(int(round(min_seconds * 100)), num_samples // HOP_SAMPLES + int(round(pad_seconds * 100)),
-                 2 * kept_frames(num_samples))
+    clip + pad_seconds), at least the clip's kept frames, rounded up to even (the encoder halves it); Whisper's
+    3000 (the 30 s window) when the clip + pad_seconds is longer than max_seconds."""
+    clip = num_samples // HOP_SAMPLES + int(round(pad_seconds * 100))
+    if clip > int(round(max_seconds * 100)):
+        return WINDOW_MEL_FRAMES
+    frames = max(int(round(min_seconds * 100)), clip, 2 * kept_frames(num_samples))
     return min(WINDOW_MEL_FRAMES, frames + frames % 2)
 
 
@@ -207,7 +218,8 @@ class WhisperEncoderExtractor(Extractor):
         mel = self.log_mel(samples)
         floor = max(float(mel.max()) - 2.0, -1.5)  # log10(0 + 1e-10) clamped to max - 8, then (x + 4) / 4
         if self.config.window == "clip" and samples.size <= WINDOW_SAMPLES:
-            length = clip_window_frames(samples.size, self.config.window_min_seconds, self.config.window_pad_seconds)
+            length = clip_window_frames(samples.size, self.config.window_min_seconds, self.config.window_pad_seconds,
+                                        self.config.window_max_seconds)
             window = np.full((mel.shape[0], length), floor, np.float32)
             window[:, :mel.shape[1]] = mel[:, :length]
             return [(window, kept_frames(samples.size))]

@@ -5,7 +5,8 @@ rule and decoding variant, against today's transcripts from the 30 s window.
     nice -n 5 python scripts/bench_clip_window_asr.py                   # 40 RAVDESS + 8 (+3 long) English espeak
     python scripts/bench_clip_window_asr.py --files 10 --windows 1000:200
 
-Window rule: L = max(MIN, clip + PAD) mel frames (10 ms), at most 3000 (clips over 30 s keep the 30 s windows),
+Window rule: L = max(MIN, clip + PAD) mel frames (10 ms), at most 3000 (clips over 30 s keep the 30 s windows;
+with MAX, so do clips whose clip + PAD is longer than MAX),
 padded as the 30 s window is (`bench_whisper_window.short_window`). For each rule the encoder runs once on that
 window and faster-whisper decodes from its output (as `SpeechRecognizer.transcribe` does in labelling) with
 today's `decoding_options` and variants that may stop tiny.en from repeating the sentence. Per rule and
@@ -118,8 +119,10 @@ def bench_clips(folder: Path) -> list[tuple[str, str, Path, str | None]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=40)
-    parser.add_argument("--windows", nargs="+", default=["1000:200", "1000:400", "1500:200", "1500:400", "0:200"],
-                        help="MIN:PAD in mel frames")
+    parser.add_argument("--windows", nargs="+",
+                        default=["1000:200:1000", "1000:200", "1000:400", "1500:200", "1500:400", "0:200"],
+                        help="MIN:PAD[:MAX] in mel frames: clips longer than MAX - PAD keep the 30 s window")
+    parser.add_argument("--variants", nargs="+", default=None, help="decoding variants (default: all)")
     parser.add_argument("--texts", action="store_true", help="print every differing transcript")
     parser.add_argument("--clip-dir", type=Path, default=None,
                         help="also the mp4 clips of a bench_label.py clip set (e.g. /tmp/affectflow-bench-clips-v2-"
@@ -137,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     model = asr._model
     calls = EncoderCalls(model)
     table = variants()
-    rules = [tuple(int(x) for x in w.split(":")) for w in args.windows]
+    table = {name: table[name] for name in args.variants} if args.variants else table
+    rules = [tuple(int(x) for x in (w + ":3000").split(":")[:3]) for w in args.windows]
     rows: dict[tuple[str, str, str], list[dict]] = {}
     cost: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -155,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             cost.setdefault((group, "30 s decode"), []).append(seconds)
             cost.setdefault((group, "30 s extra encodes"), []).append(calls.calls)
             today = " ".join(s.text.strip() for s in segments)
-            for minimum, pad in rules:
-                rule = f"max({minimum / 100:g} s, clip + {pad / 100:g} s)"
+            for minimum, pad, most in rules:
+                rule = f"max({minimum / 100:g} s, clip + {pad / 100:g} s)" + (f" up to {most / 100:g} s" if most < 3000 else "")
                 frames = extractor.log_mel(samples).shape[1]
-                window = short_window(extractor, samples, max(pad, minimum - frames))
+                window = short_window(extractor, samples, max(pad, minimum - frames) if frames + pad <= most else 3000)
                 encoding, seconds = cpu(lambda: extractor._encode([window])[0])
                 cost.setdefault((group, f"{rule} encoder"), []).append(seconds)
                 for variant, (options, keep) in table.items():

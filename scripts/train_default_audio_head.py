@@ -38,7 +38,8 @@ from affectflow.extractors.base import create_extractor
 from affectflow.extractors.run import run_extraction
 from affectflow.extractors.spec import ExtractorSpec
 from affectflow.extractors.store import FeatureStore
-from affectflow.extractors.whisper import (DEFAULT_WINDOW_MIN_SECONDS, DEFAULT_WINDOW_PAD_SECONDS, WINDOW_RULES,
+from affectflow.extractors.whisper import (DEFAULT_WINDOW_MAX_SECONDS, DEFAULT_WINDOW_MIN_SECONDS,
+                                           DEFAULT_WINDOW_PAD_SECONDS, WINDOW_RULES,
                                            WhisperEncoderConfig, resolve_model_folder)
 from affectflow.pipeline.core.manifest import read_manifest, resolve_media_path
 from affectflow.pipeline.label.audio_head import (
@@ -515,9 +516,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a CTranslate2 Whisper model folder for the `whisper` extractor (default: bundled tiny.en)")
     parser.add_argument("--window", choices=WINDOW_RULES, default="30s",
                         help="the `whisper` extractor's encoder window: 30s (Whisper's) or clip (one window of "
-                             "max(--window-min-seconds, clip + --window-pad-seconds) per clip up to 30 s)")
+                             "max(--window-min-seconds, clip + --window-pad-seconds) per clip, up to "
+                             "--window-max-seconds)")
     parser.add_argument("--window-min-seconds", type=float, default=DEFAULT_WINDOW_MIN_SECONDS)
     parser.add_argument("--window-pad-seconds", type=float, default=DEFAULT_WINDOW_PAD_SECONDS)
+    parser.add_argument("--window-max-seconds", type=float, default=DEFAULT_WINDOW_MAX_SECONDS,
+                        help="clips whose length + pad is longer keep the 30 s window")
     parser.add_argument("--also-30s-frames", action="store_true",
                         help="with --window clip: also train on each training clip's frames from the 30 s window (as "
                              "copies: trained on, never tested), which clips over 30 s and streamed tracks keep; the "
@@ -641,7 +645,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
     table, manifest_path, source = load_table(args)
     settings = {"whisper": whisper_settings(args.encoder, {"window": args.window,
                                                            "window_min_seconds": args.window_min_seconds,
-                                                           "window_pad_seconds": args.window_pad_seconds})}
+                                                           "window_pad_seconds": args.window_pad_seconds,
+                                                           "window_max_seconds": args.window_max_seconds})}
     names = sorted({variant_parts(v)[0] for v in variants})
     stores = extract_features(table, args.cache, names, manifest_path, args.workers, settings=settings)
     copies = None

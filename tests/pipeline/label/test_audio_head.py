@@ -343,15 +343,15 @@ def test_shipped_head_names_its_window_and_a_mismatched_extractor_is_refused():
 
     info = AudioEmotionHead.load().info
     assert window_of(info["extractor"]["config"]) == window_of(AUDIO_EXTRACTOR["config"]) == {
-        "window": "clip", "window_min_seconds": 10.0, "window_pad_seconds": 2.0}
+        "window": "clip", "window_min_seconds": 15.0, "window_pad_seconds": 2.0, "window_max_seconds": 15.0}
     check_head_window(info, AUDIO_EXTRACTOR, AUDIO_HEAD_PATH)  # the shipped pair
     thirty = {"extractor": {"name": "whisper", "config": {"model": "tiny.en", "compute_type": "int8"}}}
     with pytest.raises(ValueError, match="trained on Whisper frames of 30 s windows, but the audio extractor makes "
-                                         r"clip windows of max\(10 s, clip \+ 2 s\)"):
+                                         r"clip windows of max\(15 s, clip \+ 2 s\) up to 15 s"):
         check_head_window(thirty, AUDIO_EXTRACTOR, "old_head.safetensors")
     with pytest.raises(ValueError, match="trained on Whisper frames of clip windows"):
         check_head_window(info, audio_extractor_spec("/models/other-ct2"), AUDIO_HEAD_PATH)
-    other = {"extractor": {"config": {**info["extractor"]["config"], "window_min_seconds": 15.0}}}
-    with pytest.raises(ValueError, match=r"max\(15 s"):
+    other = {"extractor": {"config": {**info["extractor"]["config"], "window_min_seconds": 8.0}}}
+    with pytest.raises(ValueError, match=r"max\(8 s"):
         check_head_window(other, AUDIO_EXTRACTOR, "h")
     check_head_window(thirty, audio_extractor_spec("/models/other-ct2"), "h")  # other models keep 30 s windows

@@ -155,9 +155,8 @@ def test_join_spans_joins_only_speech_cut_by_a_window_boundary():
 
 
 def test_asr_from_a_clip_window_encoding_reads_what_the_30s_window_reads(tmp_path):
-    """window="clip" (the default labeller's): the one encoder pass of a 5 s clip, max(10 s, clip + 2 s) long,
-    is what ASR decodes from (faster-whisper encodes nothing more), and its words are those decoded from the
-    30 s window (scripts/bench_clip_window_asr.py: no transcript worse on 40 RAVDESS + 11 espeak clips)."""
+    """window="clip" (the default labeller's): the one encoder pass of a 5 s clip, a 15 s window, is what ASR
+    decodes from (faster-whisper encodes nothing more), and its words are those decoded from the 30 s window."""
     from affectflow.extractors.base import create_extractor
     from affectflow.extractors.whisper import clip_window_frames
     from affectflow.pipeline.media.decode import read_audio
@@ -167,7 +166,7 @@ def test_asr_from_a_clip_window_encoding_reads_what_the_30s_window_reads(tmp_pat
     samples = read_audio(write_speech(tmp_path / "happy.wav", seconds=5.0)).samples
     clip, full = create_extractor("whisper", window="clip"), create_extractor("whisper")
     sequence, encoding = clip.extract_with_first_window(samples)
-    assert encoding.shape == (clip_window_frames(samples.size) // 2, clip.output_dim) == (500, 384)
+    assert encoding.shape == (clip_window_frames(samples.size) // 2, clip.output_dim) == (750, 384)
     np.testing.assert_array_equal(encoding, clip._encode([clip.windows(samples)[0][0]])[0])  # the clip's window
     recognizer = SpeechRecognizer()
     assert recognizer.whisper is clip.whisper
