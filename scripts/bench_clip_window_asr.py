@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             cost.setdefault((group, "30 s extra encodes"), []).append(calls.calls)
             today = " ".join(s.text.strip() for s in segments)
             for minimum, pad, most in rules:
-                rule = f"max({minimum / 100:g} s, clip + {pad / 100:g} s)" + (f" up to {most / 100:g} s" if most < 3000 else "")
+                rule = f"max({minimum / 100:g} s, clip + {pad / 100:g} s)"
+                rule += f" up to {most / 100:g} s" if most < 3000 else ""
                 frames = extractor.log_mel(samples).shape[1]
                 window = short_window(extractor, samples, max(pad, minimum - frames) if frames + pad <= most else 3000)
                 encoding, seconds = cpu(lambda: extractor._encode([window])[0])

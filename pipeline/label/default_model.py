@@ -283,8 +283,8 @@ def check_head_window(info: dict, spec: dict, path: str | Path) -> None:
     if trained != used:
         def described(window: dict) -> str:
             return ("30 s windows" if window["window"] == "30s" else
-                    f"clip windows of max({window['window_min_seconds']:g} s, clip + {window['window_pad_seconds']:g} s) "
-                    f"up to {window['window_max_seconds']:g} s")
+                    f"clip windows of max({window['window_min_seconds']:g} s, clip + "
+                    f"{window['window_pad_seconds']:g} s) up to {window['window_max_seconds']:g} s")
         raise ValueError(f"{path}: the speech head was trained on Whisper frames of {described(trained)}, but the "
                          f"audio extractor makes {described(used)}; retrain the head on them with "
                          "scripts/train_default_audio_head.py (--window)")

@@ -31,12 +31,13 @@ went on to 62 tokens a second on one German sentence, and leaves room for the pr
 The default labeller encodes a clip up to 13 s in one 15 s window (the `whisper` extractor's window="clip";
 longer clips keep the 30 s windows) and ASR decodes from that encoder output with the same options.
 `scripts/bench_clip_window_asr.py` (one thread) against the 30 s window's transcripts: 40 RAVDESS utterances
-4 words changed, 8 English espeak-ng clips 3, none further from the spoken words ("Kidder talking" -> "Kids are
-talking", "really hungry" -> "really angry", "The Huxers sitting" -> "The Hux are sitting"); 35 clips of the bench_label.py set (2-25 s) 27 words changed,
-word error against the spoken words 0.180 -> 0.153, one clip one word further (a word the clip cuts: "by the"
--> "by th-"); no sentence repeated. A window of the clip + 2 s alone is not enough: tiny.en then repeats the
-sentence on about half of the RAVDESS clips and on clips of 16-19 s, and repetition limits (no_repeat_ngram_size,
-repetition_penalty, dropping segments after the clip's end) did not stop that without changing correct text.
+4 words changed, 8 English espeak-ng clips 3, none further from the spoken words ("Kidder talking" -> "Kids
+are talking", "really hungry" -> "really angry", "The Huxers sitting" -> "The Hux are sitting"); 35 clips of
+the bench_label.py set (2-25 s) 27 words changed, word error against the spoken words 0.180 -> 0.153, one
+clip one word further (a word the clip cuts: "by the" -> "by th-"). A window of the clip + 2 s alone is not
+enough: tiny.en then repeats the sentence on about half of the RAVDESS clips and on clips of 16-19 s, and
+repetition limits (no_repeat_ngram_size, repetition_penalty, dropping segments after the clip's end) did
+not stop that without changing correct text.
 """
 
 from __future__ import annotations

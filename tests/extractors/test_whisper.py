@@ -125,7 +125,8 @@ def test_clip_window_length_rule():
     assert clip_window_frames(12 * 16000 + 170, 10.0, 2.0, 30.0) == 1402  # 1201 mel frames + 200, rounded up to even
     assert clip_window_frames(29 * 16000, 10.0, 2.0, 30.0) == 3000
     assert clip_window_frames(16000, 0.0, 0.0, 30.0) == 100 and clip_window_frames(16000 + 100, 0.0, 0.0, 30.0) == 102
-    assert clip_window_frames(3 * 16000, 15.0, 4.0, 15.0) == 1500 and clip_window_frames(12 * 16000, 15.0, 4.0, 15.0) == 3000
+    assert clip_window_frames(3 * 16000, 15.0, 4.0, 15.0) == 1500
+    assert clip_window_frames(12 * 16000, 15.0, 4.0, 15.0) == 3000
 
 
 def test_clip_windows_one_per_clip(tiny_whisper, speech):
@@ -138,7 +139,8 @@ def test_clip_windows_one_per_clip(tiny_whisper, speech):
     twenty = np.tile(speech, 9)[:20 * 16000]
     for samples in (speech, twenty):
         (window, keep), = clip.windows(samples)
-        assert window.shape == (80, clip_window_frames(samples.size, 10.0, 2.0, 30.0)) and keep == kept_frames(samples.size)
+        assert window.shape == (80, clip_window_frames(samples.size, 10.0, 2.0, 30.0))
+        assert keep == kept_frames(samples.size)
         sequence, encoding = clip.extract_with_first_window(samples)
         assert encoding.shape == (clip_window_frames(samples.size, 10.0, 2.0, 30.0) // 2, WIDTH)
         assert sequence.values.shape == tiny_whisper.extract(samples).values.shape
