@@ -11,6 +11,10 @@ them. This registers such an extractor as "whisperclip" (clips over 30 s keep th
 `train_default_audio_head.py` with `--no-write` on it (arguments after `--` are passed on; the cache defaults
 to the script's `.cache/ser`, where today's RAVDESS manifest is reused).
 
+Superseded by the `whisper` extractor's window="clip" (clips up to 13 s in one 15 s window, which ASR can decode
+from: scripts/bench_clip_window_asr.py) and `train_default_audio_head.py --window clip --also-30s-frames`, which
+the shipped head uses.
+
 Measured 2026-12-06 (clip + 2 s, 5 actor folds, 1200 clips): whisperclip_meanstd_lr WA 68.0 / UA 67.5 against
 the shipped head's 68.6 / 67.9 on 30 s windows. Not shipped: ASR still needs the 30 s window (decoded from the
 clip-length one, tiny.en repeats the sentence on half the RAVDESS clips), so with ASR on a clip would cost one

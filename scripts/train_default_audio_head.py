@@ -38,7 +38,9 @@ from affectflow.extractors.base import create_extractor
 from affectflow.extractors.run import run_extraction
 from affectflow.extractors.spec import ExtractorSpec
 from affectflow.extractors.store import FeatureStore
-from affectflow.extractors.whisper import resolve_model_folder
+from affectflow.extractors.whisper import (DEFAULT_WINDOW_MAX_SECONDS, DEFAULT_WINDOW_MIN_SECONDS,
+                                           DEFAULT_WINDOW_PAD_SECONDS, WINDOW_RULES,
+                                           WhisperEncoderConfig, resolve_model_folder)
 from affectflow.pipeline.core.manifest import read_manifest, resolve_media_path
 from affectflow.pipeline.label.audio_head import (
     AUDIO_HEAD_PATH, STANDARDISE_PRIOR_FRAMES, AttentiveStatsPooling, AudioEmotionHead, average_frames, frame_sums,
@@ -228,6 +230,19 @@ def load_corpus(table: pd.DataFrame, stores: dict[str, FeatureStore], label_colu
                   corpus.classes, pd.concat([corpus.table, extra.table], ignore_index=True),
                   copies=np.concatenate([np.zeros(len(corpus.labels), bool), np.ones(len(extra.labels), bool)]),
                   groups=standardise_groups(pd.concat([corpus.table, extra.table], ignore_index=True)))
+
+
+def with_window_copies(corpus: Corpus, other: Corpus) -> Corpus:
+    """`corpus` (its rows tested) plus every row of `other` (the same clips' frames from another encoder window) as
+    a copy: trained on, never validated or tested on (--also-30s-frames)."""
+    if list(corpus.table["segment_id"]) != list(other.table["segment_id"]):
+        raise ValueError("--also-30s-frames: the two windows' features cover different clips")
+    table = pd.concat([corpus.table, other.table], ignore_index=True)
+    return Corpus({name: corpus.frames[name] + other.frames[name] for name in corpus.frames},
+                  np.concatenate([corpus.labels, other.labels]), np.concatenate([corpus.folds, other.folds]),
+                  corpus.classes, table, copies=np.concatenate([np.zeros(len(corpus.labels), bool),
+                                                                np.ones(len(other.labels), bool)]),
+                  groups=standardise_groups(table))
 
 
 def standardise_groups(table: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -499,6 +514,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, default=None, help="also write the CV results as JSON here")
     parser.add_argument("--encoder", default=None,
                         help="a CTranslate2 Whisper model folder for the `whisper` extractor (default: bundled tiny.en)")
+    parser.add_argument("--window", choices=WINDOW_RULES, default="30s",
+                        help="the `whisper` extractor's encoder window: 30s (Whisper's) or clip (one window of "
+                             "max(--window-min-seconds, clip + --window-pad-seconds) per clip, up to "
+                             "--window-max-seconds)")
+    parser.add_argument("--window-min-seconds", type=float, default=DEFAULT_WINDOW_MIN_SECONDS)
+    parser.add_argument("--window-pad-seconds", type=float, default=DEFAULT_WINDOW_PAD_SECONDS)
+    parser.add_argument("--window-max-seconds", type=float, default=DEFAULT_WINDOW_MAX_SECONDS,
+                        help="clips whose length + pad is longer keep the 30 s window")
+    parser.add_argument("--also-30s-frames", action="store_true",
+                        help="with --window clip: also train on each training clip's frames from the 30 s window (as "
+                             "copies: trained on, never tested), which clips over 30 s and streamed tracks keep; the "
+                             "CV then also scores the test actors on those frames (linear variants)")
     parser.add_argument("--standardise", choices=STANDARDISE_MODES, default="none",
                         help="frame standardisation before pooling (linear variants): per speaker or per file, shrunk "
                              "towards the training statistics; the head then standardises per file when labelling")
@@ -511,18 +538,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--augment-copies", type=int, default=1, help="augmented copies per clip")
     parser.add_argument("--augment-seed", type=int, default=0, help="seed of the augmented copies")
     args = parser.parse_args(argv)
+    if args.also_30s_frames and (args.window != "clip" or args.augment or args.standardise != "none"):
+        parser.error("--also-30s-frames needs --window clip, without --augment and --standardise")
     args.augment = parse_augmentations(args.augment)
     if args.augment_copies < 1:
         parser.error(f"--augment-copies must be >= 1, got {args.augment_copies}")
     return args
 
 
-def whisper_settings(encoder: str | None) -> dict:
-    """The `whisper` extractor's settings for --encoder: {} for the bundled tiny.en, else {"model": the
-    resolved folder}; ValueError naming the folder when it holds no CTranslate2 model."""
+def whisper_settings(encoder: str | None, window: dict | None = None) -> dict:
+    """The `whisper` extractor's settings for --encoder and --window*: {} for the bundled tiny.en in 30 s windows,
+    else {"model": the resolved folder} and/or the window fields (`WhisperEncoderConfig`); ValueError naming the
+    folder when it holds no CTranslate2 model."""
+    settings = WhisperEncoderConfig(**(window or {})).to_dict() if window and window.get("window") != "30s" else {}
+    settings = {key: value for key, value in settings.items() if key.startswith("window")}
     if encoder is None:
-        return {}
-    return {"model": str(resolve_model_folder(str(encoder)).resolve())}
+        return settings
+    return {"model": str(resolve_model_folder(str(encoder)).resolve()), **settings}
 
 
 def load_table(args: argparse.Namespace) -> tuple[pd.DataFrame, Path | None, str]:
@@ -566,6 +598,10 @@ def head_info(corpus: Corpus, results: list[dict], best: dict, hyper: dict, stor
         "data_sha256": dataset_sha256(corpus.table["media_path"][~corpus.copies].astype(str).tolist()),
         "clips": int((~corpus.copies).sum()), "speakers": sorted(corpus.table["speaker"].astype(str).unique()),
         "cv": {r["variant"]: {"wa": round(r["wa"], 4), "ua": round(r["ua"], 4)} for r in results},
+        **({"cv_tested_on_30s_window_frames": {r["variant"]: {"wa": round(r["test_30s_frames"]["wa"], 4),
+                                                              "ua": round(r["test_30s_frames"]["ua"], 4)}
+                                               for r in results if "test_30s_frames" in r}}
+           if args.also_30s_frames else {}),
         # Balanced class weights: the posterior is the one a classifier trained under a uniform prior gives.
         "class_prior": {c: round(1.0 / len(corpus.classes), 6) for c in corpus.classes},
         "class_prior_note": "uniform: the head is trained with balanced class weights",
@@ -583,6 +619,11 @@ def training_options(args: argparse.Namespace, kind: str) -> dict:
     """The head JSON's record of --standardise / --augment (absent when off, so today's head JSON is unchanged);
     `frame_standardise` is what `AudioEmotionHead` applies when labelling."""
     options: dict = {}
+    if args.also_30s_frames:
+        options["training_frames"] = ("each training clip twice: its frames from the extractor's clip window and from "
+                                      "Whisper's 30 s window (what clips over 30 s and streamed tracks are encoded "
+                                      "in); the CV tests on the clip window's frames (cv) and on the 30 s window's "
+                                      "(cv_tested_on_30s_window_frames)")
     if args.standardise != "none" and kind == "linear":
         options["frame_standardise"] = {
             "train_group": args.standardise.removeprefix("per-"), "apply": "per file", "prior_frames": STANDARDISE_PRIOR_FRAMES,
@@ -602,7 +643,10 @@ def run(args: argparse.Namespace, command: str) -> dict:
         variant_parts(variant)  # fail early on a bad name
     ATTENTIVE["max_epochs"] = args.attentive_epochs
     table, manifest_path, source = load_table(args)
-    settings = {"whisper": whisper_settings(args.encoder)}
+    settings = {"whisper": whisper_settings(args.encoder, {"window": args.window,
+                                                           "window_min_seconds": args.window_min_seconds,
+                                                           "window_pad_seconds": args.window_pad_seconds,
+                                                           "window_max_seconds": args.window_max_seconds})}
     names = sorted({variant_parts(v)[0] for v in variants})
     stores = extract_features(table, args.cache, names, manifest_path, args.workers, settings=settings)
     copies = None
@@ -610,15 +654,27 @@ def run(args: argparse.Namespace, command: str) -> dict:
         copies = augmented_table(table, args.augment, args.augment_copies, args.augment_seed, args.cache, manifest_path)
         extract_features(copies, args.cache, names, None, args.workers, settings=settings)
     corpus = load_corpus(table, stores, args.label_column, args.folds, copies)
+    other_window = None
+    if args.also_30s_frames:
+        if any(variant_parts(v)[1] != "linear" for v in variants):
+            raise ValueError("--also-30s-frames: linear variants only (*_meanstd_lr)")
+        thirty = load_corpus(table, extract_features(table, args.cache, names, manifest_path, args.workers,
+                                                     settings={"whisper": whisper_settings(args.encoder)}),
+                             args.label_column, args.folds)
+        corpus, other_window = with_window_copies(corpus, thirty), with_window_copies(thirty, corpus)
     if len(np.unique(corpus.folds)) < 3:
         raise ValueError(f"need at least 3 speaker folds (test + training with an inner validation fold), got "
                          f"{sorted(np.unique(corpus.folds))}: give more speakers or --folds >= 3")
-    print(f"{int((~corpus.copies).sum())} clips (+ {int(corpus.copies.sum())} augmented copies), "
+    print(f"{int((~corpus.copies).sum())} clips (+ {int(corpus.copies.sum())} augmented or 30 s-window copies), "
           f"{len(np.unique(corpus.folds))} speaker folds, classes {corpus.classes}")
     results = []
     for variant in variants:
         began = time.time()
         results.append(cross_validate(corpus, variant, args.standardise, args.test_standardise))
+        if other_window is not None:  # the same training rows (both windows), tested on the 30 s window's frames
+            tested = cross_validate(other_window, variant)
+            results[-1]["test_30s_frames"] = {key: tested[key] for key in ("wa", "ua", "wa_std", "ua_std", "folds")}
+            print(f"  {variant} tested on 30 s-window frames: WA {100 * tested['wa']:.1f} UA {100 * tested['ua']:.1f}")
         results[-1]["seconds"] = round(time.time() - began, 1)
     print(format_table(results))
     best = max(results, key=lambda r: r["ua"])

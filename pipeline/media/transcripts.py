@@ -27,6 +27,17 @@ anyway: `scripts/bench_asr.py` (2 cores, 1 thread) measured 1.73 -> 0.10 CPU-s p
 clean RAVDESS utterances and 8 English espeak clips (the fallback never ran there). The most tokens a second
 seen there was 4.2 (timestamps included); the budget (12 a second + 16) cuts a decoder stuck in a loop, which
 went on to 62 tokens a second on one German sentence, and leaves room for the prompt in Whisper's 448.
+
+The default labeller encodes a clip up to 13 s in one 15 s window (the `whisper` extractor's window="clip";
+longer clips keep the 30 s windows) and ASR decodes from that encoder output with the same options.
+`scripts/bench_clip_window_asr.py` (one thread) against the 30 s window's transcripts: 40 RAVDESS utterances
+4 words changed, 8 English espeak-ng clips 3, none further from the spoken words ("Kidder talking" -> "Kids
+are talking", "really hungry" -> "really angry", "The Huxers sitting" -> "The Hux are sitting"); 35 clips of
+the bench_label.py set (2-25 s) 27 words changed, word error against the spoken words 0.180 -> 0.153, one
+clip one word further (a word the clip cuts: "by the" -> "by th-"). A window of the clip + 2 s alone is not
+enough: tiny.en then repeats the sentence on about half of the RAVDESS clips and on clips of 16-19 s, and
+repetition limits (no_repeat_ngram_size, repetition_penalty, dropping segments after the clip's end) did
+not stop that without changing correct text.
 """
 
 from __future__ import annotations
@@ -231,7 +242,8 @@ class SpeechRecognizer:
     def transcribe(self, samples: np.ndarray, first_window_encoding: np.ndarray | None = None) -> TimedText:
         """16 kHz mono float32 samples -> timed text ("" when the VAD hears no speech).
 
-        first_window_encoding: the Whisper encoder output [1500, D] of the clip's first 30 s window, computed
+        first_window_encoding: the Whisper encoder output of the clip's first window ([1500, D] of a 30 s window, or
+        fewer frames of a shorter window padded alike: the whisper extractor's window="clip"), computed
         elsewhere from the same samples with the same model (`WhisperEncoderExtractor.extract_with_first_window`):
         the decoder starts from it instead of encoding that window again
         (`EncodedWhisperModel.transcribe_from_encoding`). The caller has already found speech, so

@@ -61,8 +61,9 @@ class EncodedWhisperModel(WhisperModel):
 
     def transcribe_from_encoding(self, audio: np.ndarray, first_window_encoding: np.ndarray, **options):
         """`transcribe(audio, **options)` whose first window's encoder output is `first_window_encoding`
-        ([1500, D] float32, this model's encoder on the same audio's first 30 s window) instead of encoding
-        it again. Options that move that window (`vad_filter=True`, `clip_timestamps`) must not be given."""
+        ([1500, D] float32, this model's encoder on the same audio's first 30 s window, or [F, D] of a shorter
+        window of it padded alike: the whisper extractor's window="clip") instead of encoding it again.
+        Options that move that window (`vad_filter=True`, `clip_timestamps`) must not be given."""
         if options.pop("vad_filter", False) or options.get("clip_timestamps", "0") != "0":
             raise ValueError("transcribe_from_encoding: the encoded window is the audio's first: no VAD filter, "
                              "no clip_timestamps")

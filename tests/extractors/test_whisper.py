@@ -112,3 +112,62 @@ def test_auto_compute_type_is_recorded_as_what_it_resolved_to(tiny_whisper):
     assert extractor.config.compute_type == "int8"  # CPU: int8
     assert extractor.config_hash == explicit.config_hash  # same features, same store
     assert extractor.spec().config["compute_type"] == "int8"
+
+
+def test_clip_window_length_rule():
+    """window="clip": max(min, clip + pad) mel frames, even, at least the clip's kept frames; the 30 s window
+    (3000) once the clip + pad is longer than max (defaults 15, 2, 15 s: clips up to 13 s in a 15 s window)."""
+    from affectflow.extractors.whisper import clip_window_frames
+
+    assert clip_window_frames(3 * 16000) == clip_window_frames(13 * 16000) == 1500  # the 15 s window
+    assert clip_window_frames(13 * 16000 + 160) == clip_window_frames(20 * 16000) == 3000  # longer: 30 s
+    assert clip_window_frames(12 * 16000, 10.0, 2.0, 30.0) == 1400  # 12 s + 2 s
+    assert clip_window_frames(12 * 16000 + 170, 10.0, 2.0, 30.0) == 1402  # 1201 mel frames + 200, rounded up to even
+    assert clip_window_frames(29 * 16000, 10.0, 2.0, 30.0) == 3000
+    assert clip_window_frames(16000, 0.0, 0.0, 30.0) == 100 and clip_window_frames(16000 + 100, 0.0, 0.0, 30.0) == 102
+    assert clip_window_frames(3 * 16000, 15.0, 4.0, 15.0) == 1500
+    assert clip_window_frames(12 * 16000, 15.0, 4.0, 15.0) == 3000
+
+
+def test_clip_windows_one_per_clip(tiny_whisper, speech):
+    """A clip up to the rule's length is one window of `clip_window_frames`; longer clips keep the 30 s windows;
+    the kept frames are as many as with 30 s windows; clips of different lengths batch like one by one."""
+    from affectflow.extractors.whisper import clip_window_frames
+
+    clip = create_extractor("whisper", model=tiny_whisper.config.model, window="clip", window_min_seconds=10.0,
+                            window_max_seconds=30.0)
+    twenty = np.tile(speech, 9)[:20 * 16000]
+    for samples in (speech, twenty):
+        (window, keep), = clip.windows(samples)
+        assert window.shape == (80, clip_window_frames(samples.size, 10.0, 2.0, 30.0))
+        assert keep == kept_frames(samples.size)
+        sequence, encoding = clip.extract_with_first_window(samples)
+        assert encoding.shape == (clip_window_frames(samples.size, 10.0, 2.0, 30.0) // 2, WIDTH)
+        assert sequence.values.shape == tiny_whisper.extract(samples).values.shape
+    long = np.tile(speech, 14)[:33 * 16000]
+    assert [w.shape for w, _ in clip.windows(long)] == [w.shape for w, _ in tiny_whisper.windows(long)]
+    items = [speech, twenty, speech[:9000], long]
+    for item, together in zip(items, clip.extract_batch(items)):
+        alone = clip.extract(item).values
+        np.testing.assert_allclose(together.values, alone,
+                                   atol=float32_chain_bound(TINY_MODEL_TERMS, np.abs(alone).max(initial=0.0)))
+    default = create_extractor("whisper", model=tiny_whisper.config.model, window="clip")  # up to 13 s, else 30 s
+    np.testing.assert_array_equal(default.windows(twenty)[0][0], tiny_whisper.windows(twenty)[0][0])
+    assert default.windows(speech)[0][0].shape == (80, 1500)
+
+
+def test_window_config_keeps_the_30s_hash(tiny_whisper):
+    from affectflow.extractors.whisper import WhisperEncoderConfig
+
+    assert WhisperEncoderConfig().to_dict() == {"model": "tiny.en", "compute_type": "auto"}  # as before the field
+    clip = create_extractor("whisper", model=tiny_whisper.config.model, window="clip")
+    assert clip.spec().config["window"] == "clip" and clip.config_hash != tiny_whisper.config_hash
+    assert extractor_from_spec(clip.spec()).extractor_id == clip.extractor_id
+    other = create_extractor("whisper", model=tiny_whisper.config.model, window="clip", window_min_seconds=10.0)
+    assert other.config_hash != clip.config_hash
+    with pytest.raises(ValueError, match="window must be one of"):
+        WhisperEncoderConfig(window="20s")
+    with pytest.raises(ValueError, match="window='clip' only"):
+        WhisperEncoderConfig(window_pad_seconds=4.0)
+    with pytest.raises(ValueError, match="must lie in"):
+        WhisperEncoderConfig(window="clip", window_min_seconds=20.0)  # above window_max_seconds

@@ -120,6 +120,28 @@ def test_cv_loop_on_three_ravdess_actors(tmp_path):
     assert "CC BY-NC-SA 4.0" in head.info["licence"]
 
 
+def test_clip_window_head_with_30s_window_copies(tmp_path):
+    """--window clip --also-30s-frames: the head's frames come from the clip window, each training clip is also
+    trained on with its 30 s-window frames, and the CV scores the test actors on both windows' frames."""
+    if not RAVDESS.is_dir():
+        pytest.skip(f"RAVDESS speech not found at {RAVDESS} (../shared/data/ravdess-speech beside the repo)")
+    script = _load_script()
+    with pytest.raises(SystemExit):
+        script.parse_args(["--also-30s-frames"])  # 30 s windows already: nothing to add
+    args = script.parse_args(["--ravdess-dir", str(RAVDESS), "--actors", "3,4,7", "--cache", str(tmp_path / "cache"),
+                              "--query", "statement == 1 and repetition == 1 and intensity == 'normal'", "--workers", "0",
+                              "--variants", "whisper_meanstd_lr", "--window", "clip", "--also-30s-frames",
+                              "--out", str(tmp_path / "head.safetensors")])
+    summary = script.run(args, "python scripts/train_default_audio_head.py --window clip --also-30s-frames")
+    assert summary["clips"] == 24
+    result, = summary["results"]
+    assert sum(map(sum, result["confusion"])) == 24  # tested on the originals only, not on the copies
+    assert [f["fold"] for f in result["test_30s_frames"]["folds"]] == ["3", "4", "7"]
+    info = AudioEmotionHead.load(tmp_path / "head.safetensors").info
+    assert info["extractor"]["config"]["window"] == "clip" and info["clips"] == 24
+    assert set(info["cv_tested_on_30s_window_frames"]) == {"whisper_meanstd_lr"} and "30 s" in info["training_frames"]
+
+
 def _standardising_head(kind: str, rng: np.random.Generator, dim: int = 6) -> AudioEmotionHead:
     tensors = {"frame_mean": rng.normal(size=dim), "frame_scale": rng.uniform(0.5, 2, size=dim),
                "temperature": np.ones(1), "standardise_mean": rng.normal(size=dim),
@@ -310,3 +332,26 @@ def test_test_standardise_scores_other_features():
     assert script.cross_validate(corpus, "whisper_meanstd_lr", "per-speaker", "per-speaker") == same
     args = script.parse_args(["--standardise", "per-speaker", "--test-standardise", "per-file"])
     assert args.test_standardise == "per-file"
+
+
+def test_shipped_head_names_its_window_and_a_mismatched_extractor_is_refused():
+    """The shipped head was trained on the default labeller's clip windows (its JSON's extractor config); a head
+    of 30 s windows (a JSON from before the window fields) is refused with them, and the reverse."""
+    from affectflow.pipeline.label.default_model import (
+        AUDIO_EXTRACTOR, audio_extractor_spec, check_head_window, window_of,
+    )
+
+    info = AudioEmotionHead.load().info
+    assert window_of(info["extractor"]["config"]) == window_of(AUDIO_EXTRACTOR["config"]) == {
+        "window": "clip", "window_min_seconds": 15.0, "window_pad_seconds": 2.0, "window_max_seconds": 15.0}
+    check_head_window(info, AUDIO_EXTRACTOR, AUDIO_HEAD_PATH)  # the shipped pair
+    thirty = {"extractor": {"name": "whisper", "config": {"model": "tiny.en", "compute_type": "int8"}}}
+    with pytest.raises(ValueError, match="trained on Whisper frames of 30 s windows, but the audio extractor makes "
+                                         r"clip windows of max\(15 s, clip \+ 2 s\) up to 15 s"):
+        check_head_window(thirty, AUDIO_EXTRACTOR, "old_head.safetensors")
+    with pytest.raises(ValueError, match="trained on Whisper frames of clip windows"):
+        check_head_window(info, audio_extractor_spec("/models/other-ct2"), AUDIO_HEAD_PATH)
+    other = {"extractor": {"config": {**info["extractor"]["config"], "window_min_seconds": 8.0}}}
+    with pytest.raises(ValueError, match=r"max\(8 s"):
+        check_head_window(other, AUDIO_EXTRACTOR, "h")
+    check_head_window(thirty, audio_extractor_spec("/models/other-ct2"), "h")  # other models keep 30 s windows

@@ -20,11 +20,11 @@ from factories.media import make_video
 
 def test_the_default_labeller_declares_its_needs_on_its_class():
     needs = DefaultLabeler.evidence_needs
-    assert needs == EvidenceNeeds(faces=FaceCrops(size=96), audio_frames=AudioFrames("whisper"), transcript=True,
+    assert needs == EvidenceNeeds(faces=FaceCrops(size=96), audio_frames=AudioFrames.of(AUDIO_EXTRACTOR), transcript=True,
                                   utterances=False)
     assert declared_needs(DefaultLabeler) == needs and DefaultLabeler.face_crop_size == needs.faces.size
     assert needs.audio_frames.spec == AUDIO_EXTRACTOR
-    assert hash(needs) == hash(EvidenceNeeds(FaceCrops(96), AudioFrames.of({"name": "whisper"})))
+    assert hash(needs) == hash(EvidenceNeeds(FaceCrops(96), AudioFrames.of(dict(AUDIO_EXTRACTOR))))
 
 
 def test_a_run_completes_the_needs_with_its_options():
@@ -32,7 +32,7 @@ def test_a_run_completes_the_needs_with_its_options():
                               device="cpu", transcripts={"a.mp4": "hello"})
     plan = collector_factory(options, DefaultLabeler)
     assert plan == EvidencePlan(EvidenceNeeds(FaceCrops(96, fps=1.0, min_face_fraction=None),
-                                              AudioFrames("whisper"), transcript=False, utterances=True),
+                                              AudioFrames.of(AUDIO_EXTRACTOR), transcript=False, utterances=True),
                                 "cpu", {"a.mp4": "hello"})
     assert pickle.loads(pickle.dumps(plan)) == plan  # what each worker process is given
     unshared = collector_factory(LabelingOptions(share_audio_encoder=False), DefaultLabeler)

@@ -152,3 +152,32 @@ def test_join_spans_joins_only_speech_cut_by_a_window_boundary():
     assert join_spans(first, [(30.0 + gap, 32.0)]) == first + [(30.0 + gap, 32.0)]  # a pause: two utterances
     assert join_spans([], [(30.0, 31.0)]) == [(30.0, 31.0)] and join_spans(first, []) == first
     assert join_spans([(1.0, 30.0)], [(30.0, 31.5)]) == [(1.0, 30.0), (30.0, 31.5)]  # longer than 30 s: cut
+
+
+def test_asr_from_a_clip_window_encoding_reads_what_the_30s_window_reads(tmp_path):
+    """window="clip" (the default labeller's): the one encoder pass of a 5 s clip, a 15 s window, is what ASR
+    decodes from (faster-whisper encodes nothing more), and its words are those decoded from the 30 s window."""
+    from affectflow.extractors.base import create_extractor
+    from affectflow.extractors.whisper import clip_window_frames
+    from affectflow.pipeline.media.decode import read_audio
+    from affectflow.pipeline.media.transcripts import SpeechRecognizer
+    from factories.media import write_speech
+
+    samples = read_audio(write_speech(tmp_path / "happy.wav", seconds=5.0)).samples
+    clip, full = create_extractor("whisper", window="clip"), create_extractor("whisper")
+    sequence, encoding = clip.extract_with_first_window(samples)
+    assert encoding.shape == (clip_window_frames(samples.size) // 2, clip.output_dim) == (750, 384)
+    np.testing.assert_array_equal(encoding, clip._encode([clip.windows(samples)[0][0]])[0])  # the clip's window
+    recognizer = SpeechRecognizer()
+    assert recognizer.whisper is clip.whisper
+    model, encodes = recognizer.whisper.recognizer, []
+    original = model.encode
+    model.encode = lambda features: encodes.append(features.shape) or original(features)
+    try:
+        shared = recognizer.transcribe(samples, encoding)
+    finally:
+        del model.encode
+    assert encodes == []  # decoded from the given encoding only
+    thirty = recognizer.transcribe(samples, full.extract_with_first_window(samples)[1])
+    assert shared.text == thirty.text and "happy to see you today" in shared.text.lower()
+    assert shared.cues and shared.cues[-1][1] <= samples.size / 16000 + 0.02
