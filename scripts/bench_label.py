@@ -17,7 +17,8 @@ is drawn from it with `--seed`. The command `affectflow label --videos BATCH --o
 a fresh process, timed from its launch to its exit, for this checkout and for `--baseline-ref` (default
 `20d3dcd`, installed once from `git archive` into a temp folder with `pip install --no-deps --target`),
 in alternating order over `--rounds`: each batch into an empty output (time to the first data row, x real
-time = media seconds / wall seconds, CPU seconds and peak PSS of the whole process tree, workers included),
+time = media seconds / wall seconds, CPU seconds of the whole process tree, workers included; then the same
+batch again into another empty output for the tree's peak PSS, since sampling PSS slows the command ~10 %),
 then the largest batch again with every clip done (time to exit with nothing to do). The table shows the
 best of the rounds, this tree / baseline and the targets of issue 22; the load average before and after.
 
@@ -370,13 +371,13 @@ def measured_trees(args: argparse.Namespace) -> list[tuple[str, dict]]:
     return trees
 
 
-def checked_run(command: list[str], out: Path, env: dict, expect: dict, what: str):
+def checked_run(command: list[str], out: Path, env: dict, expect: dict, what: str, memory: bool = False):
     """`measure_command` of one labelling run, from the output's folder (as a user runs it from a project
     folder); RuntimeError when it fails or labels other than expected (`expect`: summary fields such as
-    {"done": 12})."""
+    {"done": 12}). memory: sample the tree's PSS too (slows the command: a separate run measures it)."""
     from bench_cli import measure_command
 
-    run = measure_command(command, out, env=env, cwd=out.parent)
+    run = measure_command(command, out, env=env, cwd=out.parent, memory=memory)
     if run.exit_code != 0 or run.summary is None or any(run.summary.get(k) != v for k, v in expect.items()):
         raise RuntimeError(f"{what}: exit code {run.exit_code}, summary {run.summary}, expected {expect}:\n"
                            f"{run.stdout[-1000:]}\n{run.stderr[-3000:]}")
@@ -402,6 +403,11 @@ def run_user_benchmark(args: argparse.Namespace) -> int:
                     out.parent.mkdir(parents=True)
                     run = checked_run(label_command(folder, out, args), out, env, {"labelled": summary.clips},
                                       f"{name}, batch of {seconds:g} s")
+                    memory_out = out.parent.with_name(out.parent.name + "-memory") / "labels.csv"
+                    memory_out.parent.mkdir(parents=True)
+                    run.peak_mib = checked_run(label_command(folder, memory_out, args), memory_out, env,
+                                               {"labelled": summary.clips}, f"{name}, batch of {seconds:g} s (memory)",
+                                               memory=True).peak_mib
                     runs.setdefault((name, f"{seconds:g}"), []).append(run)
                     print(f"round {round_index + 1} {name} batch {seconds:g} s: {run.wall:.2f} s wall, first row "
                           f"{run.first_row:.2f} s, {summary.seconds / run.wall:.2f}x real time, {run.cpu:.1f} CPU-s, "
