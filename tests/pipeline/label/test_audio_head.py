@@ -5,7 +5,9 @@ and the training script's speaker-independent CV loop on a 3-actor slice of the 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -334,24 +336,32 @@ def test_test_standardise_scores_other_features():
     assert args.test_standardise == "per-file"
 
 
-def test_shipped_head_names_its_window_and_a_mismatched_extractor_is_refused():
+def test_shipped_head_names_its_window_and_the_labeller_encodes_with_the_window_of_its_head(tmp_path):
     """The shipped head was trained on the default labeller's clip windows (its JSON's extractor config); a head
-    of 30 s windows (a JSON from before the window fields) is refused with them, and the reverse."""
+    of 30 s windows (a JSON from before the window fields, e.g. one a user trained earlier) gets 30 s windows,
+    so its figures hold, and the labeller's evidence needs say so (the early workers' plan is then not used)."""
     from affectflow.pipeline.label.default_model import (
-        AUDIO_EXTRACTOR, audio_extractor_spec, check_head_window, window_of,
+        AUDIO_EXTRACTOR, DefaultLabeler, audio_extractor_spec, head_window_spec, window_of,
     )
 
     info = AudioEmotionHead.load().info
     assert window_of(info["extractor"]["config"]) == window_of(AUDIO_EXTRACTOR["config"]) == {
         "window": "clip", "window_min_seconds": 15.0, "window_pad_seconds": 2.0, "window_max_seconds": 15.0}
-    check_head_window(info, AUDIO_EXTRACTOR, AUDIO_HEAD_PATH)  # the shipped pair
+    assert head_window_spec(AUDIO_EXTRACTOR, info) == AUDIO_EXTRACTOR  # the shipped pair
     thirty = {"extractor": {"name": "whisper", "config": {"model": "tiny.en", "compute_type": "int8"}}}
-    with pytest.raises(ValueError, match="trained on Whisper frames of 30 s windows, but the audio extractor makes "
-                                         r"clip windows of max\(15 s, clip \+ 2 s\) up to 15 s"):
-        check_head_window(thirty, AUDIO_EXTRACTOR, "old_head.safetensors")
-    with pytest.raises(ValueError, match="trained on Whisper frames of clip windows"):
-        check_head_window(info, audio_extractor_spec("/models/other-ct2"), AUDIO_HEAD_PATH)
-    other = {"extractor": {"config": {**info["extractor"]["config"], "window_min_seconds": 8.0}}}
-    with pytest.raises(ValueError, match=r"max\(8 s"):
-        check_head_window(other, AUDIO_EXTRACTOR, "h")
-    check_head_window(thirty, audio_extractor_spec("/models/other-ct2"), "h")  # other models keep 30 s windows
+    assert head_window_spec(AUDIO_EXTRACTOR, thirty) == {"name": "whisper", "config": {}}  # 30 s: no window fields
+    other = audio_extractor_spec("/models/other-ct2")
+    assert head_window_spec(other, thirty) == other  # other models keep 30 s windows
+    assert head_window_spec(other, info)["config"] == {"model": "/models/other-ct2", **window_of(AUDIO_EXTRACTOR["config"])}
+
+    old = tmp_path / "old_head.safetensors"  # the shipped weights with a JSON that names no window
+    shutil.copy(AUDIO_HEAD_PATH, old)
+    old_info = json.loads(Path(AUDIO_HEAD_PATH).with_suffix(".json").read_text())
+    old_info["extractor"]["config"] = {k: v for k, v in old_info["extractor"]["config"].items()
+                                       if not k.startswith("window")}
+    old.with_suffix(".json").write_text(json.dumps(old_info))
+    labeler = DefaultLabeler(audio_head_path=old)
+    assert labeler.audio_extractor_spec == {"name": "whisper", "config": {}}
+    assert labeler.evidence_needs.audio_frames.spec == {"name": "whisper", "config": {}}
+    assert labeler.evidence_needs != DefaultLabeler.evidence_needs
+    assert DefaultLabeler().evidence_needs == DefaultLabeler.evidence_needs
