@@ -160,3 +160,28 @@ def test_starting_the_worker_server_imports_nothing_heavy_here():
               "if m in sys.modules), 'torchcodec.decoders' in names)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["[]", "True"], done.stderr
+
+
+EXITING_SERVER = """
+import atexit, sys
+import affectflow.pipeline.label.worker_signals  # as the forkserver imports it first
+from pathlib import Path
+
+class Teardown:
+    def __del__(self):
+        Path(sys.argv[1]).write_text("module teardown ran")
+
+kept = Teardown()  # a module global: collected only by the interpreter's teardown
+atexit.register(lambda: (print("exit handler ran"), sys.stdout.flush()))
+"""
+
+
+def test_the_worker_server_runs_its_exit_handlers_but_skips_the_interpreter_teardown(tmp_path):
+    """After the labelling process has gone, the forkserver's finalisation (torch, CTranslate2: ~0.6 CPU-s)
+    would run on behind the finished command, holding its stdout open: the server ends with os._exit once
+    its exit handlers have run."""
+    marker = tmp_path / "teardown.txt"
+    done = subprocess.run([sys.executable, "-c", EXITING_SERVER, str(marker)], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "exit handler ran\n", "")
+    assert not marker.exists()
