@@ -56,3 +56,28 @@ def test_quiet_prints_nothing_on_stderr_and_one_line_on_stdout(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert re.fullmatch(r"2 labelled, 0 with errors, 0 already done -> \S+labels.csv \(\d+\.\d s\)\n", done.stdout)
+
+
+CONSOLE_SCRIPT = """
+import atexit, os, sys
+from pathlib import Path
+from affectflow.pipeline.cli.main import console_main
+
+exit_now, marker = os._exit, Path(sys.argv[1])
+os._exit = lambda code: (marker.write_text(str(code)), exit_now(code))  # how the process ends
+atexit.register(print, "exit handler ran")  # buffered: console_main must flush it
+sys.argv[1:] = ["label", "--videos", sys.argv[2], "--out", sys.argv[3]]
+console_main()
+"""
+
+
+def test_the_console_command_runs_exit_handlers_flushes_and_skips_the_teardown(tmp_path):
+    """`affectflow` ends with the command's exit code once its exit handlers have run and its output is flushed,
+    without the interpreter's teardown of what the command loaded (torch, the models: ~0.3 s on 2 cores)."""
+    marker = tmp_path / "teardown.txt"
+    done = subprocess.run([sys.executable, "-c", CONSOLE_SCRIPT, str(marker), str(tmp_path / "missing"),
+                           str(tmp_path / "labels.csv")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr  # the folder does not exist: the command's own exit code
+    assert done.stdout == "exit handler ran\n"
+    assert "missing" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert marker.read_text() == "2"  # ended by os._exit after the handlers, not by the interpreter's teardown

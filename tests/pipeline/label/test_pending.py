@@ -168,8 +168,11 @@ import affectflow.pipeline.label.worker_signals  # as the forkserver imports it 
 from pathlib import Path
 
 class Teardown:
+    def __init__(self):  # what __del__ needs, held here: the module's globals may be gone by then
+        self.path, self.write = Path(sys.argv[1]), Path.write_text
+
     def __del__(self):
-        Path(sys.argv[1]).write_text("module teardown ran")
+        self.write(self.path, "module teardown ran")
 
 kept = Teardown()  # a module global: collected only by the interpreter's teardown
 atexit.register(lambda: (print("exit handler ran"), sys.stdout.flush()))
