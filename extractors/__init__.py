@@ -16,10 +16,19 @@ from affectflow.extractors.base import (
 )
 from affectflow.extractors import builtin  # noqa: F401  registers the built-in extractors
 from affectflow.extractors.spec import ExtractorSpec
-from affectflow.extractors.run import ExtractionSummary, run_extraction
-from affectflow.extractors.store import FeatureStore, export_npy
-from affectflow.extractors.choice import choose_extractors
-from affectflow.extractors.job import extract
+
+_LAZY = {"ExtractionSummary": "run", "run_extraction": "run", "FeatureStore": "store", "export_npy": "store",
+         "choose_extractors": "choice", "extract": "job"}
+"""The extraction job's names, imported on first use: they bring pandas and the store (~0.3 s), which a
+process that only runs extractors (a labelling worker) never needs."""
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"affectflow.extractors.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "EXTRACTORS", "Extractor", "ExtractorConfig", "ExtractorSpec", "InputContract", "create_extractor",

@@ -48,12 +48,15 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from affectflow.pipeline.core.errors import AffectflowError
 from affectflow.pipeline.media.whisper_model import load_whisper
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SIDECAR_SUFFIXES = (".txt", ".srt", ".vtt")
 _CUE_TIME = re.compile(
@@ -178,6 +181,8 @@ def load_transcript_table(path: str | Path) -> dict[str, str]:
 
     A clip listed twice with different texts raises TranscriptError; with the same text, a
     DuplicateTranscriptWarning is emitted and one copy used."""
+    import pandas as pd  # here, not at the top: an evidence worker imports this module and never reads a table
+
     path = Path(path)
     if not path.is_file():
         raise TranscriptError(f"transcripts file not found: {path}")
