@@ -14,6 +14,7 @@ import gc
 import importlib
 import os
 import sys
+import threading
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("affectflow.pipeline.cli.prepare", "turn a raw corpus download into a manifest"),
@@ -65,11 +66,15 @@ def console_main() -> None:
     0.7 s frozen), and once the exit handlers have run (Ray's shutdown, logging's flush, multiprocessing's and
     weakref's finalizers: `atexit._run_exitfuncs`) and the output streams are flushed, the process ends with
     os._exit, skipping the interpreter's teardown of torch and the models (~0.3 s more; nothing of a finished
-    command is left to finalise), so a finished or interrupted command ends at once. Not in `main`, which tests
-    call in-process.
+    command is left to finalise), so a finished or interrupted command ends at once. When the command has left
+    threads running (none of affectflow's does), the interpreter's own exit, which waits for them, is kept. Not
+    in `main`, which tests call in-process.
     """
     code = main()
     gc.freeze()
+    if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()
+           if thread is not threading.main_thread()):
+        sys.exit(code)  # threads the command left running: the interpreter's own exit waits for them
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed pipe (`| head`): nothing more to say

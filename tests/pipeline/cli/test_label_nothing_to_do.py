@@ -81,3 +81,24 @@ def test_the_console_command_runs_exit_handlers_flushes_and_skips_the_teardown(t
     assert done.stdout == "exit handler ran\n"
     assert "missing" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert marker.read_text() == "2"  # ended by os._exit after the handlers, not by the interpreter's teardown
+
+
+THREAD_SCRIPT = """
+import sys, threading, time
+from pathlib import Path
+from affectflow.pipeline.cli.main import console_main
+
+marker = Path(sys.argv[1])
+threading.Thread(target=lambda: (time.sleep(0.5), marker.write_text("finished"))).start()  # not a daemon
+sys.argv[1:] = ["label", "--videos", sys.argv[2], "--out", sys.argv[3]]
+console_main()
+"""
+
+
+def test_the_console_command_waits_for_threads_left_running(tmp_path):
+    """A command that leaves a (non-daemon) thread running keeps the interpreter's own exit, which waits for it."""
+    marker = tmp_path / "thread.txt"
+    done = subprocess.run([sys.executable, "-c", THREAD_SCRIPT, str(marker), str(tmp_path / "missing"),
+                           str(tmp_path / "labels.csv")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert marker.read_text() == "finished"
