@@ -122,13 +122,8 @@ def test_a_label_row_round_trips_through_csv_in_the_columns_csv_has():
 
 
 # --- the device: a torch.device from label() down -------------------------------------------------------
-class EmptyLabeler:
-    class_names = CLASSES
-    modalities = MODALITIES
-    face_crop_size = 48
-
-    def clip_state(self, evidence):
-        return None
+class EmptyLabeler(ScriptedLabeler):
+    """Sees nothing anywhere."""
 
     def predict(self, evidence, state, start, end):
         return SpanPrediction.nothing()
